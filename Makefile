@@ -1,0 +1,60 @@
+# meshsearch developer entry points. Everything runs from a virtualenv in .venv.
+#   make demo    set up, start the embedded stack, index a real corpus, answer queries, stop
+#   make test    set up, check contracts, run every test (real PostgreSQL, Redis, model, gRPC)
+#   make bench   run the benchmarks under bench/ (see docs/benchmarks.md)
+
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+BUF       := $(VENV)/bin/buf
+# The CPU build of torch lies on local disk here; unpinned, pip may fetch a multi-GB CUDA build.
+TORCH     ?= torch==2.13.0
+PACKAGES  := -e libs/common[embedded,dev] -e services/embedder -e services/search -e services/api
+# What `buf breaking` compares against; CI passes the previous commit on main.
+BUF_AGAINST ?= .git\#ref=HEAD
+
+.PHONY: setup demo up test unit lint protos protos-check buf-lint buf-breaking bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: libs/common/pyproject.toml services/api/pyproject.toml services/embedder/pyproject.toml services/search/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH) $(PACKAGES)
+	touch $@
+
+demo: setup
+	$(VENV)/bin/meshsearch demo
+
+up: setup
+	$(VENV)/bin/meshsearch up
+
+test: setup protos-check lint
+	$(PY) -m pytest -c tests/pytest.ini tests
+
+unit: setup
+	$(PY) -m pytest -c tests/pytest.ini tests/unit
+
+lint: setup buf-lint
+	$(VENV)/bin/ruff check --config libs/common/ruff.toml libs services tests bench
+
+protos: setup
+	PYTHON=$(abspath $(PY)) libs/common/scripts/generate_protos.sh
+
+# Fails when the committed stubs differ from what protos/ generates.
+protos-check: setup
+	@tmp=$$(mktemp -d) && PYTHON=$(abspath $(PY)) libs/common/scripts/generate_protos.sh $$tmp \
+	  && diff -r -x __pycache__ $$tmp/meshsearch libs/common/src/meshsearch \
+	  && echo "generated stubs match protos/" ; status=$$?; rm -rf $$tmp; exit $$status
+
+buf-lint: setup
+	$(BUF) lint
+
+buf-breaking: setup
+	$(BUF) breaking --against '$(BUF_AGAINST)'
+
+bench: setup
+	$(PY) bench/embedder/run.py
+	$(PY) bench/search/run.py
+
+clean:
+	rm -rf $(VENV) .meshsearch .pytest_cache

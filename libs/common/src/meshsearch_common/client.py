@@ -1,0 +1,263 @@
+"""The one client layer for every service-to-service call.
+
+`connect_upstream()` returns a channel whose every call gets, in order:
+- request id metadata, so one id follows a request across services;
+- a deadline: the caller's remaining time (from the inbound call), clamped to the policy's
+  timeout; a call whose caller has no time left fails with DEADLINE_EXCEEDED without being sent;
+- the upstream's circuit breaker: an open breaker answers UNAVAILABLE at once, naming the
+  upstream; caller errors (INVALID_ARGUMENT, NOT_FOUND, ...) never count as failures;
+- retries through gRPC's service config, for methods the contract marks idempotent
+  (`option idempotency_level`) and retryable codes only: exponential backoff with gRPC's
+  built-in jitter, and retry throttling so a sick upstream is not stormed.
+The channel balances `round_robin` over every address a DNS name resolves to, so replicas
+behind one name (a headless Kubernetes Service) share the load evenly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import ServiceDescriptor
+from prometheus_client import Counter, Gauge
+
+from meshsearch_common import context
+from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
+from meshsearch_common.errors import CALLER_ERROR_CODES, from_upstream
+from meshsearch_common.settings import UpstreamPolicy
+
+log = logging.getLogger(__name__)
+
+ResponseT = TypeVar("ResponseT")
+
+RETRYABLE_CODES = ("UNAVAILABLE",)
+
+UPSTREAM_CALLS = Counter(
+    "meshsearch_upstream_calls_total", "Calls to upstream services by outcome.", ["upstream", "code"]
+)
+BREAKER_STATE = Gauge(
+    "meshsearch_upstream_breaker_state",
+    "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
+    ["upstream"],
+)
+_STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+
+def is_upstream_failure(exc: BaseException) -> bool:
+    """Whether an exception from a call shows the upstream is unhealthy."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() not in CALLER_ERROR_CODES
+    return not isinstance(exc, asyncio.CancelledError)
+
+
+def idempotent_methods(service: ServiceDescriptor) -> list[str]:
+    """Methods the contract marks `idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS`."""
+    safe = {
+        descriptor_pb2.MethodOptions.IDEMPOTENT,
+        descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+    }
+    return [
+        method.name
+        for method in service.methods
+        if method.GetOptions().idempotency_level in safe and not method.client_streaming and not method.server_streaming
+    ]
+
+
+def service_config(services: Sequence[ServiceDescriptor], policy: UpstreamPolicy) -> str:
+    """gRPC service config JSON: round-robin balancing, retries for idempotent methods."""
+    names = [
+        {"service": service.full_name, "method": method}
+        for service in services
+        for method in idempotent_methods(service)
+    ]
+    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if names and policy.retry_max_attempts > 1:
+        config["methodConfig"] = [
+            {
+                "name": names,
+                "retryPolicy": {
+                    "maxAttempts": policy.retry_max_attempts,
+                    "initialBackoff": f"{policy.retry_initial_backoff_s}s",
+                    "maxBackoff": f"{policy.retry_max_backoff_s}s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": list(RETRYABLE_CODES),
+                },
+            }
+        ]
+        config["retryThrottling"] = {"maxTokens": 10, "tokenRatio": 0.1}
+    return json.dumps(config)
+
+
+class _BreakerStateListener:
+    """Exports breaker transitions as a gauge and a log line."""
+
+    def __init__(self, upstream: str) -> None:
+        self._upstream = upstream
+        BREAKER_STATE.labels(upstream).set(0)
+
+    def before_call(self, *_: object, **__: object) -> None:
+        return None
+
+    def failure(self, *_: object) -> None:
+        return None
+
+    def success(self, *_: object) -> None:
+        return None
+
+    def state_change(self, _cb: object, old: Any, new: Any) -> None:
+        BREAKER_STATE.labels(self._upstream).set(_STATE_VALUE.get(new.name, 0))
+        log.warning(
+            "upstream breaker state changed",
+            extra={"upstream": self._upstream, "from": getattr(old, "name", None), "to": new.name},
+        )
+
+
+def _call_details(details: grpc.aio.ClientCallDetails, timeout_s: float) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    request_id = context.request_id.get()
+    if request_id and context.REQUEST_ID_METADATA_KEY not in metadata:
+        metadata.add(context.REQUEST_ID_METADATA_KEY, request_id)
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=timeout_s,
+        metadata=metadata,
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
+
+
+class UpstreamGuard:
+    """Deadline, request id and breaker for one upstream; shared by its interceptors."""
+
+    def __init__(self, name: str, policy: UpstreamPolicy) -> None:
+        self.name = name
+        self.policy = policy
+        self.breaker = AsyncCircuitBreaker(
+            name,
+            fail_max=policy.breaker_fail_max,
+            reset_timeout_s=policy.breaker_reset_timeout_s,
+            is_failure=is_upstream_failure,
+            listeners=[_BreakerStateListener(name)],  # type: ignore[list-item]
+        )
+
+    def timeout_for(self, requested: float | None) -> float:
+        """The deadline to send: the smallest of the policy, the request and the caller's time."""
+        candidates = [self.policy.timeout_s]
+        if requested is not None:
+            candidates.append(requested)
+        remaining = context.remaining_seconds()
+        if remaining is not None:
+            candidates.append(remaining)
+        timeout = min(candidates)
+        if timeout <= 0:
+            raise _rpc_error(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no time left for a call to {self.name}: the caller's deadline has passed",
+            )
+        return timeout
+
+    def open_error(self, exc: BreakerOpen) -> grpc.aio.AioRpcError:
+        UPSTREAM_CALLS.labels(self.name, "BREAKER_OPEN").inc()
+        return _rpc_error(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+
+def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        code=code,
+        initial_metadata=grpc.aio.Metadata(),
+        trailing_metadata=grpc.aio.Metadata(),
+        details=details,
+    )
+
+
+class _UnaryUnaryGuard(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, guard: UpstreamGuard) -> None:
+        self._guard = guard
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        guard = self._guard
+        details = _call_details(client_call_details, guard.timeout_for(client_call_details.timeout))
+
+        async def attempt() -> Any:
+            call = await continuation(details, request)
+            return await call
+
+        try:
+            response = await guard.breaker.call(attempt)
+        except BreakerOpen as exc:
+            raise guard.open_error(exc) from None
+        except grpc.aio.AioRpcError as exc:
+            UPSTREAM_CALLS.labels(guard.name, exc.code().name).inc()
+            raise
+        UPSTREAM_CALLS.labels(guard.name, "OK").inc()
+        return response
+
+
+class _StreamStreamGuard(grpc.aio.StreamStreamClientInterceptor):
+    """Streams get the deadline, request id and fail-fast admission; their long-running
+    outcome is not fed back to the breaker (a stream is not one call)."""
+
+    def __init__(self, guard: UpstreamGuard) -> None:
+        self._guard = guard
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        guard = self._guard
+        if guard.breaker.state == OPEN:
+            raise guard.open_error(BreakerOpen(guard.name, guard.policy.breaker_reset_timeout_s))
+        details = _call_details(client_call_details, guard.timeout_for(client_call_details.timeout))
+        return await continuation(details, request_iterator)
+
+
+class Upstream:
+    """A channel to one upstream service plus the guard that protects calls on it."""
+
+    def __init__(self, name: str, channel: grpc.aio.Channel, guard: UpstreamGuard) -> None:
+        self.name = name
+        self.channel = channel
+        self.guard = guard
+
+    async def call(self, rpc: Callable[[Any], Awaitable[ResponseT]], request: Any) -> ResponseT:
+        """Invoke a unary method of a stub built on `self.channel`; failures become domain
+        errors (see errors.from_upstream), so handlers never leak raw upstream statuses."""
+        try:
+            return await rpc(request)
+        except grpc.aio.AioRpcError as exc:
+            raise from_upstream(self.name, exc) from None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def connect_upstream(
+    name: str,
+    target: str,
+    services: Sequence[ServiceDescriptor],
+    policy: UpstreamPolicy,
+    max_message_bytes: int = 64 * 1024 * 1024,
+) -> Upstream:
+    """Open the channel every call from this process to upstream `name` must use.
+
+    `target` is any gRPC target ("host:port", "dns:///name:port"); `services` are the
+    descriptors of the services called on it, whose idempotency options drive retries.
+    """
+    guard = UpstreamGuard(name, policy)
+    channel = grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.service_config", service_config(services, policy)),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            # Reconnect quickly after an upstream restarts, so the half-open trial can succeed.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+        ],
+        interceptors=[_UnaryUnaryGuard(guard), _StreamStreamGuard(guard)],
+    )
+    return Upstream(name, channel, guard)

@@ -1,0 +1,103 @@
+"""Domain errors raised by service cores, and the single table that maps them to gRPC codes.
+
+Cores raise these with a message a caller can act on; the server interceptor turns them into
+statuses. Anything else that escapes a handler is a bug and becomes INTERNAL (and is logged).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class MeshError(Exception):
+    """Base of all errors a caller is meant to see. `code` is the gRPC status to send."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(MeshError):
+    """The request is malformed or breaks a documented limit; retrying it unchanged fails again."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(MeshError):
+    """A named entity (collection, document) does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(MeshError):
+    """An entity with that name exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(MeshError):
+    """The system is not in a state that allows the call (for example a model mismatch)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(MeshError):
+    """A quota, rate limit or capacity bound is reached; retry later (after `retry_after_s`)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(MeshError):
+    """A dependency is down or overloaded; the call may succeed if retried later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(MeshError):
+    """The caller's deadline passed before the work could finish."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# Upstream statuses that say "the caller sent something wrong", never "the upstream is sick".
+# They pass through to our caller unchanged and never count against an upstream's breaker.
+CALLER_ERROR_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+_UPSTREAM_CODE_TO_ERROR: dict[grpc.StatusCode, type[MeshError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
+    """Translate an upstream's failure into the error our own caller should see.
+
+    Caller errors keep their code and message; everything else (UNAVAILABLE, INTERNAL,
+    UNKNOWN, ...) becomes UNAVAILABLE naming the upstream, since from our caller's point of
+    view a sick dependency is a temporary condition, not a bug in their request.
+    """
+    error_type = _UPSTREAM_CODE_TO_ERROR.get(error.code())
+    if error_type is not None:
+        return error_type(error.details() or error.code().name)
+    return Unavailable(f"{upstream} is unavailable: {error.details() or error.code().name}")

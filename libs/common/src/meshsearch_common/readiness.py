@@ -1,0 +1,28 @@
+"""A slot for a service's core that is filled once start-up completes.
+
+gRPC servicers must be registered before the server starts, but the core (a loaded model,
+an open pool) only exists after start-up. Servicers read the core through this slot, so a
+call that slips in before readiness gets UNAVAILABLE rather than an AttributeError.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from meshsearch_common.errors import Unavailable
+
+T = TypeVar("T")
+
+
+class Readiness(Generic[T]):
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._value: T | None = None
+
+    def set(self, value: T) -> None:
+        self._value = value
+
+    def get(self) -> T:
+        if self._value is None:
+            raise Unavailable(f"{self._what} is still starting; retry shortly")
+        return self._value

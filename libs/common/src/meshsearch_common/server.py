@@ -1,0 +1,116 @@
+"""The server bootstrap every service runs under.
+
+Lifecycle, in order:
+1. bind the gRPC port with health (NOT_SERVING), reflection and the common interceptor, and
+   start the Prometheus endpoint, so orchestrators can probe the process while it warms up;
+2. `app.start()`: open pools, load models, run warmups;
+3. mark every service SERVING and wait for SIGTERM or SIGINT;
+4. mark NOT_SERVING (load balancers stop sending), `server.stop(grace)` lets in-flight RPCs
+   finish within the grace period, then `app.stop()` closes pools and channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from meshsearch_common.server_interceptor import ServerInterceptor
+from meshsearch_common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ServiceApp(Protocol):
+    """What a service provides to the bootstrap."""
+
+    name: str
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        """Add servicers to `server`; return their full service names."""
+
+    async def start(self) -> None:
+        """Become ready: connect, load, warm up. Runs while health says NOT_SERVING."""
+
+    async def stop(self) -> None:
+        """Release resources after the server has drained."""
+
+
+@dataclass
+class RunningService:
+    """A started service: its bound ports and the handles needed to stop it."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    app: ServiceApp
+    port: int
+    metrics_port: int
+    service_names: Sequence[str]
+
+    async def stop(self, grace_s: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.app.stop()
+
+
+async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningService:
+    """Start `app` and return once it reports SERVING."""
+    server = grpc.aio.server(
+        interceptors=[ServerInterceptor()],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    service_names = list(app.register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {app.name} to {settings.host}:{settings.port}")
+    metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
+    metrics_port = metrics_server.server_port
+    await server.start()
+    log.info("listening", extra={"port": port, "metrics_port": metrics_port, "state": "NOT_SERVING"})
+    await app.start()
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", extra={"port": port, "services": service_names})
+    return RunningService(server, health_servicer, app, port, metrics_port, service_names)
+
+
+async def serve(app: ServiceApp, settings: ServiceSettings) -> None:
+    """Run `app` until SIGTERM or SIGINT, then drain and stop."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    startup = asyncio.create_task(start_service(app, settings))
+    stop_wait = asyncio.create_task(stop_requested.wait())
+    done, _ = await asyncio.wait({startup, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if startup not in done:
+        startup.cancel()
+        log.info("stopped before becoming ready")
+        return
+    running = startup.result()
+    await stop_wait
+    log.info("draining", extra={"grace_s": settings.shutdown_grace_s})
+    await running.stop(settings.shutdown_grace_s)
+    log.info("stopped")

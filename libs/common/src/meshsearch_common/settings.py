@@ -1,0 +1,34 @@
+"""Settings shared by every service, read from environment variables.
+
+Each service subclasses `ServiceSettings` with its own prefix (MESHSEARCH_API_,
+MESHSEARCH_EMBEDDER_, MESHSEARCH_SEARCH_); `docs/configuration.md` lists every variable.
+Settings are frozen and validated once at start-up so a typo fails fast, not mid-request.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class UpstreamPolicy(BaseModel, frozen=True):
+    """How one service calls another: deadline, retries and circuit breaker."""
+
+    timeout_s: float = Field(5.0, gt=0, description="Default and maximum deadline of one call.")
+    retry_max_attempts: int = Field(4, ge=1, le=5, description="Attempts per idempotent call.")
+    retry_initial_backoff_s: float = Field(0.05, gt=0)
+    retry_max_backoff_s: float = Field(1.0, gt=0)
+    breaker_fail_max: int = Field(5, ge=1, description="Consecutive failures that open the breaker.")
+    breaker_reset_timeout_s: float = Field(10.0, gt=0, description="Open time before a trial call.")
+
+
+class ServiceSettings(BaseSettings):
+    """Listening address, metrics port, shutdown grace and log level of one service."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_nested_delimiter="__")
+
+    host: str = Field("127.0.0.1", description="Interface the gRPC server binds to.")
+    port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 picks one.")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight RPCs get after SIGTERM.")
+    log_level: str = Field("info", description="debug, info, warning or error.")

@@ -1,0 +1,1 @@
+"""meshsearch api: the public contract; orchestrates the embedder and search services."""

@@ -1,0 +1,85 @@
+"""Wires the api together and runs it under the common server bootstrap."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc
+import redis.asyncio as redis
+
+from meshsearch.api.v1 import api_pb2, api_pb2_grpc
+from meshsearch.embedder.v1 import embedder_pb2
+from meshsearch.search.v1 import search_pb2
+from meshsearch_api.catalog import Catalog
+from meshsearch_api.documents import DocumentLimits, Documents
+from meshsearch_api.embedder_client import EmbedderClient
+from meshsearch_api.embedding_cache import EmbeddingCache
+from meshsearch_api.grpc_service import CollectionServicer, Core, DocumentServicer, SearchServicer
+from meshsearch_api.settings import ApiSettings
+from meshsearch_common.client import Upstream, connect_upstream
+from meshsearch_common.readiness import Readiness
+
+log = logging.getLogger(__name__)
+
+
+class ApiApp:
+    name = "api"
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self._core: Readiness[Core] = Readiness("api")
+        self._upstreams: list[Upstream] = []
+        self._redis: redis.Redis | None = None
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        api_pb2_grpc.add_CollectionServiceServicer_to_server(CollectionServicer(self._core), server)
+        api_pb2_grpc.add_DocumentServiceServicer_to_server(DocumentServicer(self._core), server)
+        api_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(self._core), server)
+        return [service.full_name for service in api_pb2.DESCRIPTOR.services_by_name.values()]
+
+    async def start(self) -> None:
+        """Open channels and the cache. Upstreams are not required to be up: the api is ready
+        to answer (UNAVAILABLE for what needs a missing upstream) as soon as this returns."""
+        settings = self.settings
+        embedder = connect_upstream(
+            "embedder",
+            settings.embedder_target,
+            [embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"]],
+            settings.embedder_policy,
+        )
+        search = connect_upstream(
+            "search",
+            settings.search_target,
+            [search_pb2.DESCRIPTOR.services_by_name["VectorStoreService"]],
+            settings.search_policy,
+        )
+        self._upstreams = [embedder, search]
+        if settings.redis_url:
+            self._redis = redis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.cache_timeout_s,
+                socket_connect_timeout=settings.cache_timeout_s,
+            )
+
+        def cache_for(namespace: str) -> EmbeddingCache:
+            return EmbeddingCache(self._redis, namespace, settings.cache_ttl_s)
+
+        embedder_client = EmbedderClient(embedder, cache_for)
+        limits = DocumentLimits(
+            max_documents_per_request=settings.max_documents_per_request,
+            max_text_bytes=settings.max_text_bytes,
+            max_top_k=settings.max_top_k,
+            default_top_k=settings.default_top_k,
+        )
+        self._core.set(Core(Catalog(search, embedder_client), Documents(search, embedder_client, limits)))
+
+    async def stop(self) -> None:
+        for upstream in self._upstreams:
+            await upstream.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+def create_app() -> ApiApp:
+    return ApiApp(ApiSettings())

@@ -1,0 +1,46 @@
+"""Plain data types of the api core (no gRPC)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import grpc
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    id: str
+    revision: str
+    dimension: int
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    metric: str  # "cosine" | "dot" | "l2"
+    model: ModelIdentity
+    document_count: int
+    create_time: datetime | None
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    document: Document
+    score: float
+
+
+@dataclass(frozen=True)
+class DocumentError:
+    index: int
+    id: str
+    code: grpc.StatusCode
+    message: str

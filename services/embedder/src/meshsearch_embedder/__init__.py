@@ -1,0 +1,1 @@
+"""meshsearch embedder: turns text into vectors, batching concurrent requests."""

@@ -1,0 +1,69 @@
+"""Wires the embedder together and runs it under the common server bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import grpc
+
+from meshsearch.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from meshsearch_common.readiness import Readiness
+from meshsearch_embedder.batcher import Batcher
+from meshsearch_embedder.embedding import EmbeddingService, EmbedOptions, Limits
+from meshsearch_embedder.grpc_service import EmbedderServicer
+from meshsearch_embedder.model import TorchEncoder
+from meshsearch_embedder.settings import EmbedderSettings
+
+log = logging.getLogger(__name__)
+
+# Texts of a few lengths, so warmup exercises short and long shapes before traffic arrives.
+_WARMUP_TEXTS = ["warmup", "a short sentence to warm the model up", "a longer passage " * 40]
+
+
+class EmbedderApp:
+    name = "embedder"
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        self.settings = settings
+        self._core: Readiness[EmbeddingService] = Readiness("embedder model")
+        self._batcher: Batcher | None = None
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(EmbedderServicer(self._core), server)
+        return [embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"].full_name]
+
+    async def start(self) -> None:
+        settings = self.settings
+        encoder = await asyncio.to_thread(
+            TorchEncoder,
+            settings.model_path,
+            model_id=settings.model_id,
+            device=settings.device,
+            threads=settings.torch_threads,
+        )
+        self._batcher = Batcher(
+            encoder,
+            max_batch_size=settings.max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_tokens_in_flight=settings.max_tokens_in_flight,
+        )
+        await self._batcher.start()
+        service = EmbeddingService(
+            self._batcher,
+            encoder.info,
+            Limits(settings.max_texts_per_request, settings.max_text_bytes),
+        )
+        for _ in range(2):
+            await service.embed(_WARMUP_TEXTS, EmbedOptions())
+        self._core.set(service)
+        log.info("model ready", extra={"model_id": encoder.info.model_id, "device": encoder.info.device})
+
+    async def stop(self) -> None:
+        if self._batcher:
+            await self._batcher.stop()
+
+
+def create_app() -> EmbedderApp:
+    return EmbedderApp(EmbedderSettings())

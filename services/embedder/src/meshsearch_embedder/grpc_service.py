@@ -1,0 +1,104 @@
+"""gRPC adapter of the embedder: translates messages; the core does the work."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from meshsearch.embedder.v1 import embedder_pb2 as pb
+from meshsearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
+from meshsearch_common import vectors
+from meshsearch_common.errors import MeshError
+from meshsearch_common.readiness import Readiness
+from meshsearch_embedder.embedding import Embedded, EmbeddingService, EmbedOptions
+
+
+def _options(message: pb.EmbedOptions) -> EmbedOptions:
+    return EmbedOptions(
+        normalize=message.normalize if message.HasField("normalize") else True,
+        truncate=message.truncate if message.HasField("truncate") else True,
+        prompt_name=message.prompt_name,
+        dimensions=message.dimensions,
+    )
+
+
+def _embeddings(result: Embedded, model_id: str) -> pb.Embeddings:
+    return pb.Embeddings(
+        vectors=vectors.pack(result.vectors),
+        dimension=result.vectors.shape[1],
+        token_counts=result.token_counts,
+        model_id=model_id,
+        timing=pb.Timing(
+            queue_ms=result.queue_s * 1000,
+            tokenize_ms=result.tokenize_s * 1000,
+            inference_ms=result.inference_s * 1000,
+        ),
+    )
+
+
+class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
+    def __init__(self, core: Readiness[EmbeddingService]) -> None:
+        self._core = core
+
+    @property
+    def _service(self) -> EmbeddingService:
+        return self._core.get()
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        result = await self._service.embed(list(request.texts), _options(request.options))
+        return pb.EmbedResponse(embeddings=_embeddings(result, self._service.info.model_id))
+
+    async def EmbedStream(
+        self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EmbedStreamResponse]:
+        """Requests are embedded concurrently (so they batch together); each answer is sent
+        as soon as it is ready, tagged with its correlation id."""
+        answers: asyncio.Queue[pb.EmbedStreamResponse | None] = asyncio.Queue()
+
+        async def answer(message: pb.EmbedStreamRequest) -> None:
+            try:
+                result = await self._service.embed(list(message.texts), _options(message.options))
+                response = pb.EmbedStreamResponse(
+                    correlation_id=message.correlation_id,
+                    embeddings=_embeddings(result, self._service.info.model_id),
+                )
+            except MeshError as exc:
+                response = pb.EmbedStreamResponse(
+                    correlation_id=message.correlation_id,
+                    error=pb.StreamError(code=exc.code.value[0], message=exc.message),
+                )
+            await answers.put(response)
+
+        async def read_all() -> None:
+            async with asyncio.TaskGroup() as group:
+                async for message in request_iterator:
+                    group.create_task(answer(message))
+            await answers.put(None)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+            await reader
+        finally:
+            reader.cancel()
+
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        info = self._service.info
+        return pb.InfoResponse(
+            model_id=info.model_id,
+            model_revision=info.revision,
+            dimension=info.dimension,
+            max_tokens=info.max_tokens,
+            dtype=info.dtype,
+            backend=info.backend,
+            device=info.device,
+            prompt_names=sorted(info.prompts),
+            max_texts_per_request=self._service.limits.max_texts_per_request,
+        )
+
+    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
+        counts = await self._service.count_tokens(list(request.texts), request.prompt_name)
+        return pb.TokenizeResponse(token_counts=counts, max_tokens=self._service.info.max_tokens)

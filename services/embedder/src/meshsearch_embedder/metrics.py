@@ -1,0 +1,34 @@
+"""Prometheus metrics of the embedder's batching pipeline."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+QUEUE_SIZE = Gauge("meshsearch_embedder_queue_size", "Texts waiting for a batch.")
+QUEUE_AGE = Histogram(
+    "meshsearch_embedder_queue_seconds",
+    "Age of the oldest text when its batch was formed.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+BATCH_SIZE = Histogram(
+    "meshsearch_embedder_batch_size", "Texts per forward pass.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+BATCH_TOKENS = Histogram(
+    "meshsearch_embedder_batch_tokens",
+    "Padded tokens (rows x longest row) per forward pass.",
+    buckets=(16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768),
+)
+PADDING_EFFICIENCY = Histogram(
+    "meshsearch_embedder_padding_efficiency",
+    "Real tokens / padded tokens per forward pass (1.0 = no padding).",
+    buckets=(0.1, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+)
+TOKENIZE_SECONDS = Histogram(
+    "meshsearch_embedder_tokenize_seconds",
+    "Tokenization time per request.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+INFERENCE_SECONDS = Histogram(
+    "meshsearch_embedder_inference_seconds",
+    "Forward-pass time per batch.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+REJECTIONS = Counter("meshsearch_embedder_rejections_total", "Texts or requests refused, by reason.", ["reason"])

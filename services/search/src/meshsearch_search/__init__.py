@@ -1,0 +1,1 @@
+"""meshsearch search: the system of record for vectors and documents (PostgreSQL + pgvector)."""

@@ -1,0 +1,186 @@
+"""CollectionStore: create, describe, list and drop collections.
+
+Each collection is a row in meshsearch_collections plus its own table of points (typed with
+the collection's dimension, so pgvector can index it) and an HNSW index for its metric.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from meshsearch_common.errors import AlreadyExists, InvalidArgument, NotFound
+from meshsearch_search.db import transaction
+from meshsearch_search.domain import Collection, CollectionSpec, Metric, ModelIdentity, Storage
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+# pgvector operator, operator class suffix, and distance -> score (higher is better).
+METRIC_OPERATORS: dict[Metric, tuple[str, str]] = {
+    Metric.COSINE: ("<=>", "cosine_ops"),
+    Metric.DOT: ("<#>", "ip_ops"),
+    Metric.L2: ("<->", "l2_ops"),
+}
+COLUMN_TYPES: dict[Storage, str] = {Storage.FLOAT32: "vector", Storage.FLOAT16: "halfvec"}
+HNSW_MAX_DIMENSION = 2000  # pgvector: HNSW indexes vectors of up to 2,000 (vector) dimensions
+HALFVEC_HNSW_MAX_DIMENSION = 4000
+
+
+def validate_name(name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise InvalidArgument(
+            f"invalid collection name {name!r}: use 1-63 characters of a-z, 0-9 and _, starting with a letter"
+        )
+
+
+def _from_row(row: dict) -> Collection:
+    return Collection(
+        id=row["id"],
+        spec=CollectionSpec(
+            name=row["name"],
+            dimension=row["dimension"],
+            metric=Metric(row["metric"]),
+            storage=Storage(row["storage"]),
+            hnsw_m=row["hnsw_m"],
+            hnsw_ef_construction=row["hnsw_ef_construction"],
+            model=ModelIdentity(
+                id=row["model_id"],
+                revision=row["model_revision"],
+                dimension=row["model_dimension"],
+                normalized=row["model_normalized"],
+            ),
+        ),
+        create_time=row["create_time"],
+        point_count=row.get("point_count", 0) or 0,
+        index_ready=row.get("index_ready", True) if row.get("index_ready") is not None else True,
+    )
+
+
+_SELECT = """
+    SELECT c.*,
+           (SELECT count(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+             WHERE t.relname = 'meshsearch_points_' || c.id AND NOT i.indisvalid) = 0 AS index_ready
+      FROM meshsearch_collections c
+"""
+
+
+async def _count_points(conn: psycopg.AsyncConnection, collection_id: int) -> int:
+    cursor = await conn.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(f"meshsearch_points_{collection_id}"))
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+class CollectionStore:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool, max_dimension: int) -> None:
+        self._pool = pool
+        self._max_dimension = max_dimension
+
+    def _validate(self, spec: CollectionSpec) -> None:
+        validate_name(spec.name)
+        limit = min(
+            self._max_dimension,
+            HALFVEC_HNSW_MAX_DIMENSION if spec.storage is Storage.FLOAT16 else HNSW_MAX_DIMENSION,
+        )
+        if not 1 <= spec.dimension <= limit:
+            raise InvalidArgument(
+                f"dimension {spec.dimension} is out of range: 1 to {limit} for {spec.storage.value} storage"
+            )
+        if not 2 <= spec.hnsw_m <= 100:
+            raise InvalidArgument(f"hnsw m {spec.hnsw_m} is out of range: 2 to 100")
+        if not 4 <= spec.hnsw_ef_construction <= 1000 or spec.hnsw_ef_construction < 2 * spec.hnsw_m:
+            raise InvalidArgument(
+                f"hnsw ef_construction {spec.hnsw_ef_construction} is out of range: 4 to 1000 and at least 2 * m"
+            )
+        if spec.model.dimension and spec.model.dimension != spec.dimension:
+            raise InvalidArgument(
+                f"model dimension {spec.model.dimension} differs from collection dimension {spec.dimension}"
+            )
+
+    async def create(self, spec: CollectionSpec) -> Collection:
+        self._validate(spec)
+        column = COLUMN_TYPES[spec.storage]
+        _, ops_suffix = METRIC_OPERATORS[spec.metric]
+        async with transaction(self._pool) as conn:
+            try:
+                cursor = await conn.execute(
+                    """INSERT INTO meshsearch_collections (name, dimension, metric, storage, hnsw_m,
+                           hnsw_ef_construction, model_id, model_revision, model_dimension, model_normalized)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                    (
+                        spec.name,
+                        spec.dimension,
+                        spec.metric.value,
+                        spec.storage.value,
+                        spec.hnsw_m,
+                        spec.hnsw_ef_construction,
+                        spec.model.id,
+                        spec.model.revision,
+                        spec.model.dimension or spec.dimension,
+                        spec.model.normalized,
+                    ),
+                )
+            except psycopg.errors.UniqueViolation:
+                raise AlreadyExists(f"collection '{spec.name}' already exists") from None
+            row = await cursor.fetchone()
+            assert row is not None
+            table = sql.Identifier(f"meshsearch_points_{row[0]}")
+            await conn.execute(
+                sql.SQL(
+                    """CREATE TABLE {table} (
+                           id         text PRIMARY KEY,
+                           embedding  {column}({dimension}) NOT NULL,
+                           text       text NOT NULL DEFAULT '',
+                           metadata   jsonb NOT NULL DEFAULT '{{}}',
+                           tsv        tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED,
+                           updated_at timestamptz NOT NULL DEFAULT now()
+                       )"""
+                ).format(table=table, column=sql.SQL(column), dimension=sql.Literal(spec.dimension))
+            )
+            await conn.execute(
+                sql.SQL(
+                    "CREATE INDEX ON {table} USING hnsw (embedding {ops}) WITH (m = {m}, ef_construction = {ef})"
+                ).format(
+                    table=table,
+                    ops=sql.SQL(f"{column}_{ops_suffix}"),
+                    m=sql.Literal(spec.hnsw_m),
+                    ef=sql.Literal(spec.hnsw_ef_construction),
+                )
+            )
+            await conn.execute(sql.SQL("CREATE INDEX ON {table} USING gin (tsv)").format(table=table))
+        return await self.get(spec.name)
+
+    async def get(self, name: str, *, count: bool = True) -> Collection:
+        validate_name(name)
+        async with transaction(self._pool) as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(_SELECT + " WHERE c.name = %s", (name,))
+            row = await cursor.fetchone()
+            if row is None:
+                raise NotFound(f"collection '{name}' does not exist")
+            if count:
+                row["point_count"] = await _count_points(conn, row["id"])
+        return _from_row(row)
+
+    async def list(self) -> list[Collection]:
+        async with transaction(self._pool) as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(_SELECT + " ORDER BY c.name")
+            rows = await cursor.fetchall()
+            for row in rows:
+                row["point_count"] = await _count_points(conn, row["id"])
+        return [_from_row(row) for row in rows]
+
+    async def delete(self, name: str) -> None:
+        validate_name(name)
+        async with transaction(self._pool) as conn:
+            cursor = await conn.execute("DELETE FROM meshsearch_collections WHERE name = %s RETURNING id", (name,))
+            row = await cursor.fetchone()
+            if row is None:
+                raise NotFound(f"collection '{name}' does not exist")
+            await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(f"meshsearch_points_{row[0]}")))

@@ -1,0 +1,135 @@
+"""The internal contracts, called directly: bad input, reflection, health, metrics, request ids."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+
+import grpc
+import numpy as np
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from meshsearch.api.v1 import api_pb2 as api_pb
+from meshsearch.embedder.v1 import embedder_pb2 as epb
+from meshsearch.embedder.v1 import embedder_pb2_grpc
+from meshsearch.search.v1 import search_pb2 as spb
+from meshsearch.search.v1 import search_pb2_grpc
+from meshsearch_common.cli.stack import EmbeddedStack
+from tests.e2e.clients import ApiClient
+
+
+def vector(dimension: int) -> spb.Vector:
+    values = np.random.default_rng(0).standard_normal(dimension).astype("<f4")
+    return spb.Vector(data=values.tobytes(), dimension=dimension)
+
+
+async def test_a_vector_of_the_wrong_dimension_sent_to_search_is_invalid(stack: EmbeddedStack) -> None:
+    name = f"dims_{uuid.uuid4().hex[:8]}"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+        stub = search_pb2_grpc.VectorStoreServiceStub(channel)
+        await stub.CreateCollection(spb.CreateCollectionRequest(collection=spb.Collection(name=name, dimension=8)))
+        upserted = await stub.Upsert(
+            spb.UpsertRequest(
+                collection=name, points=[spb.Point(id="ok", vector=vector(8)), spb.Point(id="bad", vector=vector(5))]
+            )
+        )
+        assert upserted.upserted_count == 1
+        assert upserted.errors[0].id == "bad" and "dimension 5" in upserted.errors[0].message
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Query(spb.QueryRequest(collection=name, vector=vector(5), k=3))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "dimension 5" in raised.value.details() and "dimension 8" in raised.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as ragged:
+            await stub.Query(spb.QueryRequest(collection=name, vector=spb.Vector(data=b"\x00" * 7, dimension=8), k=3))
+        assert ragged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Nothing stored was lost or changed by the rejected calls.
+        got = await stub.Get(spb.GetRequest(collection=name, ids=["ok", "bad"], include_vectors=True))
+        assert [p.id for p in got.points] == ["ok"] and got.points[0].vector.data == vector(8).data
+
+
+async def test_writes_from_another_model_are_refused(stack: EmbeddedStack) -> None:
+    name = f"model_{uuid.uuid4().hex[:8]}"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+        stub = search_pb2_grpc.VectorStoreServiceStub(channel)
+        model = spb.EmbeddingModel(id="model-a", dimension=8)
+        await stub.CreateCollection(
+            spb.CreateCollectionRequest(collection=spb.Collection(name=name, dimension=8, model=model))
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Upsert(
+                spb.UpsertRequest(
+                    collection=name,
+                    points=[spb.Point(id="x", vector=vector(8))],
+                    model=spb.EmbeddingModel(id="model-b", dimension=8),
+                )
+            )
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_embedder_rejects_empty_and_overlong_input_precisely(stack: EmbeddedStack) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.embedder}") as channel:
+        stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as empty:
+            await stub.Embed(epb.EmbedRequest(texts=["fine", ""]))
+        assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "texts[1]" in empty.value.details()
+        long_text = "word " * 400
+        with pytest.raises(grpc.aio.AioRpcError) as overlong:
+            await stub.Embed(epb.EmbedRequest(texts=["ok", long_text], options=epb.EmbedOptions(truncate=False)))
+        assert overlong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "texts[1]" in overlong.value.details() and "402 tokens" in overlong.value.details()
+        truncated = await stub.Embed(epb.EmbedRequest(texts=[long_text]))
+        assert truncated.embeddings.token_counts == [256]
+        info = await stub.Info(epb.InfoRequest())
+        assert (info.dimension, info.max_tokens, info.backend, info.device) == (384, 256, "torch", "cpu")
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        (
+            "api",
+            {
+                "meshsearch.api.v1.CollectionService",
+                "meshsearch.api.v1.DocumentService",
+                "meshsearch.api.v1.SearchService",
+            },
+        ),
+        ("embedder", {"meshsearch.embedder.v1.EmbedderService"}),
+        ("search", {"meshsearch.search.v1.VectorStoreService"}),
+    ],
+)
+async def test_reflection_lists_every_service(stack: EmbeddedStack, service: str, expected: set[str]) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{getattr(stack.ports, service)}") as channel:
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name async for response in stream for s in response.list_services_response.service}
+    assert expected | {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+async def test_request_id_crosses_service_boundaries_into_every_log(stack: EmbeddedStack, api: ApiClient) -> None:
+    name = f"rid_{uuid.uuid4().hex[:8]}"
+    await api.create(name)
+    request_id = f"test-{uuid.uuid4().hex}"
+    await api.search.Search(
+        api_pb.SearchRequest(collection=name, query=f"unique query {request_id}"),
+        metadata=(("x-request-id", request_id),),
+    )
+    logs = {service: stack.data_dir / "logs" / f"{service}.log" for service in ("api", "embedder", "search")}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(request_id in log.read_text() for log in logs.values()):
+        time.sleep(0.1)
+    for service, log in logs.items():
+        assert request_id in log.read_text(), f"{service} did not log request id {request_id}"
+
+
+def test_every_service_exports_prometheus_metrics(stack: EmbeddedStack) -> None:
+    for port in (stack.ports.api_metrics, stack.ports.embedder_metrics, stack.ports.search_metrics):
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert "meshsearch_rpc_handled_total" in body
+    embedder_metrics = (
+        urllib.request.urlopen(f"http://127.0.0.1:{stack.ports.embedder_metrics}/metrics", timeout=5).read().decode()
+    )
+    assert "meshsearch_embedder_batch_size_bucket" in embedder_metrics

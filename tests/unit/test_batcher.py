@@ -1,0 +1,146 @@
+"""Dynamic batching with a fake encoder (the real model is exercised end to end)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from meshsearch_embedder.batcher import Batcher, Overloaded
+
+
+class RecordingEncoder:
+    """Encodes each text as [length, first token]; records batches; can be held mid-batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[list[int]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
+        return [[ord(c) for c in text] for text in texts]
+
+    def encode(self, batch: list[list[int]]) -> np.ndarray:
+        self.gate.wait(5)
+        self.batches.append(batch)
+        return np.array([[len(ids), ids[0]] for ids in batch], dtype=np.float32)
+
+
+def make_batcher(encoder: RecordingEncoder, **limits: int) -> Batcher:
+    options = {"max_batch_size": 64, "max_batch_tokens": 10_000, "max_tokens_in_flight": 100_000} | limits
+    return Batcher(encoder, **options)
+
+
+async def embed(batcher: Batcher, texts: list[str], deadline: float | None = None) -> np.ndarray:
+    token_ids = await batcher.tokenize(texts, truncate=True)
+    return (await batcher.embed(token_ids, deadline, 0.0)).vectors
+
+
+async def test_each_caller_gets_its_own_rows_in_order() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder)
+    await batcher.start()
+    try:
+        results = await asyncio.gather(embed(batcher, ["aa", "b"]), embed(batcher, ["cccc"]))
+    finally:
+        await batcher.stop()
+    assert results[0].tolist() == [[2, ord("a")], [1, ord("b")]]
+    assert results[1].tolist() == [[4, ord("c")]]
+
+
+async def test_requests_arriving_while_the_model_is_busy_share_one_batch() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder)
+    await batcher.start()
+    try:
+        encoder.gate.clear()
+        first = asyncio.create_task(embed(batcher, ["warm"]))
+        await asyncio.sleep(0.05)  # the first batch is now blocked inside the model
+        waiting = [asyncio.create_task(embed(batcher, [f"text {i}"])) for i in range(20)]
+        await asyncio.sleep(0.05)
+        encoder.gate.set()
+        await asyncio.gather(first, *waiting)
+    finally:
+        await batcher.stop()
+    assert [len(batch) for batch in encoder.batches] == [1, 20]
+
+
+async def test_batches_respect_the_size_and_padded_token_budget() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder, max_batch_size=4, max_batch_tokens=40)
+    await batcher.start()
+    try:
+        encoder.gate.clear()
+        blocker = asyncio.create_task(embed(batcher, ["x"]))
+        await asyncio.sleep(0.05)
+        texts = ["a" * 5] * 6 + ["b" * 20] * 3
+        calls = [asyncio.create_task(embed(batcher, [text])) for text in texts]
+        await asyncio.sleep(0.05)
+        encoder.gate.set()
+        await asyncio.gather(blocker, *calls)
+    finally:
+        await batcher.stop()
+    for batch in encoder.batches:
+        assert len(batch) <= 4
+        assert len(batch) * max(map(len, batch)) <= 40
+    assert sum(len(batch) for batch in encoder.batches) == 10
+
+
+async def test_the_oldest_text_always_goes_into_the_next_batch() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder, max_batch_size=2)
+    await batcher.start()
+    try:
+        encoder.gate.clear()
+        blocker = asyncio.create_task(embed(batcher, ["x"]))
+        await asyncio.sleep(0.05)
+        long_one = asyncio.create_task(embed(batcher, ["L" * 30]))
+        await asyncio.sleep(0.01)
+        shorts = [asyncio.create_task(embed(batcher, ["s" * 3])) for _ in range(6)]
+        await asyncio.sleep(0.05)
+        encoder.gate.set()
+        await asyncio.gather(blocker, long_one, *shorts)
+    finally:
+        await batcher.stop()
+    assert any(len(ids) == 30 for ids in encoder.batches[1])
+
+
+async def test_texts_whose_deadline_passed_are_dropped_before_inference() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder)
+    await batcher.start()
+    try:
+        encoder.gate.clear()
+        blocker = asyncio.create_task(embed(batcher, ["x"]))
+        await asyncio.sleep(0.05)
+        expired = asyncio.create_task(embed(batcher, ["too late"], deadline=time.monotonic() + 0.01))
+        await asyncio.sleep(0.05)
+        encoder.gate.set()
+        await blocker
+        with pytest.raises(asyncio.CancelledError):
+            await expired
+    finally:
+        await batcher.stop()
+    assert all(len(ids) != len("too late") for batch in encoder.batches for ids in batch)
+
+
+async def test_admission_past_the_token_bound_is_refused_at_once() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder, max_tokens_in_flight=50)
+    await batcher.start()
+    try:
+        encoder.gate.clear()
+        held = asyncio.create_task(embed(batcher, ["y" * 40]))
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        with pytest.raises(Overloaded) as raised:
+            await embed(batcher, ["z" * 20])
+        assert time.perf_counter() - started < 1.0
+        assert raised.value.retry_after_s > 0
+        encoder.gate.set()
+        await held
+    finally:
+        await batcher.stop()

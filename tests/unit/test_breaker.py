@@ -1,0 +1,126 @@
+"""The asyncio adapter over pybreaker's state machine."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
+
+
+class UpstreamDown(Exception):
+    pass
+
+
+class CallerMistake(Exception):
+    pass
+
+
+def make_breaker(reset_timeout_s: float = 0.2) -> AsyncCircuitBreaker:
+    return AsyncCircuitBreaker(
+        "upstream",
+        fail_max=3,
+        reset_timeout_s=reset_timeout_s,
+        is_failure=lambda exc: not isinstance(exc, CallerMistake),
+    )
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.error: Exception | None = None
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.error:
+            raise self.error
+        return "ok"
+
+
+async def fail_times(breaker: AsyncCircuitBreaker, upstream: Upstream, times: int) -> None:
+    for _ in range(times):
+        with pytest.raises(UpstreamDown):
+            await breaker.call(upstream)
+
+
+async def test_breaker_opens_after_fail_max_consecutive_failures() -> None:
+    breaker, upstream = make_breaker(), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 2)
+    assert breaker.state == CLOSED
+    await fail_times(breaker, upstream, 1)
+    assert breaker.state == OPEN
+
+
+async def test_open_breaker_fails_fast_without_calling_upstream() -> None:
+    breaker, upstream = make_breaker(reset_timeout_s=30), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 3)
+    calls_before = upstream.calls
+    with pytest.raises(BreakerOpen, match="upstream 'upstream' is open"):
+        await breaker.call(upstream)
+    assert upstream.calls == calls_before
+
+
+async def test_half_open_trial_success_closes_the_breaker() -> None:
+    breaker, upstream = make_breaker(), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 3)
+    await asyncio.sleep(0.25)
+    upstream.error = None
+    assert await breaker.call(upstream) == "ok"
+    assert breaker.state == CLOSED
+
+
+async def test_half_open_trial_failure_reopens_the_breaker() -> None:
+    breaker, upstream = make_breaker(), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 3)
+    await asyncio.sleep(0.25)
+    await fail_times(breaker, upstream, 1)
+    assert breaker.state == OPEN
+    with pytest.raises(BreakerOpen):
+        await breaker.call(upstream)
+
+
+async def test_half_open_admits_only_one_trial_at_a_time() -> None:
+    breaker, upstream = make_breaker(), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 3)
+    await asyncio.sleep(0.25)
+    upstream.error = None
+    release = asyncio.Event()
+
+    async def slow_trial() -> str:
+        await release.wait()
+        return "ok"
+
+    trial = asyncio.create_task(breaker.call(slow_trial))
+    await asyncio.sleep(0.01)
+    assert breaker.state == HALF_OPEN
+    with pytest.raises(BreakerOpen):
+        await breaker.call(upstream)
+    release.set()
+    assert await trial == "ok"
+    assert breaker.state == CLOSED
+
+
+async def test_caller_errors_never_open_the_breaker() -> None:
+    breaker, upstream = make_breaker(), Upstream()
+    upstream.error = CallerMistake()
+    for _ in range(10):
+        with pytest.raises(CallerMistake):
+            await breaker.call(upstream)
+    assert breaker.state == CLOSED
+
+
+async def test_success_resets_the_consecutive_failure_count() -> None:
+    breaker, upstream = make_breaker(), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 2)
+    upstream.error = None
+    await breaker.call(upstream)
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 2)
+    assert breaker.state == CLOSED

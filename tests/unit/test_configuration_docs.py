@@ -1,0 +1,33 @@
+"""docs/configuration.md is the one place every setting is documented; keep it complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from meshsearch_api.settings import ApiSettings
+from meshsearch_common.settings import ServiceSettings, UpstreamPolicy
+from meshsearch_embedder.settings import EmbedderSettings
+from meshsearch_search.settings import SearchSettings
+
+DOC = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+SHARED = set(ServiceSettings.model_fields)
+
+
+@pytest.mark.parametrize("settings", [ApiSettings, EmbedderSettings, SearchSettings])
+def test_every_service_setting_is_documented(settings: type[BaseSettings]) -> None:
+    prefix = settings.model_config["env_prefix"]
+    for field in settings.model_fields:
+        if field in SHARED:
+            assert f"`{field.upper()}`" in DOC, field
+        elif field.endswith("_policy"):
+            assert f"`{prefix}{field.upper()}__<FIELD>`" in DOC, field
+        else:
+            assert f"`{prefix}{field.upper()}`" in DOC, field
+
+
+def test_every_upstream_policy_field_is_documented() -> None:
+    for field in UpstreamPolicy.model_fields:
+        assert f"`{field.upper()}`" in DOC, field

@@ -1,0 +1,96 @@
+"""The common server bootstrap: health, reflection, error mapping and graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from meshsearch.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from meshsearch_common.errors import InvalidArgument
+from meshsearch_common.server import RunningService, start_service
+from meshsearch_common.settings import ServiceSettings
+
+SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"].full_name
+
+
+class SlowInfo(embedder_pb2_grpc.EmbedderServiceServicer):
+    """Info takes a while (to be caught in flight); Tokenize fails like a buggy or picky core."""
+
+    async def Info(self, request, context):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.5)
+        return embedder_pb2.InfoResponse(model_id="slow")
+
+    async def Tokenize(self, request, context):  # type: ignore[no-untyped-def]
+        if request.prompt_name == "bug":
+            raise RuntimeError("a bug")
+        raise InvalidArgument("texts[0] is empty")
+
+
+class FakeApp:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(SlowInfo(), server)
+        return [SERVICE]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[RunningService]:
+    service = await start_service(FakeApp(), ServiceSettings(port=0, metrics_port=0))
+    yield service
+    await service.stop(0)
+
+
+async def test_health_reports_serving_and_reflection_lists_services(running: RunningService) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {service.name async for response in stream for service in response.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+async def test_domain_errors_become_their_status_and_bugs_become_internal(running: RunningService) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as invalid:
+            await stub.Tokenize(embedder_pb2.TokenizeRequest())
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert invalid.value.details() == "texts[0] is empty"
+        with pytest.raises(grpc.aio.AioRpcError) as bug:
+            await stub.Tokenize(embedder_pb2.TokenizeRequest(prompt_name="bug"))
+        assert bug.value.code() == grpc.StatusCode.INTERNAL
+
+
+async def test_stop_drains_in_flight_calls_and_reports_not_serving() -> None:
+    app = FakeApp()
+    service = await start_service(app, ServiceSettings(port=0, metrics_port=0))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        in_flight = asyncio.ensure_future(
+            embedder_pb2_grpc.EmbedderServiceStub(channel).Info(embedder_pb2.InfoRequest())
+        )
+        await asyncio.sleep(0.1)
+        stopping = asyncio.create_task(service.stop(grace_s=5))
+        await asyncio.sleep(0.05)
+        assert (await service.health.Check(health_pb2.HealthCheckRequest(service=SERVICE), None)).status == (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        assert (await in_flight).model_id == "slow"
+        await stopping
+    assert app.stopped

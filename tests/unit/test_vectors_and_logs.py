@@ -1,0 +1,48 @@
+"""Wire format of vectors, and structured logs carrying the request id."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from meshsearch_common import context, vectors
+from meshsearch_common.errors import InvalidArgument
+from meshsearch_common.logs import JsonFormatter
+
+
+def test_vectors_round_trip_as_little_endian_float32() -> None:
+    matrix = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    data = vectors.pack(matrix)
+    assert data[:4] == np.float32(0).tobytes() and len(data) == 48
+    assert np.array_equal(vectors.unpack(data, 4), matrix)
+    assert np.frombuffer(data, dtype="<f4")[1] == pytest.approx(1 / 7)
+
+
+@pytest.mark.parametrize(
+    ("data", "dimension", "message"),
+    [
+        (b"\x00" * 12, 4, "not a positive multiple"),
+        (b"", 4, "not a positive multiple"),
+        (np.array([np.nan, 1], dtype="<f4").tobytes(), 2, "NaN"),
+        (b"\x00" * 8, 0, "positive"),
+    ],
+)
+def test_malformed_vectors_are_invalid_arguments(data: bytes, dimension: int, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        vectors.unpack(data, dimension)
+
+
+def test_log_lines_are_json_with_the_current_request_id_and_extras() -> None:
+    record = logging.LogRecord("meshsearch.test", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+    record.upstream = "embedder"
+    token = context.request_id.set("req-123")
+    try:
+        line = json.loads(JsonFormatter("api").format(record))
+    finally:
+        context.request_id.reset(token)
+    assert line["msg"] == "hello world"
+    assert line["request_id"] == "req-123"
+    assert line["service"] == "api" and line["upstream"] == "embedder" and line["level"] == "info"
