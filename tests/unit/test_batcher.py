@@ -144,3 +144,21 @@ async def test_admission_past_the_token_bound_is_refused_at_once() -> None:
         await held
     finally:
         await batcher.stop()
+
+
+async def test_a_text_that_would_make_the_batch_mostly_padding_waits_for_the_next_one() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder, min_padding_efficiency=0.8)
+    await batcher.start()
+    try:
+        encoder.gate.clear()
+        blocker = asyncio.create_task(embed(batcher, ["x"]))
+        await asyncio.sleep(0.05)
+        calls = [asyncio.create_task(embed(batcher, [text])) for text in ["a" * 10, "b" * 10, "c" * 11, "d" * 60]]
+        await asyncio.sleep(0.05)
+        encoder.gate.set()
+        await asyncio.gather(blocker, *calls)
+    finally:
+        await batcher.stop()
+    lengths = [sorted(len(ids) for ids in batch) for batch in encoder.batches[1:]]
+    assert lengths == [[10, 10, 11], [60]]

@@ -82,3 +82,20 @@ def test_upstream_caller_errors_pass_through_and_faults_become_unavailable() -> 
     fault = from_upstream("search", rpc_error(grpc.StatusCode.INTERNAL, "disk on fire"))
     assert isinstance(fault, Unavailable)
     assert "search" in fault.message and "disk on fire" in fault.message
+
+
+def test_overload_retry_info_survives_the_hop_to_our_caller() -> None:
+    from meshsearch_common.errors import STATUS_DETAILS_KEY, ResourceExhausted, status_details
+
+    details = status_details(ResourceExhausted("model is overloaded", retry_after_s=0.25))
+    assert details is not None
+    upstream_error = grpc.aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata((STATUS_DETAILS_KEY, details.SerializeToString())),
+        "model is overloaded",
+    )
+    mapped = from_upstream("embedder", upstream_error)
+    assert isinstance(mapped, ResourceExhausted)
+    assert mapped.retry_after_s == 0.25
+    assert "embedder" in mapped.message

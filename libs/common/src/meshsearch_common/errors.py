@@ -7,6 +7,11 @@ statuses. Anything else that escapes a handler is a bug and becomes INTERNAL (an
 from __future__ import annotations
 
 import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class MeshError(Exception):
@@ -53,6 +58,33 @@ class ResourceExhausted(MeshError):
         self.retry_after_s = retry_after_s
 
 
+def status_details(error: MeshError) -> status_pb2.Status | None:
+    """The google.rpc.Status (with standard error details) to send for `error`, if any.
+
+    ResourceExhausted carries a RetryInfo, so clients in every language know when to retry.
+    """
+    if isinstance(error, ResourceExhausted) and error.retry_after_s is not None:
+        status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=error.message)
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(max(1, int(error.retry_after_s * 1000)))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return status
+    return None
+
+
+def retry_after_of(error: grpc.aio.AioRpcError) -> float | None:
+    """The RetryInfo delay in seconds carried by an upstream's error, if any."""
+    for key, value in error.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.type_url == RETRY_INFO_TYPE:
+                    info = error_details_pb2.RetryInfo()
+                    detail.Unpack(info)
+                    return info.retry_delay.ToMilliseconds() / 1000
+    return None
+
+
 class Unavailable(MeshError):
     """A dependency is down or overloaded; the call may succeed if retried later."""
 
@@ -85,7 +117,6 @@ _UPSTREAM_CODE_TO_ERROR: dict[grpc.StatusCode, type[MeshError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 
@@ -97,6 +128,8 @@ def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
     UNKNOWN, ...) becomes UNAVAILABLE naming the upstream, since from our caller's point of
     view a sick dependency is a temporary condition, not a bug in their request.
     """
+    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(f"{upstream}: {error.details()}", retry_after_s=retry_after_of(error))
     error_type = _UPSTREAM_CODE_TO_ERROR.get(error.code())
     if error_type is not None:
         return error_type(error.details() or error.code().name)

@@ -17,7 +17,7 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from meshsearch_common import context
-from meshsearch_common.errors import MeshError, ResourceExhausted
+from meshsearch_common.errors import STATUS_DETAILS_KEY, MeshError, status_details
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,6 @@ RPC_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-RETRY_AFTER_METADATA_KEY = "retry-after-ms"
-
 
 def _adopt_request_context(servicer_context: grpc.aio.ServicerContext) -> None:
     metadata = dict(servicer_context.invocation_metadata() or ())
@@ -41,8 +39,11 @@ def _adopt_request_context(servicer_context: grpc.aio.ServicerContext) -> None:
 
 async def _abort_with(servicer_context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, MeshError):
-        if isinstance(exc, ResourceExhausted) and exc.retry_after_s is not None:
-            servicer_context.set_trailing_metadata(((RETRY_AFTER_METADATA_KEY, str(int(exc.retry_after_s * 1000))),))
+        details = status_details(exc)
+        if details is not None:
+            await servicer_context.abort(
+                exc.code, exc.message, trailing_metadata=((STATUS_DETAILS_KEY, details.SerializeToString()),)
+            )
         await servicer_context.abort(exc.code, exc.message)
     log.exception("unhandled error in %s", method)
     await servicer_context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see server logs")

@@ -13,13 +13,32 @@ from meshsearch_common.readiness import Readiness
 from meshsearch_embedder.batcher import Batcher
 from meshsearch_embedder.embedding import EmbeddingService, EmbedOptions, Limits
 from meshsearch_embedder.grpc_service import EmbedderServicer
-from meshsearch_embedder.model import TorchEncoder
+from meshsearch_embedder.model import Tokenizing
 from meshsearch_embedder.settings import EmbedderSettings
 
 log = logging.getLogger(__name__)
 
 # Texts of a few lengths, so warmup exercises short and long shapes before traffic arrives.
 _WARMUP_TEXTS = ["warmup", "a short sentence to warm the model up", "a longer passage " * 40]
+
+
+def load_encoder(settings: EmbedderSettings) -> Tokenizing:
+    """The configured backend; blocking (loads weights, may export ONNX on first use)."""
+    if settings.backend == "torch":
+        from meshsearch_embedder.torch_backend import TorchEncoder
+
+        return TorchEncoder(
+            settings.model_path, model_id=settings.model_id, device=settings.device, threads=settings.torch_threads
+        )
+    from meshsearch_embedder.onnx_backend import OnnxEncoder
+
+    return OnnxEncoder(
+        settings.model_path,
+        cache_dir=settings.onnx_cache_dir,
+        quantize=settings.backend == "onnx-int8",
+        model_id=settings.model_id,
+        threads=settings.torch_threads,
+    )
 
 
 class EmbedderApp:
@@ -36,24 +55,19 @@ class EmbedderApp:
 
     async def start(self) -> None:
         settings = self.settings
-        encoder = await asyncio.to_thread(
-            TorchEncoder,
-            settings.model_path,
-            model_id=settings.model_id,
-            device=settings.device,
-            threads=settings.torch_threads,
-        )
+        encoder = await asyncio.to_thread(load_encoder, settings)
         self._batcher = Batcher(
             encoder,
             max_batch_size=settings.max_batch_size,
             max_batch_tokens=settings.max_batch_tokens,
             max_tokens_in_flight=settings.max_tokens_in_flight,
+            min_padding_efficiency=settings.min_padding_efficiency,
         )
         await self._batcher.start()
         service = EmbeddingService(
             self._batcher,
             encoder.info,
-            Limits(settings.max_texts_per_request, settings.max_text_bytes),
+            Limits(settings.max_texts_per_request, settings.max_text_bytes, settings.max_request_bytes),
         )
         for _ in range(2):
             await service.embed(_WARMUP_TEXTS, EmbedOptions())

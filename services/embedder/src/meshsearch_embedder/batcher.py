@@ -80,8 +80,10 @@ class Batcher:
         max_batch_size: int,
         max_batch_tokens: int,
         max_tokens_in_flight: int,
+        min_padding_efficiency: float = 0.0,
     ) -> None:
         self._encoder = encoder
+        self._min_padding_efficiency = min_padding_efficiency
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
         self._max_tokens_in_flight = max_tokens_in_flight
@@ -190,15 +192,18 @@ class Batcher:
         seed_length = len(oldest.token_ids)
         candidates = sorted(live, key=lambda item: (abs(len(item.token_ids) - seed_length), item.enqueued_at))
         batch: list[_Item] = []
-        longest = 0
+        longest = real = 0
         for item in candidates:
             if len(batch) == self._max_batch_size:
                 break
             new_longest = max(longest, len(item.token_ids))
-            if batch and new_longest * (len(batch) + 1) > self._max_batch_tokens:
+            padded = new_longest * (len(batch) + 1)
+            if batch and padded > self._max_batch_tokens:
                 continue
+            if batch and (real + len(item.token_ids)) / padded < self._min_padding_efficiency:
+                break  # candidates only get further from the seed's length from here on
             batch.append(item)
-            longest = new_longest
+            longest, real = new_longest, real + len(item.token_ids)
         chosen = {id(item) for item in batch}
         self._pending = [item for item in live if id(item) not in chosen]
         metrics.QUEUE_SIZE.set(len(self._pending))

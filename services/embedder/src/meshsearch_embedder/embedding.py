@@ -40,6 +40,7 @@ class Embedded:
 class Limits:
     max_texts_per_request: int
     max_text_bytes: int
+    max_request_bytes: int = 4 * 1024 * 1024
 
 
 class EmbeddingService:
@@ -47,6 +48,14 @@ class EmbeddingService:
         self._batcher = batcher
         self.info = info
         self.limits = limits
+
+    def check_request_size(self, size: int) -> None:
+        """Refuse a request message over the byte limit before any of it is processed."""
+        if size > self.limits.max_request_bytes:
+            metrics.REJECTIONS.labels("request_too_large").inc()
+            raise InvalidArgument(
+                f"request is {size} bytes, over the limit of {self.limits.max_request_bytes} bytes; split it"
+            )
 
     def _validate(self, texts: list[str], options: EmbedOptions) -> str:
         if not texts:

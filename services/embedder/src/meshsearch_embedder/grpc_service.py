@@ -47,6 +47,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         return self._core.get()
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        self._service.check_request_size(request.ByteSize())
         result = await self._service.embed(list(request.texts), _options(request.options))
         return pb.EmbedResponse(embeddings=_embeddings(result, self._service.info.model_id))
 
@@ -59,6 +60,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
 
         async def answer(message: pb.EmbedStreamRequest) -> None:
             try:
+                self._service.check_request_size(message.ByteSize())
                 result = await self._service.embed(list(message.texts), _options(message.options))
                 response = pb.EmbedStreamResponse(
                     correlation_id=message.correlation_id,

@@ -1,22 +1,20 @@
-"""The embedding model, split into the two stages the batcher schedules separately.
+"""What every inference backend shares: the tokenizer, model identity and padding.
 
-`tokenize` turns texts into token id lists (no padding, so texts from different requests can
-be regrouped by length later); `encode` pads one batch and runs the forward pass. Both are
-blocking and must run off the event loop; `encode` must only ever run on one thread at a time.
+A backend is split into the two stages the batcher schedules separately: `tokenize` turns
+texts into token id lists (no padding, so texts from different requests can be regrouped by
+length later) and `encode` pads one batch and runs the forward pass. Both block and must run
+off the event loop; `encode` must only ever run on one thread at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,7 @@ class ModelInfo:
     prompts: dict[str, str]
 
 
-def _content_revision(model_path: Path) -> str:
+def content_revision(model_path: Path) -> str:
     """A short hash of the weight files: changes exactly when the weights change."""
     digest = hashlib.sha256()
     for weights in sorted(model_path.glob("*.safetensors")) + sorted(model_path.glob("*.bin")):
@@ -42,57 +40,53 @@ def _content_revision(model_path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _derive_model_id(model_path: Path) -> str:
+def derive_model_id(model_path: Path) -> str:
     readme = model_path / "README.md"
     if readme.exists() and "all-MiniLM-L6-v2" in readme.read_text(errors="ignore")[:4000]:
         return "sentence-transformers/all-MiniLM-L6-v2"
     return model_path.name
 
 
-class TorchEncoder:
-    """sentence-transformers on torch: CUDA with fp16 when present, CPU float32 otherwise."""
+def require_model_dir(model_path: str) -> Path:
+    path = Path(model_path)
+    if not (path / "modules.json").exists():
+        raise FileNotFoundError(f"{model_path} is not a local sentence-transformers model directory")
+    return path
 
-    def __init__(self, model_path: str, *, model_id: str = "", device: str = "auto", threads: int = 0) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from sentence_transformers import SentenceTransformer
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if threads:
-            torch.set_num_threads(threads)
-        path = Path(model_path)
-        if not (path / "modules.json").exists():
-            raise FileNotFoundError(f"{model_path} is not a local sentence-transformers model directory")
-        model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        if device.startswith("cuda"):
-            model = model.half()
-        model.eval()
-        # Run every module but a trailing Normalize: normalization is a per-request option.
-        modules = list(model)
-        self.normalizes_by_default = type(modules[-1]).__name__ == "Normalize"
-        self._modules = modules[:-1] if self.normalizes_by_default else modules
-        self._torch = torch
-        self._tokenizer = model.tokenizer
-        self._device = device
-        self._pad_id = model.tokenizer.pad_token_id or 0
-        self.info = ModelInfo(
-            model_id=model_id or _derive_model_id(path),
-            revision=_content_revision(path),
-            dimension=int(model.get_embedding_dimension()),
-            max_tokens=int(model.max_seq_length),
-            dtype="float16" if device.startswith("cuda") else "float32",
-            backend="torch",
-            device=device,
-            prompts=dict(model.prompts),
-        )
+def read_json(path: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+class PaddedBatch:
+    """One batch as right-padded int64 arrays, the layout every backend feeds its model."""
+
+    def __init__(self, batch: list[list[int]], pad_id: int) -> None:
+        longest = max(len(ids) for ids in batch)
+        self.input_ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
+        self.attention_mask = np.zeros((len(batch), longest), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            self.input_ids[row, : len(ids)] = ids
+            self.attention_mask[row, : len(ids)] = 1
+        self.token_type_ids = np.zeros_like(self.input_ids)
+
+
+class Tokenizing:
+    """Tokenizer half of a backend; subclasses add `encode` and fill `info`."""
+
+    info: ModelInfo
+
+    def __init__(self, tokenizer, max_tokens: int) -> None:  # type: ignore[no-untyped-def]
+        self._tokenizer = tokenizer
+        self._max_tokens = max_tokens
+        self._pad_id = tokenizer.pad_token_id or 0
 
     def tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
         """Token ids per text, special tokens included; cut to max_tokens when `truncate`."""
         encoded = self._tokenizer(
             texts,
             truncation=truncate,
-            max_length=self.info.max_tokens if truncate else None,
+            max_length=self._max_tokens if truncate else None,
             add_special_tokens=True,
             return_attention_mask=False,
             return_token_type_ids=False,
@@ -100,21 +94,8 @@ class TorchEncoder:
         )
         return [list(ids) for ids in encoded["input_ids"]]
 
+    def pad(self, batch: list[list[int]]) -> PaddedBatch:
+        return PaddedBatch(batch, self._pad_id)
+
     def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
-        """Unnormalized embeddings of one batch, shape (len(batch), dimension)."""
-        torch = self._torch
-        longest = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), longest), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention[row, : len(ids)] = 1
-        features = {
-            "input_ids": input_ids.to(self._device),
-            "attention_mask": attention.to(self._device),
-            "token_type_ids": torch.zeros_like(input_ids).to(self._device),
-        }
-        with torch.inference_mode():
-            for module in self._modules:
-                features = module(features)
-        return features["sentence_embedding"].float().cpu().numpy()
+        raise NotImplementedError

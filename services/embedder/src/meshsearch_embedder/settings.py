@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -25,11 +28,23 @@ class EmbedderSettings(ServiceSettings):
     )
     model_id: str = Field("", description="Name reported for the model; empty derives it from the path.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
-    max_batch_size: int = Field(64, ge=1, description="Most texts in one forward pass.")
-    max_batch_tokens: int = Field(8192, ge=1, description="Most padded tokens (rows x longest row) in one pass.")
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="torch (any device), onnx or onnx-int8 (fast CPU backends built locally)."
+    )
+    onnx_cache_dir: str = Field(
+        str(Path.home() / ".cache" / "meshsearch" / "onnx"), description="Where exported ONNX models are cached."
+    )
+    max_batch_size: int = Field(32, ge=1, description="Most texts in one forward pass.")
+    max_batch_tokens: int = Field(4096, ge=1, description="Most padded tokens (rows x longest row) in one pass.")
+    min_padding_efficiency: float = Field(
+        0.8, ge=0, le=1, description="A text joins a batch only if real/padded tokens stays at least this."
+    )
     max_tokens_in_flight: int = Field(
         262_144, ge=1, description="Admission bound; past it calls get RESOURCE_EXHAUSTED."
     )
     max_texts_per_request: int = Field(512, ge=1)
     max_text_bytes: int = Field(65_536, ge=1, description="Largest single text, in UTF-8 bytes.")
-    torch_threads: int = Field(0, ge=0, description="Intra-op threads for CPU inference; 0 uses all cores.")
+    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1, description="Largest serialized request.")
+    torch_threads: int = Field(
+        0, ge=0, description="Intra-op threads for CPU inference (torch or ONNX); 0 uses all cores."
+    )

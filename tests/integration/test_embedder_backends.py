@@ -1,0 +1,66 @@
+"""The fast CPU backend must agree with torch on real text (the packaged model, real data)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from meshsearch_embedder.model import Tokenizing
+from meshsearch_embedder.onnx_backend import OnnxEncoder
+from meshsearch_embedder.settings import default_model_path
+from meshsearch_embedder.torch_backend import TorchEncoder
+from tests.data import sts_pairs
+
+
+def embed_all(encoder: Tokenizing, texts: list[str], batch: int = 64) -> np.ndarray:
+    rows = []
+    for start in range(0, len(texts), batch):
+        ids = encoder.tokenize(texts[start : start + batch], truncate=True)
+        rows.append(encoder.encode(ids))
+    matrix = np.concatenate(rows)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def sts_spearman(embed: Callable[[list[str]], np.ndarray], pairs: list[tuple[str, str, float]]) -> float:
+    left = embed([a for a, _, _ in pairs])
+    right = embed([b for _, b, _ in pairs])
+    return float(spearmanr((left * right).sum(axis=1), [gold for _, _, gold in pairs]).statistic)
+
+
+@pytest.fixture(scope="module")
+def torch_encoder() -> TorchEncoder:
+    return TorchEncoder(default_model_path(), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_int8_encoder(tmp_path_factory: pytest.TempPathFactory) -> OnnxEncoder:
+    cache: Path = tmp_path_factory.mktemp("onnx")
+    return OnnxEncoder(default_model_path(), cache_dir=str(cache), quantize=True)
+
+
+def test_torch_backend_matches_sentence_transformers_encode(torch_encoder: TorchEncoder) -> None:
+    texts = [a for a, _, _ in sts_pairs()[:64]]
+    reference = torch_encoder.sentence_transformer.encode(texts, normalize_embeddings=True)
+    assert np.abs(embed_all(torch_encoder, texts) - reference).max() < 1e-5
+
+
+def test_onnx_int8_agrees_with_torch_on_real_sentences(torch_encoder: TorchEncoder, onnx_int8_encoder: OnnxEncoder) -> None:
+    assert onnx_int8_encoder.info.dimension == torch_encoder.info.dimension == 384
+    assert onnx_int8_encoder.info.revision == torch_encoder.info.revision
+    texts = [a for a, _, _ in sts_pairs()[:500]]
+    cosines = (embed_all(torch_encoder, texts) * embed_all(onnx_int8_encoder, texts)).sum(axis=1)
+    assert cosines.mean() >= 0.99, cosines.mean()
+
+
+def test_onnx_int8_keeps_sts_benchmark_quality(torch_encoder: TorchEncoder, onnx_int8_encoder: OnnxEncoder) -> None:
+    pairs = sts_pairs("dev")
+    assert len(pairs) == 1500
+    torch_score = sts_spearman(lambda texts: embed_all(torch_encoder, texts), pairs)
+    onnx_score = sts_spearman(lambda texts: embed_all(onnx_int8_encoder, texts), pairs)
+    print(f"STS-b dev Spearman: torch {torch_score:.4f}, onnx-int8 {onnx_score:.4f}")
+    assert torch_score > 0.8  # all-MiniLM-L6-v2 scores about 0.82-0.87 on STS-b
+    assert abs(onnx_score - torch_score) <= 0.005
