@@ -50,7 +50,9 @@ def baseline(texts: list[str], batch_sizes: list[int]) -> tuple[float, int]:
     return best
 
 
-async def single_text_latencies(stub: embedder_pb2_grpc.EmbedderServiceStub, count: int, stop: asyncio.Event | None = None) -> list[float]:
+async def single_text_latencies(
+    stub: embedder_pb2_grpc.EmbedderServiceStub, count: int, stop: asyncio.Event | None = None
+) -> list[float]:
     latencies = []
     for i in range(count):
         if stop is not None and stop.is_set():
@@ -133,13 +135,14 @@ def main() -> None:
             print(f"service, backend={backend}, {args.clients} clients x 1-4 texts ...", flush=True)
             results[backend] = run_service(backend, texts, args.clients, Path(workdir))
     print()
-    print(f"| run | texts/s | × baseline | idle p50 / p99 ms | loaded p50 / p99 ms |")
-    print(f"|---|---:|---:|---:|---:|")
+    print("| run | texts/s | × baseline | idle p50 / p99 ms | loaded p50 / p99 ms |")
+    print("|---|---:|---:|---:|---:|")
     print(f"| (a) in-process encode, batch_size={base_batch} | {base_rate:.1f} | 1.00 | | |")
     for backend, result in results.items():
         print(
             f"| service, {backend} | {result['texts_per_s']:.1f} | {result['texts_per_s'] / base_rate:.2f} "
-            f"| {result['idle_p50']:.1f} / {result['idle_p99']:.1f} | {result['load_p50']:.1f} / {result['load_p99']:.1f} |"
+            f"| {result['idle_p50']:.1f} / {result['idle_p99']:.1f} "
+            f"| {result['load_p50']:.1f} / {result['load_p99']:.1f} |"
         )
 
 

@@ -15,7 +15,9 @@ import pytest
 from meshsearch_common.cli.stack import EmbeddedStack, Ports
 from tests.e2e.clients import ApiClient
 
-EMBED_CALLS = re.compile(r'meshsearch_rpc_handled_total\{code="OK",method="/meshsearch.embedder.v1.EmbedderService/Embed"\} (\d+)')
+EMBED_CALLS = re.compile(
+    r'meshsearch_rpc_handled_total\{code="OK",method="/meshsearch.embedder.v1.EmbedderService/Embed"\} (\d+)'
+)
 
 
 def embed_calls(metrics_port: int) -> int:

@@ -48,7 +48,9 @@ def test_torch_backend_matches_sentence_transformers_encode(torch_encoder: Torch
     assert np.abs(embed_all(torch_encoder, texts) - reference).max() < 1e-5
 
 
-def test_onnx_int8_agrees_with_torch_on_real_sentences(torch_encoder: TorchEncoder, onnx_int8_encoder: OnnxEncoder) -> None:
+def test_onnx_int8_agrees_with_torch_on_real_sentences(
+    torch_encoder: TorchEncoder, onnx_int8_encoder: OnnxEncoder
+) -> None:
     assert onnx_int8_encoder.info.dimension == torch_encoder.info.dimension == 384
     assert onnx_int8_encoder.info.revision == torch_encoder.info.revision
     texts = [a for a, _, _ in sts_pairs()[:500]]

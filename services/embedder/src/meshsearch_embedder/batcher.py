@@ -156,7 +156,9 @@ class Batcher:
                 continue
             started = time.perf_counter()
             for item in batch:
-                item.request.queue_s = max(item.request.queue_s, started - item.enqueued_at)
+                waited = started - item.enqueued_at
+                item.request.queue_s = max(item.request.queue_s, waited)
+                metrics.QUEUE_SECONDS.observe(waited)
             try:
                 vectors = await loop.run_in_executor(
                     self._inference_pool, self._encoder.encode, [item.token_ids for item in batch]
@@ -176,7 +178,6 @@ class Batcher:
 
     def _take_batch(self) -> list[_Item]:
         """Remove and return the next batch: the oldest item plus its nearest neighbours in length."""
-        now = time.perf_counter()
         monotonic_now = time.monotonic()
         live = []
         for item in self._pending:
@@ -207,7 +208,6 @@ class Batcher:
         chosen = {id(item) for item in batch}
         self._pending = [item for item in live if id(item) not in chosen]
         metrics.QUEUE_SIZE.set(len(self._pending))
-        metrics.QUEUE_AGE.observe(now - oldest.enqueued_at)
         return batch
 
     def _drop(self, item: _Item) -> None:

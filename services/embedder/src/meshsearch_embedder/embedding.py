@@ -49,14 +49,6 @@ class EmbeddingService:
         self.info = info
         self.limits = limits
 
-    def check_request_size(self, size: int) -> None:
-        """Refuse a request message over the byte limit before any of it is processed."""
-        if size > self.limits.max_request_bytes:
-            metrics.REJECTIONS.labels("request_too_large").inc()
-            raise InvalidArgument(
-                f"request is {size} bytes, over the limit of {self.limits.max_request_bytes} bytes; split it"
-            )
-
     def _validate(self, texts: list[str], options: EmbedOptions) -> str:
         if not texts:
             raise InvalidArgument("texts must contain at least one text")

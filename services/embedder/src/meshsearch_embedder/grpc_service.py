@@ -11,6 +11,7 @@ from meshsearch.embedder.v1 import embedder_pb2 as pb
 from meshsearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
 from meshsearch_common import vectors
 from meshsearch_common.errors import MeshError
+from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
 from meshsearch_embedder.embedding import Embedded, EmbeddingService, EmbedOptions
 
@@ -47,7 +48,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         return self._core.get()
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        self._service.check_request_size(request.ByteSize())
+        check_message_size(request, self._service.limits.max_request_bytes)
         result = await self._service.embed(list(request.texts), _options(request.options))
         return pb.EmbedResponse(embeddings=_embeddings(result, self._service.info.model_id))
 
@@ -60,7 +61,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
 
         async def answer(message: pb.EmbedStreamRequest) -> None:
             try:
-                self._service.check_request_size(message.ByteSize())
+                check_message_size(message, self._service.limits.max_request_bytes)
                 result = await self._service.embed(list(message.texts), _options(message.options))
                 response = pb.EmbedStreamResponse(
                     correlation_id=message.correlation_id,

@@ -3,9 +3,9 @@
 from prometheus_client import Counter, Gauge, Histogram
 
 QUEUE_SIZE = Gauge("meshsearch_embedder_queue_size", "Texts waiting for a batch.")
-QUEUE_AGE = Histogram(
+QUEUE_SECONDS = Histogram(
     "meshsearch_embedder_queue_seconds",
-    "Age of the oldest text when its batch was formed.",
+    "Time each text waited between admission and the start of its forward pass.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 BATCH_SIZE = Histogram(

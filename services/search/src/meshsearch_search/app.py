@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -12,7 +14,10 @@ from pgvector.psycopg import register_vector_async
 
 from meshsearch.search.v1 import search_pb2, search_pb2_grpc
 from meshsearch_common.readiness import Readiness
+from meshsearch_search.bulk import BulkLoader, BulkSettings
 from meshsearch_search.collections import CollectionStore
+from meshsearch_search.db import Database
+from meshsearch_search.filters import FilterLimits
 from meshsearch_search.grpc_service import Stores, VectorStoreServicer
 from meshsearch_search.points import PointLimits, PointStore
 from meshsearch_search.schema import migrate
@@ -21,37 +26,61 @@ from meshsearch_search.settings import SearchSettings
 log = logging.getLogger(__name__)
 
 
+async def _migrate_when_reachable(url: str, timeout_s: float) -> int:
+    """Apply migrations, waiting for PostgreSQL to accept connections (it may start after us)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=5) as conn:
+                return await migrate(conn)
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("waiting for PostgreSQL", extra={"error": str(exc).strip()})
+            await asyncio.sleep(1)
+
+
 class SearchApp:
     name = "search"
 
     def __init__(self, settings: SearchSettings) -> None:
         self.settings = settings
         self._stores: Readiness[Stores] = Readiness("search database connection")
-        self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        self._pools: list[psycopg_pool.AsyncConnectionPool] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         search_pb2_grpc.add_VectorStoreServiceServicer_to_server(VectorStoreServicer(self._stores), server)
         return [search_pb2.DESCRIPTOR.services_by_name["VectorStoreService"].full_name]
 
-    async def start(self) -> None:
+    async def _open_pool(self, url: str, name: str) -> psycopg_pool.AsyncConnectionPool:
         settings = self.settings
-        # Migrate first: registering the vector type on pool connections needs the extension.
-        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-            version = await migrate(conn)
-        log.info("schema ready", extra={"schema_version": version})
-        self._pool = psycopg_pool.AsyncConnectionPool(
-            settings.database_url,
+        pool = psycopg_pool.AsyncConnectionPool(
+            url,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.pool_timeout_s,
             configure=register_vector_async,
             check=psycopg_pool.AsyncConnectionPool.check_connection,
+            kwargs={"application_name": f"meshsearch-search-{name}"},
+            name=name,
             open=False,
         )
-        await self._pool.open(wait=True, timeout=30)
-        collections = CollectionStore(self._pool, settings.max_dimension)
+        await pool.open(wait=True, timeout=settings.startup_timeout_s)
+        self._pools.append(pool)
+        return pool
+
+    async def start(self) -> None:
+        settings = self.settings
+        # Migrate first: registering the vector type on pool connections needs the extension.
+        version = await _migrate_when_reachable(settings.database_url, settings.startup_timeout_s)
+        log.info("schema ready", extra={"schema_version": version})
+        write_pool = await self._open_pool(settings.database_url, "write")
+        read_pool = await self._open_pool(settings.read_database_url, "read") if settings.read_database_url else None
+        db = Database(write_pool, read_pool, connect_timeout_s=settings.pool_timeout_s)
+        collections = CollectionStore(db, settings.max_dimension)
         points = PointStore(
-            self._pool,
+            db,
             collections,
             PointLimits(
                 max_batch_points=settings.max_batch_points,
@@ -60,13 +89,30 @@ class SearchApp:
                 max_k=settings.max_k,
                 max_ef_search=settings.max_ef_search,
                 default_ef_search=settings.default_ef_search,
+                exact_filter_max_rows=settings.exact_filter_max_rows,
+                max_scan_tuples=settings.max_scan_tuples,
+                max_batch_queries=settings.max_batch_queries,
+                filters=FilterLimits(
+                    settings.max_filter_depth, settings.max_filter_conditions, settings.max_filter_in_values
+                ),
             ),
         )
-        self._stores.set(Stores(collections, points))
+        bulk = BulkLoader(
+            db,
+            collections,
+            points,
+            BulkSettings(settings.bulk_max_statement_s, settings.index_build_memory, settings.index_build_workers),
+        )
+        self._stores.set(Stores(collections, points, bulk, settings.max_request_bytes))
+        repair = asyncio.create_task(bulk.repair_indexes(), name="repair-indexes")
+        self._background.add(repair)
+        repair.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
-        if self._pool:
-            await self._pool.close()
+        for task in self._background:
+            task.cancel()
+        for pool in self._pools:
+            await pool.close()
 
 
 def create_app() -> SearchApp:

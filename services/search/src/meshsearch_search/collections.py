@@ -1,33 +1,40 @@
 """CollectionStore: create, describe, list and drop collections.
 
 Each collection is a row in meshsearch_collections plus its own table of points (typed with
-the collection's dimension, so pgvector can index it) and an HNSW index for its metric.
+the collection's dimension, so pgvector can index it) with three indexes: HNSW on the
+embedding for the collection's metric, GIN (jsonb_path_ops) on metadata for filters, GIN on
+the text's tsvector for keyword and hybrid search.
+
+Collection rows are cached for a few seconds, so a query costs one round trip for its SQL, not
+two. A collection dropped or recreated by another replica is noticed within that time, or at
+once when its table is gone (the points store invalidates and retries).
 """
 
 from __future__ import annotations
 
 import re
+import time
 
 import psycopg
-import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from meshsearch_common.errors import AlreadyExists, InvalidArgument, NotFound
-from meshsearch_search.db import transaction
+from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, CollectionSpec, Metric, ModelIdentity, Storage
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
-# pgvector operator, operator class suffix, and distance -> score (higher is better).
+# pgvector distance operator and operator-class suffix per metric.
 METRIC_OPERATORS: dict[Metric, tuple[str, str]] = {
     Metric.COSINE: ("<=>", "cosine_ops"),
     Metric.DOT: ("<#>", "ip_ops"),
     Metric.L2: ("<->", "l2_ops"),
 }
 COLUMN_TYPES: dict[Storage, str] = {Storage.FLOAT32: "vector", Storage.FLOAT16: "halfvec"}
-HNSW_MAX_DIMENSION = 2000  # pgvector: HNSW indexes vectors of up to 2,000 (vector) dimensions
+HNSW_MAX_DIMENSION = 2000  # pgvector: HNSW indexes `vector` columns of up to 2,000 dimensions
 HALFVEC_HNSW_MAX_DIMENSION = 4000
+CACHE_TTL_S = 2.0
 
 
 def validate_name(name: str) -> None:
@@ -37,7 +44,24 @@ def validate_name(name: str) -> None:
         )
 
 
-def _from_row(row: dict) -> Collection:
+def hnsw_index_sql(collection: Collection, concurrently: bool = False) -> sql.Composable:
+    spec = collection.spec
+    column = COLUMN_TYPES[spec.storage]
+    _, ops_suffix = METRIC_OPERATORS[spec.metric]
+    return sql.SQL(
+        "CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {table} USING hnsw (embedding {ops}) "
+        "WITH (m = {m}, ef_construction = {ef})"
+    ).format(
+        concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
+        index=sql.Identifier(collection.hnsw_index),
+        table=sql.Identifier(collection.table),
+        ops=sql.SQL(f"{column}_{ops_suffix}"),
+        m=sql.Literal(spec.hnsw_m),
+        ef=sql.Literal(spec.hnsw_ef_construction),
+    )
+
+
+def _from_row(row: dict) -> Collection:  # type: ignore[type-arg]
     return Collection(
         id=row["id"],
         spec=CollectionSpec(
@@ -56,14 +80,15 @@ def _from_row(row: dict) -> Collection:
         ),
         create_time=row["create_time"],
         point_count=row.get("point_count", 0) or 0,
-        index_ready=row.get("index_ready", True) if row.get("index_ready") is not None else True,
+        index_ready=bool(row["index_ready"]),
     )
 
 
+# The HNSW index is ready when it exists and is valid (not mid-build or left invalid by a crash).
 _SELECT = """
     SELECT c.*,
-           (SELECT count(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
-             WHERE t.relname = 'meshsearch_points_' || c.id AND NOT i.indisvalid) = 0 AS index_ready
+           EXISTS (SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                    WHERE x.relname = 'meshsearch_points_' || c.id || '_hnsw' AND i.indisvalid) AS index_ready
       FROM meshsearch_collections c
 """
 
@@ -77,9 +102,10 @@ async def _count_points(conn: psycopg.AsyncConnection, collection_id: int) -> in
 
 
 class CollectionStore:
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool, max_dimension: int) -> None:
-        self._pool = pool
+    def __init__(self, db: Database, max_dimension: int) -> None:
+        self._db = db
         self._max_dimension = max_dimension
+        self._cache: dict[str, tuple[float, Collection]] = {}
 
     def _validate(self, spec: CollectionSpec) -> None:
         validate_name(spec.name)
@@ -104,14 +130,12 @@ class CollectionStore:
 
     async def create(self, spec: CollectionSpec) -> Collection:
         self._validate(spec)
-        column = COLUMN_TYPES[spec.storage]
-        _, ops_suffix = METRIC_OPERATORS[spec.metric]
-        async with transaction(self._pool) as conn:
+        async with self._db.transaction() as conn:
             try:
                 cursor = await conn.execute(
                     """INSERT INTO meshsearch_collections (name, dimension, metric, storage, hnsw_m,
                            hnsw_ef_construction, model_id, model_revision, model_dimension, model_normalized)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, create_time""",
                     (
                         spec.name,
                         spec.dimension,
@@ -129,7 +153,8 @@ class CollectionStore:
                 raise AlreadyExists(f"collection '{spec.name}' already exists") from None
             row = await cursor.fetchone()
             assert row is not None
-            table = sql.Identifier(f"meshsearch_points_{row[0]}")
+            collection = Collection(id=row[0], spec=spec, create_time=row[1])
+            table = sql.Identifier(collection.table)
             await conn.execute(
                 sql.SQL(
                     """CREATE TABLE {table} (
@@ -140,35 +165,47 @@ class CollectionStore:
                            tsv        tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED,
                            updated_at timestamptz NOT NULL DEFAULT now()
                        )"""
-                ).format(table=table, column=sql.SQL(column), dimension=sql.Literal(spec.dimension))
+                ).format(table=table, column=sql.SQL(COLUMN_TYPES[spec.storage]), dimension=sql.Literal(spec.dimension))
             )
+            await conn.execute(hnsw_index_sql(collection))
             await conn.execute(
-                sql.SQL(
-                    "CREATE INDEX ON {table} USING hnsw (embedding {ops}) WITH (m = {m}, ef_construction = {ef})"
-                ).format(
-                    table=table,
-                    ops=sql.SQL(f"{column}_{ops_suffix}"),
-                    m=sql.Literal(spec.hnsw_m),
-                    ef=sql.Literal(spec.hnsw_ef_construction),
+                sql.SQL("CREATE INDEX {} ON {} USING gin (metadata jsonb_path_ops)").format(
+                    sql.Identifier(f"{collection.table}_metadata"), table
                 )
             )
-            await conn.execute(sql.SQL("CREATE INDEX ON {table} USING gin (tsv)").format(table=table))
+            await conn.execute(
+                sql.SQL("CREATE INDEX {} ON {} USING gin (tsv)").format(
+                    sql.Identifier(f"{collection.table}_tsv"), table
+                )
+            )
+        self._cache.pop(spec.name, None)
         return await self.get(spec.name)
 
+    def invalidate(self, name: str) -> None:
+        self._cache.pop(name, None)
+
     async def get(self, name: str, *, count: bool = True) -> Collection:
+        """The collection; `count=False` may answer from the short-lived cache."""
         validate_name(name)
-        async with transaction(self._pool) as conn:
+        if not count:
+            cached = self._cache.get(name)
+            if cached and time.monotonic() - cached[0] < CACHE_TTL_S:
+                return cached[1]
+        async with self._db.transaction() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(_SELECT + " WHERE c.name = %s", (name,))
             row = await cursor.fetchone()
             if row is None:
+                self._cache.pop(name, None)
                 raise NotFound(f"collection '{name}' does not exist")
             if count:
                 row["point_count"] = await _count_points(conn, row["id"])
-        return _from_row(row)
+        collection = _from_row(row)
+        self._cache[name] = (time.monotonic(), collection)
+        return collection
 
     async def list(self) -> list[Collection]:
-        async with transaction(self._pool) as conn:
+        async with self._db.transaction() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(_SELECT + " ORDER BY c.name")
             rows = await cursor.fetchall()
@@ -178,7 +215,8 @@ class CollectionStore:
 
     async def delete(self, name: str) -> None:
         validate_name(name)
-        async with transaction(self._pool) as conn:
+        self._cache.pop(name, None)
+        async with self._db.transaction() as conn:
             cursor = await conn.execute("DELETE FROM meshsearch_collections WHERE name = %s RETURNING id", (name,))
             row = await cursor.fetchone()
             if row is None:

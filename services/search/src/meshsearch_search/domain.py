@@ -53,6 +53,10 @@ class Collection:
     def table(self) -> str:
         return f"meshsearch_points_{self.id}"
 
+    @property
+    def hnsw_index(self) -> str:
+        return f"meshsearch_points_{self.id}_hnsw"
+
 
 @dataclass(frozen=True)
 class Point:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 from google.protobuf import json_format, struct_pb2
 
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc as pb_grpc
 from meshsearch_common import vectors
 from meshsearch_common.errors import InvalidArgument
+from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
+from meshsearch_search.bulk import BulkLoader
 from meshsearch_search.collections import CollectionStore
 from meshsearch_search.domain import Collection, CollectionSpec, Metric, ModelIdentity, Point, ScoredPoint, Storage
-from meshsearch_search.points import PointStore
+from meshsearch_search.filters import FieldCondition, Filter
+from meshsearch_search.points import PointStore, QuerySpec
 
 _METRICS = {
     pb.METRIC_UNSPECIFIED: Metric.COSINE,
@@ -22,19 +28,22 @@ _METRICS = {
     pb.METRIC_DOT: Metric.DOT,
     pb.METRIC_L2: Metric.L2,
 }
-_METRICS_OUT = {Metric.COSINE: pb.METRIC_COSINE, Metric.DOT: pb.METRIC_DOT, Metric.L2: pb.METRIC_L2}
+_METRICS_OUT = {metric: value for value, metric in _METRICS.items() if value != pb.METRIC_UNSPECIFIED}
 _STORAGE = {
     pb.STORAGE_UNSPECIFIED: Storage.FLOAT32,
     pb.STORAGE_FLOAT32: Storage.FLOAT32,
     pb.STORAGE_FLOAT16: Storage.FLOAT16,
 }
 _STORAGE_OUT = {Storage.FLOAT32: pb.STORAGE_FLOAT32, Storage.FLOAT16: pb.STORAGE_FLOAT16}
+_INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
 @dataclass(frozen=True)
 class Stores:
     collections: CollectionStore
     points: PointStore
+    bulk: BulkLoader
+    max_request_bytes: int
 
 
 def _model_in(message: pb.EmbeddingModel) -> ModelIdentity:
@@ -62,28 +71,23 @@ def _collection_out(collection: Collection) -> pb.Collection:
     return message
 
 
-def _vector_in(message: pb.Vector, what: str):  # type: ignore[no-untyped-def]
-    if not message.data:
-        raise InvalidArgument(f"{what} is required")
+def _vector_in(message: pb.Vector, what: str) -> npt.NDArray[np.float32]:
     matrix = vectors.unpack(message.data, message.dimension)
     if matrix.shape[0] != 1:
         raise InvalidArgument(f"{what} holds {matrix.shape[0]} vectors; send exactly one (dimension * 4 bytes)")
     return matrix[0]
 
 
-def _point_in(message: pb.Point, index: int) -> Point:
+def _point_in(message: pb.Point) -> Point:
+    """A point; an unusable vector becomes None and is reported per item by the store."""
     vector = None
     if message.vector.data:
         try:
-            vector = _vector_in(message.vector, f"points[{index}].vector")
+            vector = _vector_in(message.vector, "vector")
         except InvalidArgument:
-            vector = None  # reported per item by the store as "vector is required"
-    return Point(
-        id=message.id,
-        text=message.text,
-        metadata=json_format.MessageToDict(message.metadata) if message.HasField("metadata") else {},
-        vector=vector,
-    )
+            vector = None
+    metadata = json_format.MessageToDict(message.metadata) if message.HasField("metadata") else {}
+    return Point(id=message.id, text=message.text, metadata=metadata, vector=vector)
 
 
 def _point_out(point: Point) -> pb.Point:
@@ -99,9 +103,55 @@ def _scored_out(hit: ScoredPoint) -> pb.ScoredPoint:
     return pb.ScoredPoint(point=_point_out(hit.point), score=hit.score)
 
 
+def _condition_in(message: pb.Condition) -> FieldCondition | Filter:
+    if message.HasField("filter"):
+        return filter_in(message.filter)
+    if not message.HasField("field"):
+        raise InvalidArgument("a filter condition needs either a field test or a nested filter")
+    field = message.field
+    kind = field.WhichOneof("match")
+    if kind == "eq":
+        return FieldCondition(field.key, "eq", json_format.MessageToDict(field.eq))
+    if kind == "in":
+        values = getattr(field, "in").values  # `in` is a Python keyword
+        return FieldCondition(field.key, "in", [json_format.MessageToDict(v) for v in values])
+    if kind == "range":
+        bounds = {name: getattr(field.range, name) for name in ("gt", "gte", "lt", "lte") if field.range.HasField(name)}
+        return FieldCondition(field.key, "range", bounds)
+    if kind == "exists":
+        return FieldCondition(field.key, "exists", field.exists)
+    raise InvalidArgument(f"filter on '{field.key}' needs one of eq, in, range, exists")
+
+
+def filter_in(message: pb.Filter) -> Filter:
+    return Filter(
+        must=tuple(_condition_in(c) for c in message.must),
+        should=tuple(_condition_in(c) for c in message.should),
+        must_not=tuple(_condition_in(c) for c in message.must_not),
+    )
+
+
+def _query_in(request: pb.QueryRequest) -> QuerySpec:
+    return QuerySpec(
+        vector=_vector_in(request.vector, "vector") if request.vector.data or request.vector.dimension else None,
+        k=request.k,
+        text=request.text,
+        ef_search=request.ef_search,
+        exact=request.exact,
+        score_threshold=request.score_threshold if request.HasField("score_threshold") else None,
+        include_vectors=request.include_vectors,
+        filter=filter_in(request.filter),
+    )
+
+
 class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
     def __init__(self, stores: Readiness[Stores]) -> None:
         self._stores = stores
+
+    def _checked(self, request) -> Stores:  # type: ignore[no-untyped-def]
+        stores = self._stores.get()
+        check_message_size(request, stores.max_request_bytes)
+        return stores
 
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
@@ -116,58 +166,94 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
             hnsw_ef_construction=message.hnsw.ef_construction or 64,
             model=_model_in(message.model),
         )
-        collection = await self._stores.get().collections.create(spec)
+        collection = await self._checked(request).collections.create(spec)
         return pb.CreateCollectionResponse(collection=_collection_out(collection))
 
     async def GetCollection(
         self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionResponse:
-        collection = await self._stores.get().collections.get(request.name)
+        collection = await self._checked(request).collections.get(request.name)
         return pb.GetCollectionResponse(collection=_collection_out(collection))
 
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCollectionsResponse:
-        collections = await self._stores.get().collections.list()
+        collections = await self._checked(request).collections.list()
         return pb.ListCollectionsResponse(collections=[_collection_out(c) for c in collections])
 
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCollectionResponse:
-        await self._stores.get().collections.delete(request.name)
+        await self._checked(request).collections.delete(request.name)
         return pb.DeleteCollectionResponse()
 
     async def Upsert(self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
-        points = [_point_in(point, index) for index, point in enumerate(request.points)]
+        stores = self._checked(request)
+        points = [_point_in(point) for point in request.points]
         model = _model_in(request.model) if request.HasField("model") else None
-        count, errors = await self._stores.get().points.upsert(request.collection, points, model)
+        count, errors = await stores.points.upsert(request.collection, points, model)
         return pb.UpsertResponse(
             upserted_count=count,
-            errors=[
-                pb.ItemError(index=e.index, id=e.id, code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=e.message)
-                for e in errors
-            ],
+            errors=[pb.ItemError(index=e.index, id=e.id, code=_INVALID, message=e.message) for e in errors],
         )
 
+    async def BulkUpsert(
+        self, request_iterator: AsyncIterator[pb.BulkUpsertRequest], context: grpc.aio.ServicerContext
+    ) -> pb.BulkUpsertResponse:
+        stores = self._stores.get()
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.collection:
+            raise InvalidArgument("the first BulkUpsertRequest must name the collection")
+        check_message_size(first, stores.max_request_bytes)
+        model = _model_in(first.model) if first.HasField("model") else None
+
+        async def batches() -> AsyncIterator[list[Point]]:
+            yield [_point_in(point) for point in first.points]
+            async for message in request_iterator:
+                check_message_size(message, stores.max_request_bytes)
+                if message.collection and message.collection != first.collection:
+                    raise InvalidArgument("a bulk load writes one collection; it cannot change mid-stream")
+                yield [_point_in(point) for point in message.points]
+
+        result = await stores.bulk.load(first.collection, batches(), model)
+        return pb.BulkUpsertResponse(upserted_count=result.upserted_count)
+
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
-        points, missing = await self._stores.get().points.get(
+        points, missing = await self._checked(request).points.get(
             request.collection, list(request.ids), request.include_vectors
         )
         return pb.GetResponse(points=[_point_out(p) for p in points], missing_ids=missing)
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
-        count = await self._stores.get().points.delete(request.collection, list(request.ids))
+        node = filter_in(request.filter) if request.HasField("filter") else None
+        count = await self._checked(request).points.delete(request.collection, list(request.ids), node)
         return pb.DeleteResponse(deleted_count=count)
 
-    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
-        vector = _vector_in(request.vector, "vector")
-        hits = await self._stores.get().points.query(
-            request.collection,
-            vector,
-            request.k,
-            ef_search=request.ef_search,
-            exact=request.exact,
-            score_threshold=request.score_threshold if request.HasField("score_threshold") else None,
-            include_vectors=request.include_vectors,
+    async def Scroll(self, request: pb.ScrollRequest, context: grpc.aio.ServicerContext) -> pb.ScrollResponse:
+        points, cursor = await self._checked(request).points.scroll(
+            request.collection, filter_in(request.filter), request.limit, request.cursor, request.include_vectors
         )
+        return pb.ScrollResponse(points=[_point_out(p) for p in points], next_cursor=cursor)
+
+    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
+        hits = await self._checked(request).points.query(request.collection, _query_in(request))
         return pb.QueryResponse(points=[_scored_out(hit) for hit in hits])
+
+    async def QueryBatch(
+        self, request: pb.QueryBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.QueryBatchResponse:
+        stores = self._checked(request)
+        if not request.queries:
+            raise InvalidArgument("queries must not be empty")
+        if len(request.queries) > stores.points.limits.max_batch_queries:
+            raise InvalidArgument(
+                f"{len(request.queries)} queries exceed the limit of {stores.points.limits.max_batch_queries} per batch"
+            )
+        results = []
+        for index, query in enumerate(request.queries):
+            try:
+                hits = await stores.points.query(query.collection, _query_in(query))
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"queries[{index}]: {exc.message}") from None
+            results.append(pb.QueryResponse(points=[_scored_out(hit) for hit in hits]))
+        return pb.QueryBatchResponse(results=results)

@@ -1,23 +1,29 @@
-"""PointStore: write, read, delete and query the points of a collection."""
+"""PointStore: write, read, delete, scroll and query the points of a collection."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import psycopg_pool
+from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from meshsearch_common.errors import FailedPrecondition, InvalidArgument
 from meshsearch_search.collections import COLUMN_TYPES, METRIC_OPERATORS, CollectionStore
-from meshsearch_search.db import transaction
+from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ItemError, Metric, ModelIdentity, Point, ScoredPoint
+from meshsearch_search.filters import Filter, FilterLimits, compile_filter
 
 MAX_ID_CHARS = 256
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,22 @@ class PointLimits:
     max_k: int
     max_ef_search: int
     default_ef_search: int
+    exact_filter_max_rows: int = 2000
+    max_scan_tuples: int = 40_000
+    max_batch_queries: int = 64
+    filters: FilterLimits = field(default_factory=FilterLimits)
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    vector: npt.NDArray[np.float32] | None
+    k: int
+    text: str = ""
+    ef_search: int = 0
+    exact: bool = False
+    score_threshold: float | None = None
+    include_vectors: bool = False
+    filter: Filter = field(default_factory=Filter)
 
 
 def _score(metric: Metric, distance: float) -> float:
@@ -35,14 +57,6 @@ def _score(metric: Metric, distance: float) -> float:
     if metric is Metric.COSINE:
         return 1.0 - distance
     return -distance  # <#> is the negated inner product; <-> is the L2 distance
-
-
-def _check_dimension(collection: Collection, vector: npt.NDArray[np.float32], what: str) -> None:
-    if vector.shape[-1] != collection.spec.dimension:
-        raise InvalidArgument(
-            f"{what} has dimension {vector.shape[-1]} but collection '{collection.spec.name}' "
-            f"has dimension {collection.spec.dimension}"
-        )
 
 
 def _check_model(collection: Collection, model: ModelIdentity | None) -> None:
@@ -56,13 +70,41 @@ def _check_model(collection: Collection, model: ModelIdentity | None) -> None:
         )
 
 
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        last_id = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        last_id = ""
+    if not last_id:
+        raise InvalidArgument("cursor is not one this server issued; pass next_cursor unchanged")
+    return last_id
+
+
+def _point(row: tuple[Any, ...]) -> Point:
+    raw = row[3]
+    vector = None if raw is None else np.asarray(raw.to_numpy() if hasattr(raw, "to_numpy") else raw, np.float32)
+    return Point(id=row[0], text=row[1], metadata=row[2] or {}, vector=vector)
+
+
 class PointStore:
-    def __init__(
-        self, pool: psycopg_pool.AsyncConnectionPool, collections: CollectionStore, limits: PointLimits
-    ) -> None:
-        self._pool = pool
+    def __init__(self, db: Database, collections: CollectionStore, limits: PointLimits) -> None:
+        self._db = db
         self._collections = collections
         self.limits = limits
+
+    async def _on_collection(self, name: str, operation: Callable[[Collection], Awaitable[T]]) -> T:
+        """Run `operation` on the (possibly cached) collection; if its table vanished (dropped
+        or recreated by another replica), refresh once, which raises NOT_FOUND if it is gone."""
+        collection = await self._collections.get(name, count=False)
+        try:
+            return await operation(collection)
+        except pg_errors.UndefinedTable:
+            self._collections.invalidate(name)
+            return await operation(await self._collections.get(name, count=False))
 
     def _check_batch(self, size: int, what: str) -> None:
         if size == 0:
@@ -70,7 +112,8 @@ class PointStore:
         if size > self.limits.max_batch_points:
             raise InvalidArgument(f"{size} {what} exceed the limit of {self.limits.max_batch_points} per call")
 
-    def _item_problem(self, collection: Collection, point: Point) -> str | None:
+    def item_problem(self, collection: Collection, point: Point) -> str | None:
+        """Why `point` cannot be stored in `collection`, or None."""
         if not 1 <= len(point.id) <= MAX_ID_CHARS:
             return f"id must be 1 to {MAX_ID_CHARS} characters"
         if point.vector is None:
@@ -82,107 +125,234 @@ class PointStore:
             )
         if len(point.text.encode("utf-8")) > self.limits.max_text_bytes:
             return f"text exceeds the limit of {self.limits.max_text_bytes} bytes"
-        if "\x00" in point.text:
-            return "text must not contain NUL characters"
+        if "\x00" in point.text or "\x00" in point.id:
+            return "id and text must not contain NUL characters"
         if len(json.dumps(point.metadata)) > self.limits.max_metadata_bytes:
             return f"metadata exceeds the limit of {self.limits.max_metadata_bytes} bytes as JSON"
         return None
 
+    def model_check(self, collection: Collection, model: ModelIdentity | None) -> None:
+        _check_model(collection, model)
+
+    def _where(self, node: Filter) -> tuple[sql.Composable, list[Any]]:
+        return compile_filter(node, self.limits.filters)
+
     async def upsert(self, name: str, points: list[Point], model: ModelIdentity | None) -> tuple[int, list[ItemError]]:
         """Write valid points (insert or replace by id); report invalid ones per item."""
         self._check_batch(len(points), "points")
-        collection = await self._collections.get(name, count=False)
-        _check_model(collection, model)
-        errors: list[ItemError] = []
-        rows: list[tuple[Any, ...]] = []
-        for index, point in enumerate(points):
-            problem = self._item_problem(collection, point)
-            if problem:
-                errors.append(ItemError(index, point.id, problem))
-            else:
-                rows.append((point.id, point.vector, point.text, Jsonb(point.metadata)))
-        if rows:
-            column = sql.SQL(COLUMN_TYPES[collection.spec.storage])
-            statement = sql.SQL(
-                """INSERT INTO {table} (id, embedding, text, metadata) VALUES (%s, %s::{column}, %s, %s)
-                   ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, text = EXCLUDED.text,
-                       metadata = EXCLUDED.metadata, updated_at = now()"""
-            ).format(table=sql.Identifier(collection.table), column=column)
-            async with transaction(self._pool) as conn:
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(statement, rows)
-        return len(rows), errors
+
+        async def write(collection: Collection) -> tuple[int, list[ItemError]]:
+            _check_model(collection, model)
+            errors: list[ItemError] = []
+            rows: list[tuple[Any, ...]] = []
+            for index, point in enumerate(points):
+                problem = self.item_problem(collection, point)
+                if problem:
+                    errors.append(ItemError(index, point.id, problem))
+                else:
+                    rows.append((point.id, point.vector, point.text, Jsonb(point.metadata)))
+            if rows:
+                statement = sql.SQL(
+                    """INSERT INTO {table} (id, embedding, text, metadata) VALUES (%s, %s::{column}, %s, %s)
+                       ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, text = EXCLUDED.text,
+                           metadata = EXCLUDED.metadata, updated_at = now()"""
+                ).format(table=sql.Identifier(collection.table), column=sql.SQL(COLUMN_TYPES[collection.spec.storage]))
+                async with self._db.transaction() as conn:
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(statement, rows)
+            return len(rows), errors
+
+        return await self._on_collection(name, write)
 
     async def get(self, name: str, ids: list[str], include_vectors: bool) -> tuple[list[Point], list[str]]:
         self._check_batch(len(ids), "ids")
-        collection = await self._collections.get(name, count=False)
-        vector_column = sql.SQL("embedding::vector" if include_vectors else "NULL")
-        statement = sql.SQL("SELECT id, text, metadata, {vector} FROM {table} WHERE id = ANY(%s)").format(
-            vector=vector_column, table=sql.Identifier(collection.table)
-        )
-        async with transaction(self._pool) as conn:
-            cursor = await conn.execute(statement, (ids,))
-            found = {row[0]: _point(row) for row in await cursor.fetchall()}
-        ordered = [found[i] for i in dict.fromkeys(ids) if i in found]
-        missing = [i for i in dict.fromkeys(ids) if i not in found]
-        return ordered, missing
 
-    async def delete(self, name: str, ids: list[str]) -> int:
-        self._check_batch(len(ids), "ids")
-        collection = await self._collections.get(name, count=False)
-        statement = sql.SQL("DELETE FROM {table} WHERE id = ANY(%s)").format(table=sql.Identifier(collection.table))
-        async with transaction(self._pool) as conn:
-            cursor = await conn.execute(statement, (ids,))
-            return cursor.rowcount
+        async def read(collection: Collection) -> dict[str, Point]:
+            statement = sql.SQL("SELECT id, text, metadata, {vector} FROM {table} WHERE id = ANY(%s)").format(
+                vector=sql.SQL("embedding::vector" if include_vectors else "NULL"),
+                table=sql.Identifier(collection.table),
+            )
+            async with self._db.transaction(read_only=True) as conn:
+                cursor = await conn.execute(statement, (ids,))
+                return {row[0]: _point(row) for row in await cursor.fetchall()}
 
-    async def query(
-        self,
-        name: str,
-        vector: npt.NDArray[np.float32],
-        k: int,
-        *,
-        ef_search: int = 0,
-        exact: bool = False,
-        score_threshold: float | None = None,
-        include_vectors: bool = False,
-    ) -> list[ScoredPoint]:
-        """The k points nearest to `vector`, best first.
+        found = await self._on_collection(name, read)
+        unique = list(dict.fromkeys(ids))
+        return [found[i] for i in unique if i in found], [i for i in unique if i not in found]
 
-        ef_search is raised to k (pgvector's HNSW scan returns at most ef_search rows).
-        Exact mode disables index scans, so PostgreSQL compares against every point.
-        """
-        if not 1 <= k <= self.limits.max_k:
-            raise InvalidArgument(f"k {k} is out of range: 1 to {self.limits.max_k}")
-        if ef_search > self.limits.max_ef_search:
-            raise InvalidArgument(f"ef_search {ef_search} exceeds the limit of {self.limits.max_ef_search}")
-        collection = await self._collections.get(name, count=False)
-        _check_dimension(collection, vector, "query vector")
+    async def delete(self, name: str, ids: list[str], node: Filter | None = None) -> int:
+        """Delete by ids, or by a non-empty filter (exactly one of the two)."""
+        by_filter = node is not None and not node.is_empty()
+        if by_filter == bool(ids):
+            raise InvalidArgument("give either ids or a non-empty filter to delete by")
+        if ids:
+            self._check_batch(len(ids), "ids")
+
+        async def remove(collection: Collection) -> int:
+            if by_filter:
+                assert node is not None
+                where, params = self._where(node)
+            else:
+                where, params = sql.SQL("id = ANY(%s)"), [ids]
+            statement = sql.SQL("DELETE FROM {table} WHERE {where}").format(
+                table=sql.Identifier(collection.table), where=where
+            )
+            async with self._db.transaction() as conn:
+                cursor = await conn.execute(statement, params)
+                return cursor.rowcount
+
+        return await self._on_collection(name, remove)
+
+    async def scroll(
+        self, name: str, node: Filter, limit: int, cursor: str, include_vectors: bool
+    ) -> tuple[list[Point], str]:
+        """One page of matching points in id order, and the cursor of the next page ("" at the end)."""
+        limit = limit or 100
+        if not 1 <= limit <= self.limits.max_batch_points:
+            raise InvalidArgument(f"limit {limit} is out of range: 1 to {self.limits.max_batch_points}")
+        after = decode_cursor(cursor) if cursor else None
+
+        async def page(collection: Collection) -> list[Point]:
+            where, params = self._where(node)
+            statement = sql.SQL(
+                "SELECT id, text, metadata, {vector} FROM {table} WHERE {where} AND ({after}) ORDER BY id LIMIT %s"
+            ).format(
+                vector=sql.SQL("embedding::vector" if include_vectors else "NULL"),
+                table=sql.Identifier(collection.table),
+                where=where,
+                after=sql.SQL("TRUE" if after is None else "id > %s"),
+            )
+            async with self._db.transaction(read_only=True) as conn:
+                rows = await (
+                    await conn.execute(statement, [*params, *([after] if after else []), limit + 1])
+                ).fetchall()
+            return [_point(row) for row in rows]
+
+        points = await self._on_collection(name, page)
+        if len(points) > limit:
+            return points[:limit], encode_cursor(points[limit - 1].id)
+        return points, ""
+
+    def _check_query(self, spec: QuerySpec) -> None:
+        if not 1 <= spec.k <= self.limits.max_k:
+            raise InvalidArgument(f"k {spec.k} is out of range: 1 to {self.limits.max_k}")
+        if spec.ef_search > self.limits.max_ef_search:
+            raise InvalidArgument(f"ef_search {spec.ef_search} exceeds the limit of {self.limits.max_ef_search}")
+        if spec.vector is None and not spec.text.strip():
+            raise InvalidArgument("a query needs a vector, a text, or both")
+
+    async def query(self, name: str, spec: QuerySpec) -> list[ScoredPoint]:
+        """The k best points, best first: vector, keyword or hybrid, optionally filtered."""
+        self._check_query(spec)
+
+        async def run(collection: Collection) -> list[ScoredPoint]:
+            if spec.vector is not None and spec.vector.shape[-1] != collection.spec.dimension:
+                raise InvalidArgument(
+                    f"query vector has dimension {spec.vector.shape[-1]} but collection "
+                    f"'{collection.spec.name}' has dimension {collection.spec.dimension}"
+                )
+            if spec.vector is None:
+                hits = await self._keyword(collection, spec)
+            elif spec.text.strip():
+                hits = await self._hybrid(collection, spec)
+            else:
+                hits = await self._nearest(collection, spec)
+            if spec.score_threshold is not None:
+                hits = [hit for hit in hits if hit.score >= spec.score_threshold]
+            return hits
+
+        return await self._on_collection(name, run)
+
+    def _vector_sql(self, collection: Collection, include_vectors: bool) -> dict[str, sql.Composable]:
         operator, _ = METRIC_OPERATORS[collection.spec.metric]
-        column = COLUMN_TYPES[collection.spec.storage]
-        vector_column = sql.SQL("embedding::vector" if include_vectors else "NULL")
+        return {
+            "vector": sql.SQL("embedding::vector" if include_vectors else "NULL"),
+            "op": sql.SQL(operator),
+            "column": sql.SQL(COLUMN_TYPES[collection.spec.storage]),
+            "table": sql.Identifier(collection.table),
+        }
+
+    def _hnsw_settings(self, spec: QuerySpec, filtered: bool) -> dict[str, str]:
+        # pgvector returns at most ef_search rows from an HNSW scan, so never below k.
+        settings = {"hnsw.ef_search": str(max(spec.k, spec.ef_search or self.limits.default_ef_search))}
+        if filtered:
+            settings["hnsw.iterative_scan"] = "relaxed_order"
+            settings["hnsw.max_scan_tuples"] = str(self.limits.max_scan_tuples)
+        return settings
+
+    async def _nearest(self, collection: Collection, spec: QuerySpec) -> list[ScoredPoint]:
+        """Vector search. Unfiltered: HNSW (or a full scan when exact). Filtered: when at most
+        `exact_filter_max_rows` points match, exact search over exactly those (one round trip);
+        otherwise an iterative HNSW scan, which keeps scanning until k matches are found."""
+        parts = self._vector_sql(collection, spec.include_vectors)
+        filtered = not spec.filter.is_empty()
+        where, params = self._where(spec.filter) if filtered else (sql.SQL("TRUE"), [])
+        if filtered and not spec.exact:
+            cap = self.limits.exact_filter_max_rows
+            exact_sql = sql.SQL(
+                """WITH candidates AS MATERIALIZED (
+                       SELECT id, text, metadata, embedding FROM {table} WHERE {where} LIMIT %s)
+                   SELECT id, text, metadata, {vector}, embedding {op} %s::{column} AS distance,
+                          (SELECT count(*) FROM candidates) AS matched
+                     FROM candidates ORDER BY distance LIMIT %s"""
+            ).format(where=where, **parts)
+            async with self._db.transaction(read_only=True, settings={"enable_indexscan": "off"}) as conn:
+                rows = await (await conn.execute(exact_sql, [*params, cap + 1, spec.vector, spec.k])).fetchall()
+            if not rows or rows[0][5] <= cap:
+                return [ScoredPoint(_point(row), _score(collection.spec.metric, float(row[4]))) for row in rows]
+        # Iterative scans may return rows slightly out of order: re-sort the k found.
         statement = sql.SQL(
-            """SELECT id, text, metadata, {vector}, embedding {op} %(q)s::{column} AS distance
-                 FROM {table} ORDER BY embedding {op} %(q)s::{column} LIMIT %(k)s"""
+            """SELECT * FROM (
+                   SELECT id, text, metadata, {vector}, embedding {op} %s::{column} AS distance
+                     FROM {table} WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT %s) found
+               ORDER BY distance"""
+        ).format(where=where, **parts)
+        settings = {"enable_indexscan": "off"} if spec.exact else self._hnsw_settings(spec, filtered)
+        async with self._db.transaction(read_only=True, settings=settings) as conn:
+            rows = await (await conn.execute(statement, [spec.vector, *params, spec.vector, spec.k])).fetchall()
+        return [ScoredPoint(_point(row), _score(collection.spec.metric, float(row[4]))) for row in rows]
+
+    async def _keyword(self, collection: Collection, spec: QuerySpec) -> list[ScoredPoint]:
+        parts = self._vector_sql(collection, spec.include_vectors)
+        where, params = self._where(spec.filter)
+        statement = sql.SQL(
+            """SELECT id, text, metadata, {vector}, ts_rank_cd(tsv, query) AS score
+                 FROM {table}, websearch_to_tsquery('english', %s) query
+                WHERE tsv @@ query AND {where} ORDER BY score DESC, id LIMIT %s"""
+        ).format(where=where, **parts)
+        async with self._db.transaction(read_only=True) as conn:
+            rows = await (await conn.execute(statement, [spec.text, *params, spec.k])).fetchall()
+        return [ScoredPoint(_point(row), float(row[4])) for row in rows]
+
+    async def _hybrid(self, collection: Collection, spec: QuerySpec) -> list[ScoredPoint]:
+        """Vector and keyword rankings of the top candidates fused by reciprocal rank, in one statement."""
+        parts = self._vector_sql(collection, spec.include_vectors)
+        where, params = self._where(spec.filter)
+        candidates = min(max(4 * spec.k, 50), self.limits.max_k)
+        statement = sql.SQL(
+            """WITH semantic AS (
+                   SELECT id, row_number() OVER (ORDER BY distance) AS rank FROM (
+                       SELECT id, embedding {op} %s::{column} AS distance FROM {table}
+                        WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT %s) nearest),
+               keyword AS (
+                   SELECT id, row_number() OVER (ORDER BY ts_rank_cd(tsv, query) DESC, id) AS rank
+                     FROM {table}, websearch_to_tsquery('english', %s) query
+                    WHERE tsv @@ query AND {where}
+                    ORDER BY ts_rank_cd(tsv, query) DESC, id LIMIT %s),
+               fused AS (
+                   SELECT id, coalesce(1.0 / ({rrf} + semantic.rank), 0)
+                            + coalesce(1.0 / ({rrf} + keyword.rank), 0) AS score
+                     FROM semantic FULL OUTER JOIN keyword USING (id))
+               SELECT p.id, p.text, p.metadata, {vector_p}, fused.score
+                 FROM fused JOIN {table} p USING (id) ORDER BY fused.score DESC, p.id LIMIT %s"""
         ).format(
-            vector=vector_column,
-            op=sql.SQL(operator),
-            column=sql.SQL(column),
-            table=sql.Identifier(collection.table),
+            where=where,
+            rrf=sql.Literal(RRF_K),
+            vector_p=sql.SQL("p.embedding::vector" if spec.include_vectors else "NULL"),
+            **parts,
         )
-        effective_ef = max(k, ef_search or self.limits.default_ef_search)
-        async with transaction(self._pool) as conn:
-            await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(effective_ef),))
-            if exact:
-                await conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
-            cursor = await conn.execute(statement, {"q": vector, "k": k})
-            rows = await cursor.fetchall()
-        results = [ScoredPoint(_point(row), _score(collection.spec.metric, float(row[4]))) for row in rows]
-        if score_threshold is not None:
-            results = [hit for hit in results if hit.score >= score_threshold]
-        return results
-
-
-def _point(row: tuple[Any, ...]) -> Point:
-    raw = row[3]
-    vector = None if raw is None else np.asarray(raw.to_numpy() if hasattr(raw, "to_numpy") else raw, dtype=np.float32)
-    return Point(id=row[0], text=row[1], metadata=row[2] or {}, vector=vector)
+        values = [spec.vector, *params, spec.vector, candidates, spec.text, *params, candidates, spec.k]
+        settings = self._hnsw_settings(spec, not spec.filter.is_empty())
+        async with self._db.transaction(read_only=True, settings=settings) as conn:
+            rows = await (await conn.execute(statement, values)).fetchall()
+        return [ScoredPoint(_point(row), float(row[4])) for row in rows]

@@ -16,15 +16,27 @@ class SearchSettings(ServiceSettings):
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/postgres", description="PostgreSQL (with pgvector) connection URL."
     )
+    read_database_url: str = Field("", description="Optional read replica for Query, Get and Scroll.")
     pool_min_size: int = Field(2, ge=1)
     pool_max_size: int = Field(10, ge=1)
     pool_timeout_s: float = Field(5.0, gt=0, description="Wait for a free connection before UNAVAILABLE.")
+    startup_timeout_s: float = Field(60.0, gt=0, description="How long start-up waits for PostgreSQL.")
     default_ef_search: int = Field(40, ge=1, description="hnsw.ef_search when a query does not set one.")
+    exact_filter_max_rows: int = Field(
+        2000, ge=0, description="Filters matching at most this many points use exact search."
+    )
+    max_scan_tuples: int = Field(40_000, ge=1, description="hnsw.max_scan_tuples for iterative filtered scans.")
     max_k: int = Field(1000, ge=1)
     max_ef_search: int = Field(1000, ge=1)
-    max_batch_points: int = Field(1000, ge=1, description="Most points in one Upsert, Get or Delete.")
+    max_batch_points: int = Field(1000, ge=1, description="Most points in one Upsert, Get or Delete; largest page.")
+    max_batch_queries: int = Field(64, ge=1, description="Most queries in one QueryBatch.")
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Largest request message.")
     max_text_bytes: int = Field(1_048_576, ge=1, description="Largest stored document text.")
     max_metadata_bytes: int = Field(65_536, ge=1, description="Largest metadata object, as JSON.")
-    max_dimension: int = Field(
-        4000, ge=1, le=16000, description="Largest collection dimension (HNSW limit 4000 for vector, 4000 for halfvec)."
-    )
+    max_dimension: int = Field(4000, ge=1, le=16000, description="Largest collection dimension.")
+    max_filter_depth: int = Field(4, ge=1)
+    max_filter_conditions: int = Field(64, ge=1)
+    max_filter_in_values: int = Field(256, ge=1)
+    bulk_max_statement_s: float = Field(3600.0, gt=0, description="Statement timeout of a bulk load without deadline.")
+    index_build_memory: str = Field("1GB", description="maintenance_work_mem for HNSW builds.")
+    index_build_workers: int = Field(2, ge=0, description="max_parallel_maintenance_workers for HNSW builds.")

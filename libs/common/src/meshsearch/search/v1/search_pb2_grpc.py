@@ -76,6 +76,21 @@ class VectorStoreServiceStub:
                 request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.QueryRequest.SerializeToString,
                 response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.QueryBatch = channel.unary_unary(
+                '/meshsearch.search.v1.VectorStoreService/QueryBatch',
+                request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.QueryBatchRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.QueryBatchResponse.FromString,
+                _registered_method=True)
+        self.Scroll = channel.unary_unary(
+                '/meshsearch.search.v1.VectorStoreService/Scroll',
+                request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.ScrollRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.ScrollResponse.FromString,
+                _registered_method=True)
+        self.BulkUpsert = channel.stream_unary(
+                '/meshsearch.search.v1.VectorStoreService/BulkUpsert',
+                request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertResponse.FromString,
+                _registered_method=True)
 
 
 class VectorStoreServiceServicer:
@@ -140,6 +155,30 @@ class VectorStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryBatch(self, request, context):
+        """QueryBatch runs several queries in one call; results come in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scroll(self, request, context):
+        """Scroll pages through the points matching a filter, ordered by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BulkUpsert(self, request_iterator, context):
+        """BulkUpsert loads a stream of point batches with binary COPY through a staging table
+        and merges them in one transaction when the stream ends: all points are written, or
+        none (any invalid point fails the call with INVALID_ARGUMENT naming it). Later
+        duplicates of an id win. Use it for large loads; use Upsert for small, frequent writes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +221,21 @@ def add_VectorStoreServiceServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.QueryRequest.FromString,
                     response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.QueryResponse.SerializeToString,
+            ),
+            'QueryBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryBatch,
+                    request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.QueryBatchRequest.FromString,
+                    response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.QueryBatchResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.ScrollRequest.FromString,
+                    response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.ScrollResponse.SerializeToString,
+            ),
+            'BulkUpsert': grpc.stream_unary_rpc_method_handler(
+                    servicer.BulkUpsert,
+                    request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertRequest.FromString,
+                    response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +456,87 @@ class VectorStoreService:
             '/meshsearch.search.v1.VectorStoreService/Query',
             meshsearch_dot_search_dot_v1_dot_search__pb2.QueryRequest.SerializeToString,
             meshsearch_dot_search_dot_v1_dot_search__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.search.v1.VectorStoreService/QueryBatch',
+            meshsearch_dot_search_dot_v1_dot_search__pb2.QueryBatchRequest.SerializeToString,
+            meshsearch_dot_search_dot_v1_dot_search__pb2.QueryBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.search.v1.VectorStoreService/Scroll',
+            meshsearch_dot_search_dot_v1_dot_search__pb2.ScrollRequest.SerializeToString,
+            meshsearch_dot_search_dot_v1_dot_search__pb2.ScrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BulkUpsert(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/meshsearch.search.v1.VectorStoreService/BulkUpsert',
+            meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertRequest.SerializeToString,
+            meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertResponse.FromString,
             options,
             channel_credentials,
             insecure,
