@@ -61,6 +61,26 @@ async def test_bulk_upsert_streams_batches_last_duplicate_wins_and_rebuilds_the_
     assert got.points[0].text == "the second id7 wins"
 
 
+@pytest.mark.parametrize("storage", [pb.STORAGE_FLOAT32, pb.STORAGE_FLOAT16])
+async def test_bulk_loaded_vectors_round_trip_exactly_for_both_storages(stack: EmbeddedStack, storage: int) -> None:
+    name = f"bulkfmt_{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((300, DIMENSION)).astype(np.float32)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+        stub = search_pb2_grpc.VectorStoreServiceStub(channel)
+        collection = pb.Collection(name=name, dimension=DIMENSION, storage=storage)
+        await stub.CreateCollection(pb.CreateCollectionRequest(collection=collection))
+        for existing in (False, True):  # initial load (direct COPY), then a merge into a non-empty collection
+            points = [pb.Point(id=f"v{i}", vector=vector(values[i] * (2 if existing else 1))) for i in range(300)]
+            await stub.BulkUpsert(iter([pb.BulkUpsertRequest(collection=name, points=points)]))
+            got = await stub.Get(pb.GetRequest(collection=name, ids=["v0", "v299"], include_vectors=True))
+            stored = np.stack([np.frombuffer(p.vector.data, "<f4") for p in got.points])
+            expected = values[[0, 299]] * (2 if existing else 1)
+            assert np.allclose(stored, expected, atol=1e-6 if storage == pb.STORAGE_FLOAT32 else 1e-2)
+        hits = await stub.Query(pb.QueryRequest(collection=name, vector=vector(values[42]), k=1))
+        assert hits.points[0].point.id == "v42"
+
+
 async def test_a_bulk_load_with_one_bad_point_writes_nothing(store) -> None:  # type: ignore[no-untyped-def]
     stub, name = store
     rng = np.random.default_rng(2)
@@ -70,7 +90,25 @@ async def test_a_bulk_load_with_one_bad_point_writes_nothing(store) -> None:  # 
         await stub.BulkUpsert(iter(requests))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "'bad'" in raised.value.details() and "nothing was written" in raised.value.details()
-    assert (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection.point_count == 0
+    described = (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection
+    assert described.point_count == 0
+    assert described.index_state == pb.INDEX_STATE_READY  # the index dropped for the load is back
+
+
+async def test_bulk_upsert_into_a_non_empty_collection_merges_into_the_live_index(store) -> None:  # type: ignore[no-untyped-def]
+    stub, name = store
+    rng = np.random.default_rng(4)
+    await stub.Upsert(pb.UpsertRequest(collection=name, points=[point(i, rng, text="original") for i in range(10)]))
+    requests = [
+        pb.BulkUpsertRequest(collection=name, points=[point(i, rng, text="bulk") for i in range(5, 30)]),
+        pb.BulkUpsertRequest(points=[point(20, rng, text="last one wins")]),
+    ]
+    response = await stub.BulkUpsert(iter(requests))
+    assert response.upserted_count == 25 and response.index_build_seconds == 0
+    got = await stub.Get(pb.GetRequest(collection=name, ids=["id0", "id5", "id20"]))
+    assert [p.text for p in got.points] == ["original", "bulk", "last one wins"]
+    described = (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection
+    assert described.point_count == 30 and described.index_state == pb.INDEX_STATE_READY
 
 
 async def test_query_batch_filters_scroll_and_delete_by_filter(store) -> None:  # type: ignore[no-untyped-def]
@@ -131,6 +169,11 @@ async def test_query_batch_filters_scroll_and_delete_by_filter(store) -> None:  
             "limit of 33554432 bytes",
         ),
         (
+            lambda n: pb.BulkUpsertRequest(collection=n, points=[pb.Point(id="x")] * 1001),
+            "BulkUpsert",
+            "exceed the limit of 1000",
+        ),
+        (
             lambda n: pb.CreateCollectionRequest(collection=pb.Collection(name=n + "x", dimension=3000)),
             "CreateCollection",
             "1 to 2000",
@@ -141,7 +184,69 @@ async def test_guardrails_answer_invalid_argument_naming_the_limit(
     store, make_request, method: str, fragment: str
 ) -> None:  # type: ignore[no-untyped-def]
     stub, name = store
+    request = make_request(name)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await getattr(stub, method)(make_request(name), timeout=30)
+        if method == "BulkUpsert":
+            await stub.BulkUpsert(iter([request]), timeout=30)
+        else:
+            await getattr(stub, method)(request, timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
     assert fragment in raised.value.details()
+
+
+def columns(ids: list[str], values: np.ndarray, metadata: list[str] | None = None) -> pb.PointColumns:
+    return pb.PointColumns(
+        ids=ids,
+        vectors=values.astype("<f4").tobytes(),
+        dimension=values.shape[1],
+        texts=[f"text of {i}" for i in ids],
+        metadata_json=metadata or [],
+    )
+
+
+async def test_columnar_bulk_batches_load_texts_metadata_and_vectors(store) -> None:  # type: ignore[no-untyped-def]
+    stub, name = store
+    values = np.random.default_rng(6).standard_normal((100, DIMENSION)).astype(np.float32)
+    ids = [f"c{i}" for i in range(100)]
+    metadata = [f'{{"n": {i}, "even": {str(i % 2 == 0).lower()}}}' for i in range(100)]
+    requests = [
+        pb.BulkUpsertRequest(collection=name, columns=columns(ids[:60], values[:60], metadata[:60])),
+        pb.BulkUpsertRequest(columns=columns(ids[60:], values[60:], metadata[60:])),
+    ]
+    assert (await stub.BulkUpsert(iter(requests))).upserted_count == 100
+    got = await stub.Get(pb.GetRequest(collection=name, ids=["c73"], include_vectors=True))
+    assert got.points[0].text == "text of c73" and got.points[0].metadata["n"] == 73
+    assert np.allclose(np.frombuffer(got.points[0].vector.data, "<f4"), values[73])
+    even = pb.Filter(must=[condition("even", eq=struct_pb2.Value(bool_value=True))])
+    page = await stub.Scroll(pb.ScrollRequest(collection=name, filter=even, limit=100))
+    assert len(page.points) == 50
+
+
+@pytest.mark.parametrize(
+    ("make_columns", "fragment"),
+    [
+        (
+            lambda v: columns(["a", "b"], v[:2], ['{"ok": 1}', "[1, 2]"]),
+            "point 1 (id 'b'): metadata_json is not a JSON object",
+        ),
+        (
+            lambda v: columns(["a", "b"], v[:2], ['{"ok": 1}', "{broken"]),
+            "point 1 (id 'b'): metadata_json is not a JSON",
+        ),
+        (
+            lambda v: columns(["a", "b"], np.vstack([v[0], np.full(DIMENSION, np.nan)])),
+            "point 1 (id 'b'): vector contains NaN",
+        ),
+        (lambda v: columns(["a", "b", "c"], v[:2]), "expected 4 * 3 ids * dimension"),
+        (lambda v: columns(["a", "b"], v[:2], ["{}"]), "give one per id (2) or none"),
+        (lambda v: columns(["a", "b"], np.ones((2, DIMENSION + 1))), "has dimension 9 but collection"),
+    ],
+)
+async def test_malformed_columns_are_rejected_precisely_and_write_nothing(store, make_columns, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    stub, name = store
+    values = np.random.default_rng(7).standard_normal((3, DIMENSION)).astype(np.float32)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.BulkUpsert(iter([pb.BulkUpsertRequest(collection=name, columns=make_columns(values))]))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in raised.value.details()
+    assert (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection.point_count == 0

@@ -57,14 +57,19 @@ def rng() -> np.random.Generator:
 async def stores(database_url: str) -> AsyncIterator[tuple[CollectionStore, PointStore]]:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await migrate(conn)
-    pool = psycopg_pool.AsyncConnectionPool(
-        database_url, min_size=1, max_size=4, configure=register_vector_async, open=False
-    )
-    await pool.open(wait=True)
-    db = Database(pool)
+    pools = [
+        psycopg_pool.AsyncConnectionPool(
+            database_url, min_size=1, max_size=4, configure=register_vector_async, kwargs={"autocommit": a}, open=False
+        )
+        for a in (False, True)
+    ]
+    for pool in pools:
+        await pool.open(wait=True)
+    db = Database(*pools)
     collections = CollectionStore(db, 4000)
     yield collections, PointStore(db, collections, LIMITS)
-    await pool.close()
+    for pool in pools:
+        await pool.close()
 
 
 @pytest.fixture(scope="module")

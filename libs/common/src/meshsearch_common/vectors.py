@@ -28,7 +28,8 @@ def unpack(data: bytes, dimension: int) -> npt.NDArray[np.float32]:
             f"vector data has {len(data)} bytes, not a positive multiple of 4 * dimension "
             f"({4 * dimension}); send little-endian float32 values"
         )
-    matrix = np.frombuffer(data, dtype=_WIRE_DTYPE).reshape(-1, dimension).astype(np.float32)
+    # A read-only view of the message's bytes: no copy (little-endian float32 is numpy's float32 here).
+    matrix = np.frombuffer(data, dtype=_WIRE_DTYPE).reshape(-1, dimension).astype(np.float32, copy=False)
     if not np.isfinite(matrix).all():
         raise InvalidArgument("vector contains NaN or infinite values")
     return matrix

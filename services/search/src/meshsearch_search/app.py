@@ -53,7 +53,7 @@ class SearchApp:
         search_pb2_grpc.add_VectorStoreServiceServicer_to_server(VectorStoreServicer(self._stores), server)
         return [search_pb2.DESCRIPTOR.services_by_name["VectorStoreService"].full_name]
 
-    async def _open_pool(self, url: str, name: str) -> psycopg_pool.AsyncConnectionPool:
+    async def _open_pool(self, url: str, name: str, autocommit: bool) -> psycopg_pool.AsyncConnectionPool:
         settings = self.settings
         pool = psycopg_pool.AsyncConnectionPool(
             url,
@@ -61,8 +61,10 @@ class SearchApp:
             max_size=settings.pool_max_size,
             timeout=settings.pool_timeout_s,
             configure=register_vector_async,
-            check=psycopg_pool.AsyncConnectionPool.check_connection,
-            kwargs={"application_name": f"meshsearch-search-{name}"},
+            # No per-checkout health check: it costs a round trip on every query. A connection
+            # broken by a PostgreSQL restart fails its one call (UNAVAILABLE, retried by clients
+            # for idempotent methods) and is then discarded by the pool.
+            kwargs={"application_name": f"meshsearch-search-{name}", "autocommit": autocommit},
             name=name,
             open=False,
         )
@@ -75,8 +77,8 @@ class SearchApp:
         # Migrate first: registering the vector type on pool connections needs the extension.
         version = await _migrate_when_reachable(settings.database_url, settings.startup_timeout_s)
         log.info("schema ready", extra={"schema_version": version})
-        write_pool = await self._open_pool(settings.database_url, "write")
-        read_pool = await self._open_pool(settings.read_database_url, "read") if settings.read_database_url else None
+        write_pool = await self._open_pool(settings.database_url, "write", autocommit=False)
+        read_pool = await self._open_pool(settings.read_database_url or settings.database_url, "read", autocommit=True)
         db = Database(write_pool, read_pool, connect_timeout_s=settings.pool_timeout_s)
         collections = CollectionStore(db, settings.max_dimension)
         points = PointStore(

@@ -1,29 +1,34 @@
-"""Bulk loads: binary COPY into a staging table, merged into the collection in one transaction.
+"""Bulk loads with binary COPY, in one transaction: all points are written, or none.
 
-Rows stream into a temporary (unlogged, session-local) staging table as batches arrive, so a
-load of any size holds one transaction and constant memory. At the end, one INSERT ... SELECT
-merges them (later duplicates of an id win) with ON CONFLICT replacing existing points.
-
-When the load is at least as large as what the collection already holds, the HNSW index is
-dropped before the merge and rebuilt after it (CREATE INDEX CONCURRENTLY, so queries keep
-working, by exact search, meanwhile): building an HNSW index once is several times cheaper than
-inserting the same rows into a live one (pgvector issue #430).
+Two paths, chosen by whether the collection is empty when the load starts:
+- empty (the initial load, the common case): the HNSW index is dropped (concurrently, so
+  queries are never blocked; they use exact search meanwhile), rows are COPYed straight into
+  the collection's table, and the index is built once at the end: building an HNSW index once
+  is several times cheaper than inserting the same rows into a live one (pgvector issue #430).
+  Later duplicates of an id are kept aside and applied after the COPY, so the last one wins;
+- not empty: rows are COPYed into a temporary staging table and merged with ON CONFLICT into
+  the live index (sorted to keep the last duplicate only when the stream had duplicates).
+Writers are excluded for the duration of the transaction (SHARE ROW EXCLUSIVE); readers are not.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from meshsearch_common.errors import InvalidArgument
 from meshsearch_search.collections import COLUMN_TYPES, CollectionStore, hnsw_index_sql
+from meshsearch_search.copy_format import pack_vectors, use_packed_vectors
 from meshsearch_search.db import Database
-from meshsearch_search.domain import Collection, ModelIdentity, Point
+from meshsearch_search.domain import Collection, ModelIdentity, PointBatch
 from meshsearch_search.points import PointStore
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,59 @@ class BulkSettings:
     index_build_workers: int = 2
 
 
+def _identity(text: str) -> str:
+    return text
+
+
+class _Rows:
+    """Validates batches and turns them into COPY rows: vectors checked and packed in one numpy
+    pass, metadata passed through as the JSON text it arrived as (checked to be an object)."""
+
+    def __init__(self, points: PointStore, collection: Collection) -> None:
+        self._points = points
+        self._collection = collection
+        self.count = 0
+        self.seen: set[str] = set()
+        self.duplicates = False
+
+    def _fail(self, offset: int, point_id: str, problem: str) -> InvalidArgument:
+        return InvalidArgument(f"point {self.count + offset} (id {point_id!r}): {problem}; nothing was written")
+
+    def rows(self, batch: PointBatch) -> list[tuple[Any, ...]]:
+        dimension = batch.vectors.shape[1] if batch.vectors.ndim == 2 else -1
+        finite = np.isfinite(batch.vectors).all(axis=1) if batch.ids else np.ones(0, bool)
+        metadata = []
+        for offset, (point_id, text, metadata_json) in enumerate(
+            zip(batch.ids, batch.texts, batch.metadata_json, strict=True)
+        ):
+            problem = self._points.row_problem(self._collection, point_id, text, len(metadata_json), dimension)
+            if problem is None and not finite[offset]:
+                problem = "vector contains NaN or infinite values"
+            if problem is None and not _is_json_object(metadata_json):
+                problem = "metadata_json is not a JSON object"
+            if problem:
+                raise self._fail(offset, point_id, problem)
+            metadata.append(Jsonb(metadata_json, dumps=_identity))
+        self.count += len(batch.ids)
+        vectors = pack_vectors(batch.vectors, self._collection.spec.storage)
+        return list(zip(batch.ids, vectors, batch.texts, metadata, strict=True))
+
+    def is_duplicate(self, point_id: str) -> bool:
+        """Record `point_id`; True when it was seen before in this load."""
+        if point_id in self.seen:
+            self.duplicates = True
+            return True
+        self.seen.add(point_id)
+        return False
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
 class BulkLoader:
     def __init__(self, db: Database, collections: CollectionStore, points: PointStore, settings: BulkSettings) -> None:
         self._db = db
@@ -50,47 +108,99 @@ class BulkLoader:
         self._points = points
         self._settings = settings
 
-    async def load(self, name: str, batches: AsyncIterator[list[Point]], model: ModelIdentity | None) -> BulkResult:
+    async def load(self, name: str, batches: AsyncIterator[PointBatch], model: ModelIdentity | None) -> BulkResult:
         collection = await self._collections.get(name, count=True)
         self._points.model_check(collection, model)
-        column = COLUMN_TYPES[collection.spec.storage]
+        initial = collection.point_count == 0
+        if initial:
+            await self._drop_index(collection)
+        try:
+            written = await self._write(collection, batches, initial)
+        finally:
+            # Never leave a collection without its index, whether the load succeeded or not.
+            build_s = await self.build_index(collection) if initial else 0.0
+        return BulkResult(written, initial, build_s)
+
+    async def _write(self, collection: Collection, batches: AsyncIterator[PointBatch], initial: bool) -> int:
         table = sql.Identifier(collection.table)
+        rows = _Rows(self._points, collection)
         async with self._db.transaction(max_statement_s=self._settings.max_statement_s) as conn:
-            await conn.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE meshsearch_staging (seq bigint, id text, embedding {column}({dimension}), "
-                    "text text, metadata jsonb) ON COMMIT DROP"
-                ).format(column=sql.SQL(column), dimension=sql.Literal(collection.spec.dimension))
-            )
-            staged = 0
-            async with conn.cursor().copy(
-                "COPY meshsearch_staging (seq, id, embedding, text, metadata) FROM STDIN WITH (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["int8", "text", "vector", "text", "jsonb"])
-                async for batch in batches:
-                    for point in batch:
-                        problem = self._points.item_problem(collection, point)
-                        if problem:
-                            raise InvalidArgument(f"point {staged} (id {point.id!r}): {problem}; nothing was written")
-                        await copy.write_row((staged, point.id, point.vector, point.text, Jsonb(point.metadata)))
-                        staged += 1
-            if staged == 0:
-                raise InvalidArgument("the bulk load carried no points")
-            rebuild = staged >= collection.point_count
-            if rebuild:
-                await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(collection.hnsw_index)))
-            cursor = await conn.execute(
-                sql.SQL(
-                    """INSERT INTO {table} (id, embedding, text, metadata)
-                       SELECT DISTINCT ON (id) id, embedding, text, metadata
-                         FROM meshsearch_staging ORDER BY id, seq DESC
-                       ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, text = EXCLUDED.text,
-                           metadata = EXCLUDED.metadata, updated_at = now()"""
-                ).format(table=table)
-            )
-            written = cursor.rowcount
-        build_s = await self.build_index(collection) if rebuild else 0.0
-        return BulkResult(written, rebuild, build_s)
+            await conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
+            if initial:
+                still_empty = await conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table))
+                initial = bool((await still_empty.fetchone())[0])  # type: ignore[index]
+            if initial:
+                late: dict[str, tuple[Any, ...]] = {}
+                vector_type = use_packed_vectors(conn, collection.spec.storage)  # before the cursor exists
+                async with conn.cursor().copy(
+                    sql.SQL("COPY {} (id, embedding, text, metadata) FROM STDIN WITH (FORMAT BINARY)").format(table)
+                ) as copy:
+                    copy.set_types(["text", vector_type, "text", "jsonb"])
+                    async for batch in batches:
+                        for index, row in enumerate(rows.rows(batch)):
+                            if rows.is_duplicate(row[0]):
+                                # Applied after the COPY, so the last occurrence wins.
+                                late[row[0]] = (batch.vectors[index], row[2], row[3], row[0])
+                            else:
+                                await copy.write_row(row)
+                if late:
+                    update = sql.SQL(
+                        "UPDATE {} SET embedding = %s::{column}, text = %s, metadata = %s, updated_at = now() "
+                        "WHERE id = %s"
+                    ).format(table, column=sql.SQL(COLUMN_TYPES[collection.spec.storage]))
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(update, list(late.values()))
+                written = len(rows.seen)
+                # Planner statistics for the new rows (filters on metadata depend on them).
+                await conn.execute(sql.SQL("ANALYZE {}").format(table))
+            else:
+                written = await self._merge(conn, collection, batches, rows)
+        if rows.count == 0:
+            raise InvalidArgument("the bulk load carried no points")
+        return written
+
+    async def _merge(self, conn, collection: Collection, batches: AsyncIterator[PointBatch], rows: _Rows) -> int:  # type: ignore[no-untyped-def]
+        column = COLUMN_TYPES[collection.spec.storage]
+        await conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE meshsearch_staging (seq bigint, id text, embedding {column}({dimension}), "
+                "text text, metadata jsonb) ON COMMIT DROP"
+            ).format(column=sql.SQL(column), dimension=sql.Literal(collection.spec.dimension))
+        )
+        vector_type = use_packed_vectors(conn, collection.spec.storage)  # before the cursor exists
+        async with conn.cursor().copy(
+            "COPY meshsearch_staging (seq, id, embedding, text, metadata) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "text", vector_type, "text", "jsonb"])
+            seq = 0
+            async for batch in batches:
+                for row in rows.rows(batch):
+                    rows.is_duplicate(row[0])
+                    await copy.write_row((seq, *row))
+                    seq += 1
+        source = (
+            "SELECT DISTINCT ON (id) id, embedding, text, metadata FROM meshsearch_staging ORDER BY id, seq DESC"
+            if rows.duplicates
+            else "SELECT id, embedding, text, metadata FROM meshsearch_staging"
+        )
+        cursor = await conn.execute(
+            sql.SQL(
+                """INSERT INTO {table} (id, embedding, text, metadata) {source}
+                   ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, text = EXCLUDED.text,
+                       metadata = EXCLUDED.metadata, updated_at = now()"""
+            ).format(table=sql.Identifier(collection.table), source=sql.SQL(source))
+        )
+        return int(cursor.rowcount)
+
+    async def _drop_index(self, collection: Collection) -> None:
+        async with self._db.write_pool.connection() as conn:
+            await conn.set_autocommit(True)  # DROP INDEX CONCURRENTLY cannot run in a transaction
+            try:
+                await conn.execute(
+                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(collection.hnsw_index))
+                )
+            finally:
+                await conn.set_autocommit(False)
 
     async def build_index(self, collection: Collection) -> float:
         """(Re)build the HNSW index without blocking queries; returns the seconds it took."""

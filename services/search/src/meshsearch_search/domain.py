@@ -67,6 +67,16 @@ class Point:
 
 
 @dataclass(frozen=True)
+class PointBatch:
+    """Points column by column, as bulk loads move them: one vector matrix, no per-point objects."""
+
+    ids: list[str]
+    vectors: npt.NDArray[np.float32]  # (len(ids), dimension)
+    texts: list[str]
+    metadata_json: list[str]  # JSON object text per point
+
+
+@dataclass(frozen=True)
 class ScoredPoint:
     point: Point
     score: float

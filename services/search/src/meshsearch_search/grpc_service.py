@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,7 +19,16 @@ from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
 from meshsearch_search.bulk import BulkLoader
 from meshsearch_search.collections import CollectionStore
-from meshsearch_search.domain import Collection, CollectionSpec, Metric, ModelIdentity, Point, ScoredPoint, Storage
+from meshsearch_search.domain import (
+    Collection,
+    CollectionSpec,
+    Metric,
+    ModelIdentity,
+    Point,
+    PointBatch,
+    ScoredPoint,
+    Storage,
+)
 from meshsearch_search.filters import FieldCondition, Filter
 from meshsearch_search.points import PointStore, QuerySpec
 
@@ -88,6 +98,64 @@ def _point_in(message: pb.Point) -> Point:
             vector = None
     metadata = json_format.MessageToDict(message.metadata) if message.HasField("metadata") else {}
     return Point(id=message.id, text=message.text, metadata=metadata, vector=vector)
+
+
+def _columns_in(message: pb.PointColumns) -> PointBatch:
+    """A columnar batch; shapes are checked here, values per point by the bulk loader."""
+    count = len(message.ids)
+    if count == 0:
+        return PointBatch([], np.zeros((0, message.dimension or 1), np.float32), [], [])
+    if message.dimension == 0 or len(message.vectors) != 4 * count * message.dimension:
+        raise InvalidArgument(
+            f"columns.vectors has {len(message.vectors)} bytes; expected 4 * {count} ids * dimension "
+            f"{message.dimension} little-endian float32 values"
+        )
+    for name, column in (("texts", message.texts), ("metadata_json", message.metadata_json)):
+        if len(column) not in (0, count):
+            raise InvalidArgument(f"columns.{name} has {len(column)} entries; give one per id ({count}) or none")
+    return PointBatch(
+        ids=list(message.ids),
+        vectors=np.frombuffer(message.vectors, dtype="<f4").reshape(count, message.dimension),
+        texts=list(message.texts) or [""] * count,
+        metadata_json=list(message.metadata_json) or ["{}"] * count,
+    )
+
+
+def _rows_to_batch(messages) -> PointBatch:  # type: ignore[no-untyped-def]
+    """Row-wise points as a columnar batch; a missing or malformed vector fails the load."""
+    rows = []
+    for index, message in enumerate(messages):
+        if not message.vector.data:
+            raise InvalidArgument(f"points[{index}] (id {message.id!r}) has no vector; nothing was written")
+        rows.append(_vector_in(message.vector, f"points[{index}].vector"))
+    for index, row in enumerate(rows):
+        if row.shape[0] != rows[0].shape[0]:
+            raise InvalidArgument(
+                f"points[{index}] (id {messages[index].id!r}) has dimension {row.shape[0]} but points[0] has "
+                f"{rows[0].shape[0]}; nothing was written"
+            )
+    return PointBatch(
+        ids=[m.id for m in messages],
+        vectors=np.stack(rows) if rows else np.zeros((0, 1), np.float32),
+        texts=[m.text for m in messages],
+        metadata_json=[
+            json.dumps(json_format.MessageToDict(m.metadata), separators=(",", ":")) if m.HasField("metadata") else "{}"
+            for m in messages
+        ],
+    )
+
+
+def _merge_batches(first: PointBatch, second: PointBatch) -> PointBatch:
+    if not second.ids:
+        return first
+    if not first.ids:
+        return second
+    return PointBatch(
+        first.ids + second.ids,
+        np.concatenate([first.vectors, second.vectors]),
+        first.texts + second.texts,
+        first.metadata_json + second.metadata_json,
+    )
 
 
 def _point_out(point: Point) -> pb.Point:
@@ -201,22 +269,30 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         self, request_iterator: AsyncIterator[pb.BulkUpsertRequest], context: grpc.aio.ServicerContext
     ) -> pb.BulkUpsertResponse:
         stores = self._stores.get()
+        limit = stores.points.limits.max_batch_points
+
+        def batch_of(message: pb.BulkUpsertRequest) -> PointBatch:
+            # Bounded by count, not by ByteSize(), which costs a full walk of every message;
+            # each point is itself bounded by the text, metadata and dimension limits.
+            size = len(message.points) + len(message.columns.ids)
+            if size > limit:
+                raise InvalidArgument(f"{size} points in one BulkUpsertRequest exceed the limit of {limit}")
+            return _merge_batches(_rows_to_batch(message.points), _columns_in(message.columns))
+
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.collection:
             raise InvalidArgument("the first BulkUpsertRequest must name the collection")
-        check_message_size(first, stores.max_request_bytes)
         model = _model_in(first.model) if first.HasField("model") else None
 
-        async def batches() -> AsyncIterator[list[Point]]:
-            yield [_point_in(point) for point in first.points]
+        async def batches() -> AsyncIterator[PointBatch]:
+            yield batch_of(first)
             async for message in request_iterator:
-                check_message_size(message, stores.max_request_bytes)
                 if message.collection and message.collection != first.collection:
                     raise InvalidArgument("a bulk load writes one collection; it cannot change mid-stream")
-                yield [_point_in(point) for point in message.points]
+                yield batch_of(message)
 
         result = await stores.bulk.load(first.collection, batches(), model)
-        return pb.BulkUpsertResponse(upserted_count=result.upserted_count)
+        return pb.BulkUpsertResponse(upserted_count=result.upserted_count, index_build_seconds=result.index_build_s)
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
         points, missing = await self._checked(request).points.get(

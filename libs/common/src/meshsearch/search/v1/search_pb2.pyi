@@ -330,17 +330,35 @@ class ScrollResponse(_message.Message):
     def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class BulkUpsertRequest(_message.Message):
-    __slots__ = ("collection", "points", "model")
+    __slots__ = ("collection", "points", "model", "columns")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     points: _containers.RepeatedCompositeFieldContainer[Point]
     model: EmbeddingModel
-    def __init__(self, collection: _Optional[str] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ...) -> None: ...
+    columns: PointColumns
+    def __init__(self, collection: _Optional[str] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., columns: _Optional[_Union[PointColumns, _Mapping]] = ...) -> None: ...
+
+class PointColumns(_message.Message):
+    __slots__ = ("ids", "vectors", "dimension", "texts", "metadata_json")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    vectors: bytes
+    dimension: int
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    metadata_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ..., metadata_json: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BulkUpsertResponse(_message.Message):
-    __slots__ = ("upserted_count",)
+    __slots__ = ("upserted_count", "index_build_seconds")
     UPSERTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_BUILD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     upserted_count: int
-    def __init__(self, upserted_count: _Optional[int] = ...) -> None: ...
+    index_build_seconds: float
+    def __init__(self, upserted_count: _Optional[int] = ..., index_build_seconds: _Optional[float] = ...) -> None: ...

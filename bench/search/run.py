@@ -1,0 +1,268 @@
+"""Search service benchmark: pgvector through the service vs the same work done directly.
+
+In one run, on an embedded PostgreSQL 18 + pgvector 0.8 and a search service process:
+  - load: BulkUpsert through the service vs a raw psycopg binary COPY of the same rows into a
+    table of the same shape (same columns, same non-HNSW indexes);
+  - HNSW build time (the service rebuilds after its bulk load; the raw table is indexed by hand);
+  - unfiltered queries, one client: service QPS and p50/p99 vs the same SQL sent directly with
+    psycopg to the same table, at several ef_search values (equal ef_search = equal recall,
+    since both read the same index), with recall@10 against exact search (numpy);
+  - filtered queries at 10% and 1% selectivity: recall@10 and rows returned by the service
+    (which picks exact search or an iterative HNSW scan), next to direct SQL with a plain
+    HNSW scan (no iterative scan) for contrast.
+Data: embedding-like unit vectors (clusters in a 64-dim latent space, 384 dims). Usage:
+  .venv/bin/python bench/search/run.py [--count 100000] [--queries 200] [--dimension 384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import psycopg
+from google.protobuf import struct_pb2
+from pgvector.psycopg import register_vector
+from psycopg.types.json import Jsonb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datasets import percentile  # noqa: E402
+
+from meshsearch.search.v1 import search_pb2 as pb  # noqa: E402
+from meshsearch.search.v1 import search_pb2_grpc  # noqa: E402
+from meshsearch_common.cli.stack import EmbeddedStack, Ports  # noqa: E402
+
+BATCH = 1000
+
+
+def embedding_like_vectors(count: int, dimension: int, clusters: int, seed: int) -> np.ndarray:
+    """Unit vectors with the structure of real text embeddings: clusters in a low-dimensional
+    (64) latent space, projected to `dimension` with a little isotropic noise. Isotropic
+    random vectors are far harder for any ANN index than real embeddings, and say little."""
+    rng = np.random.default_rng(seed)
+    latent = 64
+    projection = rng.standard_normal((latent, dimension)).astype(np.float32) / np.sqrt(latent)
+    centers = rng.standard_normal((clusters, latent)).astype(np.float32)
+    points = centers[rng.integers(clusters, size=count)] + 0.5 * rng.standard_normal((count, latent)).astype(np.float32)
+    vectors = points @ projection + 0.02 * rng.standard_normal((count, dimension)).astype(np.float32)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def metadata(i: int) -> dict[str, int]:
+    return {"b10": i % 10, "b100": i % 100}
+
+
+def exact_top10(data: np.ndarray, queries: np.ndarray, mask: np.ndarray | None = None) -> list[set[int]]:
+    scores = queries @ data.T
+    if mask is not None:
+        scores[:, ~mask] = -np.inf
+    return [set(np.argpartition(-row, 10)[:10].tolist()) for row in scores]
+
+
+def recall(found: list[list[int]], truth: list[set[int]]) -> float:
+    return float(np.mean([len(set(f) & t) / 10 for f, t in zip(found, truth, strict=True)]))
+
+
+def raw_copy(url: str, data: np.ndarray) -> float:
+    """Rows/s of a hand-written binary COPY into a table shaped like a collection's."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("DROP TABLE IF EXISTS raw_points")
+        conn.execute(
+            f"""CREATE TABLE raw_points (id text PRIMARY KEY, embedding vector({data.shape[1]}) NOT NULL,
+                text text NOT NULL DEFAULT '', metadata jsonb NOT NULL DEFAULT '{{}}',
+                tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED,
+                updated_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        conn.execute("CREATE INDEX ON raw_points USING gin (metadata jsonb_path_ops)")
+        conn.execute("CREATE INDEX ON raw_points USING gin (tsv)")
+        started = time.perf_counter()
+        with (
+            conn.transaction(),
+            conn.cursor().copy(
+                "COPY raw_points (id, embedding, text, metadata) FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy,
+        ):
+            copy.set_types(["text", "vector", "text", "jsonb"])
+            for i, row in enumerate(data):
+                copy.write_row((f"p{i}", row, "", Jsonb(metadata(i))))
+        return len(data) / (time.perf_counter() - started)
+
+
+def raw_index_build(url: str) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1GB'; SET max_parallel_maintenance_workers = 2")
+        started = time.perf_counter()
+        conn.execute(
+            "CREATE INDEX ON raw_points USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        )
+        return time.perf_counter() - started
+
+
+def bulk_requests(data: np.ndarray, collection: str) -> list[pb.BulkUpsertRequest]:
+    """Column-wise batches: one packed matrix per message, metadata as JSON text."""
+    requests = []
+    for start in range(0, len(data), BATCH):
+        rows = range(start, min(start + BATCH, len(data)))
+        columns = pb.PointColumns(
+            ids=[f"p{i}" for i in rows],
+            vectors=data[start : rows.stop].tobytes(),
+            dimension=data.shape[1],
+            metadata_json=[json.dumps(metadata(i)) for i in rows],
+        )
+        requests.append(pb.BulkUpsertRequest(collection=collection if start == 0 else "", columns=columns))
+    return requests
+
+
+def service_load(stub: search_pb2_grpc.VectorStoreServiceStub, data: np.ndarray, collection: str, prebuilt: bool):  # type: ignore[no-untyped-def]
+    """(rows/s of the load itself, index build seconds). With `prebuilt`, the client's cost of
+    building the messages is paid before the clock starts; otherwise it is part of the load."""
+    stub.CreateCollection(
+        pb.CreateCollectionRequest(collection=pb.Collection(name=collection, dimension=data.shape[1]))
+    )
+    started = time.perf_counter()
+    requests = bulk_requests(data, collection) if prebuilt else None
+    if prebuilt:
+        started = time.perf_counter()
+    response = stub.BulkUpsert(iter(requests) if requests else iter(bulk_requests(data, collection)), timeout=3600)
+    total = time.perf_counter() - started
+    assert response.upserted_count == len(data), response
+    return len(data) / (total - response.index_build_seconds), response.index_build_seconds
+
+
+def paired_queries(
+    url: str,
+    table: str,
+    stub,
+    queries: np.ndarray,
+    ef_search: int,
+    query_filter: pb.Filter | None = None,
+    where: str = "",
+):  # type: ignore[no-untyped-def]
+    """Each query sent directly with psycopg and through the service, alternately, so that
+    background noise on this shared machine hits both sides alike.
+    Returns (direct found, direct latencies, service found, service latencies)."""
+    statement = f"SELECT id FROM {table} {where} ORDER BY embedding <=> %s LIMIT 10"
+
+    def request(q: np.ndarray) -> pb.QueryRequest:
+        message = pb.QueryRequest(
+            collection="bench", vector=pb.Vector(data=q.tobytes(), dimension=q.shape[0]), k=10, ef_search=ef_search
+        )
+        if query_filter is not None:
+            message.filter.CopyFrom(query_filter)
+        return message
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(f"SET hnsw.ef_search = {ef_search}")
+        for query in queries[:5]:  # warm both paths (and let psycopg prepare the statement)
+            conn.execute(statement, (query,)).fetchall()
+            stub.Query(request(query))
+        direct_found, direct_lat, service_found, service_lat = [], [], [], []
+        for index, query in enumerate(queries):
+            for side in ("direct", "service") if index % 2 == 0 else ("service", "direct"):
+                started = time.perf_counter()
+                if side == "direct":
+                    rows = conn.execute(statement, (query,)).fetchall()
+                    direct_lat.append(time.perf_counter() - started)
+                    direct_found.append([int(r[0][1:]) for r in rows])
+                else:
+                    response = stub.Query(request(query))
+                    service_lat.append(time.perf_counter() - started)
+                    service_found.append([int(p.point.id[1:]) for p in response.points])
+    return direct_found, direct_lat, service_found, service_lat
+
+
+def summary(latencies: list[float]) -> str:
+    ms = [x * 1000 for x in latencies]
+    return f"{len(ms) / sum(latencies):7.1f} QPS  p50 {percentile(ms, 50):6.2f} ms  p99 {percentile(ms, 99):6.2f} ms"
+
+
+def rows_range(found: list[list[int]]) -> str:
+    return f"{min(map(len, found))}-{max(map(len, found))}"
+
+
+def eq_filter(key: str, value: int) -> pb.Filter:
+    return pb.Filter(must=[pb.Condition(field=pb.FieldCondition(key=key, eq=struct_pb2.Value(number_value=value)))])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--dimension", type=int, default=384)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--clusters", type=int, default=200)
+    args = parser.parse_args()
+    data = embedding_like_vectors(args.count, args.dimension, args.clusters, seed=1)
+    rng = np.random.default_rng(2)
+    # Queries near stored points (as real queries land near real documents), not stored points themselves.
+    noise = rng.standard_normal((args.queries, args.dimension)).astype(np.float32)
+    queries = data[rng.integers(args.count, size=args.queries)] + 0.05 * noise
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    print(f"{args.count} x {args.dimension} embedding-like unit vectors, {args.queries} queries, one client")
+
+    with tempfile.TemporaryDirectory() as workdir:
+        stack = EmbeddedStack(Path(workdir), Ports.ephemeral())
+        stack._start_postgres()
+        stack.start_service("search")
+        try:
+            stack.wait_service("search")
+            url = stack.database_url
+            options = [("grpc.max_send_message_length", 64 << 20)]
+            with grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}", options=options) as channel:
+                stub = search_pb2_grpc.VectorStoreServiceStub(channel)
+                raw_rate = raw_copy(url, data)
+                rate, build = service_load(stub, data, "bench", prebuilt=False)
+                prebuilt_rate, _ = service_load(stub, data, "bench_prebuilt", prebuilt=True)
+                raw_build = raw_index_build(url)
+                print("\n| load | rows/s | × raw COPY |\n|---|---:|---:|")
+                print(f"| raw psycopg binary COPY (same table shape) | {raw_rate:.0f} | 1.00 |")
+                for label, value in (
+                    ("client builds messages during the load", rate),
+                    ("messages built before", prebuilt_rate),
+                ):
+                    print(f"| service BulkUpsert, {label} | {value:.0f} | {value / raw_rate:.2f} |")
+                print(f"\nHNSW build (m=16, ef_construction=64): service {build:.1f} s, raw {raw_build:.1f} s")
+                # Measure queries in steady state: one collection, vacuumed and analyzed.
+                stub.DeleteCollection(pb.DeleteCollectionRequest(name="bench_prebuilt"))
+                with psycopg.connect(url, autocommit=True) as conn:
+                    row = conn.execute("SELECT id FROM meshsearch_collections WHERE name = 'bench'").fetchone()
+                    table = f"meshsearch_points_{row[0]}"
+                    conn.execute("DROP TABLE raw_points")
+                    conn.execute(f"VACUUM ANALYZE {table}")
+                truth = exact_top10(data, queries)
+                print("\nunfiltered, k=10, one client, direct and service queries interleaved:")
+                print("| ef_search | recall@10 service (direct) | service | direct SQL | QPS ratio |")
+                print("|---:|---:|---|---|---:|")
+                for ef in (40, 80, 160, 320):
+                    direct_found, direct_lat, service_found, service_lat = paired_queries(url, table, stub, queries, ef)
+                    ratio = sum(direct_lat) / sum(service_lat)
+                    recalls = f"{recall(service_found, truth):.3f} ({recall(direct_found, truth):.3f})"
+                    print(f"| {ef} | {recalls} | {summary(service_lat)} | {summary(direct_lat)} | {ratio:.2f} |")
+                print("\nfiltered, k=10, ef_search=40 (direct: a plain HNSW scan with the filter in WHERE):")
+                print("| selectivity | service recall@10 | rows | service | direct recall | rows | direct |")
+                print("|---|---:|---:|---|---:|---:|---|")
+                ids = np.arange(args.count)
+                for label, key, value, mask in (("10%", "b10", 3, ids % 10 == 3), ("1%", "b100", 42, ids % 100 == 42)):
+                    filtered_truth = exact_top10(data, queries, mask)
+                    where = f"WHERE metadata @> '{{\"{key}\": {value}}}'"
+                    plain_found, plain_lat, service_found, service_lat = paired_queries(
+                        url, table, stub, queries, 40, eq_filter(key, value), where
+                    )
+                    service_part = f"{recall(service_found, filtered_truth):.3f} | {rows_range(service_found)}"
+                    plain_part = f"{recall(plain_found, filtered_truth):.3f} | {rows_range(plain_found)}"
+                    print(
+                        f"| {label} | {service_part} | {summary(service_lat)} | {plain_part} | {summary(plain_lat)} |"
+                    )
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()

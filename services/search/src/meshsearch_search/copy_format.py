@@ -1,0 +1,51 @@
+"""Vectors in pgvector's binary wire format, produced a whole batch at a time (bulk loads).
+
+pgvector's own dumper converts one vector per call (a byteswap and a header per row); for a
+bulk load that per-row Python work was a large share of the service's CPU. Here a batch of
+vectors is validated and byteswapped in one numpy operation, and a pass-through dumper,
+registered for the column's type oid, hands the bytes to COPY unchanged.
+
+Format (pgvector vector_recv / halfvec_recv): uint16 dimension, uint16 zero, then the values
+as big-endian float32 (`vector`) or float16 (`halfvec`).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+from meshsearch_search.domain import Storage
+
+_WIRE_DTYPES = {Storage.FLOAT32: np.dtype(">f4"), Storage.FLOAT16: np.dtype(">f2")}
+TYPE_NAMES = {Storage.FLOAT32: "vector", Storage.FLOAT16: "halfvec"}
+
+
+def pack_vectors(rows: npt.NDArray[np.float32], storage: Storage) -> list[bytes]:
+    """Each row of a (n, dimension) matrix in pgvector's binary format."""
+    matrix = np.asarray(rows, dtype=_WIRE_DTYPES[storage])
+    header = struct.pack(">HH", matrix.shape[1], 0)
+    return [header + row.tobytes() for row in matrix]
+
+
+def use_packed_vectors(conn: psycopg.AsyncConnection, storage: Storage) -> str:
+    """Make COPY on `conn` pass bytes through unchanged for the storage's vector type; returns
+    the type name to give `Copy.set_types`. Only COPY (which looks dumpers up by oid) is affected."""
+    name = TYPE_NAMES[storage]
+    info = conn.adapters.types.get(name)
+    if info is None:
+        raise RuntimeError(f"pgvector type {name} is not registered on this connection")
+
+    class PackedDumper(Dumper):
+        format = Format.BINARY
+        oid = info.oid
+
+        def dump(self, obj: bytes) -> bytes:
+            return obj
+
+    conn.adapters.register_dumper(None, PackedDumper)
+    return name
