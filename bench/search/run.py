@@ -179,6 +179,39 @@ def paired_queries(
     return direct_found, direct_lat, service_found, service_lat
 
 
+def paired_batches(url: str, table: str, stub, queries: np.ndarray, ef_search: int, size: int = 10):  # type: ignore[no-untyped-def]
+    """QPS of QueryBatch calls of `size` queries vs the same queries sent one by one directly,
+    batch by batch alternately. Returns (direct QPS, service QPS, service recall found)."""
+    statement = f"SELECT id FROM {table} ORDER BY embedding <=> %s LIMIT 10"
+    direct_s = service_s = 0.0
+    found: list[list[int]] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(f"SET hnsw.ef_search = {ef_search}")
+        for start in range(0, len(queries), size):
+            chunk = queries[start : start + size]
+            started = time.perf_counter()
+            for query in chunk:
+                conn.execute(statement, (query,)).fetchall()
+            direct_s += time.perf_counter() - started
+            request = pb.QueryBatchRequest(
+                queries=[
+                    pb.QueryRequest(
+                        collection="bench",
+                        vector=pb.Vector(data=q.tobytes(), dimension=q.shape[0]),
+                        k=10,
+                        ef_search=ef_search,
+                    )
+                    for q in chunk
+                ]
+            )
+            started = time.perf_counter()
+            response = stub.QueryBatch(request)
+            service_s += time.perf_counter() - started
+            found += [[int(p.point.id[1:]) for p in result.points] for result in response.results]
+    return len(queries) / direct_s, len(queries) / service_s, found
+
+
 def summary(latencies: list[float]) -> str:
     ms = [x * 1000 for x in latencies]
     return f"{len(ms) / sum(latencies):7.1f} QPS  p50 {percentile(ms, 50):6.2f} ms  p99 {percentile(ms, 99):6.2f} ms"
@@ -245,6 +278,13 @@ def main() -> None:
                     ratio = sum(direct_lat) / sum(service_lat)
                     recalls = f"{recall(service_found, truth):.3f} ({recall(direct_found, truth):.3f})"
                     print(f"| {ef} | {recalls} | {summary(service_lat)} | {summary(direct_lat)} | {ratio:.2f} |")
+                print("\nQueryBatch of 10 queries per call (the service runs them concurrently on its read pool):")
+                print("| ef_search | recall@10 | service QPS | direct QPS (one by one) | QPS ratio |")
+                print("|---:|---:|---:|---:|---:|")
+                for ef in (40, 80):
+                    direct_qps, service_qps, found = paired_batches(url, table, stub, queries, ef)
+                    ratio = service_qps / direct_qps
+                    print(f"| {ef} | {recall(found, truth):.3f} | {service_qps:.1f} | {direct_qps:.1f} | {ratio:.2f} |")
                 print("\nfiltered, k=10, ef_search=40 (direct: a plain HNSW scan with the filter in WHERE):")
                 print("| selectivity | service recall@10 | rows | service | direct recall | rows | direct |")
                 print("|---|---:|---:|---|---:|---:|---|")

@@ -171,6 +171,18 @@ async def test_selective_filters_still_return_k_correct_rows(stores, dataset, rn
     assert np.mean(recalls) >= (1.0 if exact_filter_max_rows else 0.9)
 
 
+async def test_a_broad_filter_is_remembered_and_still_answered_correctly(stores, dataset) -> None:  # type: ignore[no-untyped-def]
+    collections, points = stores
+    name = await fill(collections, points, dataset)
+    points = PointStore(points._db, collections, replace(LIMITS, exact_filter_max_rows=50))
+    node = Filter(must=(FieldCondition("bucket10", "eq", 4),))  # 300 points match: broad
+    for _ in range(2):  # the first probes and remembers; the second goes straight to the HNSW scan
+        hits = await points.query(name, QuerySpec(vector=dataset[4], k=10, filter=node))
+        assert len(hits) == 10 and all(h.point.metadata["bucket10"] == 4 for h in hits)
+        assert hits[0].point.id == "p00004"
+    assert len(points._broad_filters) == 1
+
+
 async def test_unfiltered_exact_and_approximate_queries_agree(stores, dataset) -> None:  # type: ignore[no-untyped-def]
     collections, points = stores
     name = await fill(collections, points, dataset)

@@ -105,7 +105,9 @@ class SearchApp:
             points,
             BulkSettings(settings.bulk_max_statement_s, settings.index_build_memory, settings.index_build_workers),
         )
-        self._stores.set(Stores(collections, points, bulk, settings.max_request_bytes))
+        # A batch may use all but one of the read connections, so single queries still get one.
+        concurrency = max(1, settings.pool_max_size - 1)
+        self._stores.set(Stores(collections, points, bulk, settings.max_request_bytes, concurrency))
         repair = asyncio.create_task(bulk.repair_indexes(), name="repair-indexes")
         self._background.add(repair)
         repair.add_done_callback(self._background.discard)

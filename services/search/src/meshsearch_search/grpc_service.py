@@ -54,6 +54,7 @@ class Stores:
     points: PointStore
     bulk: BulkLoader
     max_request_bytes: int
+    batch_concurrency: int = 4
 
 
 def _model_in(message: pb.EmbeddingModel) -> ModelIdentity:
@@ -325,11 +326,12 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
             raise InvalidArgument(
                 f"{len(request.queries)} queries exceed the limit of {stores.points.limits.max_batch_queries} per batch"
             )
-        results = []
+        specs = []
         for index, query in enumerate(request.queries):
             try:
-                hits = await stores.points.query(query.collection, _query_in(query))
+                specs.append((query.collection, _query_in(query)))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"queries[{index}]: {exc.message}") from None
-            results.append(pb.QueryResponse(points=[_scored_out(hit) for hit in hits]))
+        hit_lists = await stores.points.query_batch(specs, stores.batch_concurrency)
+        results = [pb.QueryResponse(points=[_scored_out(hit) for hit in hits]) for hits in hit_lists]
         return pb.QueryBatchResponse(results=results)

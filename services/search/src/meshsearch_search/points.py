@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ from meshsearch_search.filters import Filter, FilterLimits, compile_filter
 
 MAX_ID_CHARS = 256
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
+BROAD_FILTER_MEMO_S = 30.0
 T = TypeVar("T")
 
 
@@ -96,6 +99,11 @@ class PointStore:
         self._collections = collections
         self.limits = limits
         self._sql_cache: dict[tuple[Any, ...], str] = {}
+        # Filters recently seen to match more than exact_filter_max_rows points, with the time
+        # until which that is trusted: they skip the capped exact attempt and go straight to
+        # the iterative HNSW scan. Filters repeat (tenants, categories), so this saves the
+        # wasted probe on most broad filtered queries; expiry re-probes as data changes.
+        self._broad_filters: dict[tuple[Any, ...], float] = {}
 
     async def _on_collection(self, name: str, operation: Callable[[Collection], Awaitable[T]]) -> T:
         """Run `operation` on the (possibly cached) collection; if its table vanished (dropped
@@ -254,6 +262,26 @@ class PointStore:
         if spec.vector is None and not spec.text.strip():
             raise InvalidArgument("a query needs a vector, a text, or both")
 
+    async def query_batch(self, queries: list[tuple[str, QuerySpec]], concurrency: int) -> list[list[ScoredPoint]]:
+        """Several queries at once, at most `concurrency` in flight on the read pool; results in
+        request order. The first failing query (by position) fails the batch, naming its index."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(index: int, name: str, spec: QuerySpec) -> list[ScoredPoint]:
+            async with gate:
+                try:
+                    return await self.query(name, spec)
+                except InvalidArgument as exc:
+                    raise InvalidArgument(f"queries[{index}]: {exc.message}") from None
+
+        outcomes = await asyncio.gather(
+            *(one(i, name, spec) for i, (name, spec) in enumerate(queries)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes  # type: ignore[return-value]
+
     async def query(self, name: str, spec: QuerySpec) -> list[ScoredPoint]:
         """The k best points, best first: vector, keyword or hybrid, optionally filtered."""
         self._check_query(spec)
@@ -322,7 +350,8 @@ class PointStore:
         where, params = self._where(spec.filter) if filtered else (sql.SQL("TRUE"), [])
         shape = (collection.table, collection.spec.metric, collection.spec.storage, spec.include_vectors)
         where_key = where.as_string(None) if filtered else ""
-        if filtered and not spec.exact:
+        filter_key = (collection.table, where_key, json.dumps([str(p) for p in params]))
+        if filtered and not spec.exact and self._broad_filters.get(filter_key, 0.0) < time.monotonic():
             cap = self.limits.exact_filter_max_rows
             exact_sql = self._rendered(
                 ("exact", *shape, where_key),
@@ -338,6 +367,9 @@ class PointStore:
                 rows = await (await conn.execute(exact_sql, [*params, cap + 1, spec.vector, spec.k])).fetchall()
             if not rows or rows[0][5] <= cap:
                 return [ScoredPoint(_point(row), _score(collection.spec.metric, float(row[4]))) for row in rows]
+            if len(self._broad_filters) >= 1024:
+                self._broad_filters.clear()
+            self._broad_filters[filter_key] = time.monotonic() + BROAD_FILTER_MEMO_S
         # Iterative scans may return rows slightly out of order: re-sort the k found.
         statement = self._rendered(
             ("nearest", *shape, where_key),
