@@ -231,7 +231,7 @@ async def test_columnar_bulk_batches_load_texts_metadata_and_vectors(store) -> N
         ),
         (
             lambda v: columns(["a", "b"], v[:2], ['{"ok": 1}', "{broken"]),
-            "point 1 (id 'b'): metadata_json is not a JSON",
+            "point id 'b': invalid input syntax for type json",
         ),
         (
             lambda v: columns(["a", "b"], np.vstack([v[0], np.full(DIMENSION, np.nan)])),
@@ -250,3 +250,15 @@ async def test_malformed_columns_are_rejected_precisely_and_write_nothing(store,
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in raised.value.details()
     assert (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection.point_count == 0
+
+
+async def test_invalid_json_in_a_merge_into_a_non_empty_collection_names_the_point(store) -> None:  # type: ignore[no-untyped-def]
+    stub, name = store
+    values = np.random.default_rng(8).standard_normal((3, DIMENSION)).astype(np.float32)
+    await stub.Upsert(pb.UpsertRequest(collection=name, points=[pb.Point(id="existing", vector=vector(values[0]))]))
+    bad = columns(["x", "y", "z"], values, ['{"ok": true}', '{"ok": true}', '{"unterminated": '])
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.BulkUpsert(iter([pb.BulkUpsertRequest(collection=name, columns=bad)]))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "point id 'z'" in raised.value.details()
+    assert (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection.point_count == 1

@@ -13,20 +13,20 @@ Writers are excluded for the duration of the transaction (SHARE ROW EXCLUSIVE); 
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from meshsearch_common.errors import InvalidArgument
 from meshsearch_search.collections import COLUMN_TYPES, CollectionStore, hnsw_index_sql
-from meshsearch_search.copy_format import pack_vectors, use_packed_vectors
+from meshsearch_search.copy_format import pack_vectors, use_json_text, use_packed_vectors
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ModelIdentity, PointBatch
 from meshsearch_search.points import PointStore
@@ -48,10 +48,6 @@ class BulkSettings:
     index_build_workers: int = 2
 
 
-def _identity(text: str) -> str:
-    return text
-
-
 class _Rows:
     """Validates batches and turns them into COPY rows: vectors checked and packed in one numpy
     pass, metadata passed through as the JSON text it arrived as (checked to be an object)."""
@@ -62,6 +58,7 @@ class _Rows:
         self.count = 0
         self.seen: set[str] = set()
         self.duplicates = False
+        self.copy_order: list[str] = []  # ids in the order COPY received them, to name bad rows
 
     def _fail(self, offset: int, point_id: str, problem: str) -> InvalidArgument:
         return InvalidArgument(f"point {self.count + offset} (id {point_id!r}): {problem}; nothing was written")
@@ -69,21 +66,31 @@ class _Rows:
     def rows(self, batch: PointBatch) -> list[tuple[Any, ...]]:
         dimension = batch.vectors.shape[1] if batch.vectors.ndim == 2 else -1
         finite = np.isfinite(batch.vectors).all(axis=1) if batch.ids else np.ones(0, bool)
-        metadata = []
         for offset, (point_id, text, metadata_json) in enumerate(
             zip(batch.ids, batch.texts, batch.metadata_json, strict=True)
         ):
             problem = self._points.row_problem(self._collection, point_id, text, len(metadata_json), dimension)
             if problem is None and not finite[offset]:
                 problem = "vector contains NaN or infinite values"
-            if problem is None and not _is_json_object(metadata_json):
+            # An object is all that is checked here; PostgreSQL's parser validates the JSON itself.
+            if problem is None and not metadata_json.lstrip().startswith("{"):
                 problem = "metadata_json is not a JSON object"
             if problem:
                 raise self._fail(offset, point_id, problem)
-            metadata.append(Jsonb(metadata_json, dumps=_identity))
         self.count += len(batch.ids)
         vectors = pack_vectors(batch.vectors, self._collection.spec.storage)
-        return list(zip(batch.ids, vectors, batch.texts, metadata, strict=True))
+        return list(zip(batch.ids, vectors, batch.texts, batch.metadata_json, strict=True))
+
+    def copied(self, point_id: str) -> None:
+        self.copy_order.append(point_id)
+
+    def invalid_json(self, error: psycopg.errors.DataError) -> InvalidArgument:
+        """Name the point whose metadata PostgreSQL refused (COPY reports the line)."""
+        match = re.search(r"COPY [^,]+, line (\d+)", error.diag.context or "")
+        line = int(match.group(1)) if match else 0
+        point_id = self.copy_order[line - 1] if 0 < line <= len(self.copy_order) else "?"
+        detail = error.diag.message_primary or str(error)
+        return InvalidArgument(f"point id {point_id!r}: {detail}; nothing was written")
 
     def is_duplicate(self, point_id: str) -> bool:
         """Record `point_id`; True when it was seen before in this load."""
@@ -91,13 +98,6 @@ class _Rows:
             self.duplicates = True
             return True
         self.seen.add(point_id)
-        return False
-
-
-def _is_json_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except ValueError:
         return False
 
 
@@ -131,21 +131,26 @@ class BulkLoader:
                 initial = bool((await still_empty.fetchone())[0])  # type: ignore[index]
             if initial:
                 late: dict[str, tuple[Any, ...]] = {}
-                vector_type = use_packed_vectors(conn, collection.spec.storage)  # before the cursor exists
-                async with conn.cursor().copy(
-                    sql.SQL("COPY {} (id, embedding, text, metadata) FROM STDIN WITH (FORMAT BINARY)").format(table)
-                ) as copy:
-                    copy.set_types(["text", vector_type, "text", "jsonb"])
-                    async for batch in batches:
-                        for index, row in enumerate(rows.rows(batch)):
-                            if rows.is_duplicate(row[0]):
-                                # Applied after the COPY, so the last occurrence wins.
-                                late[row[0]] = (batch.vectors[index], row[2], row[3], row[0])
-                            else:
-                                await copy.write_row(row)
+                # Register the pass-through dumpers before the cursor exists (it snapshots them).
+                types = ["text", use_packed_vectors(conn, collection.spec.storage), "text", use_json_text(conn)]
+                try:
+                    async with conn.cursor().copy(
+                        sql.SQL("COPY {} (id, embedding, text, metadata) FROM STDIN WITH (FORMAT BINARY)").format(table)
+                    ) as copy:
+                        copy.set_types(types)
+                        async for batch in batches:
+                            for index, row in enumerate(rows.rows(batch)):
+                                if rows.is_duplicate(row[0]):
+                                    # Applied after the COPY, so the last occurrence wins.
+                                    late[row[0]] = (batch.vectors[index], row[2], row[3], row[0])
+                                else:
+                                    rows.copied(row[0])
+                                    await copy.write_row(row)
+                except psycopg.errors.DataError as exc:
+                    raise rows.invalid_json(exc) from None
                 if late:
                     update = sql.SQL(
-                        "UPDATE {} SET embedding = %s::{column}, text = %s, metadata = %s, updated_at = now() "
+                        "UPDATE {} SET embedding = %s::{column}, text = %s, metadata = %s::jsonb, updated_at = now() "
                         "WHERE id = %s"
                     ).format(table, column=sql.SQL(COLUMN_TYPES[collection.spec.storage]))
                     async with conn.cursor() as cursor:
@@ -167,17 +172,20 @@ class BulkLoader:
                 "text text, metadata jsonb) ON COMMIT DROP"
             ).format(column=sql.SQL(column), dimension=sql.Literal(collection.spec.dimension))
         )
-        vector_type = use_packed_vectors(conn, collection.spec.storage)  # before the cursor exists
-        async with conn.cursor().copy(
-            "COPY meshsearch_staging (seq, id, embedding, text, metadata) FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["int8", "text", vector_type, "text", "jsonb"])
-            seq = 0
-            async for batch in batches:
-                for row in rows.rows(batch):
-                    rows.is_duplicate(row[0])
-                    await copy.write_row((seq, *row))
-                    seq += 1
+        # Register the pass-through dumpers before the cursor exists (it snapshots them).
+        types = ["int8", "text", use_packed_vectors(conn, collection.spec.storage), "text", use_json_text(conn)]
+        try:
+            async with conn.cursor().copy(
+                "COPY meshsearch_staging (seq, id, embedding, text, metadata) FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(types)
+                async for batch in batches:
+                    for row in rows.rows(batch):
+                        rows.is_duplicate(row[0])
+                        rows.copied(row[0])
+                        await copy.write_row((len(rows.copy_order), *row))
+        except psycopg.errors.DataError as exc:
+            raise rows.invalid_json(exc) from None
         source = (
             "SELECT DISTINCT ON (id) id, embedding, text, metadata FROM meshsearch_staging ORDER BY id, seq DESC"
             if rows.duplicates

@@ -32,6 +32,21 @@ def pack_vectors(rows: npt.NDArray[np.float32], storage: Storage) -> list[bytes]
     return [header + row.tobytes() for row in matrix]
 
 
+def use_json_text(conn: psycopg.AsyncConnection) -> str:
+    """Make COPY on `conn` send `str` values of jsonb columns as the JSON text they are (binary
+    jsonb is a version byte and the text); PostgreSQL parses and validates them. Returns "jsonb"."""
+
+    class JsonTextDumper(Dumper):
+        format = Format.BINARY
+        oid = conn.adapters.types["jsonb"].oid
+
+        def dump(self, obj: str) -> bytes:
+            return b"\x01" + obj.encode()
+
+    conn.adapters.register_dumper(None, JsonTextDumper)
+    return "jsonb"
+
+
 def use_packed_vectors(conn: psycopg.AsyncConnection, storage: Storage) -> str:
     """Make COPY on `conn` pass bytes through unchanged for the storage's vector type; returns
     the type name to give `Copy.set_types`. Only COPY (which looks dumpers up by oid) is affected."""
