@@ -46,3 +46,23 @@ def test_log_lines_are_json_with_the_current_request_id_and_extras() -> None:
     assert line["msg"] == "hello world"
     assert line["request_id"] == "req-123"
     assert line["service"] == "api" and line["upstream"] == "embedder" and line["level"] == "info"
+
+
+def test_request_id_survives_the_hop_to_the_background_log_writer(capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    from meshsearch_common.logs import configure_logging
+
+    configure_logging("test", "info")
+    token = context.request_id.set("req-queued")
+    try:
+        logging.getLogger("meshsearch.test").info("queued line", extra={"n": 1})
+    finally:
+        context.request_id.reset(token)
+    deadline = time.monotonic() + 2
+    lines: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not lines:
+        lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if "queued line" in x]
+        time.sleep(0.02)
+    assert lines and lines[0]["request_id"] == "req-queued" and lines[0]["n"] == 1
+    logging.getLogger().handlers.clear()
