@@ -110,9 +110,8 @@ async def measure_service(port: int, texts: list[str], clients: int) -> dict[str
 
 def run_service(backend: str, texts: list[str], clients: int, workdir: Path) -> dict[str, float]:
     stack = EmbeddedStack(workdir / backend, Ports.ephemeral(), extra_env={"MESHSEARCH_EMBEDDER_BACKEND": backend})
-    stack.start_service("embedder")
     try:
-        stack.wait_service("embedder", timeout_s=600)
+        stack.start(services=("embedder",), timeout_s=600)
         return asyncio.run(measure_service(stack.ports.embedder, texts, clients))
     finally:
         stack.stop()

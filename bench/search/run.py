@@ -242,10 +242,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as workdir:
         stack = EmbeddedStack(Path(workdir), Ports.ephemeral())
-        stack._start_postgres()
-        stack.start_service("search")
         try:
-            stack.wait_service("search")
+            stack.start(services=("search",))
             url = stack.database_url
             options = [("grpc.max_send_message_length", 64 << 20)]
             with grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}", options=options) as channel:

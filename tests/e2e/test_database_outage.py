@@ -25,9 +25,8 @@ def own_database(tmp_path: Path) -> Iterator[tuple[EmbeddedStack, embedded_postg
         extra_env={"MESHSEARCH_SEARCH_POOL_TIMEOUT_S": "2"},
         database_url=postgres.get_uri(),
     )
-    stack.start_service("search")
     try:
-        stack.wait_service("search")
+        stack.start(services=("search",))
         yield stack, postgres
     finally:
         stack.stop()

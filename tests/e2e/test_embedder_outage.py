@@ -34,10 +34,7 @@ def isolated_pair(stack: EmbeddedStack, tmp_path) -> Iterator[EmbeddedStack]:  #
         redis_url=stack.redis_url,
     )
     try:
-        for name in ("embedder", "api"):
-            pair.start_service(name)
-        for name in ("embedder", "api"):
-            pair.wait_service(name)
+        pair.start(services=("embedder", "api"))
         yield pair
     finally:
         pair.stop()

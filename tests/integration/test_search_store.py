@@ -19,7 +19,8 @@ from meshsearch_search.collections import CollectionStore
 from meshsearch_search.db import Database
 from meshsearch_search.domain import CollectionSpec, Point, Storage
 from meshsearch_search.filters import FieldCondition, Filter
-from meshsearch_search.points import PointLimits, PointStore, QuerySpec
+from meshsearch_search.points import PointLimits, PointStore
+from meshsearch_search.retrieval import QuerySpec, Retriever
 from meshsearch_search.schema import migrate
 
 DIMENSION = 16
@@ -67,7 +68,8 @@ async def stores(database_url: str) -> AsyncIterator[tuple[CollectionStore, Poin
         await pool.open(wait=True)
     db = Database(*pools)
     collections = CollectionStore(db, 4000)
-    yield collections, PointStore(db, collections, LIMITS)
+    points = PointStore(db, collections, LIMITS)
+    yield collections, points, Retriever(db, points)
     for pool in pools:
         await pool.close()
 
@@ -137,7 +139,7 @@ FILTERS = [
 
 @pytest.mark.parametrize("node", FILTERS)
 async def test_filters_select_exactly_what_the_reference_semantics_select(stores, dataset, node: Filter) -> None:  # type: ignore[no-untyped-def]
-    collections, points = stores
+    collections, points, retriever = stores
     name = await fill(collections, points, dataset)
     expected = {f"p{i:05d}" for i in range(COUNT) if matches(node, metadata_of(i))}
     found: list[str] = []
@@ -153,14 +155,16 @@ async def test_filters_select_exactly_what_the_reference_semantics_select(stores
 
 @pytest.mark.parametrize("exact_filter_max_rows", [200, 0])  # exact path, iterative HNSW path
 async def test_selective_filters_still_return_k_correct_rows(stores, dataset, rng, exact_filter_max_rows: int) -> None:  # type: ignore[no-untyped-def]
-    collections, points = stores
+    collections, points, retriever = stores
     name = await fill(collections, points, dataset)
-    points = PointStore(points._db, collections, replace(LIMITS, exact_filter_max_rows=exact_filter_max_rows))
+    retriever = Retriever(
+        points._db, PointStore(points._db, collections, replace(LIMITS, exact_filter_max_rows=exact_filter_max_rows))
+    )
     node = Filter(must=(FieldCondition("bucket100", "eq", 42),))  # 1% of points: 30 match
     recalls = []
     for _ in range(10):
         query = dataset[rng.integers(COUNT)] + 0.1 * rng.standard_normal(DIMENSION).astype(np.float32)
-        hits = await points.query(name, QuerySpec(vector=query, k=10, filter=node))
+        hits = await retriever.query(name, QuerySpec(vector=query, k=10, filter=node))
         assert len(hits) == 10
         assert all(hit.point.metadata["bucket100"] == 42 for hit in hits)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -172,38 +176,38 @@ async def test_selective_filters_still_return_k_correct_rows(stores, dataset, rn
 
 
 async def test_a_broad_filter_is_remembered_and_still_answered_correctly(stores, dataset) -> None:  # type: ignore[no-untyped-def]
-    collections, points = stores
+    collections, points, retriever = stores
     name = await fill(collections, points, dataset)
-    points = PointStore(points._db, collections, replace(LIMITS, exact_filter_max_rows=50))
+    retriever = Retriever(points._db, PointStore(points._db, collections, replace(LIMITS, exact_filter_max_rows=50)))
     node = Filter(must=(FieldCondition("bucket10", "eq", 4),))  # 300 points match: broad
     for _ in range(2):  # the first probes and remembers; the second goes straight to the HNSW scan
-        hits = await points.query(name, QuerySpec(vector=dataset[4], k=10, filter=node))
+        hits = await retriever.query(name, QuerySpec(vector=dataset[4], k=10, filter=node))
         assert len(hits) == 10 and all(h.point.metadata["bucket10"] == 4 for h in hits)
         assert hits[0].point.id == "p00004"
-    assert len(points._broad_filters) == 1
+    assert len(retriever._broad_filters) == 1
 
 
 async def test_unfiltered_exact_and_approximate_queries_agree(stores, dataset) -> None:  # type: ignore[no-untyped-def]
-    collections, points = stores
+    collections, points, retriever = stores
     name = await fill(collections, points, dataset)
     query = dataset[17]
-    exact = await points.query(name, QuerySpec(vector=query, k=5, exact=True))
-    approximate = await points.query(name, QuerySpec(vector=query, k=5, ef_search=200))
+    exact = await retriever.query(name, QuerySpec(vector=query, k=5, exact=True))
+    approximate = await retriever.query(name, QuerySpec(vector=query, k=5, ef_search=200))
     assert exact[0].point.id == "p00017" and exact[0].score == pytest.approx(1.0, abs=1e-5)
     assert [h.point.id for h in exact] == [h.point.id for h in approximate]
-    threshold = await points.query(name, QuerySpec(vector=query, k=5, score_threshold=0.99))
+    threshold = await retriever.query(name, QuerySpec(vector=query, k=5, score_threshold=0.99))
     assert [h.point.id for h in threshold] == ["p00017"]
 
 
 async def test_keyword_and_hybrid_search_use_the_text(stores, dataset) -> None:  # type: ignore[no-untyped-def]
-    collections, points = stores
+    collections, points, retriever = stores
     name = await fill(collections, points, dataset)
-    keyword = await points.query(name, QuerySpec(vector=None, text="number 1234", k=3))
+    keyword = await retriever.query(name, QuerySpec(vector=None, text="number 1234", k=3))
     assert keyword[0].point.id == "p01234"
     # The vector points at p00017, the text at p01234: fusion ranks both on top.
-    hybrid = await points.query(name, QuerySpec(vector=dataset[17], text="1234", k=5))
+    hybrid = await retriever.query(name, QuerySpec(vector=dataset[17], text="1234", k=5))
     assert {"p00017", "p01234"} <= {h.point.id for h in hybrid[:2]}
-    filtered = await points.query(
+    filtered = await retriever.query(
         name,
         QuerySpec(vector=dataset[17], text="hotel", k=5, filter=Filter(must=(FieldCondition("color", "eq", "red"),))),
     )
@@ -211,18 +215,18 @@ async def test_keyword_and_hybrid_search_use_the_text(stores, dataset) -> None: 
 
 
 async def test_half_precision_storage_round_trips_and_searches(stores, dataset) -> None:  # type: ignore[no-untyped-def]
-    collections, points = stores
+    collections, points, retriever = stores
     name = await fill(collections, points, dataset, storage=Storage.FLOAT16)
     described = await collections.get(name)
     assert described.spec.storage is Storage.FLOAT16 and described.point_count == COUNT and described.index_ready
-    hits = await points.query(name, QuerySpec(vector=dataset[99], k=1))
+    hits = await retriever.query(name, QuerySpec(vector=dataset[99], k=1))
     assert hits[0].point.id == "p00099"
     got, _ = await points.get(name, ["p00099"], include_vectors=True)
     assert np.allclose(got[0].vector, dataset[99], atol=1e-3)
 
 
 async def test_delete_by_filter_removes_only_matches_and_refuses_an_empty_filter(stores, dataset) -> None:  # type: ignore[no-untyped-def]
-    collections, points = stores
+    collections, points, retriever = stores
     name = await fill(collections, points, dataset)
     deleted = await points.delete(name, [], Filter(must=(FieldCondition("bucket10", "eq", 0),)))
     assert deleted == COUNT // 10
@@ -243,22 +247,22 @@ async def test_delete_by_filter_removes_only_matches_and_refuses_an_empty_filter
     ],
 )
 async def test_filter_guardrails_name_the_limit(stores, dataset, node: Filter, fragment: str) -> None:  # type: ignore[no-untyped-def]
-    collections, points = stores
+    collections, points, retriever = stores
     name = f"guard_{uuid.uuid4().hex[:8]}"
     await collections.create(CollectionSpec(name=name, dimension=DIMENSION))
     with pytest.raises(InvalidArgument, match=fragment):
-        await points.query(name, QuerySpec(vector=dataset[0], k=3, filter=node))
+        await retriever.query(name, QuerySpec(vector=dataset[0], k=3, filter=node))
 
 
 async def test_a_collection_dropped_elsewhere_is_not_found_even_when_cached(stores, dataset) -> None:  # type: ignore[no-untyped-def]
-    collections, points = stores
+    collections, points, retriever = stores
     name = f"gone_{uuid.uuid4().hex[:8]}"
     await collections.create(CollectionSpec(name=name, dimension=DIMENSION))
-    await points.query(name, QuerySpec(vector=dataset[0], k=1))  # now cached
+    await retriever.query(name, QuerySpec(vector=dataset[0], k=1))  # now cached
     other = CollectionStore(points._db, 4000)  # another replica
     await other.delete(name)
     with pytest.raises(NotFound):
-        await points.query(name, QuerySpec(vector=dataset[0], k=1))
+        await retriever.query(name, QuerySpec(vector=dataset[0], k=1))
 
 
 async def test_concurrent_migrations_apply_each_version_once(database_url: str) -> None:

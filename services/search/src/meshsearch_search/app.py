@@ -20,6 +20,7 @@ from meshsearch_search.db import Database
 from meshsearch_search.filters import FilterLimits
 from meshsearch_search.grpc_service import Stores, VectorStoreServicer
 from meshsearch_search.points import PointLimits, PointStore
+from meshsearch_search.retrieval import Retriever
 from meshsearch_search.schema import migrate
 from meshsearch_search.settings import SearchSettings
 
@@ -107,7 +108,9 @@ class SearchApp:
         )
         # A batch may use all but one of the read connections, so single queries still get one.
         concurrency = max(1, settings.pool_max_size - 1)
-        self._stores.set(Stores(collections, points, bulk, settings.max_request_bytes, concurrency))
+        self._stores.set(
+            Stores(collections, points, Retriever(db, points), bulk, settings.max_request_bytes, concurrency)
+        )
         repair = asyncio.create_task(bulk.repair_indexes(), name="repair-indexes")
         self._background.add(repair)
         repair.add_done_callback(self._background.discard)

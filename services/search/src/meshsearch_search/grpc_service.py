@@ -30,7 +30,8 @@ from meshsearch_search.domain import (
     Storage,
 )
 from meshsearch_search.filters import FieldCondition, Filter
-from meshsearch_search.points import PointStore, QuerySpec
+from meshsearch_search.points import PointStore
+from meshsearch_search.retrieval import QuerySpec, Retriever
 
 _METRICS = {
     pb.METRIC_UNSPECIFIED: Metric.COSINE,
@@ -52,6 +53,7 @@ _INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 class Stores:
     collections: CollectionStore
     points: PointStore
+    retriever: Retriever
     bulk: BulkLoader
     max_request_bytes: int
     batch_concurrency: int = 4
@@ -313,7 +315,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         return pb.ScrollResponse(points=[_point_out(p) for p in points], next_cursor=cursor)
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
-        hits = await self._checked(request).points.query(request.collection, _query_in(request))
+        hits = await self._checked(request).retriever.query(request.collection, _query_in(request))
         return pb.QueryResponse(points=[_scored_out(hit) for hit in hits])
 
     async def QueryBatch(
@@ -332,6 +334,6 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
                 specs.append((query.collection, _query_in(query)))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"queries[{index}]: {exc.message}") from None
-        hit_lists = await stores.points.query_batch(specs, stores.batch_concurrency)
+        hit_lists = await stores.retriever.query_batch(specs, stores.batch_concurrency)
         results = [pb.QueryResponse(points=[_scored_out(hit) for hit in hits]) for hits in hit_lists]
         return pb.QueryBatchResponse(results=results)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,15 +107,19 @@ class EmbeddedStack:
     redis_url: str = ""
     _postgres: object | None = None
 
-    def start(self, timeout_s: float = 180) -> None:
+    def start(self, services: Sequence[str] = SERVICES, timeout_s: float = 180) -> None:
+        """Start PostgreSQL and Redis (unless URLs were given), then `services`, and wait
+        until every one reports SERVING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         try:
-            self._start_postgres()
-            self._start_redis()
-            for name in SERVICES:
+            if "search" in services and not self.database_url:
+                self._start_postgres()
+            if "api" in services and not self.redis_url:
+                self._start_redis()
+            for name in services:
                 self.start_service(name)
-            for name in SERVICES:
+            for name in services:
                 self.wait_service(name, timeout_s)
         except BaseException:
             self.stop()
