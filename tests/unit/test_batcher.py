@@ -162,3 +162,24 @@ async def test_a_text_that_would_make_the_batch_mostly_padding_waits_for_the_nex
         await batcher.stop()
     lengths = [sorted(len(ids) for ids in batch) for batch in encoder.batches[1:]]
     assert lengths == [[10, 10, 11], [60]]
+
+
+async def test_texts_of_a_cancelled_call_are_dropped_before_inference() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder)
+    await batcher.start()
+    try:
+        encoder.gate.clear()
+        blocker = asyncio.create_task(embed(batcher, ["x"]))
+        await asyncio.sleep(0.05)
+        abandoned = asyncio.create_task(embed(batcher, ["nobody waits for this"]))
+        kept = asyncio.create_task(embed(batcher, ["kept"]))
+        await asyncio.sleep(0.05)
+        abandoned.cancel()  # what gRPC does to the handler when its caller goes away
+        await asyncio.sleep(0.01)
+        encoder.gate.set()
+        await asyncio.gather(blocker, kept)
+    finally:
+        await batcher.stop()
+    embedded = [len(ids) for batch in encoder.batches for ids in batch]
+    assert len("kept") in embedded and len("nobody waits for this") not in embedded
