@@ -280,3 +280,23 @@ async def test_concurrent_migrations_apply_each_version_once(database_url: str) 
     async with await psycopg.AsyncConnection.connect(url) as conn:
         rows = await (await conn.execute("SELECT version, count(*) FROM meshsearch_schema GROUP BY version")).fetchall()
     assert all(count == 1 for _, count in rows) and rows
+
+
+@pytest.mark.parametrize("path", ["read", "transaction"])
+async def test_statements_are_cut_off_at_the_callers_deadline(stores, path: str) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from meshsearch_common import context
+    from meshsearch_common.errors import DeadlineExceeded
+
+    collections, points, retriever = stores
+    token = context.deadline.set(time.monotonic() + 0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeadlineExceeded):
+            session = points._db.read({}) if path == "read" else points._db.transaction()
+            async with session as conn:
+                await conn.execute("SELECT pg_sleep(5)")
+    finally:
+        context.deadline.reset(token)
+    assert time.monotonic() - started < 1.5  # stopped by statement_timeout, not after 5 s
