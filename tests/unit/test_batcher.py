@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -34,6 +36,19 @@ def make_batcher(encoder: RecordingEncoder, **limits: int) -> Batcher:
     return Batcher(encoder, **options)
 
 
+@contextlib.asynccontextmanager
+async def model_busy(batcher: Batcher, encoder: RecordingEncoder) -> AsyncIterator[None]:
+    """Hold one batch inside the model while the body enqueues work, then let everything run:
+    what the body enqueued is what the next batches are formed from."""
+    encoder.gate.clear()
+    blocker = asyncio.create_task(embed(batcher, ["x"]))
+    await asyncio.sleep(0.05)
+    yield
+    await asyncio.sleep(0.05)
+    encoder.gate.set()
+    await blocker
+
+
 async def embed(batcher: Batcher, texts: list[str], deadline: float | None = None) -> np.ndarray:
     token_ids = await batcher.tokenize(texts, truncate=True)
     return (await batcher.embed(token_ids, deadline, 0.0)).vectors
@@ -56,13 +71,9 @@ async def test_requests_arriving_while_the_model_is_busy_share_one_batch() -> No
     batcher = make_batcher(encoder)
     await batcher.start()
     try:
-        encoder.gate.clear()
-        first = asyncio.create_task(embed(batcher, ["warm"]))
-        await asyncio.sleep(0.05)  # the first batch is now blocked inside the model
-        waiting = [asyncio.create_task(embed(batcher, [f"text {i}"])) for i in range(20)]
-        await asyncio.sleep(0.05)
-        encoder.gate.set()
-        await asyncio.gather(first, *waiting)
+        async with model_busy(batcher, encoder):
+            waiting = [asyncio.create_task(embed(batcher, [f"text {i}"])) for i in range(20)]
+        await asyncio.gather(*waiting)
     finally:
         await batcher.stop()
     assert [len(batch) for batch in encoder.batches] == [1, 20]
@@ -73,14 +84,10 @@ async def test_batches_respect_the_size_and_padded_token_budget() -> None:
     batcher = make_batcher(encoder, max_batch_size=4, max_batch_tokens=40)
     await batcher.start()
     try:
-        encoder.gate.clear()
-        blocker = asyncio.create_task(embed(batcher, ["x"]))
-        await asyncio.sleep(0.05)
-        texts = ["a" * 5] * 6 + ["b" * 20] * 3
-        calls = [asyncio.create_task(embed(batcher, [text])) for text in texts]
-        await asyncio.sleep(0.05)
-        encoder.gate.set()
-        await asyncio.gather(blocker, *calls)
+        async with model_busy(batcher, encoder):
+            texts = ["a" * 5] * 6 + ["b" * 20] * 3
+            calls = [asyncio.create_task(embed(batcher, [text])) for text in texts]
+        await asyncio.gather(*calls)
     finally:
         await batcher.stop()
     for batch in encoder.batches:
@@ -94,15 +101,11 @@ async def test_the_oldest_text_always_goes_into_the_next_batch() -> None:
     batcher = make_batcher(encoder, max_batch_size=2)
     await batcher.start()
     try:
-        encoder.gate.clear()
-        blocker = asyncio.create_task(embed(batcher, ["x"]))
-        await asyncio.sleep(0.05)
-        long_one = asyncio.create_task(embed(batcher, ["L" * 30]))
-        await asyncio.sleep(0.01)
-        shorts = [asyncio.create_task(embed(batcher, ["s" * 3])) for _ in range(6)]
-        await asyncio.sleep(0.05)
-        encoder.gate.set()
-        await asyncio.gather(blocker, long_one, *shorts)
+        async with model_busy(batcher, encoder):
+            long_one = asyncio.create_task(embed(batcher, ["L" * 30]))
+            await asyncio.sleep(0.01)
+            shorts = [asyncio.create_task(embed(batcher, ["s" * 3])) for _ in range(6)]
+        await asyncio.gather(long_one, *shorts)
     finally:
         await batcher.stop()
     assert any(len(ids) == 30 for ids in encoder.batches[1])
@@ -113,13 +116,8 @@ async def test_texts_whose_deadline_passed_are_dropped_before_inference() -> Non
     batcher = make_batcher(encoder)
     await batcher.start()
     try:
-        encoder.gate.clear()
-        blocker = asyncio.create_task(embed(batcher, ["x"]))
-        await asyncio.sleep(0.05)
-        expired = asyncio.create_task(embed(batcher, ["too late"], deadline=time.monotonic() + 0.01))
-        await asyncio.sleep(0.05)
-        encoder.gate.set()
-        await blocker
+        async with model_busy(batcher, encoder):
+            expired = asyncio.create_task(embed(batcher, ["too late"], deadline=time.monotonic() + 0.01))
         with pytest.raises(asyncio.CancelledError):
             await expired
     finally:
@@ -132,15 +130,14 @@ async def test_admission_past_the_token_bound_is_refused_at_once() -> None:
     batcher = make_batcher(encoder, max_tokens_in_flight=50)
     await batcher.start()
     try:
-        encoder.gate.clear()
-        held = asyncio.create_task(embed(batcher, ["y" * 40]))
-        await asyncio.sleep(0.05)
-        started = time.perf_counter()
-        with pytest.raises(Overloaded) as raised:
-            await embed(batcher, ["z" * 20])
-        assert time.perf_counter() - started < 1.0
-        assert raised.value.retry_after_s > 0
-        encoder.gate.set()
+        async with model_busy(batcher, encoder):
+            held = asyncio.create_task(embed(batcher, ["y" * 40]))
+            await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            with pytest.raises(Overloaded) as raised:
+                await embed(batcher, ["z" * 20])
+            assert time.perf_counter() - started < 1.0
+            assert raised.value.retry_after_s > 0
         await held
     finally:
         await batcher.stop()
@@ -151,13 +148,9 @@ async def test_a_text_that_would_make_the_batch_mostly_padding_waits_for_the_nex
     batcher = make_batcher(encoder, min_padding_efficiency=0.8)
     await batcher.start()
     try:
-        encoder.gate.clear()
-        blocker = asyncio.create_task(embed(batcher, ["x"]))
-        await asyncio.sleep(0.05)
-        calls = [asyncio.create_task(embed(batcher, [text])) for text in ["a" * 10, "b" * 10, "c" * 11, "d" * 60]]
-        await asyncio.sleep(0.05)
-        encoder.gate.set()
-        await asyncio.gather(blocker, *calls)
+        async with model_busy(batcher, encoder):
+            calls = [asyncio.create_task(embed(batcher, [text])) for text in ["a" * 10, "b" * 10, "c" * 11, "d" * 60]]
+        await asyncio.gather(*calls)
     finally:
         await batcher.stop()
     lengths = [sorted(len(ids) for ids in batch) for batch in encoder.batches[1:]]
@@ -169,16 +162,12 @@ async def test_texts_of_a_cancelled_call_are_dropped_before_inference() -> None:
     batcher = make_batcher(encoder)
     await batcher.start()
     try:
-        encoder.gate.clear()
-        blocker = asyncio.create_task(embed(batcher, ["x"]))
-        await asyncio.sleep(0.05)
-        abandoned = asyncio.create_task(embed(batcher, ["nobody waits for this"]))
-        kept = asyncio.create_task(embed(batcher, ["kept"]))
-        await asyncio.sleep(0.05)
-        abandoned.cancel()  # what gRPC does to the handler when its caller goes away
-        await asyncio.sleep(0.01)
-        encoder.gate.set()
-        await asyncio.gather(blocker, kept)
+        async with model_busy(batcher, encoder):
+            abandoned = asyncio.create_task(embed(batcher, ["nobody waits for this"]))
+            kept = asyncio.create_task(embed(batcher, ["kept"]))
+            await asyncio.sleep(0.05)
+            abandoned.cancel()  # what gRPC does to the handler when its caller goes away
+        await kept
     finally:
         await batcher.stop()
     embedded = [len(ids) for batch in encoder.batches for ids in batch]

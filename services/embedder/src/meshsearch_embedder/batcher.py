@@ -47,10 +47,9 @@ class _Request:
     queue_s: float = 0.0
     inference_s: float = 0.0
     batches: set[int] = field(default_factory=set)
-    abandoned: bool = False
 
     def expired(self, now: float) -> bool:
-        return self.abandoned or (self.deadline is not None and now >= self.deadline)
+        return self.deadline is not None and now >= self.deadline
 
 
 @dataclass
@@ -132,11 +131,9 @@ class Batcher:
         self._pending.extend(items)
         metrics.QUEUE_SIZE.set(len(self._pending))
         self._wakeup.set()
-        try:
-            rows = await asyncio.gather(*(item.future for item in items))
-        except BaseException:
-            request.abandoned = True
-            raise
+        # If the caller goes away, this gather is cancelled and cancels every item's future;
+        # the batcher skips items whose future is already done.
+        rows = await asyncio.gather(*(item.future for item in items))
         return BatchResult(
             vectors=np.stack(rows),
             token_counts=[len(ids) for ids in token_ids],
