@@ -8,7 +8,7 @@ PY        := $(VENV)/bin/python
 BUF       := $(VENV)/bin/buf
 # The CPU build of torch lies on local disk here; unpinned, pip may fetch a multi-GB CUDA build.
 TORCH     ?= torch==2.13.0
-PACKAGES  := -e libs/common[embedded,dev] -e services/embedder -e services/search -e services/api
+PACKAGES  := -e libs/common[embedded,dev] -e services/embedder[onnx] -e services/search -e services/api
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 
