@@ -77,3 +77,36 @@ async def test_embedder_down_opens_the_breaker_fails_fast_then_recovers(isolated
                 break
             await asyncio.sleep(0.25)
         assert code == grpc.StatusCode.OK, details
+
+
+async def test_an_embedder_redeployed_with_another_model_cannot_corrupt_a_collection(
+    isolated_pair: EmbeddedStack,
+) -> None:
+    old = f"old_model_{uuid.uuid4().hex[:8]}"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{isolated_pair.ports.api}") as channel:
+        api = ApiClient(channel)
+        await api.create(old)
+        await api.index(old, {"a": "the quick brown fox"})
+
+        # Same weights and dimension, but a different identity: its vectors must not be mixed in.
+        isolated_pair.stop_service("embedder")
+        isolated_pair.extra_env["MESHSEARCH_EMBEDDER_MODEL_ID"] = "example/another-model"
+        isolated_pair.start_service("embedder")
+        isolated_pair.wait_service("embedder")
+
+        for call in (
+            api.search.Search(pb.SearchRequest(collection=old, query="a fox"), timeout=10),
+            api.documents.IndexDocuments(
+                pb.IndexDocumentsRequest(collection=old, documents=[pb.Document(id="b", text="a lazy dog")]), timeout=10
+            ),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "example/another-model" in refused.value.details()
+        assert (await api.collections.GetCollection(pb.GetCollectionRequest(name=old))).collection.document_count == 1
+
+        fresh = await api.create(f"new_model_{uuid.uuid4().hex[:8]}")
+        assert fresh.model.id == "example/another-model"
+        await api.index(fresh.name, {"c": "a new beginning"})
+        assert (await api.query(fresh.name, "beginning"))[0].document.id == "c"

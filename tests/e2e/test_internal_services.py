@@ -53,7 +53,7 @@ async def test_writes_from_another_model_are_refused(stack: EmbeddedStack) -> No
     name = f"model_{uuid.uuid4().hex[:8]}"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
         stub = search_pb2_grpc.VectorStoreServiceStub(channel)
-        model = spb.EmbeddingModel(id="model-a", dimension=8)
+        model = spb.EmbeddingModel(id="model-a", revision="r1", dimension=8)
         await stub.CreateCollection(
             spb.CreateCollectionRequest(collection=spb.Collection(name=name, dimension=8, model=model))
         )
@@ -66,6 +66,12 @@ async def test_writes_from_another_model_are_refused(stack: EmbeddedStack) -> No
                 )
             )
         assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        other_revision = spb.EmbeddingModel(id="model-a", revision="r2", dimension=8)
+        await stub.Upsert(spb.UpsertRequest(collection=name, points=[spb.Point(id="x", vector=vector(8))], model=model))
+        with pytest.raises(grpc.aio.AioRpcError) as query_refused:
+            await stub.Query(spb.QueryRequest(collection=name, vector=vector(8), k=1, model=other_revision))
+        assert query_refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "revision r2" in query_refused.value.details()
 
 
 async def test_embedder_rejects_empty_and_overlong_input_precisely(stack: EmbeddedStack) -> None:

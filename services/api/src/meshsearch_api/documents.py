@@ -68,8 +68,8 @@ class Documents:
             return 0, errors
         # Fail on an unknown collection before spending model time on its documents.
         await self._search.call(self._stub.GetCollection, spb.GetCollectionRequest(name=collection))
-        model = await self._embedder.model()
-        matrix = await self._embedder.embed([document.text for _, document in valid])
+        embedded = await self._embedder.embed([document.text for _, document in valid])
+        model = embedded.model
         request = spb.UpsertRequest(
             collection=collection,
             points=[
@@ -79,7 +79,7 @@ class Documents:
                     text=document.text,
                     metadata=search_client.struct(document.metadata),
                 )
-                for (_, document), row in zip(valid, matrix, strict=True)
+                for (_, document), row in zip(valid, embedded.vectors, strict=True)
             ],
             model=spb.EmbeddingModel(id=model.id, revision=model.revision, dimension=model.dimension, normalized=True),
         )
@@ -112,11 +112,13 @@ class Documents:
         k = top_k or self._limits.default_top_k
         if k > self._limits.max_top_k:
             raise InvalidArgument(f"top_k {k} exceeds the limit of {self._limits.max_top_k}")
-        vector = (await self._embedder.embed([query]))[0]
+        embedded = await self._embedder.embed([query])
+        model = embedded.model
         request = spb.QueryRequest(
             collection=collection,
-            vector=spb.Vector(data=vectors.pack(vector), dimension=vector.shape[0]),
+            vector=spb.Vector(data=vectors.pack(embedded.vectors[0]), dimension=model.dimension),
             k=k,
+            model=spb.EmbeddingModel(id=model.id, revision=model.revision, dimension=model.dimension, normalized=True),
         )
         if score_threshold is not None:
             request.score_threshold = score_threshold

@@ -1,8 +1,15 @@
-"""EmbedderClient: texts to vectors through the embedding cache and the embedder upstream."""
+"""EmbedderClient: texts to vectors through the embedding cache and the embedder upstream.
+
+Vectors are only comparable within one model and revision, so every result carries the
+identity that produced it, read from the embedder's own answer rather than from a cache: if
+the embedder is redeployed with another model, writes and queries carry the new identity and
+the search service refuses them for collections of the old one (FAILED_PRECONDITION).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +19,13 @@ from meshsearch_api.domain import ModelIdentity
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_common import vectors
 from meshsearch_common.client import Upstream
+from meshsearch_common.errors import Unavailable
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: npt.NDArray[np.float32]  # (len(texts), dimension), unit length
+    model: ModelIdentity
 
 
 class EmbedderClient:
@@ -22,37 +36,54 @@ class EmbedderClient:
         self._model: ModelIdentity | None = None
         self._cache: EmbeddingCache | None = None
 
-    async def model(self) -> ModelIdentity:
-        """The embedder's model identity, asked once and then remembered.
+    def _adopt(self, model: ModelIdentity) -> None:
+        self._model = model
+        self._cache = self._cache_factory(f"{model.id}@{model.revision}:n1")
 
-        All replicas behind one target must serve the same model; the cache namespace and the
-        model recorded on collections both come from this answer.
-        """
+    async def model(self) -> ModelIdentity:
+        """The embedder's model identity as last seen (asked with Info the first time)."""
         if self._model is None:
             info = await self._upstream.call(self._stub.Info, embedder_pb2.InfoRequest())
-            self._model = ModelIdentity(info.model_id, info.model_revision, info.dimension)
-            self._cache = self._cache_factory(f"{info.model_id}@{info.model_revision}:n1")
+            self._adopt(ModelIdentity(info.model_id, info.model_revision, info.dimension))
+        assert self._model is not None
         return self._model
 
-    async def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        """Unit-length vectors for `texts`, shape (len(texts), dimension)."""
-        model = await self.model()
+    async def embed(self, texts: list[str]) -> Embedded:
+        """Unit-length vectors for `texts`, all from one model, and that model's identity."""
+        for _ in range(2):
+            model = await self.model()
+            embedded = await self._embed_as(model, texts)
+            if embedded is not None:
+                return embedded
+        raise Unavailable("the embedder's model changed twice during one call; retry")
+
+    async def _embed_as(self, model: ModelIdentity, texts: list[str]) -> Embedded | None:
+        """Embed under the expected identity; None when the embedder answered with another
+        model (its identity is adopted, so the caller retries with a fresh cache namespace
+        and never mixes cached vectors of the old model with new ones)."""
         assert self._cache is not None
-        cached = await self._cache.get_many(texts, model.dimension)
+        cache = self._cache
+        cached = await cache.get_many(texts, model.dimension)
         missing = [i for i, vector in enumerate(cached) if vector is None]
         result = np.empty((len(texts), model.dimension), dtype=np.float32)
         for i, vector in enumerate(cached):
             if vector is not None:
                 result[i] = vector
-        if missing:
-            # Identical texts in one call are embedded once.
-            unique = list(dict.fromkeys(texts[i] for i in missing))
-            response = await self._upstream.call(
-                self._stub.Embed, embedder_pb2.EmbedRequest(texts=unique, options=embedder_pb2.EmbedOptions())
-            )
-            embedded = vectors.unpack(response.embeddings.vectors, response.embeddings.dimension)
-            by_text = dict(zip(unique, embedded, strict=True))
-            for i in missing:
-                result[i] = by_text[texts[i]]
-            await self._cache.put_many(unique, embedded)
-        return result
+        if not missing:
+            return Embedded(result, model)
+        unique = list(dict.fromkeys(texts[i] for i in missing))  # identical texts embedded once
+        response = await self._upstream.call(
+            self._stub.Embed, embedder_pb2.EmbedRequest(texts=unique, options=embedder_pb2.EmbedOptions())
+        )
+        produced = ModelIdentity(
+            response.embeddings.model_id, response.embeddings.model_revision, response.embeddings.dimension
+        )
+        if produced != model:
+            self._adopt(produced)
+            return None
+        embedded = vectors.unpack(response.embeddings.vectors, response.embeddings.dimension)
+        by_text = dict(zip(unique, embedded, strict=True))
+        for i in missing:
+            result[i] = by_text[texts[i]]
+        await cache.put_many(unique, embedded)
+        return Embedded(result, model)

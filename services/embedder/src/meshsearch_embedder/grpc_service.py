@@ -14,6 +14,7 @@ from meshsearch_common.errors import MeshError
 from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
 from meshsearch_embedder.embedding import Embedded, EmbeddingService, EmbedOptions
+from meshsearch_embedder.model import ModelInfo
 
 
 def _options(message: pb.EmbedOptions) -> EmbedOptions:
@@ -25,12 +26,13 @@ def _options(message: pb.EmbedOptions) -> EmbedOptions:
     )
 
 
-def _embeddings(result: Embedded, model_id: str) -> pb.Embeddings:
+def _embeddings(result: Embedded, info: ModelInfo) -> pb.Embeddings:
     return pb.Embeddings(
         vectors=vectors.pack(result.vectors),
         dimension=result.vectors.shape[1],
         token_counts=result.token_counts,
-        model_id=model_id,
+        model_id=info.model_id,
+        model_revision=info.revision,
         timing=pb.Timing(
             queue_ms=result.queue_s * 1000,
             tokenize_ms=result.tokenize_s * 1000,
@@ -50,7 +52,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         check_message_size(request, self._service.limits.max_request_bytes)
         result = await self._service.embed(list(request.texts), _options(request.options))
-        return pb.EmbedResponse(embeddings=_embeddings(result, self._service.info.model_id))
+        return pb.EmbedResponse(embeddings=_embeddings(result, self._service.info))
 
     async def EmbedStream(
         self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: grpc.aio.ServicerContext
@@ -65,7 +67,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
                 result = await self._service.embed(list(message.texts), _options(message.options))
                 response = pb.EmbedStreamResponse(
                     correlation_id=message.correlation_id,
-                    embeddings=_embeddings(result, self._service.info.model_id),
+                    embeddings=_embeddings(result, self._service.info),
                 )
             except MeshError as exc:
                 response = pb.EmbedStreamResponse(

@@ -212,6 +212,7 @@ def _query_in(request: pb.QueryRequest) -> QuerySpec:
         score_threshold=request.score_threshold if request.HasField("score_threshold") else None,
         include_vectors=request.include_vectors,
         filter=filter_in(request.filter),
+        model=_model_in(request.model) if request.HasField("model") else None,
     )
 
 

@@ -62,14 +62,22 @@ def point_from_row(row: tuple[Any, ...]) -> Point:
     return Point(id=row[0], text=row[1], metadata=row[2] or {}, vector=vector)
 
 
-def _check_model(collection: Collection, model: ModelIdentity | None) -> None:
+def check_model(collection: Collection, model: ModelIdentity | None) -> None:
+    """FAILED_PRECONDITION unless `model` (when given) is the collection's model: vectors of
+    different models, or of different revisions of one model, are not comparable."""
     expected = collection.spec.model
     if model is None or not model.id or not expected.id:
         return
-    if model.id != expected.id or (model.dimension and model.dimension != collection.spec.dimension):
+    same_revision = not model.revision or not expected.revision or model.revision == expected.revision
+    if (
+        model.id != expected.id
+        or not same_revision
+        or (model.dimension and model.dimension != collection.spec.dimension)
+    ):
         raise FailedPrecondition(
             f"collection '{collection.spec.name}' holds vectors of model {expected.id} "
-            f"({collection.spec.dimension} dims); refusing vectors of model {model.id} ({model.dimension} dims)"
+            f"(revision {expected.revision or '?'}, {collection.spec.dimension} dims); refusing vectors of model "
+            f"{model.id} (revision {model.revision or '?'}, {model.dimension} dims)"
         )
 
 
@@ -141,7 +149,7 @@ class PointStore:
         return None
 
     def model_check(self, collection: Collection, model: ModelIdentity | None) -> None:
-        _check_model(collection, model)
+        check_model(collection, model)
 
     def where(self, node: Filter) -> tuple[sql.Composable, list[Any]]:
         return compile_filter(node, self.limits.filters)
@@ -151,7 +159,7 @@ class PointStore:
         self._check_batch(len(points), "points")
 
         async def write(collection: Collection) -> tuple[int, list[ItemError]]:
-            _check_model(collection, model)
+            check_model(collection, model)
             errors: list[ItemError] = []
             rows: list[tuple[Any, ...]] = []
             for index, point in enumerate(points):

@@ -22,9 +22,9 @@ from psycopg import sql
 from meshsearch_common.errors import InvalidArgument
 from meshsearch_search.collections import COLUMN_TYPES, METRIC_OPERATORS
 from meshsearch_search.db import Database
-from meshsearch_search.domain import Collection, Metric, ScoredPoint
+from meshsearch_search.domain import Collection, Metric, ModelIdentity, ScoredPoint
 from meshsearch_search.filters import Filter
-from meshsearch_search.points import PointLimits, PointStore, point_from_row, read_settings
+from meshsearch_search.points import PointLimits, PointStore, check_model, point_from_row, read_settings
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
 BROAD_FILTER_MEMO_S = 30.0
@@ -40,6 +40,7 @@ class QuerySpec:
     score_threshold: float | None = None
     include_vectors: bool = False
     filter: Filter = field(default_factory=Filter)
+    model: ModelIdentity | None = None  # the producer of `vector`, checked against the collection
 
 
 def _score(metric: Metric, distance: float) -> float:
@@ -94,6 +95,8 @@ class Retriever:
         self._check_query(spec)
 
         async def run(collection: Collection) -> list[ScoredPoint]:
+            if spec.vector is not None:
+                check_model(collection, spec.model)
             if spec.vector is not None and spec.vector.shape[-1] != collection.spec.dimension:
                 raise InvalidArgument(
                     f"query vector has dimension {spec.vector.shape[-1]} but collection "

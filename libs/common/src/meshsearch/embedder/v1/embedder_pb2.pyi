@@ -27,18 +27,20 @@ class EmbedRequest(_message.Message):
     def __init__(self, texts: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[EmbedOptions, _Mapping]] = ...) -> None: ...
 
 class Embeddings(_message.Message):
-    __slots__ = ("vectors", "dimension", "token_counts", "model_id", "timing")
+    __slots__ = ("vectors", "dimension", "token_counts", "model_id", "timing", "model_revision")
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_REVISION_FIELD_NUMBER: _ClassVar[int]
     vectors: bytes
     dimension: int
     token_counts: _containers.RepeatedScalarFieldContainer[int]
     model_id: str
     timing: Timing
-    def __init__(self, vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., token_counts: _Optional[_Iterable[int]] = ..., model_id: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    model_revision: str
+    def __init__(self, vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., token_counts: _Optional[_Iterable[int]] = ..., model_id: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., model_revision: _Optional[str] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("queue_ms", "tokenize_ms", "inference_ms")
