@@ -21,11 +21,13 @@ class RecordingEncoder:
         self.batches: list[list[list[int]]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # set when a batch is inside encode()
 
     def tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
         return [[ord(c) for c in text] for text in texts]
 
     def encode(self, batch: list[list[int]]) -> np.ndarray:
+        self.entered.set()
         self.gate.wait(5)
         self.batches.append(batch)
         return np.array([[len(ids), ids[0]] for ids in batch], dtype=np.float32)
@@ -41,12 +43,24 @@ async def model_busy(batcher: Batcher, encoder: RecordingEncoder) -> AsyncIterat
     """Hold one batch inside the model while the body enqueues work, then let everything run:
     what the body enqueued is what the next batches are formed from."""
     encoder.gate.clear()
+    encoder.entered.clear()
     blocker = asyncio.create_task(embed(batcher, ["x"]))
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(encoder.entered.wait, 5), "the first batch never reached the model"
     yield
-    await asyncio.sleep(0.05)
+    await queue_settled(batcher)
     encoder.gate.set()
     await blocker
+
+
+async def queue_settled(batcher: Batcher, timeout_s: float = 5.0) -> None:
+    """Wait until the texts the test enqueued (after tokenizing on a thread) are all waiting."""
+    deadline = time.monotonic() + timeout_s
+    sizes: list[int] = []
+    while time.monotonic() < deadline:
+        sizes = [*sizes[-2:], len(batcher._pending)]
+        if len(sizes) == 3 and len(set(sizes)) == 1:
+            return
+        await asyncio.sleep(0.02)
 
 
 async def embed(batcher: Batcher, texts: list[str], deadline: float | None = None) -> np.ndarray:
@@ -103,7 +117,7 @@ async def test_the_oldest_text_always_goes_into_the_next_batch() -> None:
     try:
         async with model_busy(batcher, encoder):
             long_one = asyncio.create_task(embed(batcher, ["L" * 30]))
-            await asyncio.sleep(0.01)
+            await queue_settled(batcher)  # the long text is the oldest waiting
             shorts = [asyncio.create_task(embed(batcher, ["s" * 3])) for _ in range(6)]
         await asyncio.gather(long_one, *shorts)
     finally:
@@ -132,7 +146,7 @@ async def test_admission_past_the_token_bound_is_refused_at_once() -> None:
     try:
         async with model_busy(batcher, encoder):
             held = asyncio.create_task(embed(batcher, ["y" * 40]))
-            await asyncio.sleep(0.05)
+            await queue_settled(batcher)
             started = time.perf_counter()
             with pytest.raises(Overloaded) as raised:
                 await embed(batcher, ["z" * 20])
@@ -165,7 +179,7 @@ async def test_texts_of_a_cancelled_call_are_dropped_before_inference() -> None:
         async with model_busy(batcher, encoder):
             abandoned = asyncio.create_task(embed(batcher, ["nobody waits for this"]))
             kept = asyncio.create_task(embed(batcher, ["kept"]))
-            await asyncio.sleep(0.05)
+            await queue_settled(batcher)
             abandoned.cancel()  # what gRPC does to the handler when its caller goes away
         await kept
     finally:
