@@ -69,8 +69,15 @@ def recall(found: list[list[int]], truth: list[set[int]]) -> float:
     return float(np.mean([len(set(f) & t) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
+def checkpoint(url: str) -> None:
+    """Flush dirty pages, so that no load pays for the WAL an earlier one wrote."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
 def raw_copy(url: str, data: np.ndarray) -> float:
     """Rows/s of a hand-written binary COPY into a table shaped like a collection's."""
+    checkpoint(url)
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         conn.execute("DROP TABLE IF EXISTS raw_points")
@@ -120,12 +127,15 @@ def bulk_requests(data: np.ndarray, collection: str) -> list[pb.BulkUpsertReques
     return requests
 
 
-def service_load(stub: search_pb2_grpc.VectorStoreServiceStub, data: np.ndarray, collection: str, prebuilt: bool):  # type: ignore[no-untyped-def]
+def service_load(
+    stub: search_pb2_grpc.VectorStoreServiceStub, data: np.ndarray, collection: str, prebuilt: bool, url: str
+):  # type: ignore[no-untyped-def]
     """(rows/s of the load itself, index build seconds). With `prebuilt`, the client's cost of
     building the messages is paid before the clock starts; otherwise it is part of the load."""
     stub.CreateCollection(
         pb.CreateCollectionRequest(collection=pb.Collection(name=collection, dimension=data.shape[1]))
     )
+    checkpoint(url)
     started = time.perf_counter()
     requests = bulk_requests(data, collection) if prebuilt else None
     if prebuilt:
@@ -231,6 +241,7 @@ def main() -> None:
     parser.add_argument("--dimension", type=int, default=384)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--clusters", type=int, default=200)
+    parser.add_argument("--skip-queries", action="store_true", help="measure loads and index builds only")
     args = parser.parse_args()
     data = embedding_like_vectors(args.count, args.dimension, args.clusters, seed=1)
     rng = np.random.default_rng(2)
@@ -249,8 +260,8 @@ def main() -> None:
             with grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}", options=options) as channel:
                 stub = search_pb2_grpc.VectorStoreServiceStub(channel)
                 raw_rate = raw_copy(url, data)
-                rate, build = service_load(stub, data, "bench", prebuilt=False)
-                prebuilt_rate, _ = service_load(stub, data, "bench_prebuilt", prebuilt=True)
+                rate, build = service_load(stub, data, "bench", prebuilt=False, url=url)
+                prebuilt_rate, _ = service_load(stub, data, "bench_prebuilt", prebuilt=True, url=url)
                 raw_build = raw_index_build(url)
                 print("\n| load | rows/s | × raw COPY |\n|---|---:|---:|")
                 print(f"| raw psycopg binary COPY (same table shape) | {raw_rate:.0f} | 1.00 |")
@@ -260,6 +271,8 @@ def main() -> None:
                 ):
                     print(f"| service BulkUpsert, {label} | {value:.0f} | {value / raw_rate:.2f} |")
                 print(f"\nHNSW build (m=16, ef_construction=64): service {build:.1f} s, raw {raw_build:.1f} s")
+                if args.skip_queries:
+                    return
                 # Measure queries in steady state: one collection, vacuumed and analyzed.
                 stub.DeleteCollection(pb.DeleteCollectionRequest(name="bench_prebuilt"))
                 with psycopg.connect(url, autocommit=True) as conn:
