@@ -174,6 +174,18 @@ async def test_query_batch_filters_scroll_and_delete_by_filter(store) -> None:  
             "exceed the limit of 1000",
         ),
         (
+            lambda n: pb.CreateCollectionRequest(collection=pb.Collection(name=n + "s", dimension=8, storage=7)),
+            "CreateCollection",
+            "collection.storage 7 is not a known value",
+        ),
+        (
+            lambda n: pb.QueryRequest(
+                collection=n, vector=vector(np.ones(DIMENSION)), k=1, score_threshold=float("inf")
+            ),
+            "Query",
+            "score_threshold must be a finite number",
+        ),
+        (
             lambda n: pb.CreateCollectionRequest(collection=pb.Collection(name=n + "x", dimension=3000)),
             "CreateCollection",
             "1 to 2000",

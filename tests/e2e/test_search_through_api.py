@@ -112,6 +112,17 @@ async def test_invalid_documents_are_reported_per_item_and_the_rest_are_stored(a
             grpc.StatusCode.ALREADY_EXISTS,
         ),
         (lambda c: ("GetCollection", pb.GetCollectionRequest(name="")), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            lambda c: (
+                "CreateCollection",
+                pb.CreateCollectionRequest(collection=pb.Collection(name=c + "m", metric=99)),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            lambda c: ("Search", pb.SearchRequest(collection=c, query="x", score_threshold=float("nan"))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ],
 )
 async def test_bad_input_gets_a_precise_status(api: ApiClient, request_factory, expected: grpc.StatusCode) -> None:  # type: ignore[no-untyped-def]

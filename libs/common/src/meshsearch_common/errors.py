@@ -6,9 +6,13 @@ statuses. Anything else that escapes a handler is a bug and becomes INTERNAL (an
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+T = TypeVar("T")
 
 RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -28,6 +32,23 @@ class InvalidArgument(MeshError):
     """The request is malformed or breaks a documented limit; retrying it unchanged fails again."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def enum_member(mapping: dict[int, T], value: int, field: str) -> T:
+    """Translate a wire enum value, or INVALID_ARGUMENT naming the field and the accepted values
+    (clients built from an older or newer contract can send numbers this server does not know)."""
+    try:
+        return mapping[value]
+    except KeyError:
+        accepted = ", ".join(str(v) for v in sorted(mapping))
+        raise InvalidArgument(f"{field} {value} is not a known value; use one of {accepted}") from None
+
+
+def finite(value: float, field: str) -> float:
+    """INVALID_ARGUMENT unless `value` is a finite number."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidArgument(f"{field} must be a finite number")
+    return value
 
 
 class NotFound(MeshError):

@@ -44,6 +44,8 @@ class Documents:
             return "text is empty; every document needs non-whitespace text"
         if len(document.text.encode("utf-8")) > self._limits.max_text_bytes:
             return f"text exceeds the limit of {self._limits.max_text_bytes} bytes"
+        if "\x00" in document.text or "\x00" in document.id:
+            return "id and text must not contain NUL characters"
         return None
 
     async def index(self, collection: str, documents: list[Document]) -> tuple[int, list[DocumentError]]:

@@ -13,6 +13,7 @@ from meshsearch_api import search_client
 from meshsearch_api.catalog import Catalog
 from meshsearch_api.documents import Documents
 from meshsearch_api.domain import CollectionInfo, Document
+from meshsearch_common.errors import enum_member, finite
 from meshsearch_common.readiness import Readiness
 
 _METRIC_IN = {pb.METRIC_UNSPECIFIED: "cosine", pb.METRIC_COSINE: "cosine", pb.METRIC_DOT: "dot", pb.METRIC_L2: "l2"}
@@ -53,7 +54,8 @@ class CollectionServicer(pb_grpc.CollectionServiceServicer):
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateCollectionResponse:
-        info = await self._core.get().catalog.create(request.collection.name, _METRIC_IN[request.collection.metric])
+        metric = enum_member(_METRIC_IN, request.collection.metric, "collection.metric")
+        info = await self._core.get().catalog.create(request.collection.name, metric)
         return pb.CreateCollectionResponse(collection=_collection_out(info))
 
     async def GetCollection(
@@ -106,6 +108,6 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._core = core
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
-        threshold = request.score_threshold if request.HasField("score_threshold") else None
+        threshold = finite(request.score_threshold, "score_threshold") if request.HasField("score_threshold") else None
         hits = await self._core.get().documents.search(request.collection, request.query, request.top_k, threshold)
         return pb.SearchResponse(hits=[pb.SearchHit(document=_document_out(h.document), score=h.score) for h in hits])

@@ -14,7 +14,7 @@ from google.protobuf import json_format, struct_pb2
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc as pb_grpc
 from meshsearch_common import vectors
-from meshsearch_common.errors import InvalidArgument
+from meshsearch_common.errors import InvalidArgument, enum_member, finite
 from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
 from meshsearch_search.bulk import BulkLoader
@@ -209,7 +209,9 @@ def _query_in(request: pb.QueryRequest) -> QuerySpec:
         text=request.text,
         ef_search=request.ef_search,
         exact=request.exact,
-        score_threshold=request.score_threshold if request.HasField("score_threshold") else None,
+        score_threshold=finite(request.score_threshold, "score_threshold")
+        if request.HasField("score_threshold")
+        else None,
         include_vectors=request.include_vectors,
         filter=filter_in(request.filter),
         model=_model_in(request.model) if request.HasField("model") else None,
@@ -232,8 +234,8 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         spec = CollectionSpec(
             name=message.name,
             dimension=message.dimension,
-            metric=_METRICS[message.metric],
-            storage=_STORAGE[message.storage],
+            metric=enum_member(_METRICS, message.metric, "collection.metric"),
+            storage=enum_member(_STORAGE, message.storage, "collection.storage"),
             hnsw_m=message.hnsw.m or 16,
             hnsw_ef_construction=message.hnsw.ef_construction or 64,
             model=_model_in(message.model),
