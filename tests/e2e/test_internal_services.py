@@ -37,6 +37,9 @@ async def test_a_vector_of_the_wrong_dimension_sent_to_search_is_invalid(stack: 
         )
         assert upserted.upserted_count == 1
         assert upserted.errors[0].id == "bad" and "dimension 5" in upserted.errors[0].message
+        nan = spb.Vector(data=np.full(8, np.nan, dtype="<f4").tobytes(), dimension=8)
+        rejected = await stub.Upsert(spb.UpsertRequest(collection=name, points=[spb.Point(id="nan", vector=nan)]))
+        assert rejected.upserted_count == 0 and "NaN" in rejected.errors[0].message
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.Query(spb.QueryRequest(collection=name, vector=vector(5), k=3))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
+import pybreaker
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import Counter, Gauge
@@ -93,21 +94,12 @@ def service_config(services: Sequence[ServiceDescriptor], policy: UpstreamPolicy
     return json.dumps(config)
 
 
-class _BreakerStateListener:
+class _BreakerStateListener(pybreaker.CircuitBreakerListener):
     """Exports breaker transitions as a gauge and a log line."""
 
     def __init__(self, upstream: str) -> None:
         self._upstream = upstream
         BREAKER_STATE.labels(upstream).set(0)
-
-    def before_call(self, *_: object, **__: object) -> None:
-        return None
-
-    def failure(self, *_: object) -> None:
-        return None
-
-    def success(self, *_: object) -> None:
-        return None
 
     def state_change(self, _cb: object, old: Any, new: Any) -> None:
         BREAKER_STATE.labels(self._upstream).set(_STATE_VALUE.get(new.name, 0))
@@ -142,7 +134,7 @@ class UpstreamGuard:
             fail_max=policy.breaker_fail_max,
             reset_timeout_s=policy.breaker_reset_timeout_s,
             is_failure=is_upstream_failure,
-            listeners=[_BreakerStateListener(name)],  # type: ignore[list-item]
+            listeners=[_BreakerStateListener(name)],
         )
 
     def timeout_for(self, requested: float | None) -> float:

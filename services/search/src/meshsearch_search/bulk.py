@@ -29,7 +29,7 @@ from meshsearch_search.collections import COLUMN_TYPES, CollectionStore, hnsw_in
 from meshsearch_search.copy_format import pack_vectors, use_json_text, use_packed_vectors
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ModelIdentity, PointBatch
-from meshsearch_search.points import PointStore
+from meshsearch_search.points import PointStore, check_model
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BulkResult:
     upserted_count: int
-    index_rebuilt: bool
-    index_build_s: float
+    index_build_s: float  # 0 when the live index was updated instead of rebuilt
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ class BulkLoader:
 
     async def load(self, name: str, batches: AsyncIterator[PointBatch], model: ModelIdentity | None) -> BulkResult:
         collection = await self._collections.get(name, count=True)
-        self._points.model_check(collection, model)
+        check_model(collection, model)
         initial = collection.point_count == 0
         if initial:
             await self._drop_index(collection)
@@ -119,7 +118,7 @@ class BulkLoader:
         finally:
             # Never leave a collection without its index, whether the load succeeded or not.
             build_s = await self.build_index(collection) if initial else 0.0
-        return BulkResult(written, initial, build_s)
+        return BulkResult(written, build_s)
 
     async def _write(self, collection: Collection, batches: AsyncIterator[PointBatch], initial: bool) -> int:
         table = sql.Identifier(collection.table)

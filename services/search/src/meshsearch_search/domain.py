@@ -64,6 +64,7 @@ class Point:
     text: str
     metadata: dict[str, Any]
     vector: npt.NDArray[np.float32] | None = None
+    vector_problem: str = ""  # why the vector sent could not be used, when it could not
 
 
 @dataclass(frozen=True)

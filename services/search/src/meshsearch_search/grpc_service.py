@@ -92,15 +92,15 @@ def _vector_in(message: pb.Vector, what: str) -> npt.NDArray[np.float32]:
 
 
 def _point_in(message: pb.Point) -> Point:
-    """A point; an unusable vector becomes None and is reported per item by the store."""
-    vector = None
+    """A point; an unusable vector is kept out, with the reason, and reported per item by the store."""
+    vector, problem = None, ""
     if message.vector.data:
         try:
             vector = _vector_in(message.vector, "vector")
-        except InvalidArgument:
-            vector = None
+        except InvalidArgument as exc:
+            problem = exc.message
     metadata = json_format.MessageToDict(message.metadata) if message.HasField("metadata") else {}
-    return Point(id=message.id, text=message.text, metadata=metadata, vector=vector)
+    return Point(id=message.id, text=message.text, metadata=metadata, vector=vector, vector_problem=problem)
 
 
 def _columns_in(message: pb.PointColumns) -> PointBatch:

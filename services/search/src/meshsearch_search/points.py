@@ -120,7 +120,7 @@ class PointStore:
     def item_problem(self, collection: Collection, point: Point) -> str | None:
         """Why `point` cannot be stored in `collection`, or None."""
         if point.vector is None:
-            return "vector is required"
+            return point.vector_problem or "vector is required"
         return self.row_problem(
             collection,
             point.id,
@@ -147,9 +147,6 @@ class PointStore:
         if metadata_bytes > self.limits.max_metadata_bytes:
             return f"metadata exceeds the limit of {self.limits.max_metadata_bytes} bytes as JSON"
         return None
-
-    def model_check(self, collection: Collection, model: ModelIdentity | None) -> None:
-        check_model(collection, model)
 
     def where(self, node: Filter) -> tuple[sql.Composable, list[Any]]:
         return compile_filter(node, self.limits.filters)
