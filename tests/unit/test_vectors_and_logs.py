@@ -66,3 +66,17 @@ def test_request_id_survives_the_hop_to_the_background_log_writer(capsys: pytest
         time.sleep(0.02)
     assert lines and lines[0]["request_id"] == "req-queued" and lines[0]["n"] == 1
     logging.getLogger().handlers.clear()
+
+
+def test_the_background_writer_keeps_every_line_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    """Lines are written in batches; none may be lost or reordered, including those still
+    queued when logging is reconfigured (which stops the old writer after a final drain)."""
+    from meshsearch_common.logs import configure_logging
+
+    configure_logging("test", "info")
+    for n in range(200):
+        logging.getLogger("meshsearch.test").info("numbered", extra={"n": n})
+    configure_logging("test", "info")  # stops the first writer: it must drain what is queued
+    numbers = [json.loads(x)["n"] for x in capsys.readouterr().err.splitlines() if '"numbered"' in x]
+    assert numbers == list(range(200))
+    logging.getLogger().handlers.clear()

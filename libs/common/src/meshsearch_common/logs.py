@@ -1,9 +1,13 @@
 """Structured JSON logs, one object per line, carrying the current request id.
 
 Records are handed to a queue on the calling thread and formatted and written by a background
-thread (logging.handlers.QueueListener): writing to stderr is blocking I/O and must not run on
-an event loop (measured: about 0.1 ms per access-log line). The request id lives in a context
-variable the listener thread cannot see, so it is stamped on each record when it is emitted.
+thread: writing to stderr is blocking I/O (a pipe to a container runtime can stall) and must not
+run on an event loop. The writer drains the queue every 50 ms and writes what it found at once,
+rather than waking for each record as logging.handlers.QueueListener does: on this project's
+2-core VM each wake-up (futex, GIL hand-over, context switch) cost more than the line itself,
+and the access log added ~0.25 ms of CPU per RPC; drained in batches it is ~0.05 ms.
+The request id lives in a context variable the writer thread cannot see, so it is stamped on
+each record when it is emitted.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import logging
 import logging.handlers
 import queue
 import sys
+import threading
 from datetime import UTC, datetime
+from typing import TextIO
 
 from meshsearch_common import context
 
@@ -63,23 +69,62 @@ class _StampRequestId(logging.Filter):
         return True
 
 
-_listener: logging.handlers.QueueListener | None = None
+class _BatchWriter(threading.Thread):
+    """Formats and writes queued records in batches, every `interval_s` and once more on stop."""
+
+    def __init__(
+        self, records: queue.SimpleQueue[logging.LogRecord], formatter: logging.Formatter, interval_s: float = 0.05
+    ) -> None:
+        super().__init__(name="log-writer", daemon=True)
+        self._records = records
+        self._formatter = formatter
+        self._stream: TextIO = sys.stderr  # bound now, as logging.StreamHandler does
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            self.drain()
+        self.drain()
+
+    def drain(self) -> None:
+        lines = []
+        while True:
+            try:
+                record = self._records.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                lines.append(self._formatter.format(record))
+            except Exception:  # noqa: BLE001 - a bad record must not stop logging
+                lines.append(json.dumps({"level": "error", "msg": f"unformattable log record: {record.msg!r}"}))
+        if lines:
+            try:
+                self._stream.write("\n".join(lines) + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):  # stderr closed at exit: nothing else can report it
+                pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+
+
+_writer: _BatchWriter | None = None
 
 
 def configure_logging(service: str, level: str = "info") -> None:
     """Route all logging to stderr as JSON lines, written off the calling thread.
     Safe to call more than once."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-    writer = logging.StreamHandler(sys.stderr)
-    writer.setFormatter(JsonFormatter(service))
+    global _writer
+    if _writer is not None:
+        _writer.stop()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     enqueue = logging.handlers.QueueHandler(records)
     enqueue.addFilter(_StampRequestId())
-    _listener = logging.handlers.QueueListener(records, writer, respect_handler_level=False)
-    _listener.start()
-    atexit.register(_listener.stop)  # flush what is queued when the process exits
+    _writer = _BatchWriter(records, JsonFormatter(service))
+    _writer.start()
+    atexit.register(_writer.stop)  # write what is queued when the process exits
     root = logging.getLogger()
     root.handlers[:] = [enqueue]
     root.setLevel(level.upper())

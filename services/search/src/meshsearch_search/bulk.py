@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BulkResult:
     upserted_count: int
-    index_build_s: float  # 0 when the live index was updated instead of rebuilt
+    index_build_s: float  # ANALYZE + HNSW build of an initial load; 0 when the live index was updated
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,6 @@ class BulkLoader:
                     async with conn.cursor() as cursor:
                         await cursor.executemany(update, list(late.values()))
                 written = len(rows.seen)
-                # Planner statistics for the new rows (filters on metadata depend on them).
-                await conn.execute(sql.SQL("ANALYZE {}").format(table))
             else:
                 written = await self._merge(conn, collection, batches, rows)
         if rows.count == 0:
@@ -210,11 +208,15 @@ class BulkLoader:
                 await conn.set_autocommit(False)
 
     async def build_index(self, collection: Collection) -> float:
-        """(Re)build the HNSW index without blocking queries; returns the seconds it took."""
+        """Refresh planner statistics, then (re)build the HNSW index without blocking queries;
+        returns the seconds it took. Statistics come first (filtered queries plan with them
+        while the build runs) and outside the load's transaction, so the write lock is released
+        as soon as the rows are in."""
         started = time.perf_counter()
         async with self._db.write_pool.connection() as conn:
             await conn.set_autocommit(True)  # CREATE INDEX CONCURRENTLY cannot run in a transaction
             try:
+                await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(collection.table)))
                 await conn.execute(
                     "SELECT set_config('maintenance_work_mem', %s, false), "
                     "set_config('max_parallel_maintenance_workers', %s, false)",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import numpy.typing as npt
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc as pb_grpc
@@ -161,17 +161,29 @@ def _merge_batches(first: PointBatch, second: PointBatch) -> PointBatch:
     )
 
 
-def _point_out(point: Point) -> pb.Point:
-    metadata = struct_pb2.Struct()
-    metadata.update(point.metadata)
-    message = pb.Point(id=point.id, text=point.text, metadata=metadata)
+def _fill_point(message: pb.Point, point: Point) -> None:
+    """Writes `point` into a message already in its response: building a Point and then
+    copying it into the response doubled the cost of answering a query (~4 µs per hit)."""
+    message.id = point.id
+    message.text = point.text
+    if point.metadata:
+        message.metadata.update(point.metadata)
     if point.vector is not None:
-        message.vector.CopyFrom(pb.Vector(data=vectors.pack(point.vector), dimension=point.vector.shape[0]))
-    return message
+        message.vector.data = vectors.pack(point.vector)
+        message.vector.dimension = point.vector.shape[0]
 
 
-def _scored_out(hit: ScoredPoint) -> pb.ScoredPoint:
-    return pb.ScoredPoint(point=_point_out(hit.point), score=hit.score)
+def _points_out(points: list[Point], response: pb.GetResponse | pb.ScrollResponse) -> None:
+    for point in points:
+        _fill_point(response.points.add(), point)
+
+
+def _hits_out(hits: list[ScoredPoint], response: pb.QueryResponse) -> pb.QueryResponse:
+    for hit in hits:
+        scored = response.points.add()
+        scored.score = hit.score
+        _fill_point(scored.point, hit.point)
+    return response
 
 
 def _condition_in(message: pb.Condition) -> FieldCondition | Filter:
@@ -304,7 +316,9 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         points, missing = await self._checked(request).points.get(
             request.collection, list(request.ids), request.include_vectors
         )
-        return pb.GetResponse(points=[_point_out(p) for p in points], missing_ids=missing)
+        response = pb.GetResponse(missing_ids=missing)
+        _points_out(points, response)
+        return response
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
         node = filter_in(request.filter) if request.HasField("filter") else None
@@ -315,11 +329,13 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         points, cursor = await self._checked(request).points.scroll(
             request.collection, filter_in(request.filter), request.limit, request.cursor, request.include_vectors
         )
-        return pb.ScrollResponse(points=[_point_out(p) for p in points], next_cursor=cursor)
+        response = pb.ScrollResponse(next_cursor=cursor)
+        _points_out(points, response)
+        return response
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
         hits = await self._checked(request).retriever.query(request.collection, _query_in(request))
-        return pb.QueryResponse(points=[_scored_out(hit) for hit in hits])
+        return _hits_out(hits, pb.QueryResponse())
 
     async def QueryBatch(
         self, request: pb.QueryBatchRequest, context: grpc.aio.ServicerContext
@@ -338,5 +354,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
             except InvalidArgument as exc:
                 raise InvalidArgument(f"queries[{index}]: {exc.message}") from None
         hit_lists = await stores.retriever.query_batch(specs, stores.batch_concurrency)
-        results = [pb.QueryResponse(points=[_scored_out(hit) for hit in hits]) for hits in hit_lists]
-        return pb.QueryBatchResponse(results=results)
+        response = pb.QueryBatchResponse()
+        for hits in hit_lists:
+            _hits_out(hits, response.results.add())
+        return response
