@@ -1,8 +1,8 @@
 """The least a Python gRPC server can do to answer VectorStoreService.Query, for comparison.
 
 Same runtime as the search service (grpc.aio, psycopg 3 async, pgvector) and the statement
-the service sends for an unfiltered query, but nothing else: no validation, collection lookup, pool, deadlines, logs,
-metrics or interceptor; one connection with ef_search set once. The benchmark runs it beside
+the service sends for an unfiltered query, but nothing else: no validation, collection lookup,
+pool, deadlines, logs, metrics or interceptor; one connection with ef_search set once. The benchmark runs it beside
 the real service so the cost of the gRPC hop itself is measured, not assumed: what the service
 loses to direct SQL beyond what this server loses is the service's own overhead.
 

@@ -16,7 +16,7 @@ In one run, on an embedded PostgreSQL 18 + pgvector 0.8 and a search service pro
 Data: embedding-like unit vectors (clusters in a 64-dim latent space, 384 dims). Usage:
   .venv/bin/python bench/search/run.py [--count 100000] [--queries 200] [--load-rounds 3]
 HNSW builds use MESHSEARCH_SEARCH_INDEX_BUILD_MEMORY (default 1GB) on both sides; for 1M
-vectors give it room (e.g. 6GB) and use --load-rounds 1 --skip-prebuilt-load (fewer builds).
+vectors give it room (e.g. 6GB) and use --load-rounds 2 --skip-prebuilt-load (fewer builds).
 """
 
 from __future__ import annotations

@@ -118,6 +118,7 @@ def configure_logging(service: str, level: str = "info") -> None:
     Safe to call more than once."""
     global _writer
     if _writer is not None:
+        atexit.unregister(_writer.stop)
         _writer.stop()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     enqueue = logging.handlers.QueueHandler(records)

@@ -163,7 +163,7 @@ def _merge_batches(first: PointBatch, second: PointBatch) -> PointBatch:
 
 def _fill_point(message: pb.Point, point: Point) -> None:
     """Writes `point` into a message already in its response: building a Point and then
-    copying it into the response doubled the cost of answering a query (~4 µs per hit)."""
+    copying it into the response doubled the cost of answering a query (~2 µs per hit)."""
     message.id = point.id
     message.text = point.text
     if point.metadata:
@@ -178,12 +178,11 @@ def _points_out(points: list[Point], response: pb.GetResponse | pb.ScrollRespons
         _fill_point(response.points.add(), point)
 
 
-def _hits_out(hits: list[ScoredPoint], response: pb.QueryResponse) -> pb.QueryResponse:
+def _hits_out(hits: list[ScoredPoint], response: pb.QueryResponse) -> None:
     for hit in hits:
         scored = response.points.add()
         scored.score = hit.score
         _fill_point(scored.point, hit.point)
-    return response
 
 
 def _condition_in(message: pb.Condition) -> FieldCondition | Filter:
@@ -335,7 +334,9 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
         hits = await self._checked(request).retriever.query(request.collection, _query_in(request))
-        return _hits_out(hits, pb.QueryResponse())
+        response = pb.QueryResponse()
+        _hits_out(hits, response)
+        return response
 
     async def QueryBatch(
         self, request: pb.QueryBatchRequest, context: grpc.aio.ServicerContext

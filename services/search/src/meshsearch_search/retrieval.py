@@ -167,14 +167,15 @@ class Retriever:
             if len(self._broad_filters) >= 1024:
                 self._broad_filters.clear()
             self._broad_filters[filter_key] = time.monotonic() + BROAD_FILTER_MEMO_S
-        nearest = """SELECT id, text, metadata, {vector}, embedding {op} %s::{column} AS distance
-                       FROM {table} WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT %s"""
-        if filtered:  # iterative scans may return rows slightly out of order: re-sort the k found
-            nearest = f"SELECT * FROM ({nearest}) found ORDER BY distance"
-        statement = self._rendered(
-            ("nearest", *shape, where_key),
-            lambda: sql.SQL(nearest).format(where=where, **self._vector_sql(collection, spec.include_vectors)),
-        )
+
+        def nearest_sql() -> sql.Composable:
+            nearest = """SELECT id, text, metadata, {vector}, embedding {op} %s::{column} AS distance
+                           FROM {table} WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT %s"""
+            if filtered:  # iterative scans may return rows slightly out of order: re-sort the k found
+                nearest = f"SELECT * FROM ({nearest}) found ORDER BY distance"
+            return sql.SQL(nearest).format(where=where, **self._vector_sql(collection, spec.include_vectors))
+
+        statement = self._rendered(("nearest", *shape, where_key), nearest_sql)
         settings = self._settings(exact=True) if spec.exact else self._settings(spec, iterative=filtered)
         async with self._db.read(settings) as conn:
             rows = await (await conn.execute(statement, [spec.vector, *params, spec.vector, spec.k])).fetchall()
