@@ -55,6 +55,7 @@ buf-breaking: setup
 bench: setup
 	$(PY) bench/embedder/run.py
 	$(PY) bench/search/run.py
+	$(PY) bench/ingest/run.py
 
 clean:
 	rm -rf $(VENV) .meshsearch .pytest_cache

@@ -1,4 +1,4 @@
-"""`meshsearch up`: the embedded default starts everything and leaves nothing behind."""
+"""`meshsearch up`: the embedded default starts everything, heals itself, leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -6,15 +6,52 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import psutil
+import pytest
 
+from meshsearch.api.v1 import api_pb2 as pb
+from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_common.cli.stack import Ports
 
 
-def test_up_reports_every_service_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+@dataclass
+class Up:
+    """A running `meshsearch up` and everything it printed so far."""
+
+    process: subprocess.Popen[str]
+    ports: Ports
+    data_dir: Path
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def service_pid(self, name: str) -> int:
+        """The pid of the `serve NAME` process that `up` runs now."""
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            cmdline = child.cmdline()
+            if cmdline[-2:] == ["serve", name] and child.status() != psutil.STATUS_ZOMBIE:
+                return child.pid
+        raise LookupError(f"no running {name} under meshsearch up:\n{self.output}")
+
+
+def _read_lines(up: Up) -> None:
+    assert up.process.stdout is not None
+    for line in up.process.stdout:
+        up.lines.append(line)
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
     ports = Ports.ephemeral()
     env = {
         **os.environ,
@@ -25,34 +62,81 @@ def test_up_reports_every_service_and_ctrl_c_leaves_no_process_behind(tmp_path: 
         "MESHSEARCH_API_METRICS_PORT": str(ports.api_metrics),
         "MESHSEARCH_EMBEDDER_METRICS_PORT": str(ports.embedder_metrics),
         "MESHSEARCH_SEARCH_METRICS_PORT": str(ports.search_metrics),
+        "MESHSEARCH_API_EMBEDDER_POLICY__BREAKER_RESET_TIMEOUT_S": "1",
+        "MESHSEARCH_API_SEARCH_POLICY__BREAKER_RESET_TIMEOUT_S": "1",
     }
-    up = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "meshsearch_common.cli", "up"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    output: list[str] = []
+    running = Up(process, ports, tmp_path)
+    threading.Thread(target=_read_lines, args=(running,), daemon=True).start()
     deadline = time.monotonic() + 180
-    assert up.stdout is not None
-    while time.monotonic() < deadline:
-        line = up.stdout.readline()
-        output.append(line)
-        if "Ctrl-C stops everything" in line or up.poll() is not None:
-            break
-    text = "".join(output)
-    assert "meshsearch is up" in text, text
-    for port in (ports.api, ports.embedder, ports.search):
-        assert f"127.0.0.1:{port}" in text
-    descendants = psutil.Process(up.pid).children(recursive=True)
+    while "Ctrl-C stops everything" not in running.output and process.poll() is None:
+        assert time.monotonic() < deadline, running.output
+        time.sleep(0.1)
+    assert "meshsearch is up" in running.output, running.output
+    try:
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_up_reports_every_service_and_ctrl_c_leaves_no_process_behind(up: Up) -> None:
+    for port in (up.ports.api, up.ports.embedder, up.ports.search):
+        assert f"127.0.0.1:{port}" in up.output
+    descendants = psutil.Process(up.process.pid).children(recursive=True)
     # The service processes run in their own sessions; find them by their command line too.
-    descendants += [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    descendants += [
+        p for p in psutil.process_iter(["cmdline"]) if str(up.data_dir) in " ".join(p.info["cmdline"] or [])
+    ]
     assert len({p.pid for p in descendants}) >= 4  # redis, api, embedder, search (+ postgres)
 
-    up.send_signal(signal.SIGINT)
-    assert up.wait(60) == 0
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(60) == 0
     time.sleep(0.5)
     alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [(p.pid, p.cmdline()) for p in alive]
-    assert (tmp_path / "pgdata" / "PG_VERSION").exists()  # data kept between runs
+    assert (up.data_dir / "pgdata" / "PG_VERSION").exists()  # data kept between runs
+
+
+def search_succeeds(api: pb_grpc.SearchServiceStub, collection: str) -> bool:
+    request = pb.SearchRequest(collection=collection, query=f"a fox {uuid.uuid4().hex}")
+    try:
+        return len(api.Search(request, timeout=5).hits) == 1
+    except grpc.RpcError:
+        return False
+
+
+@pytest.mark.parametrize("victim", ["embedder", "search", "api"])
+def test_a_service_killed_under_up_is_restarted_and_searches_succeed_again(up: Up, victim: str) -> None:
+    name = f"healing_{victim}"
+    with grpc.insecure_channel(f"127.0.0.1:{up.ports.api}") as channel:
+        pb_grpc.CollectionServiceStub(channel).CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name=name)), timeout=30
+        )
+        pb_grpc.DocumentServiceStub(channel).IndexDocuments(
+            pb.IndexDocumentsRequest(collection=name, documents=[pb.Document(id="1", text="the quick brown fox")]),
+            timeout=30,
+        )
+        search = pb_grpc.SearchServiceStub(channel)
+        assert search_succeeds(search, name)
+
+        old_pid = up.service_pid(victim)
+        os.kill(old_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while not search_succeeds(search, name):
+            assert time.monotonic() - killed_at < 90, f"searches did not come back:\n{up.output}"
+            time.sleep(0.25)
+        print(f"{victim}: searches succeed again {time.monotonic() - killed_at:.1f}s after kill -9")
+
+    assert f"{victim} exited unexpectedly (killed by SIGKILL); restarting" in up.output
+    assert up.service_pid(victim) != old_pid
+    assert "restarted" in (up.data_dir / "logs" / f"{victim}.log").read_text()
+    assert up.process.poll() is None  # the rest kept running
+    up.process.send_signal(signal.SIGINT)
+    assert up.process.wait(60) == 0

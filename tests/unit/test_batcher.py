@@ -186,3 +186,68 @@ async def test_texts_of_a_cancelled_call_are_dropped_before_inference() -> None:
         await batcher.stop()
     embedded = [len(ids) for batch in encoder.batches for ids in batch]
     assert len("kept") in embedded and len("nobody waits for this") not in embedded
+
+
+async def test_a_request_the_queue_cannot_serve_before_its_deadline_is_refused_at_once() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder)
+    batcher.throughput.observe(tokens=1000, seconds=1.0)  # 1,000 tokens/s
+    await batcher.start()
+    try:
+        async with model_busy(batcher, encoder):
+            backlog = asyncio.create_task(embed(batcher, ["y" * 500]))  # half a second of work
+            await queue_settled(batcher)
+            started = time.perf_counter()
+            with pytest.raises(Overloaded) as refused:
+                await embed(batcher, ["z" * 100], deadline=time.monotonic() + 0.3)
+            assert time.perf_counter() - started < 0.2
+            assert 0.2 < refused.value.retry_after_s < 0.5  # about when that much backlog has drained
+            assert "deadline" in str(refused.value)
+            fits = asyncio.create_task(embed(batcher, ["w" * 100], deadline=time.monotonic() + 30))
+            await queue_settled(batcher)
+        await backlog
+        assert (await fits).shape == (1, 2)
+    finally:
+        await batcher.stop()
+
+
+async def test_an_idle_model_admits_a_request_whatever_its_deadline() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder)
+    batcher.throughput.observe(tokens=10, seconds=1.0)  # very slow: 10 tokens/s
+    await batcher.start()
+    try:
+        result = await embed(batcher, ["x" * 50], deadline=time.monotonic() + 2)
+    finally:
+        await batcher.stop()
+    assert result.shape == (1, 2)
+
+
+def test_tiny_batches_do_not_drag_down_the_throughput_estimate() -> None:
+    from meshsearch_embedder.batcher import Throughput
+
+    throughput = Throughput()
+    throughput.observe(tokens=4000, seconds=1.0)  # a full batch: 4,000 tokens/s
+    for _ in range(10):
+        throughput.observe(tokens=5, seconds=0.01)  # single short queries: 500 tokens/s each
+    assert throughput.tokens_per_s > 3000
+
+
+async def test_a_request_whose_promise_can_no_longer_be_kept_is_refused_not_left_to_time_out() -> None:
+    encoder = RecordingEncoder()
+    batcher = Batcher(
+        encoder, max_batch_size=64, max_batch_tokens=10_000, max_tokens_in_flight=100_000, admission_budget_share=0.8
+    )
+    batcher.throughput.observe(tokens=1_000_000, seconds=1.0)  # an estimate far too optimistic
+    await batcher.start()
+    try:
+        async with model_busy(batcher, encoder):
+            late = asyncio.create_task(embed(batcher, ["q" * 10], deadline=time.monotonic() + 2.0))
+            await queue_settled(batcher)
+            await asyncio.sleep(1.7)  # the model stays busy past the request's promise (1.6 s), not its deadline
+        with pytest.raises(Overloaded) as refused:
+            await late
+    finally:
+        await batcher.stop()
+    assert "could no longer be served" in str(refused.value)
+    assert all(len(ids) != 10 for batch in encoder.batches for ids in batch)  # never computed

@@ -124,3 +124,83 @@ async def test_success_resets_the_consecutive_failure_count() -> None:
     upstream.error = UpstreamDown()
     await fail_times(breaker, upstream, 2)
     assert breaker.state == CLOSED
+
+
+async def cancelled_call(breaker: AsyncCircuitBreaker) -> None:
+    """A call our own caller gives up on while the upstream has not answered."""
+    never = asyncio.Event()
+
+    async def hangs() -> str:
+        await never.wait()
+        return "never"
+
+    task = asyncio.create_task(breaker.call(hangs))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_cancelled_call_is_neither_a_success_nor_a_failure() -> None:
+    breaker, upstream = make_breaker(), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 2)
+    await cancelled_call(breaker)  # as a success it would reset the count and hide a hung upstream
+    await fail_times(breaker, upstream, 1)
+    assert breaker.state == OPEN
+
+
+async def test_a_cancelled_trial_lets_the_next_call_be_the_trial() -> None:
+    breaker, upstream = make_breaker(), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 3)
+    await asyncio.sleep(0.25)
+    await cancelled_call(breaker)
+    assert breaker.state == HALF_OPEN
+    upstream.error = None
+    assert await breaker.call(upstream) == "ok"
+    assert breaker.state == CLOSED
+
+
+async def test_a_call_may_judge_its_own_failures() -> None:
+    breaker, upstream = make_breaker(), Upstream()
+    upstream.error = UpstreamDown()
+    for _ in range(5):
+        with pytest.raises(UpstreamDown):
+            await breaker.call(upstream, is_failure=lambda exc: False)
+    assert breaker.state == CLOSED
+
+
+async def test_a_caller_can_ask_whether_a_call_would_be_rejected_without_taking_the_trial() -> None:
+    breaker, upstream = make_breaker(reset_timeout_s=0.2), Upstream()
+    assert breaker.rejecting_for_s() is None
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 3)
+    waiting = breaker.rejecting_for_s()
+    assert waiting is not None and 0 < waiting <= 0.2
+    await asyncio.sleep(0.25)
+    assert breaker.rejecting_for_s() is None  # the next call would be the trial, and asking did not take it
+    release = asyncio.Event()
+
+    async def slow_trial() -> str:
+        await release.wait()
+        return "ok"
+
+    trial = asyncio.create_task(breaker.call(slow_trial))
+    await asyncio.sleep(0.01)
+    assert breaker.rejecting_for_s() == 0.0  # the trial is in flight
+    release.set()
+    await trial
+    assert breaker.rejecting_for_s() is None
+
+
+async def test_only_one_asker_is_sent_towards_the_trial() -> None:
+    breaker, upstream = make_breaker(reset_timeout_s=0.1), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 3)
+    await asyncio.sleep(0.15)
+    assert breaker.rejecting_for_s(claim=True) is None  # this caller goes ahead and makes the trial
+    assert breaker.rejecting_for_s(claim=True) == 0.0  # everyone else fails fast meanwhile
+    upstream.error = None
+    assert await breaker.call(upstream) == "ok"
+    assert breaker.rejecting_for_s(claim=True) is None

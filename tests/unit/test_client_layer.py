@@ -37,15 +37,52 @@ def test_service_config_retries_unavailable_with_backoff_and_throttling() -> Non
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
 
 
-def test_deadline_is_the_callers_remaining_time_clamped_to_the_policy() -> None:
-    guard = UpstreamGuard("embedder", UpstreamPolicy(timeout_s=5))
-    token = context.deadline.set(time.monotonic() + 1.0)
-    try:
-        assert 0.9 < guard.timeout_for(None) <= 1.0
-    finally:
-        context.deadline.reset(token)
-    assert guard.timeout_for(None) == 5
-    assert guard.timeout_for(0.5) == 0.5
+def within_deadline(seconds: float):  # type: ignore[no-untyped-def]
+    """Run the body as if serving an inbound call with `seconds` left."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():  # type: ignore[no-untyped-def]
+        token = context.deadline.set(time.monotonic() + seconds)
+        try:
+            yield
+        finally:
+            context.deadline.reset(token)
+
+    return scope()
+
+
+def test_an_upstream_gets_the_callers_remaining_time_less_a_reserve_never_the_policy_clamp() -> None:
+    guard = UpstreamGuard("embedder", UpstreamPolicy(timeout_s=5, deadline_reserve_s=0.1))
+    with within_deadline(120):
+        assert 119.8 < guard.timeout_for(None) <= 119.9  # a long write is not cut to the policy's 5 s
+    with within_deadline(1.0):
+        assert 0.85 < guard.timeout_for(None) <= 0.9
+    with within_deadline(0.2):
+        assert 0.1 < guard.timeout_for(None) <= 0.15  # the reserve takes at most a quarter
+        assert guard.timeout_for(0.05) == 0.05  # an explicit, shorter timeout still wins
+    assert guard.timeout_for(None) == 5  # outside any inbound call: the policy's timeout
+
+
+def test_a_timeout_counts_against_the_breaker_only_when_the_upstream_had_a_fair_budget() -> None:
+    guard = UpstreamGuard("embedder", UpstreamPolicy(breaker_min_budget_s=0.25))
+    timed_out = rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert guard.failure_judge(2.0)(timed_out) is True
+    assert guard.failure_judge(0.05)(timed_out) is False
+    assert guard.failure_judge(0.05)(rpc_error(grpc.StatusCode.UNAVAILABLE)) is True
+
+
+def test_reads_and_writes_are_told_apart_by_the_contract() -> None:
+    from meshsearch_common.deadlines import inbound_deadline, is_read_method
+
+    assert is_read_method("/meshsearch.api.v1.SearchService/Search")
+    assert not is_read_method("/meshsearch.api.v1.DocumentService/IndexDocuments")
+    assert not is_read_method("/no.such.Service/Method")
+    now = time.monotonic()
+    assert inbound_deadline("/meshsearch.api.v1.SearchService/Search", None, 10, 120) - now == pytest.approx(10, abs=1)
+    write = inbound_deadline("/meshsearch.api.v1.DocumentService/IndexDocuments", None, 10, 120)
+    assert write - now == pytest.approx(120, abs=1)
+    assert inbound_deadline("/meshsearch.api.v1.SearchService/Search", 3, 10, 120) - now == pytest.approx(3, abs=1)
 
 
 def test_a_call_whose_caller_has_no_time_left_is_not_sent() -> None:
@@ -70,6 +107,7 @@ def test_a_call_whose_caller_has_no_time_left_is_not_sent() -> None:
         (grpc.StatusCode.FAILED_PRECONDITION, False),
         (grpc.StatusCode.UNAUTHENTICATED, False),
         (grpc.StatusCode.PERMISSION_DENIED, False),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, False),  # a healthy upstream refusing work it cannot finish
     ],
 )
 def test_only_upstream_faults_count_against_the_breaker(code: grpc.StatusCode, counts: bool) -> None:

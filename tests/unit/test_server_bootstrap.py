@@ -94,3 +94,60 @@ async def test_stop_drains_in_flight_calls_and_reports_not_serving() -> None:
         assert (await in_flight).model_id == "slow"
         await stopping
     assert app.stopped
+
+
+def handled(method: str, code: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("meshsearch_rpc_handled_total", {"method": method, "code": code}) or 0.0
+
+
+async def test_calls_cut_off_by_their_deadline_or_their_client_are_not_counted_as_ok(
+    running: RunningService,
+) -> None:
+    method = f"/{SERVICE}/Info"
+    before = {code: handled(method, code) for code in ("OK", "DEADLINE_EXCEEDED", "CANCELLED")}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as expired:
+            await stub.Info(embedder_pb2.InfoRequest(), timeout=0.1)
+        assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        abandoned = stub.Info(embedder_pb2.InfoRequest(), timeout=5)
+        await asyncio.sleep(0.1)
+        abandoned.cancel()
+        await asyncio.sleep(0.2)  # the server sees the cancellation and records it
+    assert handled(method, "DEADLINE_EXCEEDED") == before["DEADLINE_EXCEEDED"] + 1
+    assert handled(method, "CANCELLED") == before["CANCELLED"] + 1
+    assert handled(method, "OK") == before["OK"]
+
+
+async def test_a_unary_call_without_a_deadline_gets_its_method_class_default() -> None:
+    from meshsearch_common import context
+
+    seen: dict[str, float | None] = {}
+
+    class RecordsDeadline(embedder_pb2_grpc.EmbedderServiceServicer):
+        async def Info(self, request, context_):  # type: ignore[no-untyped-def]
+            seen["read"] = context.remaining_seconds()
+            return embedder_pb2.InfoResponse()
+
+        async def Embed(self, request, context_):  # type: ignore[no-untyped-def]
+            seen["embed"] = context.remaining_seconds()
+            return embedder_pb2.EmbedResponse()
+
+    class App(FakeApp):
+        def register(self, server: grpc.aio.Server) -> Sequence[str]:
+            embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(RecordsDeadline(), server)
+            return [SERVICE]
+
+    settings = ServiceSettings(port=0, metrics_port=0, read_deadline_s=7, write_deadline_s=90)
+    service = await start_service(App(), settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+            await stub.Info(embedder_pb2.InfoRequest())
+            await stub.Embed(embedder_pb2.EmbedRequest(), timeout=3)
+    finally:
+        await service.stop(0)
+    assert seen["read"] is not None and 6 < seen["read"] <= 7  # Info is marked NO_SIDE_EFFECTS
+    assert seen["embed"] is not None and 2 < seen["embed"] <= 3.05  # the caller's own deadline wins

@@ -8,13 +8,19 @@ coroutine, never its failures). This adapter splits a guarded call in two:
    then moves to half-open and admits exactly one trial call; half-open rejects while that
    trial is in flight;
 2. outcome, after awaiting: the result or exception is replayed through pybreaker's own
-   `call()`, so its counters, thresholds, listeners and transitions do the bookkeeping.
+   `call()`, so its counters, thresholds, listeners and transitions do the bookkeeping. An
+   exception that is not a failure (a caller error) is replayed as a success: the upstream
+   answered sanely. A cancellation (our own caller gave up) is not replayed at all: it says
+   nothing about the upstream, and counting it as a success would reset the failure count of
+   a hung upstream while its callers cancel one after another.
 
 Everything runs on the event loop thread; pybreaker's lock is uncontended and never blocks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -22,6 +28,10 @@ from typing import TypeVar
 import pybreaker
 
 T = TypeVar("T")
+
+# How long a caller that asked to go ahead (and so will make the trial call) keeps other askers
+# waiting; it lapses if that caller never calls (it failed elsewhere first).
+TRIAL_CLAIM_S = 1.0
 
 CLOSED = pybreaker.STATE_CLOSED
 OPEN = pybreaker.STATE_OPEN
@@ -43,8 +53,9 @@ class BreakerOpen(Exception):
 class AsyncCircuitBreaker:
     """Guards awaitable calls to one upstream.
 
-    `is_failure(exc)` says whether an exception shows the upstream is sick. Exceptions for
-    which it is False (caller errors) are re-raised but count as a healthy answer.
+    `is_failure(exc)` says whether an exception shows the upstream is sick (a call may pass its
+    own judge). Exceptions for which it is False (caller errors) are re-raised but count as a
+    healthy answer.
     """
 
     def __init__(
@@ -57,32 +68,60 @@ class AsyncCircuitBreaker:
         listeners: list[pybreaker.CircuitBreakerListener] | None = None,
     ) -> None:
         self.name = name
+        self._is_failure = is_failure
         self._storage = pybreaker.CircuitMemoryStorage(CLOSED)
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout_s,
-            exclude=[lambda exc: not is_failure(exc)],
             listeners=listeners,
             state_storage=self._storage,
             name=name,
         )
         self._trial_in_flight = False
+        self._trial_claimed_until = 0.0  # time.monotonic(); see rejecting_for_s(claim=True)
 
     @property
     def state(self) -> str:
         """'closed', 'open' or 'half-open'."""
         return self._breaker.current_state
 
-    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run `operation` if the breaker admits it; raise BreakerOpen at once otherwise."""
+    async def call(
+        self, operation: Callable[[], Awaitable[T]], is_failure: Callable[[BaseException], bool] | None = None
+    ) -> T:
+        """Run `operation` if the breaker admits it; raise BreakerOpen at once otherwise.
+        `is_failure` overrides the breaker's judge for this call."""
+        judge = is_failure or self._is_failure
         is_trial = self._admit()
         try:
             result = await operation()
-        except BaseException as exc:
-            self._record(_raiser(exc), is_trial)
+        except asyncio.CancelledError:
+            self._release(is_trial)
             raise
-        self._record(lambda: result, is_trial)
+        except BaseException as exc:
+            self._record(_raiser(exc) if judge(exc) else _succeed, is_trial)
+            raise
+        self._record(_succeed, is_trial)
         return result
+
+    def rejecting_for_s(self, claim: bool = False) -> float | None:
+        """If a call now would be rejected, the seconds until one may be admitted (0 while a
+        half-open trial is in flight or claimed); None if it would be admitted. Lets a caller
+        skip work that needs this upstream later in the same call. With `claim`, a caller told
+        None when the next call is the trial claims it for TRIAL_CLAIM_S: other askers are told
+        to wait, so only one request spends work (say, an embedding) on the way to the trial."""
+        state = self.state
+        if state == CLOSED:
+            return None
+        if state == OPEN:
+            remaining = self._seconds_until_trial()
+            if remaining > 0:
+                return remaining
+        now = time.monotonic()
+        if self._trial_in_flight or now < self._trial_claimed_until:
+            return 0.0
+        if claim:
+            self._trial_claimed_until = now + TRIAL_CLAIM_S
+        return None
 
     def _admit(self) -> bool:
         """Return True when this call is the half-open trial; raise BreakerOpen to reject."""
@@ -97,11 +136,16 @@ class AsyncCircuitBreaker:
         if self._trial_in_flight:
             raise BreakerOpen(self.name, 0.0)
         self._trial_in_flight = True
+        self._trial_claimed_until = 0.0
         return True
 
-    def _record(self, replay: Callable[[], object], is_trial: bool) -> None:
+    def _release(self, is_trial: bool) -> None:
+        """Let the next call be the trial when this one ends without a verdict."""
         if is_trial:
             self._trial_in_flight = False
+
+    def _record(self, replay: Callable[[], object], is_trial: bool) -> None:
+        self._release(is_trial)
         try:
             self._breaker.call(replay)
         except BaseException:  # noqa: BLE001 - the replayed exception, or pybreaker's trip error
@@ -113,6 +157,10 @@ class AsyncCircuitBreaker:
             return 0.0
         reopen = opened_at + timedelta(seconds=self._breaker.reset_timeout)
         return max(0.0, (reopen - datetime.now(UTC)).total_seconds())
+
+
+def _succeed() -> None:
+    """How a healthy answer is replayed through pybreaker."""
 
 
 def _raiser(exc: BaseException) -> Callable[[], object]:

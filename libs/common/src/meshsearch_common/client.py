@@ -2,10 +2,14 @@
 
 `connect_upstream()` returns a channel whose every call gets, in order:
 - request id metadata, so one id follows a request across services;
-- a deadline: the caller's remaining time (from the inbound call), clamped to the policy's
-  timeout; a call whose caller has no time left fails with DEADLINE_EXCEEDED without being sent;
+- a deadline budget (`meshsearch_common.deadlines`): the inbound caller's remaining time less a
+  small reserve, or the policy's timeout outside any inbound call; a call with no time left
+  fails with DEADLINE_EXCEEDED without being sent;
 - the upstream's circuit breaker: an open breaker answers UNAVAILABLE at once, naming the
-  upstream; caller errors (INVALID_ARGUMENT, NOT_FOUND, ...) never count as failures;
+  upstream. Failures are what an unhealthy upstream produces: UNAVAILABLE, INTERNAL, UNKNOWN,
+  and timeouts (a hung upstream opens the breaker). Caller errors (INVALID_ARGUMENT,
+  NOT_FOUND, ...), RESOURCE_EXHAUSTED (a healthy upstream refusing work it cannot finish in
+  time) and our own caller's cancellation never count;
 - retries through gRPC's service config, for methods the contract marks idempotent
   (`option idempotency_level`) and retryable codes only: exponential backoff with gRPC's
   built-in jitter, and retry throttling so a sick upstream is not stormed.
@@ -27,7 +31,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import Counter, Gauge
 
-from meshsearch_common import context
+from meshsearch_common import context, deadlines
 from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
 from meshsearch_common.errors import CALLER_ERROR_CODES, from_upstream
 from meshsearch_common.settings import UpstreamPolicy
@@ -49,10 +53,14 @@ BREAKER_STATE = Gauge(
 _STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 
+# A healthy upstream refusing work it cannot finish in time (with a RetryInfo): not a failure.
+HEALTHY_REFUSAL_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
 def is_upstream_failure(exc: BaseException) -> bool:
     """Whether an exception from a call shows the upstream is unhealthy."""
     if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() not in CALLER_ERROR_CODES
+        return exc.code() not in CALLER_ERROR_CODES | HEALTHY_REFUSAL_CODES
     return not isinstance(exc, asyncio.CancelledError)
 
 
@@ -138,20 +146,28 @@ class UpstreamGuard:
         )
 
     def timeout_for(self, requested: float | None) -> float:
-        """The deadline to send: the smallest of the policy, the request and the caller's time."""
-        candidates = [self.policy.timeout_s]
-        if requested is not None:
-            candidates.append(requested)
-        remaining = context.remaining_seconds()
-        if remaining is not None:
-            candidates.append(remaining)
-        timeout = min(candidates)
-        if timeout <= 0:
+        """The deadline to send (see `deadlines.upstream_timeout`); raises DEADLINE_EXCEEDED,
+        without sending anything, when the caller's time is used up."""
+        timeout = deadlines.upstream_timeout(self.policy, requested)
+        if timeout is None:
+            UPSTREAM_CALLS.labels(self.name, "NOT_SENT_DEADLINE").inc()
             raise _rpc_error(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"no time left for a call to {self.name}: the caller's deadline has passed",
+                f"no time left for a call to {self.name}: the caller's deadline has (nearly) passed",
             )
         return timeout
+
+    def failure_judge(self, timeout_s: float) -> Callable[[BaseException], bool]:
+        """`is_upstream_failure` for one call sent with `timeout_s`: its timeout counts against
+        the breaker only if the upstream had at least `breaker_min_budget_s` to answer."""
+        fair_budget = timeout_s >= self.policy.breaker_min_budget_s
+
+        def is_failure(exc: BaseException) -> bool:
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return fair_budget
+            return is_upstream_failure(exc)
+
+        return is_failure
 
     def open_error(self, exc: BreakerOpen) -> grpc.aio.AioRpcError:
         UPSTREAM_CALLS.labels(self.name, "BREAKER_OPEN").inc()
@@ -173,18 +189,22 @@ class _UnaryUnaryGuard(grpc.aio.UnaryUnaryClientInterceptor):
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         guard = self._guard
-        details = _call_details(client_call_details, guard.timeout_for(client_call_details.timeout))
+        timeout = guard.timeout_for(client_call_details.timeout)
+        details = _call_details(client_call_details, timeout)
 
         async def attempt() -> Any:
             call = await continuation(details, request)
             return await call
 
         try:
-            response = await guard.breaker.call(attempt)
+            response = await guard.breaker.call(attempt, guard.failure_judge(timeout))
         except BreakerOpen as exc:
             raise guard.open_error(exc) from None
         except grpc.aio.AioRpcError as exc:
             UPSTREAM_CALLS.labels(guard.name, exc.code().name).inc()
+            raise
+        except asyncio.CancelledError:
+            UPSTREAM_CALLS.labels(guard.name, "CANCELLED").inc()
             raise
         UPSTREAM_CALLS.labels(guard.name, "OK").inc()
         return response
@@ -212,6 +232,13 @@ class Upstream:
         self.name = name
         self.channel = channel
         self.guard = guard
+
+    def fail_fast_if_open(self) -> None:
+        """UNAVAILABLE at once while this upstream's breaker rejects calls: called before a step
+        that would be wasted (embedding a query the search service cannot take)."""
+        retry_after = self.guard.breaker.rejecting_for_s(claim=True)
+        if retry_after is not None:
+            raise from_upstream(self.name, self.guard.open_error(BreakerOpen(self.name, retry_after)))
 
     async def call(self, rpc: Callable[[Any], Awaitable[ResponseT]], request: Any) -> ResponseT:
         """Invoke a unary method of a stub built on `self.channel`; failures become domain

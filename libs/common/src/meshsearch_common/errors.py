@@ -138,7 +138,6 @@ _UPSTREAM_CODE_TO_ERROR: dict[grpc.StatusCode, type[MeshError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 
 
@@ -151,6 +150,8 @@ def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
     """
     if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhausted(f"{upstream}: {error.details()}", retry_after_s=retry_after_of(error))
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{upstream} did not answer within the deadline: {error.details()}")
     error_type = _UPSTREAM_CODE_TO_ERROR.get(error.code())
     if error_type is not None:
         return error_type(error.details() or error.code().name)

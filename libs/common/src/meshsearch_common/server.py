@@ -66,7 +66,7 @@ class RunningService:
 async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningService:
     """Start `app` and return once it reports SERVING."""
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor()],
+        interceptors=[ServerInterceptor(settings.read_deadline_s, settings.write_deadline_s)],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -1,13 +1,19 @@
 """Server interceptor applied to every RPC of every service.
 
 For each call it: adopts the caller's request id (or makes one) and deadline into the
-per-request context; maps domain errors (MeshError) to their status code through one table;
-turns any other escaping exception into INTERNAL with a logged traceback (never UNKNOWN);
-and records Prometheus metrics by method and status code.
+per-request context (a unary call sent without a deadline gets its method class's default,
+see `meshsearch_common.deadlines`); maps domain errors (MeshError) to their status code through
+one table; turns any other escaping exception into INTERNAL with a logged traceback (never
+UNKNOWN); and records Prometheus metrics and one access-log line by method and status code.
+
+A call that its client cancelled, or whose deadline passed, is recorded as CANCELLED or
+DEADLINE_EXCEEDED with its real duration: gRPC cancels the handler then, and leaves the
+context's code unset, which would otherwise read as OK.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +22,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
-from meshsearch_common import context
+from meshsearch_common import context, deadlines
 from meshsearch_common.errors import STATUS_DETAILS_KEY, MeshError, status_details
 
 log = logging.getLogger(__name__)
@@ -30,11 +36,17 @@ RPC_LATENCY = Histogram(
 )
 
 
-def _adopt_request_context(servicer_context: grpc.aio.ServicerContext) -> None:
+def _adopt_request_id(servicer_context: grpc.aio.ServicerContext) -> None:
     metadata = dict(servicer_context.invocation_metadata() or ())
     context.request_id.set(metadata.get(context.REQUEST_ID_METADATA_KEY) or context.new_request_id())
+
+
+def _ended_code(servicer_context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """Why gRPC cancelled a handler: its deadline passed, or its client went away."""
     remaining = servicer_context.time_remaining()
-    context.deadline.set(None if remaining is None else time.monotonic() + remaining)
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 async def _abort_with(servicer_context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
@@ -49,24 +61,33 @@ async def _abort_with(servicer_context: grpc.aio.ServicerContext, exc: BaseExcep
     await servicer_context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see server logs")
 
 
-def _final_code(servicer_context: grpc.aio.ServicerContext) -> str:
+def _final_code(servicer_context: grpc.aio.ServicerContext, ended: grpc.StatusCode | None) -> str:
+    if ended is not None:
+        return ended.name
     code = servicer_context.code()
     if code is None:
         return "OK"
     return code.name if isinstance(code, grpc.StatusCode) else grpc.StatusCode(code).name
 
 
-def _record(method: str, servicer_context: grpc.aio.ServicerContext, started: float) -> None:
+def _record(
+    method: str, servicer_context: grpc.aio.ServicerContext, started: float, ended: grpc.StatusCode | None
+) -> None:
     """Metrics and one access-log line per RPC (the request id is added by the log formatter)."""
     elapsed = time.perf_counter() - started
-    code = _final_code(servicer_context)
+    code = _final_code(servicer_context, ended)
     RPC_LATENCY.labels(method).observe(elapsed)
     RPC_HANDLED.labels(method, code).inc()
     log.info("rpc", extra={"method": method, "code": code, "duration_ms": round(elapsed * 1000, 2)})
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler; see the module docstring."""
+    """Wraps every handler; see the module docstring. `read_deadline_s` / `write_deadline_s`
+    bound unary calls that arrive without a deadline."""
+
+    def __init__(self, read_deadline_s: float, write_deadline_s: float) -> None:
+        self._read_deadline_s = read_deadline_s
+        self._write_deadline_s = write_deadline_s
 
     async def intercept_service(
         self,
@@ -79,7 +100,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
+                self._wrap_unary(handler.unary_unary, method, bounded=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -91,7 +112,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method),
+                self._wrap_unary(handler.stream_unary, method, bounded=False),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -101,35 +122,59 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    @staticmethod
-    def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+    def _adopt_deadline(self, servicer_context: grpc.aio.ServicerContext, method: str, bounded: bool) -> None:
+        """The caller's deadline; for a `bounded` (unary) call without one, its class's default."""
+        remaining = servicer_context.time_remaining()
+        if bounded:
+            context.deadline.set(
+                deadlines.inbound_deadline(method, remaining, self._read_deadline_s, self._write_deadline_s)
+            )
+        else:
+            context.deadline.set(None if remaining is None else time.monotonic() + remaining)
+
+    def _wrap_unary(
+        self, behavior: Callable[..., Awaitable[Any]], method: str, bounded: bool
+    ) -> Callable[..., Awaitable[Any]]:
+        """Wraps a call answered once: unary (`bounded`) or client-streaming (not bounded)."""
+
         async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext) -> Any:
-            _adopt_request_context(servicer_context)
+            _adopt_request_id(servicer_context)
+            self._adopt_deadline(servicer_context, method, bounded)
             started = time.perf_counter()
+            ended: grpc.StatusCode | None = None
             try:
                 return await behavior(request, servicer_context)
             except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError:
+                ended = _ended_code(servicer_context)
+                raise
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never UNKNOWN
                 await _abort_with(servicer_context, exc, method)
             finally:
-                _record(method, servicer_context, started)
+                _record(method, servicer_context, started, ended)
 
         return wrapped
 
-    @staticmethod
-    def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+    def _wrap_stream(
+        self, behavior: Callable[..., AsyncIterator[Any]], method: str
+    ) -> Callable[..., AsyncIterator[Any]]:
         async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            _adopt_request_context(servicer_context)
+            _adopt_request_id(servicer_context)
+            self._adopt_deadline(servicer_context, method, bounded=False)
             started = time.perf_counter()
+            ended: grpc.StatusCode | None = None
             try:
                 async for response in behavior(request, servicer_context):
                     yield response
             except grpc.aio.AbortError:
                 raise
+            except (asyncio.CancelledError, GeneratorExit):
+                ended = _ended_code(servicer_context)
+                raise
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never UNKNOWN
                 await _abort_with(servicer_context, exc, method)
             finally:
-                _record(method, servicer_context, started)
+                _record(method, servicer_context, started, ended)
 
         return wrapped

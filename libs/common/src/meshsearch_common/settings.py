@@ -12,14 +12,32 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class UpstreamPolicy(BaseModel, frozen=True):
-    """How one service calls another: deadline, retries and circuit breaker."""
+    """How one service calls another: deadline, retries and circuit breaker.
 
-    timeout_s: float = Field(5.0, gt=0, description="Default and maximum deadline of one call.")
+    Inside an inbound RPC a call's deadline is that RPC's remaining time less a reserve (see
+    `meshsearch_common.deadlines`); `timeout_s` only bounds calls made outside any RPC.
+    """
+
+    timeout_s: float = Field(
+        5.0, gt=0, description="Deadline of a call made outside any inbound RPC (start-up, background work)."
+    )
+    deadline_reserve_s: float = Field(
+        0.1,
+        ge=0,
+        description="Time kept back from the caller's remaining time (at most a quarter of it), so a "
+        "timed-out upstream still leaves time to answer the caller with a precise status.",
+    )
     retry_max_attempts: int = Field(4, ge=1, le=5, description="Attempts per idempotent call.")
     retry_initial_backoff_s: float = Field(0.05, gt=0)
     retry_max_backoff_s: float = Field(1.0, gt=0)
     breaker_fail_max: int = Field(5, ge=1, description="Consecutive failures that open the breaker.")
     breaker_reset_timeout_s: float = Field(10.0, gt=0, description="Open time before a trial call.")
+    breaker_min_budget_s: float = Field(
+        0.25,
+        ge=0,
+        description="An upstream timeout counts against the breaker only if the call had at least this "
+        "long: a caller's tiny deadline says nothing about the upstream's health.",
+    )
 
 
 class ServiceSettings(BaseSettings):
@@ -32,3 +50,9 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 picks one.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight RPCs get after SIGTERM.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+    read_deadline_s: float = Field(
+        10.0, gt=0, description="Deadline given to an inbound unary read (NO_SIDE_EFFECTS) sent without one."
+    )
+    write_deadline_s: float = Field(
+        120.0, gt=0, description="Deadline given to any other inbound unary call sent without one."
+    )

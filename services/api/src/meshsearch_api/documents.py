@@ -9,7 +9,7 @@ import grpc
 from meshsearch.search.v1 import search_pb2 as spb
 from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_api import search_client
-from meshsearch_api.domain import Document, DocumentError, Hit
+from meshsearch_api.domain import Document, DocumentError, Hit, IndexOutcome
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_common import vectors
 from meshsearch_common.client import Upstream
@@ -48,7 +48,7 @@ class Documents:
             return "id and text must not contain NUL characters"
         return None
 
-    async def index(self, collection: str, documents: list[Document]) -> tuple[int, list[DocumentError]]:
+    async def index(self, collection: str, documents: list[Document]) -> IndexOutcome:
         """Embed and upsert valid documents; report invalid ones per item without storing them."""
         self._require_collection(collection)
         if not documents:
@@ -67,7 +67,7 @@ class Documents:
             else:
                 valid.append((index, document))
         if not valid:
-            return 0, errors
+            return IndexOutcome(0, errors)
         # Fail on an unknown collection before spending model time on its documents.
         await self._search.call(self._stub.GetCollection, spb.GetCollectionRequest(name=collection))
         embedded = await self._embedder.embed([document.text for _, document in valid])
@@ -89,7 +89,7 @@ class Documents:
         for item in response.errors:
             original_index, document = valid[item.index]
             errors.append(DocumentError(original_index, document.id, grpc.StatusCode.INVALID_ARGUMENT, item.message))
-        return response.upserted_count, sorted(errors, key=lambda error: error.index)
+        return IndexOutcome(response.upserted_count, sorted(errors, key=lambda error: error.index), embedded.queue_s)
 
     async def get(self, collection: str, ids: list[str]) -> tuple[list[Document], list[str]]:
         self._require_collection(collection)
@@ -114,6 +114,7 @@ class Documents:
         k = top_k or self._limits.default_top_k
         if k > self._limits.max_top_k:
             raise InvalidArgument(f"top_k {k} exceeds the limit of {self._limits.max_top_k}")
+        self._search.fail_fast_if_open()  # no model time for a query that could not be run
         embedded = await self._embedder.embed([query])
         model = embedded.model
         request = spb.QueryRequest(

@@ -44,3 +44,13 @@ class DocumentError:
     id: str
     code: grpc.StatusCode
     message: str
+
+
+@dataclass(frozen=True)
+class IndexOutcome:
+    """What an IndexDocuments call did, and how long its texts queued at the embedder (the load
+    signal clients size their concurrency from)."""
+
+    indexed_count: int
+    errors: list[DocumentError]
+    embedder_queue_s: float = 0.0

@@ -26,6 +26,7 @@ from meshsearch_common.errors import Unavailable
 class Embedded:
     vectors: npt.NDArray[np.float32]  # (len(texts), dimension), unit length
     model: ModelIdentity
+    queue_s: float = 0.0  # time the texts waited in the embedder's queue (0 when all were cached)
 
 
 class EmbedderClient:
@@ -86,4 +87,4 @@ class EmbedderClient:
         for i in missing:
             result[i] = by_text[texts[i]]
         await cache.put_many(unique, embedded)
-        return Embedded(result, model)
+        return Embedded(result, model, queue_s=response.embeddings.timing.queue_ms / 1000)

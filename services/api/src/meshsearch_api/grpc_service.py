@@ -84,10 +84,14 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
         self, request: pb.IndexDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.IndexDocumentsResponse:
         documents = [_document_in(message) for message in request.documents]
-        count, errors = await self._core.get().documents.index(request.collection, documents)
+        outcome = await self._core.get().documents.index(request.collection, documents)
         return pb.IndexDocumentsResponse(
-            indexed_count=count,
-            errors=[pb.DocumentError(index=e.index, id=e.id, code=e.code.value[0], message=e.message) for e in errors],
+            indexed_count=outcome.indexed_count,
+            errors=[
+                pb.DocumentError(index=e.index, id=e.id, code=e.code.value[0], message=e.message)
+                for e in outcome.errors
+            ],
+            load=pb.LoadReport(embedder_queue_seconds=outcome.embedder_queue_s),
         )
 
     async def GetDocuments(

@@ -18,8 +18,10 @@ from meshsearch_embedder.settings import EmbedderSettings
 
 log = logging.getLogger(__name__)
 
-# Texts of a few lengths, so warmup exercises short and long shapes before traffic arrives.
+# Texts of a few lengths, so warmup exercises short and long shapes before traffic arrives, and
+# a full batch of long ones, so admission starts from a measured throughput, not a guess.
 _WARMUP_TEXTS = ["warmup", "a short sentence to warm the model up", "a longer passage " * 40]
+_WARMUP_BATCH = ["a longer passage " * 40] * 8
 
 
 def load_encoder(settings: EmbedderSettings) -> Tokenizing:
@@ -62,6 +64,7 @@ class EmbedderApp:
             max_batch_tokens=settings.max_batch_tokens,
             max_tokens_in_flight=settings.max_tokens_in_flight,
             min_padding_efficiency=settings.min_padding_efficiency,
+            admission_budget_share=settings.admission_budget_share,
         )
         await self._batcher.start()
         service = EmbeddingService(
@@ -69,8 +72,8 @@ class EmbedderApp:
             encoder.info,
             Limits(settings.max_texts_per_request, settings.max_text_bytes, settings.max_request_bytes),
         )
-        for _ in range(2):
-            await service.embed(_WARMUP_TEXTS, EmbedOptions())
+        for texts in (_WARMUP_TEXTS, _WARMUP_TEXTS, _WARMUP_BATCH):
+            await service.embed(texts, EmbedOptions())
         self._core.set(service)
         log.info("model ready", extra={"model_id": encoder.info.model_id, "device": encoder.info.device})
 

@@ -8,7 +8,16 @@ Guarantees:
 - a batch is dispatched as soon as the model is free: texts arriving while a batch runs wait
   for it (that wait is what forms the next batch); there is no fixed timer;
 - texts whose request was cancelled or whose deadline passed are dropped before inference;
-- admission is bounded by tokens in flight: past it, `Overloaded` is raised at once.
+- admission knows time: each request is promised an answer within `admission_budget_share`
+  of its remaining deadline (the rest is its caller's, to store what it gets). A request that
+  the work already admitted (plus its own) cannot serve by then, at the measured throughput,
+  is refused at once with `Overloaded` and a retry delay (when that much of the backlog will
+  have drained). An idle model takes any request. Admission is also bounded by tokens in
+  flight (memory): past it, `Overloaded` too;
+- the promise is kept even when the estimate was wrong (the CPU got busier, texts were longer):
+  a waiting text that could no longer be done by its request's promise, were its batch to start
+  now, is shed and the request refused with `Overloaded`, so callers see a refusal to retry,
+  never a timeout.
 Tokenization runs on a thread pool and inference on one dedicated thread, never on the loop.
 """
 
@@ -31,25 +40,58 @@ class Encoder(Protocol):
     def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]: ...
 
 
-class Overloaded(Exception):
-    """Admission refused: too many tokens already in flight."""
+# Throughput assumed before the first batch has been measured (tokens per second).
+_INITIAL_TOKENS_PER_S = 5_000.0
+# Weight kept by past batches at each new measurement of throughput.
+_THROUGHPUT_DECAY = 0.9
 
-    def __init__(self, retry_after_s: float) -> None:
-        super().__init__(f"model is overloaded; retry after {retry_after_s:.2f}s")
+
+class Overloaded(Exception):
+    """Admission refused: the backlog cannot be served in time, or holds too many tokens."""
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        super().__init__(f"overloaded: {reason}; retry after {retry_after_s:.2f}s")
         self.retry_after_s = retry_after_s
+
+
+class Throughput:
+    """Tokens per second the model has been sustaining: decayed sums of real tokens over decayed
+    sums of forward-pass time. Weighting by time means a stream of tiny query batches (slow per
+    token) cannot drag down the estimate that decides whether a bulk backlog fits a deadline."""
+
+    def __init__(self) -> None:
+        self._tokens = 0.0
+        self._seconds = 0.0
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        self._tokens = _THROUGHPUT_DECAY * self._tokens + tokens
+        self._seconds = _THROUGHPUT_DECAY * self._seconds + seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self._tokens / self._seconds if self._seconds > 0 else _INITIAL_TOKENS_PER_S
+
+    def seconds_for(self, tokens: int) -> float:
+        return tokens / self.tokens_per_s
 
 
 @dataclass
 class _Request:
-    """State shared by the texts of one call."""
+    """State shared by the texts of one call. Times are on the time.monotonic() clock."""
 
-    deadline: float | None
+    deadline: float | None  # the caller's
+    promise: float | None = None  # answer (or refuse) by then
+    usable_s: float = 0.0  # promise - admission time: what a retry with the same deadline could use
+    sheddable: bool = True  # False when admitted to an idle model: nothing to blame but itself
     queue_s: float = 0.0
     inference_s: float = 0.0
     batches: set[int] = field(default_factory=set)
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
+
+    def breaks_promise(self, finish: float) -> bool:
+        return self.sheddable and self.promise is not None and finish > self.promise
 
 
 @dataclass
@@ -80,8 +122,10 @@ class Batcher:
         max_batch_tokens: int,
         max_tokens_in_flight: int,
         min_padding_efficiency: float = 0.0,
+        admission_budget_share: float = 1.0,
     ) -> None:
         self._encoder = encoder
+        self._admission_budget_share = admission_budget_share
         self._min_padding_efficiency = min_padding_efficiency
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
@@ -93,8 +137,8 @@ class Batcher:
         self._inference_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
         self._batch_seq = 0
-        # Measured throughput, for the retry-after hint given to rejected callers.
-        self._tokens_per_s = 5_000.0
+        self.throughput = Throughput()
+        self._batch_seconds = 0.0  # recent forward-pass time, to tell if a waiting text can still make it
 
     async def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="batcher")
@@ -114,26 +158,57 @@ class Batcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_pool, self._encoder.tokenize, texts, truncate)
 
-    def admit(self, tokens: int) -> None:
-        """Raise Overloaded unless `tokens` more fit under the in-flight bound."""
-        if self._tokens_in_flight > 0 and self._tokens_in_flight + tokens > self._max_tokens_in_flight:
+    def backlog_seconds(self, extra_tokens: int = 0) -> float:
+        """Estimated time to finish everything admitted (plus `extra_tokens`) at the measured rate."""
+        return self.throughput.seconds_for(self._tokens_in_flight + extra_tokens)
+
+    def _admit(self, tokens: int, deadline: float | None) -> _Request:
+        """The request's state, with its promise; raise Overloaded unless `tokens` more can be
+        served by that promise and fit under the in-flight bound. An idle model admits anything."""
+        now = time.monotonic()
+        ahead = self._tokens_in_flight
+        usable = 0.0 if deadline is None else (deadline - now) * self._admission_budget_share
+        promise = None if deadline is None else now + usable
+        request = _Request(deadline=deadline, promise=promise, usable_s=usable, sheddable=ahead > 0)
+        if ahead == 0:
+            return request
+        if ahead + tokens > self._max_tokens_in_flight:
             metrics.REJECTIONS.labels("overloaded").inc()
-            raise Overloaded(retry_after_s=max(0.05, self._tokens_in_flight / self._tokens_per_s))
+            raise Overloaded(
+                f"the embedder holds {ahead} tokens in flight, at its limit of {self._max_tokens_in_flight}",
+                retry_after_s=max(0.05, self.backlog_seconds()),
+            )
+        if promise is not None:
+            needed = self.backlog_seconds(tokens)
+            if needed > usable:
+                metrics.REJECTIONS.labels("deadline").inc()
+                raise Overloaded(
+                    f"the embedder's queue needs about {needed:.1f}s to serve this request, "
+                    f"more than its deadline leaves ({max(usable, 0):.1f}s usable)",
+                    retry_after_s=max(0.05, needed - max(usable, 0.0)),
+                )
+        return request
 
     async def embed(self, token_ids: list[list[int]], deadline: float | None, tokenize_s: float) -> BatchResult:
-        """Embed pre-tokenized texts. Raises Overloaded at once when admission is refused."""
-        self.admit(sum(map(len, token_ids)))
+        """Embed pre-tokenized texts. Raises Overloaded at once when admission is refused, or
+        later if the request's texts can no longer be served by its promise."""
+        request = self._admit(sum(map(len, token_ids)), deadline)
         loop = asyncio.get_running_loop()
-        request = _Request(deadline=deadline)
         now = time.perf_counter()
         items = [_Item(ids, request, loop.create_future(), now) for ids in token_ids]
         self._tokens_in_flight += sum(len(item.token_ids) for item in items)
         self._pending.extend(items)
         metrics.QUEUE_SIZE.set(len(self._pending))
+        metrics.BACKLOG_SECONDS.set(self.backlog_seconds())
         self._wakeup.set()
-        # If the caller goes away, this gather is cancelled and cancels every item's future;
-        # the batcher skips items whose future is already done.
-        rows = await asyncio.gather(*(item.future for item in items))
+        try:
+            rows = await asyncio.gather(*(item.future for item in items))
+        except BaseException:
+            # Cancelled by the caller, or one text was shed: the rest are not worth computing.
+            # The batcher drops items whose future is done.
+            for item in items:
+                item.future.cancel()
+            raise
         return BatchResult(
             vectors=np.stack(rows),
             token_counts=[len(ids) for ids in token_ids],
@@ -178,8 +253,12 @@ class Batcher:
         monotonic_now = time.monotonic()
         live = []
         for item in self._pending:
-            if item.request.expired(monotonic_now) or item.future.done():
-                self._drop(item)
+            if item.future.done():
+                self._drop(item, "abandoned")
+            elif item.request.expired(monotonic_now):
+                self._drop(item, "expired")
+            elif item.request.breaks_promise(monotonic_now + self._batch_seconds):
+                self._shed(item)
             else:
                 live.append(item)
         if not live:
@@ -207,14 +286,28 @@ class Batcher:
         metrics.QUEUE_SIZE.set(len(self._pending))
         return batch
 
-    def _drop(self, item: _Item) -> None:
+    def _drop(self, item: _Item, reason: str) -> None:
         self._tokens_in_flight -= len(item.token_ids)
-        metrics.REJECTIONS.labels("expired").inc()
+        metrics.REJECTIONS.labels(reason).inc()
         if not item.future.done():
             item.future.cancel()
 
+    def _shed(self, item: _Item) -> None:
+        """Refuse a waiting text that can no longer be served by its request's promise."""
+        self._tokens_in_flight -= len(item.token_ids)
+        metrics.REJECTIONS.labels("shed").inc()
+        retry_after = self.backlog_seconds() - item.request.usable_s
+        item.future.set_exception(
+            Overloaded(
+                "the embedder's queue grew slower than estimated, and this request could no longer be "
+                "served within its deadline",
+                retry_after_s=max(0.05, retry_after),
+            )
+        )
+
     def _finish(self, batch: list[_Item]) -> None:
         self._tokens_in_flight -= sum(len(item.token_ids) for item in batch)
+        metrics.BACKLOG_SECONDS.set(self.backlog_seconds())
 
     def _observe(self, batch: list[_Item], elapsed: float) -> None:
         self._batch_seq += 1
@@ -224,7 +317,8 @@ class Batcher:
             if self._batch_seq not in item.request.batches:
                 item.request.batches.add(self._batch_seq)
                 item.request.inference_s += elapsed
-        self._tokens_per_s = 0.8 * self._tokens_per_s + 0.2 * (real / max(elapsed, 1e-6))
+        self.throughput.observe(real, elapsed)
+        self._batch_seconds = elapsed if self._batch_seq == 1 else 0.8 * self._batch_seconds + 0.2 * elapsed
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.BATCH_TOKENS.observe(padded)
         metrics.PADDING_EFFICIENCY.observe(real / padded)

@@ -5,8 +5,12 @@ from prometheus_client import Counter, Gauge, Histogram
 QUEUE_SIZE = Gauge("meshsearch_embedder_queue_size", "Texts waiting for a batch.")
 QUEUE_SECONDS = Histogram(
     "meshsearch_embedder_queue_seconds",
-    "Time each text waited between admission and the start of its forward pass.",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    "Time each text waited between admission and the start of its forward pass: the autoscaling signal.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+BACKLOG_SECONDS = Gauge(
+    "meshsearch_embedder_backlog_seconds",
+    "Estimated time to serve every admitted text at the measured throughput.",
 )
 BATCH_SIZE = Histogram(
     "meshsearch_embedder_batch_size", "Texts per forward pass.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -22,6 +22,12 @@ class EmbedderSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MESHSEARCH_EMBEDDER_", frozen=True, extra="ignore")
 
     port: int = Field(50052, ge=0, le=65535)
+    read_deadline_s: float = Field(
+        60.0,
+        gt=0,
+        description="Deadline given to an Embed, Tokenize or Info call sent without one "
+        "(Embed has no side effects, but a large batch behind a queue takes long).",
+    )
     metrics_port: int = Field(9092, ge=0, le=65535)
     model_path: str = Field(
         default_factory=default_model_path, description="Local sentence-transformers model directory."
@@ -41,6 +47,13 @@ class EmbedderSettings(ServiceSettings):
     )
     max_tokens_in_flight: int = Field(
         262_144, ge=1, description="Admission bound; past it calls get RESOURCE_EXHAUSTED."
+    )
+    admission_budget_share: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="A request is admitted only if the queue ahead plus itself fits in this share of its "
+        "remaining deadline, at the measured throughput; otherwise RESOURCE_EXHAUSTED with RetryInfo.",
     )
     max_texts_per_request: int = Field(512, ge=1)
     max_text_bytes: int = Field(65_536, ge=1, description="Largest single text, in UTF-8 bytes.")

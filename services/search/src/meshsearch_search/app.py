@@ -61,6 +61,7 @@ class SearchApp:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.pool_timeout_s,
+            max_waiting=settings.pool_max_waiting,
             configure=register_vector_async,
             # No per-checkout health check: it costs a round trip on every query. A connection
             # broken by a PostgreSQL restart fails its one call (UNAVAILABLE, retried by clients

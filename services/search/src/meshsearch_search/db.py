@@ -6,10 +6,12 @@ whose session settings are tracked per connection and sent only when they change
 steady-state query costs one round trip: measured here, BEGIN + set_config + COMMIT around
 every query added about 0.5 ms, as much as the query itself on a small collection.
 
-Every statement is bounded by the caller's deadline (statement_timeout); driver failures become
-domain errors: a lost server, a refused connection or an exhausted pool is UNAVAILABLE (the
-pools reconnect by themselves once PostgreSQL is back), a statement stopped by its timeout is
-DEADLINE_EXCEEDED.
+Every statement is bounded by the caller's deadline (statement_timeout), and so is the wait for
+a connection, which ends early enough to answer before the deadline. Driver failures become
+domain errors: a pool whose every connection stays busy past that wait is RESOURCE_EXHAUSTED
+(the database is healthy, just saturated: retry shortly); a lost server or a refused
+connection is UNAVAILABLE (the pools reconnect by themselves once PostgreSQL is back); a
+statement stopped by its timeout is DEADLINE_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 
 from meshsearch_common import context
-from meshsearch_common.errors import DeadlineExceeded, Unavailable
+from meshsearch_common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,36 @@ def _statement_timeout_ms(budget_s: float, exact: bool) -> int:
     return fitting[-1] if fitting else budget_ms
 
 
+# Retry hint given when every pooled connection is busy: about one statement's time.
+_POOL_BUSY_RETRY_S = 0.1
+
+
+def _pool_saturated(pool: psycopg_pool.AsyncConnectionPool) -> bool:
+    """Every connection the pool may hold exists and is checked out: the database is up and busy.
+    (While PostgreSQL is down, broken connections are discarded, so the pool is not full.)"""
+    stats = pool.get_stats()
+    return stats.get("pool_size", 0) >= pool.max_size and stats.get("pool_available", 0) == 0
+
+
 @contextlib.contextmanager
-def _database_errors() -> Iterator[None]:
+def _database_errors(pool: psycopg_pool.AsyncConnectionPool) -> Iterator[None]:
     try:
         yield
     except pg_errors.QueryCanceled as exc:
         raise DeadlineExceeded(f"database statement exceeded the call's deadline: {exc}") from None
+    except psycopg_pool.TooManyRequests:
+        raise ResourceExhausted(
+            f"more than {pool.max_waiting} requests are already waiting for a connection of the {pool.name} "
+            "pool; retry shortly",
+            retry_after_s=_POOL_BUSY_RETRY_S,
+        ) from None
     except psycopg_pool.PoolTimeout as exc:
+        if _pool_saturated(pool):
+            raise ResourceExhausted(
+                f"all {pool.max_size} database connections of the {pool.name} pool stayed busy for as long as "
+                "the deadline allowed; retry shortly or raise MESHSEARCH_SEARCH_POOL_MAX_SIZE",
+                retry_after_s=_POOL_BUSY_RETRY_S,
+            ) from None
         raise Unavailable(f"database is unavailable: no connection within the deadline ({exc})") from None
     except (psycopg.OperationalError, pg_errors.AdminShutdown, pg_errors.CannotConnectNow) as exc:
         log.warning("database unavailable", extra={"error": str(exc)})
@@ -82,7 +107,7 @@ class Database:
             raise DeadlineExceeded("the deadline passed before the database could be queried")
         cap = max_statement_s or self.max_statement_s
         budget = cap if remaining is None else min(cap, remaining - _DEADLINE_MARGIN_S)
-        wait = self.connect_timeout_s if remaining is None else min(self.connect_timeout_s, remaining)
+        wait = min(self.connect_timeout_s, budget)
         return budget, wait
 
     @contextlib.asynccontextmanager
@@ -92,7 +117,7 @@ class Database:
         """A write-pool connection in a transaction; `settings` are transaction-local."""
         budget, wait = self._budget(max_statement_s)
         gucs = {"statement_timeout": str(_statement_timeout_ms(budget, exact=True)), **(settings or {})}
-        with _database_errors():
+        with _database_errors(self.write_pool):
             async with self.write_pool.connection(timeout=wait) as conn:
                 async with conn.transaction():
                     await conn.execute(
@@ -108,7 +133,7 @@ class Database:
         so that nothing one query set leaks into the next."""
         budget, wait = self._budget(None)
         desired = {"statement_timeout": str(_statement_timeout_ms(budget, exact=False)), **settings}
-        with _database_errors():
+        with _database_errors(self.read_pool):
             async with self.read_pool.connection(timeout=wait) as conn:
                 applied = self._session_settings.setdefault(conn, {})
                 changes = {name: value for name, value in desired.items() if applied.get(name) != value}

@@ -19,7 +19,15 @@ class SearchSettings(ServiceSettings):
     read_database_url: str = Field("", description="Optional read replica for Query, Get and Scroll.")
     pool_min_size: int = Field(2, ge=1)
     pool_max_size: int = Field(10, ge=1)
-    pool_timeout_s: float = Field(5.0, gt=0, description="Wait for a free connection before UNAVAILABLE.")
+    pool_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait for a free connection (also bounded by the call's deadline); then "
+        "RESOURCE_EXHAUSTED if every connection is busy, UNAVAILABLE if PostgreSQL cannot be reached.",
+    )
+    pool_max_waiting: int = Field(
+        256, ge=0, description="Calls that may queue for a connection; past it RESOURCE_EXHAUSTED at once (0: no cap)."
+    )
     startup_timeout_s: float = Field(60.0, gt=0, description="How long start-up waits for PostgreSQL.")
     default_ef_search: int = Field(40, ge=1, description="hnsw.ef_search when a query does not set one.")
     exact_filter_max_rows: int = Field(

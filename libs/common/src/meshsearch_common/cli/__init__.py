@@ -1,7 +1,7 @@
 """The `meshsearch` command.
 
 meshsearch serve api|embedder|search   run one service in this process
-meshsearch up                          embedded PostgreSQL + Redis + all three services
+meshsearch up                          embedded PostgreSQL + Redis + all three services, supervised
 meshsearch demo                        `up`, index a real corpus, answer queries, stop
 """
 
@@ -36,8 +36,9 @@ def _data_dir() -> Path:
     return Path(os.environ.get("MESHSEARCH_DATA_DIR", ".meshsearch")).resolve()
 
 
-def _up() -> None:
+def _up() -> int:
     from meshsearch_common.cli.stack import EmbeddedStack, Ports
+    from meshsearch_common.cli.supervisor import GaveUp, Supervisor
 
     stack = EmbeddedStack(_data_dir(), Ports.from_env())
     stopping = False
@@ -61,17 +62,21 @@ def _up() -> None:
         "Ctrl-C stops everything.",
         flush=True,
     )
+    supervisor = Supervisor(stack, notify=lambda message: print(message, file=sys.stderr, flush=True))
+    exit_code = 0
     try:
         while not stopping:
-            for name, process in stack.processes.items():
-                if process.poll() is not None:
-                    print(f"{name} exited with {process.returncode}; stopping", file=sys.stderr)
-                    stopping = True
-            time.sleep(0.5)
+            try:
+                supervisor.check()
+            except GaveUp:
+                exit_code = 1
+                break
+            time.sleep(0.25)
     finally:
         print("stopping ...", flush=True)
         stack.stop()
         print("stopped", flush=True)
+    return exit_code
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         _serve(args.service)
     elif args.command == "up":
-        _up()
+        sys.exit(_up())
     else:
         from meshsearch_common.cli.demo import run_demo
 
-        run_demo(_data_dir(), args.limit)
+        sys.exit(run_demo(_data_dir(), args.limit))

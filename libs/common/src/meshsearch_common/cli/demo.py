@@ -1,13 +1,17 @@
 """`meshsearch demo`: the main job end to end on the embedded default stack.
 
-Starts the stack, indexes the standard library's docstrings through the public api with a
-progress bar (skipped when a previous run already indexed them), answers natural-language
-queries with ranked, scored results, and stops everything.
+Starts the stack (supervised: a crashed service is restarted), indexes the standard library's
+docstrings through the public api with a progress bar (skipped when a previous run already
+indexed them), answers natural-language queries with ranked, scored results, and stops
+everything. Indexing cooperates with the server (`meshsearch_common.cli.indexing`): retries
+after the server's RetryInfo, concurrency from its load reports. Any failure ends in one clear
+message naming the service that looks responsible and where its log is, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -18,11 +22,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_common.cli.corpus import CorpusDocument, stdlib_docstrings
+from meshsearch_common.cli.indexing import Indexer, IndexingFailed
 from meshsearch_common.cli.stack import EmbeddedStack, Ports
+from meshsearch_common.cli.supervisor import GaveUp, Supervisor
 
 COLLECTION = "stdlib_docs"
 BATCH = 64
-CONCURRENT_BATCHES = 4
+INDEX_CALL_TIMEOUT_S = 120
+QUERY_TIMEOUT_S = 30
 QUERIES = (
     "parse command line options and arguments",
     "compute the greatest common divisor of two integers",
@@ -36,24 +43,38 @@ QUERIES = (
 
 
 async def _index(stub: pb_grpc.DocumentServiceStub, documents: list[CorpusDocument], console: Console) -> None:
-    batches = [documents[i : i + BATCH] for i in range(0, len(documents), BATCH)]
-    semaphore = asyncio.Semaphore(CONCURRENT_BATCHES)
-    columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("docs"), TimeRemainingColumn())
+    batches = []
+    for i in range(0, len(documents), BATCH):
+        batch = []
+        for document in documents[i : i + BATCH]:
+            message = pb.Document(id=document.id, text=document.text)
+            message.metadata.update({"module": document.module, "kind": document.kind})
+            batch.append(message)
+        batches.append(batch)
+    indexer = Indexer(stub, COLLECTION, call_timeout_s=INDEX_CALL_TIMEOUT_S)
+    columns = (
+        TextColumn("indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("docs"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[in_flight]} calls in flight"),
+    )
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("index", total=len(documents))
+        task = progress.add_task("index", total=len(documents), in_flight=indexer.concurrency.limit)
 
-        async def send(batch: list[CorpusDocument]) -> None:
-            async with semaphore:
-                request = pb.IndexDocumentsRequest(collection=COLLECTION)
-                for document in batch:
-                    message = request.documents.add(id=document.id, text=document.text)
-                    message.metadata.update({"module": document.module, "kind": document.kind})
-                response = await stub.IndexDocuments(request, timeout=120)
-                if response.errors:
-                    raise RuntimeError(f"indexing failed for {len(response.errors)} documents: {response.errors[0]}")
-                progress.advance(task, len(batch))
+        def done(batch: list[pb.Document], response: pb.IndexDocumentsResponse) -> None:
+            if response.errors:
+                first = response.errors[0]
+                raise IndexingFailed(grpc.StatusCode.INVALID_ARGUMENT, f"document {first.id}: {first.message}")
+            progress.update(task, advance=len(batch), in_flight=indexer.concurrency.limit)
 
-        await asyncio.gather(*(send(batch) for batch in batches))
+        await indexer.run(batches, done)
+    if indexer.stats.refused or indexer.stats.unavailable:
+        console.print(
+            f"the server asked for patience {indexer.stats.refused} times (RESOURCE_EXHAUSTED, retried after its "
+            f"RetryInfo delay); {indexer.stats.unavailable} calls were retried after UNAVAILABLE"
+        )
 
 
 async def _run(address: str, limit: int, console: Console) -> None:
@@ -84,22 +105,76 @@ async def _run(address: str, limit: int, console: Console) -> None:
             )
         search = pb_grpc.SearchServiceStub(channel)
         for query in QUERIES:
-            response = await search.Search(pb.SearchRequest(collection=COLLECTION, query=query, top_k=3), timeout=30)
+            response = await search.Search(
+                pb.SearchRequest(collection=COLLECTION, query=query, top_k=3), timeout=QUERY_TIMEOUT_S
+            )
             console.print(f"\n[bold]query:[/] {query}")
             for rank, hit in enumerate(response.hits, start=1):
                 text = hit.document.text if len(hit.document.text) <= 90 else hit.document.text[:87] + "..."
                 console.print(f"  {rank}. {hit.score:.3f}  [cyan]{hit.document.id}[/]  {text}", highlight=False)
 
 
-def run_demo(data_dir: Path, limit: int) -> None:
+def responsible_service(details: str) -> str:
+    """The service an api error points at: the api names the upstream that failed."""
+    for name in ("embedder", "search"):
+        if name in details:
+            return name
+    return "api"
+
+
+class _SupervisorThread(threading.Thread):
+    """Runs the supervisor beside the demo's event loop; remembers if it gave up."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        super().__init__(name="supervisor", daemon=True)
+        self.supervisor = supervisor
+        self.gave_up: GaveUp | None = None
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.5):
+            try:
+                self.supervisor.check()
+            except GaveUp as exc:
+                self.gave_up = exc
+                return
+
+
+def run_demo(data_dir: Path, limit: int) -> int:
+    """Run the demo; return the process exit code (0 on success)."""
     console = Console()
     stack = EmbeddedStack(data_dir, Ports.from_env())
     console.print(f"starting embedded PostgreSQL, Redis and the three services (logs in {data_dir / 'logs'}) ...")
     started = time.perf_counter()
-    stack.start()
+    try:
+        stack.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        console.print(f"[red]demo failed while starting the stack:[/] {exc}", highlight=False)
+        return 1
     console.print(f"all services SERVING after {time.perf_counter() - started:.1f}s")
+    supervisor = _SupervisorThread(Supervisor(stack, notify=lambda message: console.print(f"[yellow]{message}[/]")))
+    supervisor.start()
     try:
         asyncio.run(_run(f"127.0.0.1:{stack.ports.api}", limit, console))
+    except (IndexingFailed, grpc.aio.AioRpcError) as exc:
+        details = exc.details if isinstance(exc, IndexingFailed) else (exc.details() or "")
+        code = exc.code if isinstance(exc, IndexingFailed) else exc.code()
+        service = responsible_service(details)
+        if supervisor.gave_up is not None:
+            console.print(f"[red]demo failed:[/] {supervisor.gave_up}", highlight=False)
+        else:
+            console.print(
+                f"[red]demo failed:[/] the api answered {code.name}: {details}\n"
+                f"The {service} service looks responsible; its log: {stack.log_path(service)}",
+                highlight=False,
+            )
+        return 1
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
     finally:
+        supervisor.stopping.set()
+        supervisor.join()
         stack.stop()
         console.print("stopped PostgreSQL, Redis and the services")
+    return 0

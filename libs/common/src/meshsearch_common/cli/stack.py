@@ -136,6 +136,7 @@ class EmbeddedStack:
         self.ports.redis = port
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
+        log = self.log_path("redis").open("ab")
         self.processes["redis"] = subprocess.Popen(
             [
                 redis_server_binary(),
@@ -154,9 +155,10 @@ class EmbeddedStack:
                 "--maxmemory-policy",
                 "allkeys-lru",
             ],
-            stdout=(self.data_dir / "logs" / "redis.log").open("ab"),
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
+        log.close()  # the child holds its own descriptor
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -186,20 +188,36 @@ class EmbeddedStack:
         env.update(self.extra_env)
         return env
 
+    def log_path(self, name: str) -> Path:
+        """Where process `name` (a service or redis) writes its log."""
+        return self.data_dir / "logs" / f"{name}.log"
+
     def start_service(self, name: str) -> None:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        log_path = self.data_dir / "logs" / f"{name}.log"
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "meshsearch_common.cli", "serve", name],
-            env=self.service_env(name),
-            stdout=subprocess.DEVNULL,
-            stderr=log_path.open("ab"),
-            start_new_session=True,  # Ctrl-C goes to the supervisor, which stops children in order
-        )
+        with self.log_path(name).open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "meshsearch_common.cli", "serve", name],
+                env=self.service_env(name),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C goes to the supervisor, which stops children in order
+            )
+
+    def restart(self, name: str) -> None:
+        """Start process `name` again, on the same port, after it exited."""
+        if name == "redis":
+            self._start_redis()
+        else:
+            self.start_service(name)
 
     def wait_service(self, name: str, timeout_s: float = 180) -> None:
+        """Wait until service `name` reports SERVING; the error names it and its log."""
         port = getattr(self.ports, name)
-        wait_serving(f"127.0.0.1:{port}", timeout_s, self.processes[name], self.data_dir / "logs" / f"{name}.log")
+        try:
+            wait_serving(f"127.0.0.1:{port}", timeout_s, self.processes[name], self.log_path(name))
+        except (RuntimeError, TimeoutError) as exc:
+            log = self.log_path(name)
+            raise type(exc)(f"the {name} service did not become ready (its log: {log}): {exc}") from None
 
     def stop_service(self, name: str, grace_s: float = 15) -> None:
         process = self.processes.pop(name, None)

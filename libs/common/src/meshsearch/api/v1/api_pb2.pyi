@@ -121,12 +121,20 @@ class DocumentError(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class IndexDocumentsResponse(_message.Message):
-    __slots__ = ("indexed_count", "errors")
+    __slots__ = ("indexed_count", "errors", "load")
     INDEXED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     indexed_count: int
     errors: _containers.RepeatedCompositeFieldContainer[DocumentError]
-    def __init__(self, indexed_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[DocumentError, _Mapping]]] = ...) -> None: ...
+    load: LoadReport
+    def __init__(self, indexed_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[DocumentError, _Mapping]]] = ..., load: _Optional[_Union[LoadReport, _Mapping]] = ...) -> None: ...
+
+class LoadReport(_message.Message):
+    __slots__ = ("embedder_queue_seconds",)
+    EMBEDDER_QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    embedder_queue_seconds: float
+    def __init__(self, embedder_queue_seconds: _Optional[float] = ...) -> None: ...
 
 class GetDocumentsRequest(_message.Message):
     __slots__ = ("collection", "ids")

@@ -1,0 +1,183 @@
+"""Ingest benchmark: does indexing through the public api keep up with the embedder alone?
+
+In one run, on the same SciFact abstracts, in the same batches, for each number of concurrent
+writers N (interleaved, so both sides see the same machine):
+  (a) the embedder alone: N clients call the embedder's Embed directly;
+  (b) the whole path: N writers call the api's IndexDocuments (Redis cache flushed first, a fresh
+      collection each pass), retrying RESOURCE_EXHAUSTED after its RetryInfo delay as every
+      client the project ships does;
+and once (c) the adaptive client the demo uses, which sizes its own concurrency from the
+server's load reports. Prints docs/s, the ratio (b)/(a), refusals retried and failed documents,
+beside the CPU model and its flags. Target: (b)/(a) >= 0.85 at every N, zero failed documents.
+Usage:
+  .venv/bin/python bench/ingest/run.py [--limit 500] [--batch 16] [--writers 1,4,16,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from datasets import document_text, scifact_corpus  # noqa: E402
+
+from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
+from meshsearch.api.v1 import api_pb2_grpc as pb_grpc  # noqa: E402
+from meshsearch.embedder.v1 import embedder_pb2 as epb  # noqa: E402
+from meshsearch.embedder.v1 import embedder_pb2_grpc as epb_grpc  # noqa: E402
+from meshsearch_common.cli.indexing import Indexer  # noqa: E402
+from meshsearch_common.cli.stack import EmbeddedStack, Ports  # noqa: E402
+from meshsearch_common.errors import retry_after_of  # noqa: E402
+
+CALL_TIMEOUT_S = 300.0
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+
+
+def cpu_description() -> str:
+    """CPU model and the SIMD flags that decide inference speed (figures do not carry across CPUs)."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    present = [flag for flag in CPU_FLAGS if flag in flags] or ["none of " + "/".join(CPU_FLAGS)]
+    return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(present)}"
+
+
+async def run_writers(count: int, batches: list[list[pb.Document]], index_one) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """docs/s with `count` concurrent writers sharing the batches, and the failed documents."""
+    queue: asyncio.Queue[list[pb.Document]] = asyncio.Queue()
+    for batch in batches:
+        queue.put_nowait(batch)
+    failed = 0
+
+    async def writer() -> None:
+        nonlocal failed
+        while not queue.empty():
+            failed += await index_one(queue.get_nowait())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer() for _ in range(count)))
+    return sum(len(b) for b in batches) / (time.perf_counter() - started), failed
+
+
+class EmbedderAlone:
+    """Embeds each batch's texts directly, retrying RESOURCE_EXHAUSTED like the api's writers."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.stub = epb_grpc.EmbedderServiceStub(channel)
+        self.refused = 0
+
+    async def __call__(self, batch: list[pb.Document]) -> int:
+        request = epb.EmbedRequest(texts=[d.text for d in batch])
+        while True:
+            try:
+                await self.stub.Embed(request, timeout=CALL_TIMEOUT_S)
+                return 0
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    print(f"  embedder failed: {error.code().name} {error.details()}", flush=True)
+                    return len(batch)
+                self.refused += 1
+                await asyncio.sleep((retry_after_of(error) or 1.0) * random.uniform(1, 1.5))
+
+
+async def fresh_indexer(channel: grpc.aio.Channel, redis_url: str) -> Indexer:
+    """An Indexer for a new, empty collection, with the embedding cache emptied first."""
+    redis.Redis.from_url(redis_url).flushall()
+    name = f"ingest_{uuid.uuid4().hex[:8]}"
+    await pb_grpc.CollectionServiceStub(channel).CreateCollection(
+        pb.CreateCollectionRequest(collection=pb.Collection(name=name)), timeout=30
+    )
+    return Indexer(pb_grpc.DocumentServiceStub(channel), name, call_timeout_s=CALL_TIMEOUT_S)
+
+
+def through_api(indexer: Indexer):  # type: ignore[no-untyped-def]
+    async def index_one(batch: list[pb.Document]) -> int:
+        response = await indexer.index_batch(batch)
+        return len(batch) - response.indexed_count
+
+    return index_one
+
+
+async def measure(stack: EmbeddedStack, batches: list[list[pb.Document]], writer_counts: list[int]) -> None:
+    docs = sum(len(b) for b in batches)
+    print(
+        "| writers | embedder alone docs/s | through the api docs/s | api / embedder | refusals retried "
+        "(embedder, api) | failed docs |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.embedder}") as embedder_channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.api}") as api_channel,
+    ):
+        warmup = await fresh_indexer(api_channel, stack.redis_url)
+        await warmup.index_batch(batches[0])
+        for count in writer_counts:
+            alone = EmbedderAlone(embedder_channel)
+            alone_rate, alone_failed = await run_writers(count, batches, alone)
+            indexer = await fresh_indexer(api_channel, stack.redis_url)
+            api_rate, api_failed = await run_writers(count, batches, through_api(indexer))
+            print(
+                f"| {count} | {alone_rate:.2f} | {api_rate:.2f} | {api_rate / alone_rate:.2f} | "
+                f"{alone.refused}, {indexer.stats.refused} | {alone_failed + api_failed} |",
+                flush=True,
+            )
+        alone = EmbedderAlone(embedder_channel)
+        alone_rate, _ = await run_writers(4, batches, alone)
+        adaptive = await fresh_indexer(api_channel, stack.redis_url)
+        stored = 0
+
+        def count_stored(batch: list[pb.Document], response: pb.IndexDocumentsResponse) -> None:
+            nonlocal stored
+            stored += response.indexed_count
+
+        started = time.perf_counter()
+        await adaptive.run(batches, count_stored)
+        adaptive_rate = docs / (time.perf_counter() - started)
+        print(
+            f"| adaptive (demo client, ended at {adaptive.concurrency.limit} in flight) vs embedder alone at 4 | "
+            f"{alone_rate:.2f} | {adaptive_rate:.2f} | {adaptive_rate / alone_rate:.2f} | "
+            f"{alone.refused}, {adaptive.stats.refused} | {docs - stored} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=500, help="SciFact abstracts to index per pass")
+    parser.add_argument("--batch", type=int, default=16, help="documents per call")
+    parser.add_argument("--writers", default="1,4,16,32", help="concurrent writers, comma-separated")
+    args = parser.parse_args()
+    corpus = scifact_corpus()[: args.limit]
+    documents = [pb.Document(id=d["_id"], text=document_text(d)) for d in corpus]
+    batches = [documents[i : i + args.batch] for i in range(0, len(documents), args.batch)]
+    print(f"CPU: {cpu_description()}")
+    print(f"{len(documents)} SciFact abstracts in batches of {args.batch}; default settings; embedded stack")
+    with tempfile.TemporaryDirectory() as workdir:
+        stack = EmbeddedStack(Path(workdir), Ports.ephemeral())
+        try:
+            stack.start()
+            asyncio.run(measure(stack, batches, [int(n) for n in args.writers.split(",")]))
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
