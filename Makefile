@@ -8,15 +8,15 @@ PY        := $(VENV)/bin/python
 BUF       := $(VENV)/bin/buf
 # The CPU build of torch lies on local disk here; unpinned, pip may fetch a multi-GB CUDA build.
 TORCH     ?= torch==2.13.0
-PACKAGES  := -e libs/common[embedded,dev] -e services/embedder[onnx] -e services/search -e services/api
+PACKAGES  := -e libs/common[dev] -e services/embedder[onnx] -e services/search -e services/api -e libs/cli[embedded]
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 
-.PHONY: setup demo up test unit lint protos protos-check buf-lint buf-breaking bench clean
+.PHONY: setup demo up test unit lint typecheck protos protos-check buf-lint buf-breaking bench clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: libs/common/pyproject.toml services/api/pyproject.toml services/embedder/pyproject.toml services/search/pyproject.toml
+$(VENV)/.installed: libs/common/pyproject.toml libs/cli/pyproject.toml services/api/pyproject.toml services/embedder/pyproject.toml services/search/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH) $(PACKAGES)
@@ -28,7 +28,7 @@ demo: setup
 up: setup
 	$(VENV)/bin/meshsearch up
 
-test: setup protos-check lint
+test: setup protos-check lint typecheck
 	$(PY) -m pytest -c tests/pytest.ini tests
 
 unit: setup
@@ -36,6 +36,11 @@ unit: setup
 
 lint: setup buf-lint
 	$(VENV)/bin/ruff check --config libs/common/ruff.toml libs services tests bench
+
+# mypy --strict over every package and the tests (relaxed there); generated stubs excluded.
+typecheck: setup
+	$(VENV)/bin/mypy --config-file libs/common/mypy.ini libs/common/src/meshsearch_common libs/cli/src/meshsearch_cli \
+	  services/api/src/meshsearch_api services/embedder/src/meshsearch_embedder services/search/src/meshsearch_search tests
 
 protos: setup
 	PYTHON=$(abspath $(PY)) libs/common/scripts/generate_protos.sh

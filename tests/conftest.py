@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meshsearch_common.cli.stack import EmbeddedStack, Ports
+from meshsearch_cli.stack import EmbeddedStack, Ports
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

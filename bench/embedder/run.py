@@ -29,7 +29,7 @@ from datasets import percentile, query_passage_mix  # noqa: E402
 
 from meshsearch.embedder.v1 import embedder_pb2 as pb  # noqa: E402
 from meshsearch.embedder.v1 import embedder_pb2_grpc  # noqa: E402
-from meshsearch_common.cli.stack import EmbeddedStack, Ports  # noqa: E402
+from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
 
 
 def baseline(texts: list[str], batch_sizes: list[int]) -> tuple[float, int]:

@@ -45,7 +45,7 @@ from datasets import percentile  # noqa: E402
 
 from meshsearch.search.v1 import search_pb2 as pb  # noqa: E402
 from meshsearch.search.v1 import search_pb2_grpc  # noqa: E402
-from meshsearch_common.cli.stack import EmbeddedStack, Ports, free_port  # noqa: E402
+from meshsearch_cli.stack import EmbeddedStack, Ports, free_port  # noqa: E402
 
 BATCH = 1000
 INDEX_BUILD_MEMORY = os.environ.get("MESHSEARCH_SEARCH_INDEX_BUILD_MEMORY", "1GB")  # the service reads it too

@@ -45,7 +45,7 @@ class ApiClient:
         return list(response.hits)
 
 
-async def status_of(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+async def status_of(call) -> grpc.StatusCode:
     """The status code a call ends with (OK when it succeeds)."""
     try:
         await call

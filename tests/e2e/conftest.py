@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from meshsearch_common.cli.stack import EmbeddedStack
+from meshsearch_cli.stack import EmbeddedStack
 from tests.e2e.clients import ApiClient
 
 

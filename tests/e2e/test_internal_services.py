@@ -16,7 +16,7 @@ from meshsearch.embedder.v1 import embedder_pb2 as epb
 from meshsearch.embedder.v1 import embedder_pb2_grpc
 from meshsearch.search.v1 import search_pb2 as spb
 from meshsearch.search.v1 import search_pb2_grpc
-from meshsearch_common.cli.stack import EmbeddedStack
+from meshsearch_cli.stack import EmbeddedStack
 from tests.e2e.clients import ApiClient
 
 
@@ -43,7 +43,7 @@ async def test_a_vector_of_the_wrong_dimension_sent_to_search_is_invalid(stack: 
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.Query(spb.QueryRequest(collection=name, vector=vector(5), k=3))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "dimension 5" in raised.value.details() and "dimension 8" in raised.value.details()
+        assert "dimension 5" in (raised.value.details() or "") and "dimension 8" in (raised.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as ragged:
             await stub.Query(spb.QueryRequest(collection=name, vector=spb.Vector(data=b"\x00" * 7, dimension=8), k=3))
         assert ragged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -74,7 +74,7 @@ async def test_writes_from_another_model_are_refused(stack: EmbeddedStack) -> No
         with pytest.raises(grpc.aio.AioRpcError) as query_refused:
             await stub.Query(spb.QueryRequest(collection=name, vector=vector(8), k=1, model=other_revision))
         assert query_refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "revision r2" in query_refused.value.details()
+        assert "revision r2" in (query_refused.value.details() or "")
 
 
 async def test_embedder_rejects_empty_and_overlong_input_precisely(stack: EmbeddedStack) -> None:
@@ -82,12 +82,12 @@ async def test_embedder_rejects_empty_and_overlong_input_precisely(stack: Embedd
         stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as empty:
             await stub.Embed(epb.EmbedRequest(texts=["fine", ""]))
-        assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "texts[1]" in empty.value.details()
+        assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "texts[1]" in (empty.value.details() or "")
         long_text = "word " * 400
         with pytest.raises(grpc.aio.AioRpcError) as overlong:
             await stub.Embed(epb.EmbedRequest(texts=["ok", long_text], options=epb.EmbedOptions(truncate=False)))
         assert overlong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "texts[1]" in overlong.value.details() and "402 tokens" in overlong.value.details()
+        assert "texts[1]" in (overlong.value.details() or "") and "402 tokens" in (overlong.value.details() or "")
         truncated = await stub.Embed(epb.EmbedRequest(texts=[long_text]))
         assert truncated.embeddings.token_counts == [256]
         info = await stub.Info(epb.InfoRequest())
@@ -111,7 +111,7 @@ async def test_embedder_rejects_empty_and_overlong_input_precisely(stack: Embedd
 )
 async def test_reflection_lists_every_service(stack: EmbeddedStack, service: str, expected: set[str]) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{getattr(stack.ports, service)}") as channel:
-        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(  # type: ignore[operator, arg-type]  # typeshed types the sync stub only
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         )
         names = {s.name async for response in stream for s in response.list_services_response.service}

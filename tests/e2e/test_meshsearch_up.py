@@ -19,7 +19,7 @@ import pytest
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_common.cli.stack import Ports
+from meshsearch_cli.stack import Ports
 
 
 @dataclass
@@ -36,10 +36,10 @@ class Up:
         return "".join(self.lines)
 
     def service_pid(self, name: str) -> int:
-        """The pid of the `serve NAME` process that `up` runs now."""
+        """The pid of the `python -m meshsearch_NAME` process that `up` runs now."""
         for child in psutil.Process(self.process.pid).children(recursive=True):
             cmdline = child.cmdline()
-            if cmdline[-2:] == ["serve", name] and child.status() != psutil.STATUS_ZOMBIE:
+            if cmdline[-2:] == ["-m", f"meshsearch_{name}"] and child.status() != psutil.STATUS_ZOMBIE:
                 return child.pid
         raise LookupError(f"no running {name} under meshsearch up:\n{self.output}")
 
@@ -66,7 +66,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
         "MESHSEARCH_API_SEARCH_POLICY__BREAKER_RESET_TIMEOUT_S": "1",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "meshsearch_common.cli", "up"],
+        [sys.executable, "-m", "meshsearch_cli", "up"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -84,6 +84,9 @@ def up(tmp_path: Path) -> Iterator[Up]:
     finally:
         if process.poll() is None:
             process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def test_up_reports_every_service_and_ctrl_c_leaves_no_process_behind(up: Up) -> None:

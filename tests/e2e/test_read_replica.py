@@ -22,7 +22,7 @@ import pytest
 
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc
-from meshsearch_common.cli.stack import EmbeddedStack, Ports
+from meshsearch_cli.stack import EmbeddedStack, Ports
 
 COLLECTION = "replicated"
 
@@ -75,7 +75,7 @@ def _eventually(check: Callable[[], Any], timeout_s: float = 30) -> Any:
             if result:
                 return result
         except grpc.RpcError as error:
-            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):  # type: ignore[attr-defined]
+            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
                 raise
         if time.monotonic() > deadline:
             raise AssertionError("the replica did not catch up in time")

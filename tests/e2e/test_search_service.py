@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -12,7 +13,7 @@ from google.protobuf import struct_pb2
 
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc
-from meshsearch_common.cli.stack import EmbeddedStack
+from meshsearch_cli.stack import EmbeddedStack
 
 DIMENSION = 8
 
@@ -29,7 +30,7 @@ def point(i: int, rng: np.random.Generator, text: str = "") -> pb.Point:
     )
 
 
-def condition(key: str, **match: object) -> pb.Condition:
+def condition(key: str, **match: Any) -> pb.Condition:
     return pb.Condition(field=pb.FieldCondition(key=key, **match))
 
 
@@ -44,11 +45,11 @@ async def store(stack: EmbeddedStack) -> AsyncIterator[tuple[search_pb2_grpc.Vec
         yield stub, name
 
 
-async def test_bulk_upsert_streams_batches_last_duplicate_wins_and_rebuilds_the_index(store) -> None:  # type: ignore[no-untyped-def]
+async def test_bulk_upsert_streams_batches_last_duplicate_wins_and_rebuilds_the_index(store) -> None:
     stub, name = store
     rng = np.random.default_rng(1)
 
-    def batches():  # type: ignore[no-untyped-def]
+    def batches():
         yield pb.BulkUpsertRequest(collection=name, points=[point(i, rng) for i in range(0, 500)])
         yield pb.BulkUpsertRequest(points=[point(i, rng) for i in range(500, 1000)])
         yield pb.BulkUpsertRequest(points=[point(7, rng, text="the second id7 wins")])
@@ -68,7 +69,7 @@ async def test_bulk_loaded_vectors_round_trip_exactly_for_both_storages(stack: E
     values = rng.standard_normal((300, DIMENSION)).astype(np.float32)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
         stub = search_pb2_grpc.VectorStoreServiceStub(channel)
-        collection = pb.Collection(name=name, dimension=DIMENSION, storage=storage)
+        collection = pb.Collection(name=name, dimension=DIMENSION, storage=storage)  # type: ignore[arg-type]
         await stub.CreateCollection(pb.CreateCollectionRequest(collection=collection))
         for existing in (False, True):  # initial load (direct COPY), then a merge into a non-empty collection
             points = [pb.Point(id=f"v{i}", vector=vector(values[i] * (2 if existing else 1))) for i in range(300)]
@@ -81,7 +82,7 @@ async def test_bulk_loaded_vectors_round_trip_exactly_for_both_storages(stack: E
         assert hits.points[0].point.id == "v42"
 
 
-async def test_a_bulk_load_with_one_bad_point_writes_nothing(store) -> None:  # type: ignore[no-untyped-def]
+async def test_a_bulk_load_with_one_bad_point_writes_nothing(store) -> None:
     stub, name = store
     rng = np.random.default_rng(2)
     bad = pb.Point(id="bad", vector=vector(rng.standard_normal(DIMENSION + 1)))
@@ -89,13 +90,13 @@ async def test_a_bulk_load_with_one_bad_point_writes_nothing(store) -> None:  # 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.BulkUpsert(iter(requests))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "'bad'" in raised.value.details() and "nothing was written" in raised.value.details()
+    assert "'bad'" in (raised.value.details() or "") and "nothing was written" in (raised.value.details() or "")
     described = (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection
     assert described.point_count == 0
     assert described.index_state == pb.INDEX_STATE_READY  # the index dropped for the load is back
 
 
-async def test_bulk_upsert_into_a_non_empty_collection_merges_into_the_live_index(store) -> None:  # type: ignore[no-untyped-def]
+async def test_bulk_upsert_into_a_non_empty_collection_merges_into_the_live_index(store) -> None:
     stub, name = store
     rng = np.random.default_rng(4)
     await stub.Upsert(pb.UpsertRequest(collection=name, points=[point(i, rng, text="original") for i in range(10)]))
@@ -111,7 +112,7 @@ async def test_bulk_upsert_into_a_non_empty_collection_merges_into_the_live_inde
     assert described.point_count == 30 and described.index_state == pb.INDEX_STATE_READY
 
 
-async def test_query_batch_filters_scroll_and_delete_by_filter(store) -> None:  # type: ignore[no-untyped-def]
+async def test_query_batch_filters_scroll_and_delete_by_filter(store) -> None:
     stub, name = store
     rng = np.random.default_rng(3)
     await stub.Upsert(pb.UpsertRequest(collection=name, points=[point(i, rng) for i in range(40)]))
@@ -174,7 +175,9 @@ async def test_query_batch_filters_scroll_and_delete_by_filter(store) -> None:  
             "exceed the limit of 1000",
         ),
         (
-            lambda n: pb.CreateCollectionRequest(collection=pb.Collection(name=n + "s", dimension=8, storage=7)),
+            lambda n: pb.CreateCollectionRequest(
+                collection=pb.Collection(name=n + "s", dimension=8, storage=7)  # type: ignore[arg-type]  # unknown
+            ),
             "CreateCollection",
             "collection.storage 7 is not a known value",
         ),
@@ -194,7 +197,7 @@ async def test_query_batch_filters_scroll_and_delete_by_filter(store) -> None:  
 )
 async def test_guardrails_answer_invalid_argument_naming_the_limit(
     store, make_request, method: str, fragment: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     stub, name = store
     request = make_request(name)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -203,7 +206,7 @@ async def test_guardrails_answer_invalid_argument_naming_the_limit(
         else:
             await getattr(stub, method)(request, timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
-    assert fragment in raised.value.details()
+    assert fragment in (raised.value.details() or "")
 
 
 def columns(ids: list[str], values: np.ndarray, metadata: list[str] | None = None) -> pb.PointColumns:
@@ -216,7 +219,7 @@ def columns(ids: list[str], values: np.ndarray, metadata: list[str] | None = Non
     )
 
 
-async def test_columnar_bulk_batches_load_texts_metadata_and_vectors(store) -> None:  # type: ignore[no-untyped-def]
+async def test_columnar_bulk_batches_load_texts_metadata_and_vectors(store) -> None:
     stub, name = store
     values = np.random.default_rng(6).standard_normal((100, DIMENSION)).astype(np.float32)
     ids = [f"c{i}" for i in range(100)]
@@ -254,17 +257,17 @@ async def test_columnar_bulk_batches_load_texts_metadata_and_vectors(store) -> N
         (lambda v: columns(["a", "b"], np.ones((2, DIMENSION + 1))), "has dimension 9 but collection"),
     ],
 )
-async def test_malformed_columns_are_rejected_precisely_and_write_nothing(store, make_columns, fragment: str) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_columns_are_rejected_precisely_and_write_nothing(store, make_columns, fragment: str) -> None:
     stub, name = store
     values = np.random.default_rng(7).standard_normal((3, DIMENSION)).astype(np.float32)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.BulkUpsert(iter([pb.BulkUpsertRequest(collection=name, columns=make_columns(values))]))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert fragment in raised.value.details()
+    assert fragment in (raised.value.details() or "")
     assert (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection.point_count == 0
 
 
-async def test_invalid_json_in_a_merge_into_a_non_empty_collection_names_the_point(store) -> None:  # type: ignore[no-untyped-def]
+async def test_invalid_json_in_a_merge_into_a_non_empty_collection_names_the_point(store) -> None:
     stub, name = store
     values = np.random.default_rng(8).standard_normal((3, DIMENSION)).astype(np.float32)
     await stub.Upsert(pb.UpsertRequest(collection=name, points=[pb.Point(id="existing", vector=vector(values[0]))]))
@@ -272,5 +275,5 @@ async def test_invalid_json_in_a_merge_into_a_non_empty_collection_names_the_poi
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.BulkUpsert(iter([pb.BulkUpsertRequest(collection=name, columns=bad)]))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "point id 'z'" in raised.value.details()
+    assert "point id 'z'" in (raised.value.details() or "")
     assert (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection.point_count == 1

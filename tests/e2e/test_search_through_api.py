@@ -115,7 +115,7 @@ async def test_invalid_documents_are_reported_per_item_and_the_rest_are_stored(a
         (
             lambda c: (
                 "CreateCollection",
-                pb.CreateCollectionRequest(collection=pb.Collection(name=c + "m", metric=99)),
+                pb.CreateCollectionRequest(collection=pb.Collection(name=c + "m", metric=99)),  # type: ignore[arg-type]
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
@@ -125,7 +125,7 @@ async def test_invalid_documents_are_reported_per_item_and_the_rest_are_stored(a
         ),
     ],
 )
-async def test_bad_input_gets_a_precise_status(api: ApiClient, request_factory, expected: grpc.StatusCode) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_input_gets_a_precise_status(api: ApiClient, request_factory, expected: grpc.StatusCode) -> None:
     name = unique_name("bad")
     await api.create(name)
     method, request = request_factory(name)

@@ -29,7 +29,7 @@ async def one_connection_pools(database_url: str) -> AsyncIterator[tuple[psycopg
         await pool.close()
 
 
-async def test_a_busy_pool_answers_resource_exhausted_before_the_deadline(one_connection_pools) -> None:  # type: ignore[no-untyped-def]
+async def test_a_busy_pool_answers_resource_exhausted_before_the_deadline(one_connection_pools) -> None:
     write_pool, read_pool = one_connection_pools
     db = Database(write_pool, read_pool, connect_timeout_s=5.0)
     async with read_pool.connection():  # every read connection is now busy

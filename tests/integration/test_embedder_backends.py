@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from meshsearch_embedder.model import Tokenizing
+from meshsearch_embedder.model import EncoderBackend
 from meshsearch_embedder.onnx_backend import OnnxEncoder
 from meshsearch_embedder.settings import default_model_path
 from meshsearch_embedder.torch_backend import TorchEncoder
 from tests.data import sts_pairs
 
 
-def embed_all(encoder: Tokenizing, texts: list[str], batch: int = 64) -> np.ndarray:
+def embed_all(encoder: EncoderBackend, texts: list[str], batch: int = 64) -> np.ndarray:
     rows = []
     for start in range(0, len(texts), batch):
         ids = encoder.tokenize(texts[start : start + batch], truncate=True)

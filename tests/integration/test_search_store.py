@@ -22,17 +22,20 @@ from meshsearch_search.filters import FieldCondition, Filter
 from meshsearch_search.points import PointLimits, PointStore
 from meshsearch_search.retrieval import QuerySpec, Retriever
 from meshsearch_search.schema import migrate
+from meshsearch_search.settings import SearchSettings
 
 DIMENSION = 16
 COUNT = 3000
-LIMITS = PointLimits(
-    max_batch_points=1000,
-    max_text_bytes=10_000,
-    max_metadata_bytes=10_000,
-    max_k=100,
-    max_ef_search=400,
-    default_ef_search=40,
-    exact_filter_max_rows=200,
+LIMITS = PointLimits.from_settings(
+    SearchSettings(
+        max_batch_points=1000,
+        max_text_bytes=10_000,
+        max_metadata_bytes=10_000,
+        max_k=100,
+        max_ef_search=400,
+        default_ef_search=40,
+        exact_filter_max_rows=200,
+    )
 )
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 
@@ -55,7 +58,7 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
-async def stores(database_url: str) -> AsyncIterator[tuple[CollectionStore, PointStore]]:
+async def stores(database_url: str) -> AsyncIterator[tuple[CollectionStore, PointStore, Retriever]]:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await migrate(conn)
     pools = [
@@ -66,7 +69,7 @@ async def stores(database_url: str) -> AsyncIterator[tuple[CollectionStore, Poin
     ]
     for pool in pools:
         await pool.open(wait=True)
-    db = Database(*pools)
+    db = Database(pools[0], pools[1])
     collections = CollectionStore(db, 4000)
     points = PointStore(db, collections, LIMITS)
     yield collections, points, Retriever(db, points)
@@ -138,7 +141,7 @@ FILTERS = [
 
 
 @pytest.mark.parametrize("node", FILTERS)
-async def test_filters_select_exactly_what_the_reference_semantics_select(stores, dataset, node: Filter) -> None:  # type: ignore[no-untyped-def]
+async def test_filters_select_exactly_what_the_reference_semantics_select(stores, dataset, node: Filter) -> None:
     collections, points, retriever = stores
     name = await fill(collections, points, dataset)
     expected = {f"p{i:05d}" for i in range(COUNT) if matches(node, metadata_of(i))}
@@ -154,7 +157,7 @@ async def test_filters_select_exactly_what_the_reference_semantics_select(stores
 
 
 @pytest.mark.parametrize("exact_filter_max_rows", [200, 0])  # exact path, iterative HNSW path
-async def test_selective_filters_still_return_k_correct_rows(stores, dataset, rng, exact_filter_max_rows: int) -> None:  # type: ignore[no-untyped-def]
+async def test_selective_filters_still_return_k_correct_rows(stores, dataset, rng, exact_filter_max_rows: int) -> None:
     collections, points, retriever = stores
     name = await fill(collections, points, dataset)
     retriever = Retriever(
@@ -175,7 +178,7 @@ async def test_selective_filters_still_return_k_correct_rows(stores, dataset, rn
     assert np.mean(recalls) >= (1.0 if exact_filter_max_rows else 0.9)
 
 
-async def test_a_broad_filter_is_remembered_and_still_answered_correctly(stores, dataset) -> None:  # type: ignore[no-untyped-def]
+async def test_a_broad_filter_is_remembered_and_still_answered_correctly(stores, dataset) -> None:
     collections, points, retriever = stores
     name = await fill(collections, points, dataset)
     retriever = Retriever(points._db, PointStore(points._db, collections, replace(LIMITS, exact_filter_max_rows=50)))
@@ -187,7 +190,7 @@ async def test_a_broad_filter_is_remembered_and_still_answered_correctly(stores,
     assert len(retriever._broad_filters) == 1
 
 
-async def test_unfiltered_exact_and_approximate_queries_agree(stores, dataset) -> None:  # type: ignore[no-untyped-def]
+async def test_unfiltered_exact_and_approximate_queries_agree(stores, dataset) -> None:
     collections, points, retriever = stores
     name = await fill(collections, points, dataset)
     query = dataset[17]
@@ -199,7 +202,7 @@ async def test_unfiltered_exact_and_approximate_queries_agree(stores, dataset) -
     assert [h.point.id for h in threshold] == ["p00017"]
 
 
-async def test_keyword_and_hybrid_search_use_the_text(stores, dataset) -> None:  # type: ignore[no-untyped-def]
+async def test_keyword_and_hybrid_search_use_the_text(stores, dataset) -> None:
     collections, points, retriever = stores
     name = await fill(collections, points, dataset)
     keyword = await retriever.query(name, QuerySpec(vector=None, text="number 1234", k=3))
@@ -214,7 +217,7 @@ async def test_keyword_and_hybrid_search_use_the_text(stores, dataset) -> None: 
     assert filtered and all(h.point.metadata["color"] == "red" for h in filtered)
 
 
-async def test_half_precision_storage_round_trips_and_searches(stores, dataset) -> None:  # type: ignore[no-untyped-def]
+async def test_half_precision_storage_round_trips_and_searches(stores, dataset) -> None:
     collections, points, retriever = stores
     name = await fill(collections, points, dataset, storage=Storage.FLOAT16)
     described = await collections.get(name)
@@ -225,7 +228,7 @@ async def test_half_precision_storage_round_trips_and_searches(stores, dataset) 
     assert np.allclose(got[0].vector, dataset[99], atol=1e-3)
 
 
-async def test_delete_by_filter_removes_only_matches_and_refuses_an_empty_filter(stores, dataset) -> None:  # type: ignore[no-untyped-def]
+async def test_delete_by_filter_removes_only_matches_and_refuses_an_empty_filter(stores, dataset) -> None:
     collections, points, retriever = stores
     name = await fill(collections, points, dataset)
     deleted = await points.delete(name, [], Filter(must=(FieldCondition("bucket10", "eq", 0),)))
@@ -246,7 +249,7 @@ async def test_delete_by_filter_removes_only_matches_and_refuses_an_empty_filter
         (Filter(must=(FieldCondition("a", "range", {}),)), "at least one of gt"),
     ],
 )
-async def test_filter_guardrails_name_the_limit(stores, dataset, node: Filter, fragment: str) -> None:  # type: ignore[no-untyped-def]
+async def test_filter_guardrails_name_the_limit(stores, dataset, node: Filter, fragment: str) -> None:
     collections, points, retriever = stores
     name = f"guard_{uuid.uuid4().hex[:8]}"
     await collections.create(CollectionSpec(name=name, dimension=DIMENSION))
@@ -254,7 +257,7 @@ async def test_filter_guardrails_name_the_limit(stores, dataset, node: Filter, f
         await retriever.query(name, QuerySpec(vector=dataset[0], k=3, filter=node))
 
 
-async def test_a_collection_dropped_elsewhere_is_not_found_even_when_cached(stores, dataset) -> None:  # type: ignore[no-untyped-def]
+async def test_a_collection_dropped_elsewhere_is_not_found_even_when_cached(stores, dataset) -> None:
     collections, points, retriever = stores
     name = f"gone_{uuid.uuid4().hex[:8]}"
     await collections.create(CollectionSpec(name=name, dimension=DIMENSION))
@@ -283,7 +286,7 @@ async def test_concurrent_migrations_apply_each_version_once(database_url: str) 
 
 
 @pytest.mark.parametrize("path", ["read", "transaction"])
-async def test_statements_are_cut_off_at_the_callers_deadline(stores, path: str) -> None:  # type: ignore[no-untyped-def]
+async def test_statements_are_cut_off_at_the_callers_deadline(stores, path: str) -> None:
     import time
 
     from meshsearch_common import context

@@ -7,14 +7,16 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
 
 from meshsearch_embedder.batcher import Batcher, Overloaded
+from meshsearch_embedder.model import EncoderBackend
 
 
-class RecordingEncoder:
+class RecordingEncoder(EncoderBackend):
     """Encodes each text as [length, first token]; records batches; can be held mid-batch."""
 
     def __init__(self) -> None:
@@ -33,7 +35,7 @@ class RecordingEncoder:
         return np.array([[len(ids), ids[0]] for ids in batch], dtype=np.float32)
 
 
-def make_batcher(encoder: RecordingEncoder, **limits: int) -> Batcher:
+def make_batcher(encoder: RecordingEncoder, **limits: Any) -> Batcher:
     options = {"max_batch_size": 64, "max_batch_tokens": 10_000, "max_tokens_in_flight": 100_000} | limits
     return Batcher(encoder, **options)
 
@@ -251,3 +253,20 @@ async def test_a_request_whose_promise_can_no_longer_be_kept_is_refused_not_left
         await batcher.stop()
     assert "could no longer be served" in str(refused.value)
     assert all(len(ids) != 10 for batch in encoder.batches for ids in batch)  # never computed
+
+
+async def test_queue_time_is_the_wait_behind_other_work_not_behind_the_calls_own_batches() -> None:
+    class SlowEncoder(RecordingEncoder):
+        def encode(self, batch: list[list[int]]) -> np.ndarray:
+            time.sleep(0.2)
+            return super().encode(batch)
+
+    batcher = make_batcher(SlowEncoder(), max_batch_size=1)
+    await batcher.start()
+    try:
+        token_ids = await batcher.tokenize(["aa", "bb", "cc"], truncate=True)
+        result = await batcher.embed(token_ids, None, 0.0)  # three batches, one after the other
+    finally:
+        await batcher.stop()
+    assert result.inference_s >= 0.6
+    assert result.queue_s < 0.1  # the idle model started on this call at once

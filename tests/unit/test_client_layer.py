@@ -37,12 +37,12 @@ def test_service_config_retries_unavailable_with_backoff_and_throttling() -> Non
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
 
 
-def within_deadline(seconds: float):  # type: ignore[no-untyped-def]
+def within_deadline(seconds: float):
     """Run the body as if serving an inbound call with `seconds` left."""
     import contextlib
 
     @contextlib.contextmanager
-    def scope():  # type: ignore[no-untyped-def]
+    def scope():
         token = context.deadline.set(time.monotonic() + seconds)
         try:
             yield
@@ -137,3 +137,31 @@ def test_overload_retry_info_survives_the_hop_to_our_caller() -> None:
     assert isinstance(mapped, ResourceExhausted)
     assert mapped.retry_after_s == 0.25
     assert "embedder" in mapped.message
+
+
+CALLER_CODES = [
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.CANCELLED,
+]
+
+
+@pytest.mark.parametrize("code", CALLER_CODES, ids=lambda code: code.name)
+def test_every_caller_error_passes_through_with_its_code_and_message_and_never_feeds_the_breaker(
+    code: grpc.StatusCode,
+) -> None:
+    mapped = from_upstream("search", rpc_error(code, "what the caller must fix"))
+    assert mapped.code == code
+    assert mapped.message == "what the caller must fix"
+    assert not is_upstream_failure(rpc_error(code))
+
+
+def test_the_caller_error_table_is_exactly_the_eight_codes() -> None:
+    from meshsearch_common.errors import CALLER_ERROR_CODES
+
+    assert CALLER_ERROR_CODES == frozenset(CALLER_CODES)

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from meshsearch.api.v1 import api_pb2 as pb
-from meshsearch_common.cli.indexing import ConcurrencyLimit, Indexer, IndexingFailed
+from meshsearch_cli.indexing import ConcurrencyLimit, Indexer, IndexingFailed
 from meshsearch_common.errors import STATUS_DETAILS_KEY, ResourceExhausted, status_details
 
 

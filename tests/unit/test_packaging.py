@@ -20,7 +20,7 @@ def test_api_search_and_common_do_not_depend_on_ml_libraries(package: str) -> No
     assert not any(name in dependencies for name in HEAVY), dependencies
 
 
-@pytest.mark.parametrize("module", ["meshsearch_api.app", "meshsearch_search.app", "meshsearch_common.cli"])
+@pytest.mark.parametrize("module", ["meshsearch_api.app", "meshsearch_search.app", "meshsearch_cli"])
 def test_importing_the_api_or_search_service_never_loads_torch(module: str) -> None:
     code = f"import sys, {module}; heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; print(heavy)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -21,11 +21,11 @@ SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"].full_name
 class SlowInfo(embedder_pb2_grpc.EmbedderServiceServicer):
     """Info takes a while (to be caught in flight); Tokenize fails like a buggy or picky core."""
 
-    async def Info(self, request, context):  # type: ignore[no-untyped-def]
+    async def Info(self, request, context):
         await asyncio.sleep(0.5)
         return embedder_pb2.InfoResponse(model_id="slow")
 
-    async def Tokenize(self, request, context):  # type: ignore[no-untyped-def]
+    async def Tokenize(self, request, context):
         if request.prompt_name == "bug":
             raise RuntimeError("a bug")
         raise InvalidArgument("texts[0] is empty")
@@ -33,6 +33,7 @@ class SlowInfo(embedder_pb2_grpc.EmbedderServiceServicer):
 
 class FakeApp:
     name = "fake"
+    settings = ServiceSettings(port=0, metrics_port=0)
 
     def __init__(self) -> None:
         self.stopped = False
@@ -57,9 +58,10 @@ async def running() -> AsyncIterator[RunningService]:
 
 async def test_health_reports_serving_and_reflection_lists_services(running: RunningService) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
+        stub = health_pb2_grpc.HealthStub(channel)
+        health = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))  # type: ignore[attr-defined]  # typeshed lists no methods
         assert health.status == health_pb2.HealthCheckResponse.SERVING
-        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(  # type: ignore[operator, arg-type]  # typeshed types the sync stub only
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         )
         names = {service.name async for response in stream for service in response.list_services_response.service}
@@ -88,9 +90,8 @@ async def test_stop_drains_in_flight_calls_and_reports_not_serving() -> None:
         await asyncio.sleep(0.1)
         stopping = asyncio.create_task(service.stop(grace_s=5))
         await asyncio.sleep(0.05)
-        assert (await service.health.Check(health_pb2.HealthCheckRequest(service=SERVICE), None)).status == (
-            health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        check = service.health.Check(health_pb2.HealthCheckRequest(service=SERVICE), None)  # type: ignore[arg-type]  # no context needed
+        assert (await check).status == (health_pb2.HealthCheckResponse.NOT_SERVING)
         assert (await in_flight).model_id == "slow"
         await stopping
     assert app.stopped
@@ -127,11 +128,11 @@ async def test_a_unary_call_without_a_deadline_gets_its_method_class_default() -
     seen: dict[str, float | None] = {}
 
     class RecordsDeadline(embedder_pb2_grpc.EmbedderServiceServicer):
-        async def Info(self, request, context_):  # type: ignore[no-untyped-def]
+        async def Info(self, request, context_):
             seen["read"] = context.remaining_seconds()
             return embedder_pb2.InfoResponse()
 
-        async def Embed(self, request, context_):  # type: ignore[no-untyped-def]
+        async def Embed(self, request, context_):
             seen["embed"] = context.remaining_seconds()
             return embedder_pb2.EmbedResponse()
 

@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import pytest
 
-from meshsearch_common.cli.stack import EmbeddedStack
-from meshsearch_common.cli.supervisor import GaveUp, RestartPolicy, Supervisor, describe_exit
+from meshsearch_cli.stack import EmbeddedStack
+from meshsearch_cli.supervisor import GaveUp, RestartPolicy, Supervisor, describe_exit
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Clock:
 
 def make(tmp_path: Path, policy: RestartPolicy) -> tuple[FakeStack, Supervisor, Clock, list[str]]:
     stack = FakeStack(tmp_path, {"embedder": FakeProcess(1), "api": FakeProcess(2)})
-    clock, told = Clock(), []
+    clock, told = Clock(), list[str]()
     supervisor = Supervisor(cast(Any, stack), policy, notify=told.append, clock=clock)
     supervisor.check()
     return stack, supervisor, clock, told

@@ -34,6 +34,7 @@ from prometheus_client import Counter, Gauge
 from meshsearch_common import context, deadlines
 from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
 from meshsearch_common.errors import CALLER_ERROR_CODES, from_upstream
+from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
 from meshsearch_common.settings import UpstreamPolicy
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class _BreakerStateListener(pybreaker.CircuitBreakerListener):
 def _call_details(details: grpc.aio.ClientCallDetails, timeout_s: float) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
     request_id = context.request_id.get()
-    if request_id and context.REQUEST_ID_METADATA_KEY not in metadata:
+    if request_id and not metadata.get_all(context.REQUEST_ID_METADATA_KEY):
         metadata.add(context.REQUEST_ID_METADATA_KEY, request_id)
     return grpc.aio.ClientCallDetails(
         method=details.method,
@@ -257,7 +258,7 @@ def connect_upstream(
     target: str,
     services: Sequence[ServiceDescriptor],
     policy: UpstreamPolicy,
-    max_message_bytes: int = 64 * 1024 * 1024,
+    max_message_bytes: int = GRPC_MAX_MESSAGE_BYTES,
 ) -> Upstream:
     """Open the channel every call from this process to upstream `name` must use.
 

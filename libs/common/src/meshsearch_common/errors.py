@@ -1,7 +1,9 @@
-"""Domain errors raised by service cores, and the single table that maps them to gRPC codes.
+"""Domain errors raised by service cores, and the one table that maps them to gRPC codes.
 
 Cores raise these with a message a caller can act on; the server interceptor turns them into
 statuses. Anything else that escapes a handler is a bug and becomes INTERNAL (and is logged).
+
+Layout: the hierarchy first, then the tables that relate it to gRPC codes, then helpers.
 """
 
 from __future__ import annotations
@@ -12,10 +14,7 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-T = TypeVar("T")
-
-RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# --- the hierarchy ---------------------------------------------------------------------------
 
 
 class MeshError(Exception):
@@ -32,23 +31,6 @@ class InvalidArgument(MeshError):
     """The request is malformed or breaks a documented limit; retrying it unchanged fails again."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
-
-
-def enum_member(mapping: dict[int, T], value: int, field: str) -> T:
-    """Translate a wire enum value, or INVALID_ARGUMENT naming the field and the accepted values
-    (clients built from an older or newer contract can send numbers this server does not know)."""
-    try:
-        return mapping[value]
-    except KeyError:
-        accepted = ", ".join(str(v) for v in sorted(mapping))
-        raise InvalidArgument(f"{field} {value} is not a known value; use one of {accepted}") from None
-
-
-def finite(value: float, field: str) -> float:
-    """INVALID_ARGUMENT unless `value` is a finite number."""
-    if value != value or value in (float("inf"), float("-inf")):
-        raise InvalidArgument(f"{field} must be a finite number")
-    return value
 
 
 class NotFound(MeshError):
@@ -69,6 +51,30 @@ class FailedPrecondition(MeshError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class OutOfRange(MeshError):
+    """A value is valid in form but past the end of what exists (a page past the last one)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unauthenticated(MeshError):
+    """The call carries no valid credentials."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(MeshError):
+    """The caller is known but may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Cancelled(MeshError):
+    """The operation was cancelled, typically by its caller."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
 class ResourceExhausted(MeshError):
     """A quota, rate limit or capacity bound is reached; retry later (after `retry_after_s`)."""
 
@@ -77,6 +83,57 @@ class ResourceExhausted(MeshError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Unavailable(MeshError):
+    """A dependency is down or overloaded; the call may succeed if retried later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(MeshError):
+    """The caller's deadline passed before the work could finish."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# --- relation to gRPC codes ------------------------------------------------------------------
+
+# Upstream statuses that say "the caller sent something wrong (or gave up)", never "the upstream
+# is sick": they pass through to our caller with their code and message, and never count
+# against an upstream's breaker.
+CALLER_ERRORS: dict[grpc.StatusCode, type[MeshError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.CANCELLED: Cancelled,
+}
+CALLER_ERROR_CODES: frozenset[grpc.StatusCode] = frozenset(CALLER_ERRORS)
+
+RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
+    """Translate an upstream's failure into the error our own caller should see.
+
+    Caller errors keep their code and message; RESOURCE_EXHAUSTED keeps its RetryInfo; a
+    timeout names the upstream; everything else (UNAVAILABLE, INTERNAL, UNKNOWN, ...) becomes
+    UNAVAILABLE naming the upstream, since from our caller's point of view a sick dependency
+    is a temporary condition, not a bug in their request.
+    """
+    code = error.code()
+    if code in CALLER_ERRORS:
+        return CALLER_ERRORS[code](error.details() or code.name)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(f"{upstream}: {error.details()}", retry_after_s=retry_after_of(error))
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{upstream} did not answer within the deadline: {error.details()}")
+    return Unavailable(f"{upstream} is unavailable: {error.details() or code.name}")
 
 
 def status_details(error: MeshError) -> status_pb2.Status | None:
@@ -102,57 +159,27 @@ def retry_after_of(error: grpc.aio.AioRpcError) -> float | None:
                 if detail.type_url == RETRY_INFO_TYPE:
                     info = error_details_pb2.RetryInfo()
                     detail.Unpack(info)
-                    return info.retry_delay.ToMilliseconds() / 1000
+                    return float(info.retry_delay.ToMilliseconds()) / 1000
     return None
 
 
-class Unavailable(MeshError):
-    """A dependency is down or overloaded; the call may succeed if retried later."""
+# --- validation helpers ----------------------------------------------------------------------
 
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class DeadlineExceeded(MeshError):
-    """The caller's deadline passed before the work could finish."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+T = TypeVar("T")
 
 
-# Upstream statuses that say "the caller sent something wrong", never "the upstream is sick".
-# They pass through to our caller unchanged and never count against an upstream's breaker.
-CALLER_ERROR_CODES: frozenset[grpc.StatusCode] = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.CANCELLED,
-    }
-)
-
-_UPSTREAM_CODE_TO_ERROR: dict[grpc.StatusCode, type[MeshError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-}
+def enum_member(mapping: dict[int, T], value: int, field: str) -> T:
+    """Translate a wire enum value, or INVALID_ARGUMENT naming the field and the accepted values
+    (clients built from an older or newer contract can send numbers this server does not know)."""
+    try:
+        return mapping[value]
+    except KeyError:
+        accepted = ", ".join(str(v) for v in sorted(mapping))
+        raise InvalidArgument(f"{field} {value} is not a known value; use one of {accepted}") from None
 
 
-def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
-    """Translate an upstream's failure into the error our own caller should see.
-
-    Caller errors keep their code and message; everything else (UNAVAILABLE, INTERNAL,
-    UNKNOWN, ...) becomes UNAVAILABLE naming the upstream, since from our caller's point of
-    view a sick dependency is a temporary condition, not a bug in their request.
-    """
-    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(f"{upstream}: {error.details()}", retry_after_s=retry_after_of(error))
-    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(f"{upstream} did not answer within the deadline: {error.details()}")
-    error_type = _UPSTREAM_CODE_TO_ERROR.get(error.code())
-    if error_type is not None:
-        return error_type(error.details() or error.code().name)
-    return Unavailable(f"{upstream} is unavailable: {error.details() or error.code().name}")
+def finite(value: float, field: str) -> float:
+    """INVALID_ARGUMENT unless `value` is a finite number."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidArgument(f"{field} must be a finite number")
+    return value

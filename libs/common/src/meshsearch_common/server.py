@@ -23,18 +23,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
+from meshsearch_common.logs import configure_logging
 from meshsearch_common.server_interceptor import ServerInterceptor
 from meshsearch_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ServiceApp(Protocol):
     """What a service provides to the bootstrap."""
 
     name: str
+
+    @property
+    def settings(self) -> ServiceSettings:
+        """The service's settings (a ServiceSettings subclass)."""
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         """Add servicers to `server`; return their full service names."""
@@ -68,8 +72,8 @@ async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningSe
     server = grpc.aio.server(
         interceptors=[ServerInterceptor(settings.read_deadline_s, settings.write_deadline_s)],
         options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )
@@ -114,3 +118,10 @@ async def serve(app: ServiceApp, settings: ServiceSettings) -> None:
     log.info("draining", extra={"grace_s": settings.shutdown_grace_s})
     await running.stop(settings.shutdown_grace_s)
     log.info("stopped")
+
+
+def run(app: ServiceApp) -> None:
+    """Run `app` in this process until SIGTERM or SIGINT, logging as JSON lines: what each
+    service's `python -m meshsearch_<service>` (and so its image) does."""
+    configure_logging(app.name, app.settings.log_level)
+    asyncio.run(serve(app, app.settings))

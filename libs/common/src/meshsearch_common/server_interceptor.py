@@ -36,12 +36,14 @@ RPC_LATENCY = Histogram(
 )
 
 
-def _adopt_request_id(servicer_context: grpc.aio.ServicerContext) -> None:
+def _adopt_request_id(servicer_context: grpc.aio.ServicerContext[Any, Any]) -> None:
     metadata = dict(servicer_context.invocation_metadata() or ())
-    context.request_id.set(metadata.get(context.REQUEST_ID_METADATA_KEY) or context.new_request_id())
+    sent = metadata.get(context.REQUEST_ID_METADATA_KEY)
+    # A text key's value is a str; anything else (absent, or bytes from a misnamed -bin key) gets a fresh id.
+    context.request_id.set(sent if isinstance(sent, str) and sent else context.new_request_id())
 
 
-def _ended_code(servicer_context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def _ended_code(servicer_context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     """Why gRPC cancelled a handler: its deadline passed, or its client went away."""
     remaining = servicer_context.time_remaining()
     if remaining is not None and remaining <= 0:
@@ -49,7 +51,7 @@ def _ended_code(servicer_context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
-async def _abort_with(servicer_context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+async def _abort_with(servicer_context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
     if isinstance(exc, MeshError):
         details = status_details(exc)
         if details is not None:
@@ -61,7 +63,7 @@ async def _abort_with(servicer_context: grpc.aio.ServicerContext, exc: BaseExcep
     await servicer_context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see server logs")
 
 
-def _final_code(servicer_context: grpc.aio.ServicerContext, ended: grpc.StatusCode | None) -> str:
+def _final_code(servicer_context: grpc.aio.ServicerContext[Any, Any], ended: grpc.StatusCode | None) -> str:
     if ended is not None:
         return ended.name
     code = servicer_context.code()
@@ -71,7 +73,7 @@ def _final_code(servicer_context: grpc.aio.ServicerContext, ended: grpc.StatusCo
 
 
 def _record(
-    method: str, servicer_context: grpc.aio.ServicerContext, started: float, ended: grpc.StatusCode | None
+    method: str, servicer_context: grpc.aio.ServicerContext[Any, Any], started: float, ended: grpc.StatusCode | None
 ) -> None:
     """Metrics and one access-log line per RPC (the request id is added by the log formatter)."""
     elapsed = time.perf_counter() - started
@@ -91,9 +93,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -116,13 +118,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        assert handler.stream_stream is not None  # a handler has exactly one of the four kinds
         return grpc.stream_stream_rpc_method_handler(
             self._wrap_stream(handler.stream_stream, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _adopt_deadline(self, servicer_context: grpc.aio.ServicerContext, method: str, bounded: bool) -> None:
+    def _adopt_deadline(self, servicer_context: grpc.aio.ServicerContext[Any, Any], method: str, bounded: bool) -> None:
         """The caller's deadline; for a `bounded` (unary) call without one, its class's default."""
         remaining = servicer_context.time_remaining()
         if bounded:
@@ -132,12 +135,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         else:
             context.deadline.set(None if remaining is None else time.monotonic() + remaining)
 
-    def _wrap_unary(
-        self, behavior: Callable[..., Awaitable[Any]], method: str, bounded: bool
-    ) -> Callable[..., Awaitable[Any]]:
-        """Wraps a call answered once: unary (`bounded`) or client-streaming (not bounded)."""
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, bounded: bool) -> Callable[..., Awaitable[Any]]:
+        """Wraps a call answered once: unary (`bounded`) or client-streaming (not bounded).
+        (`behavior` is typed loosely: grpc's stubs describe the sync API's handlers, while under
+        grpc.aio they are coroutine functions and async generator functions.)"""
 
-        async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             _adopt_request_id(servicer_context)
             self._adopt_deadline(servicer_context, method, bounded)
             started = time.perf_counter()
@@ -156,10 +159,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(
-        self, behavior: Callable[..., AsyncIterator[Any]], method: str
-    ) -> Callable[..., AsyncIterator[Any]]:
-        async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    def _wrap_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             _adopt_request_id(servicer_context)
             self._adopt_deadline(servicer_context, method, bounded=False)
             started = time.perf_counter()

@@ -56,3 +56,11 @@ class ServiceSettings(BaseSettings):
     write_deadline_s: float = Field(
         120.0, gt=0, description="Deadline given to any other inbound unary call sent without one."
     )
+
+
+def env_name(settings: type[BaseSettings], field: str) -> str:
+    """The environment variable that sets `field` of `settings`: its prefix + the field's name.
+    Launchers use this instead of spelling variable names again."""
+    if field not in settings.model_fields:
+        raise KeyError(f"{settings.__name__} has no setting {field!r}")
+    return f"{settings.model_config.get('env_prefix', '')}{field}".upper()

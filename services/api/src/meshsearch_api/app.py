@@ -16,6 +16,7 @@ from meshsearch_api.documents import DocumentLimits, Documents
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_api.grpc_service import CollectionServicer, Core, DocumentServicer, SearchServicer
+from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import ApiSettings
 from meshsearch_common.client import Upstream, connect_upstream
 from meshsearch_common.readiness import Readiness
@@ -72,7 +73,8 @@ class ApiApp:
             max_top_k=settings.max_top_k,
             default_top_k=settings.default_top_k,
         )
-        self._core.set(Core(Catalog(search, embedder_client), Documents(search, embedder_client, limits)))
+        search_client = SearchClient(search)
+        self._core.set(Core(Catalog(search_client, embedder_client), Documents(search_client, embedder_client, limits)))
 
     async def stop(self) -> None:
         for upstream in self._upstreams:

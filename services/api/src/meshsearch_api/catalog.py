@@ -3,49 +3,32 @@ so its vectors are never mixed with another model's."""
 
 from __future__ import annotations
 
-from meshsearch.search.v1 import search_pb2 as spb
-from meshsearch.search.v1 import search_pb2_grpc
-from meshsearch_api import search_client
 from meshsearch_api.domain import CollectionInfo
 from meshsearch_api.embedder_client import EmbedderClient
-from meshsearch_common.client import Upstream
+from meshsearch_api.search_client import SearchClient
 from meshsearch_common.errors import InvalidArgument
+from meshsearch_common.vectors import Metric
 
 
 class Catalog:
-    def __init__(self, search: Upstream, embedder: EmbedderClient) -> None:
+    def __init__(self, search: SearchClient, embedder: EmbedderClient) -> None:
         self._search = search
-        self._stub = search_pb2_grpc.VectorStoreServiceStub(search.channel)
         self._embedder = embedder
 
-    async def create(self, name: str, metric: str) -> CollectionInfo:
+    async def create(self, name: str, metric: Metric) -> CollectionInfo:
         if not name:
             raise InvalidArgument("collection.name is required")
-        model = await self._embedder.model()
-        request = spb.CreateCollectionRequest(
-            collection=spb.Collection(
-                name=name,
-                dimension=model.dimension,
-                metric=search_client.METRIC_VALUES[metric],
-                model=spb.EmbeddingModel(
-                    id=model.id, revision=model.revision, dimension=model.dimension, normalized=True
-                ),
-            )
-        )
-        response = await self._search.call(self._stub.CreateCollection, request)
-        return search_client.collection_info(response.collection)
+        return await self._search.create_collection(name, metric, await self._embedder.model())
 
     async def get(self, name: str) -> CollectionInfo:
         if not name:
             raise InvalidArgument("name is required")
-        response = await self._search.call(self._stub.GetCollection, spb.GetCollectionRequest(name=name))
-        return search_client.collection_info(response.collection)
+        return await self._search.get_collection(name)
 
     async def list(self) -> list[CollectionInfo]:
-        response = await self._search.call(self._stub.ListCollections, spb.ListCollectionsRequest())
-        return [search_client.collection_info(c) for c in response.collections]
+        return await self._search.list_collections()
 
     async def delete(self, name: str) -> None:
         if not name:
             raise InvalidArgument("name is required")
-        await self._search.call(self._stub.DeleteCollection, spb.DeleteCollectionRequest(name=name))
+        await self._search.delete_collection(name)

@@ -6,13 +6,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from meshsearch.search.v1 import search_pb2 as spb
-from meshsearch.search.v1 import search_pb2_grpc
-from meshsearch_api import search_client
 from meshsearch_api.domain import Document, DocumentError, Hit, IndexOutcome
 from meshsearch_api.embedder_client import EmbedderClient
-from meshsearch_common import vectors
-from meshsearch_common.client import Upstream
+from meshsearch_api.search_client import SearchClient
 from meshsearch_common.errors import InvalidArgument
 
 MAX_ID_CHARS = 256
@@ -27,9 +23,8 @@ class DocumentLimits:
 
 
 class Documents:
-    def __init__(self, search: Upstream, embedder: EmbedderClient, limits: DocumentLimits) -> None:
+    def __init__(self, search: SearchClient, embedder: EmbedderClient, limits: DocumentLimits) -> None:
         self._search = search
-        self._stub = search_pb2_grpc.VectorStoreServiceStub(search.channel)
         self._embedder = embedder
         self._limits = limits
 
@@ -69,41 +64,27 @@ class Documents:
         if not valid:
             return IndexOutcome(0, errors)
         # Fail on an unknown collection before spending model time on its documents.
-        await self._search.call(self._stub.GetCollection, spb.GetCollectionRequest(name=collection))
+        await self._search.get_collection(collection)
         embedded = await self._embedder.embed([document.text for _, document in valid])
-        model = embedded.model
-        request = spb.UpsertRequest(
-            collection=collection,
-            points=[
-                spb.Point(
-                    id=document.id,
-                    vector=spb.Vector(data=vectors.pack(row), dimension=model.dimension),
-                    text=document.text,
-                    metadata=search_client.struct(document.metadata),
-                )
-                for (_, document), row in zip(valid, embedded.vectors, strict=True)
-            ],
-            model=spb.EmbeddingModel(id=model.id, revision=model.revision, dimension=model.dimension, normalized=True),
+        result = await self._search.upsert(
+            collection, [document for _, document in valid], embedded.vectors, embedded.model
         )
-        response = await self._search.call(self._stub.Upsert, request)
-        for item in response.errors:
-            original_index, document = valid[item.index]
-            errors.append(DocumentError(original_index, document.id, grpc.StatusCode.INVALID_ARGUMENT, item.message))
-        return IndexOutcome(response.upserted_count, sorted(errors, key=lambda error: error.index), embedded.queue_s)
+        for position, message in result.rejected:
+            original_index, document = valid[position]
+            errors.append(DocumentError(original_index, document.id, grpc.StatusCode.INVALID_ARGUMENT, message))
+        return IndexOutcome(result.upserted_count, sorted(errors, key=lambda error: error.index), embedded.queue_s)
 
     async def get(self, collection: str, ids: list[str]) -> tuple[list[Document], list[str]]:
         self._require_collection(collection)
         if not ids:
             raise InvalidArgument("ids must contain at least one id")
-        response = await self._search.call(self._stub.Get, spb.GetRequest(collection=collection, ids=ids))
-        return [search_client.document(point) for point in response.points], list(response.missing_ids)
+        return await self._search.get(collection, ids)
 
     async def delete(self, collection: str, ids: list[str]) -> int:
         self._require_collection(collection)
         if not ids:
             raise InvalidArgument("ids must contain at least one id")
-        response = await self._search.call(self._stub.Delete, spb.DeleteRequest(collection=collection, ids=ids))
-        return response.deleted_count
+        return await self._search.delete(collection, ids)
 
     async def search(self, collection: str, query: str, top_k: int, score_threshold: float | None) -> list[Hit]:
         self._require_collection(collection)
@@ -116,14 +97,4 @@ class Documents:
             raise InvalidArgument(f"top_k {k} exceeds the limit of {self._limits.max_top_k}")
         self._search.fail_fast_if_open()  # no model time for a query that could not be run
         embedded = await self._embedder.embed([query])
-        model = embedded.model
-        request = spb.QueryRequest(
-            collection=collection,
-            vector=spb.Vector(data=vectors.pack(embedded.vectors[0]), dimension=model.dimension),
-            k=k,
-            model=spb.EmbeddingModel(id=model.id, revision=model.revision, dimension=model.dimension, normalized=True),
-        )
-        if score_threshold is not None:
-            request.score_threshold = score_threshold
-        response = await self._search.call(self._stub.Query, request)
-        return [Hit(search_client.document(hit.point), hit.score) for hit in response.points]
+        return await self._search.query(collection, embedded.vectors[0], embedded.model, k, score_threshold)

@@ -1,4 +1,4 @@
-"""Plain data types of the api core (no gRPC)."""
+"""Plain data types of the api core (no protobuf messages; gRPC status codes name per-item errors)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,14 @@ from typing import Any
 
 import grpc
 
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    id: str
-    revision: str
-    dimension: int
+from meshsearch_common.vectors import Metric
+from meshsearch_common.vectors import ModelIdentity as ModelIdentity  # shared by every service; re-exported
 
 
 @dataclass(frozen=True)
 class CollectionInfo:
     name: str
-    metric: str  # "cosine" | "dot" | "l2"
+    metric: Metric
     model: ModelIdentity
     document_count: int
     create_time: datetime | None

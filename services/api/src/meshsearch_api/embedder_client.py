@@ -29,6 +29,12 @@ class Embedded:
     queue_s: float = 0.0  # time the texts waited in the embedder's queue (0 when all were cached)
 
 
+# What a cached value is: the unit-length (normalized) vector, at the model's full dimension, of
+# the text alone (no prompt). Part of every cache key, so that changing what is cached (another
+# normalization, a prompt, truncated dimensions) starts a new namespace instead of mixing.
+CACHED_VECTOR_FORMAT = "normalized-full-noprompt"
+
+
 class EmbedderClient:
     def __init__(self, upstream: Upstream, cache_factory: Callable[[str], EmbeddingCache]) -> None:
         self._upstream = upstream
@@ -39,7 +45,7 @@ class EmbedderClient:
 
     def _adopt(self, model: ModelIdentity) -> None:
         self._model = model
-        self._cache = self._cache_factory(f"{model.id}@{model.revision}:n1")
+        self._cache = self._cache_factory(f"{model.id}@{model.revision}:{CACHED_VECTOR_FORMAT}")
 
     async def model(self) -> ModelIdentity:
         """The embedder's model identity as last seen (asked with Info the first time)."""

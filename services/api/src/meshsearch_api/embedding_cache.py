@@ -15,6 +15,8 @@ import numpy.typing as npt
 import redis.asyncio as redis
 from prometheus_client import Counter
 
+from meshsearch_common import vectors
+
 log = logging.getLogger(__name__)
 
 CACHE_LOOKUPS = Counter("meshsearch_api_embedding_cache_total", "Embedding cache lookups by outcome.", ["outcome"])
@@ -52,22 +54,22 @@ class EmbeddingCache:
             return [None] * len(texts)
         found: list[npt.NDArray[np.float32] | None] = []
         for value in values:
-            if value is not None and len(value) == 4 * dimension:
-                found.append(np.frombuffer(value, dtype="<f4").astype(np.float32))
+            if isinstance(value, bytes) and len(value) == 4 * dimension:
+                found.append(vectors.view(value, dimension)[0])
                 CACHE_LOOKUPS.labels("hit").inc()
             else:
                 found.append(None)
                 CACHE_LOOKUPS.labels("miss").inc()
         return found
 
-    async def put_many(self, texts: list[str], vectors: npt.NDArray[np.float32]) -> None:
+    async def put_many(self, texts: list[str], embeddings: npt.NDArray[np.float32]) -> None:
         if not self._usable() or not texts:
             return
         assert self._client is not None
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for text, vector in zip(texts, vectors, strict=True):
-                    pipe.set(self._key(text), np.ascontiguousarray(vector, dtype="<f4").tobytes(), ex=self._ttl_s)
+                for text, vector in zip(texts, embeddings, strict=True):
+                    pipe.set(self._key(text), vectors.pack(vector), ex=self._ttl_s)
                 await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)

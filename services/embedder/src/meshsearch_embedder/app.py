@@ -13,7 +13,7 @@ from meshsearch_common.readiness import Readiness
 from meshsearch_embedder.batcher import Batcher
 from meshsearch_embedder.embedding import EmbeddingService, EmbedOptions, Limits
 from meshsearch_embedder.grpc_service import EmbedderServicer
-from meshsearch_embedder.model import Tokenizing
+from meshsearch_embedder.model import EncoderBackend
 from meshsearch_embedder.settings import EmbedderSettings
 
 log = logging.getLogger(__name__)
@@ -24,13 +24,13 @@ _WARMUP_TEXTS = ["warmup", "a short sentence to warm the model up", "a longer pa
 _WARMUP_BATCH = ["a longer passage " * 40] * 8
 
 
-def load_encoder(settings: EmbedderSettings) -> Tokenizing:
+def load_encoder(settings: EmbedderSettings) -> EncoderBackend:
     """The configured backend; blocking (loads weights, may export ONNX on first use)."""
     if settings.backend == "torch":
         from meshsearch_embedder.torch_backend import TorchEncoder
 
         return TorchEncoder(
-            settings.model_path, model_id=settings.model_id, device=settings.device, threads=settings.torch_threads
+            settings.model_path, model_id=settings.model_id, device=settings.device, threads=settings.inference_threads
         )
     from meshsearch_embedder.onnx_backend import OnnxEncoder
 
@@ -39,7 +39,7 @@ def load_encoder(settings: EmbedderSettings) -> Tokenizing:
         cache_dir=settings.onnx_cache_dir,
         quantize=settings.backend == "onnx-int8",
         model_id=settings.model_id,
-        threads=settings.torch_threads,
+        threads=settings.inference_threads,
     )
 
 

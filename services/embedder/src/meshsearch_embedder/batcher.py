@@ -27,18 +27,12 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from meshsearch_embedder import metrics
-
-
-class Encoder(Protocol):
-    def tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]: ...
-    def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]: ...
-
+from meshsearch_embedder.model import EncoderBackend
 
 # Throughput assumed before the first batch has been measured (tokens per second).
 _INITIAL_TOKENS_PER_S = 5_000.0
@@ -103,8 +97,9 @@ class _Item:
 
 
 @dataclass(frozen=True)
-class BatchResult:
-    """Raw (unnormalized) embeddings of one call, with where its time went."""
+class Embedded:
+    """Embeddings of one call, with where its time went (raw from the batcher; the embedding
+    service normalizes and truncates them as the call asked)."""
 
     vectors: npt.NDArray[np.float32]
     token_counts: list[int]
@@ -116,7 +111,7 @@ class BatchResult:
 class Batcher:
     def __init__(
         self,
-        encoder: Encoder,
+        encoder: EncoderBackend,
         *,
         max_batch_size: int,
         max_batch_tokens: int,
@@ -189,7 +184,7 @@ class Batcher:
                 )
         return request
 
-    async def embed(self, token_ids: list[list[int]], deadline: float | None, tokenize_s: float) -> BatchResult:
+    async def embed(self, token_ids: list[list[int]], deadline: float | None, tokenize_s: float) -> Embedded:
         """Embed pre-tokenized texts. Raises Overloaded at once when admission is refused, or
         later if the request's texts can no longer be served by its promise."""
         request = self._admit(sum(map(len, token_ids)), deadline)
@@ -209,7 +204,7 @@ class Batcher:
             for item in items:
                 item.future.cancel()
             raise
-        return BatchResult(
+        return Embedded(
             vectors=np.stack(rows),
             token_counts=[len(ids) for ids in token_ids],
             queue_s=request.queue_s,
@@ -229,7 +224,11 @@ class Batcher:
             started = time.perf_counter()
             for item in batch:
                 waited = started - item.enqueued_at
-                item.request.queue_s = max(item.request.queue_s, waited)
+                if not item.request.batches:
+                    # The wait before the request's first forward pass: time spent behind other
+                    # callers' work, the load signal (later texts also wait for their own call's
+                    # earlier batches, which says nothing about load).
+                    item.request.queue_s = max(item.request.queue_s, waited)
                 metrics.QUEUE_SECONDS.observe(waited)
             try:
                 vectors = await loop.run_in_executor(

@@ -7,15 +7,14 @@ index, the limit, the token count) before any model time is spent.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-import numpy.typing as npt
 
 from meshsearch_common import context
 from meshsearch_common.errors import InvalidArgument, ResourceExhausted
 from meshsearch_embedder import metrics
-from meshsearch_embedder.batcher import Batcher, Overloaded
+from meshsearch_embedder.batcher import Batcher, Embedded, Overloaded
 from meshsearch_embedder.model import ModelInfo
 
 
@@ -28,19 +27,12 @@ class EmbedOptions:
 
 
 @dataclass(frozen=True)
-class Embedded:
-    vectors: npt.NDArray[np.float32]
-    token_counts: list[int]
-    queue_s: float
-    tokenize_s: float
-    inference_s: float
-
-
-@dataclass(frozen=True)
 class Limits:
+    """Request bounds, from EmbedderSettings (no defaults of their own)."""
+
     max_texts_per_request: int
     max_text_bytes: int
-    max_request_bytes: int = 4 * 1024 * 1024
+    max_request_bytes: int
 
 
 class EmbeddingService:
@@ -104,10 +96,4 @@ class EmbeddingService:
         if options.normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
-        return Embedded(
-            vectors=np.ascontiguousarray(vectors, dtype=np.float32),
-            token_counts=result.token_counts,
-            queue_s=result.queue_s,
-            tokenize_s=result.tokenize_s,
-            inference_s=result.inference_s,
-        )
+        return replace(result, vectors=np.ascontiguousarray(vectors, dtype=np.float32))

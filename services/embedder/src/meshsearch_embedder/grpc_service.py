@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -13,7 +14,8 @@ from meshsearch_common import vectors
 from meshsearch_common.errors import MeshError
 from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
-from meshsearch_embedder.embedding import Embedded, EmbeddingService, EmbedOptions
+from meshsearch_embedder.batcher import Embedded
+from meshsearch_embedder.embedding import EmbeddingService, EmbedOptions
 from meshsearch_embedder.model import ModelInfo
 
 
@@ -49,13 +51,13 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
     def _service(self) -> EmbeddingService:
         return self._core.get()
 
-    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.EmbedResponse:
         check_message_size(request, self._service.limits.max_request_bytes)
         result = await self._service.embed(list(request.texts), _options(request.options))
         return pb.EmbedResponse(embeddings=_embeddings(result, self._service.info))
 
     async def EmbedStream(
-        self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.EmbedStreamResponse]:
         """Requests are embedded concurrently (so they batch together); each answer is sent
         as soon as it is ready, tagged with its correlation id."""
@@ -90,7 +92,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         finally:
             reader.cancel()
 
-    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.InfoResponse:
         info = self._service.info
         return pb.InfoResponse(
             model_id=info.model_id,
@@ -104,6 +106,8 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             max_texts_per_request=self._service.limits.max_texts_per_request,
         )
 
-    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
+    async def Tokenize(
+        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.TokenizeResponse:
         counts = await self._service.count_tokens(list(request.texts), request.prompt_name)
         return pb.TokenizeResponse(token_counts=counts, max_tokens=self._service.info.max_tokens)

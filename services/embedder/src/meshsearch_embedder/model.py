@@ -1,4 +1,5 @@
-"""What every inference backend shares: the tokenizer, model identity and padding.
+"""What every inference backend shares: `EncoderBackend`, the one base class of backends
+(torch, ONNX), with the tokenizer, model identity (`ModelInfo`) and padding.
 
 A backend is split into the two stages the batcher schedules separately: `tokenize` turns
 texts into token id lists (no padding, so texts from different requests can be regrouped by
@@ -8,6 +9,7 @@ off the event loop; `encode` must only ever run on one thread at a time.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 from dataclasses import dataclass
@@ -71,8 +73,9 @@ class PaddedBatch:
         self.token_type_ids = np.zeros_like(self.input_ids)
 
 
-class Tokenizing:
-    """Tokenizer half of a backend; subclasses add `encode` and fill `info`."""
+class EncoderBackend(abc.ABC):
+    """An inference backend: a Hugging Face tokenizer plus a forward pass. Subclasses load their
+    model, fill `info` and implement `encode`."""
 
     info: ModelInfo
 
@@ -97,5 +100,6 @@ class Tokenizing:
     def pad(self, batch: list[list[int]]) -> PaddedBatch:
         return PaddedBatch(batch, self._pad_id)
 
+    @abc.abstractmethod
     def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
-        raise NotImplementedError
+        """Unnormalized embeddings of one batch of token id lists, shape (len(batch), dimension)."""

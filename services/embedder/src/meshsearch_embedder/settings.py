@@ -58,6 +58,6 @@ class EmbedderSettings(ServiceSettings):
     max_texts_per_request: int = Field(512, ge=1)
     max_text_bytes: int = Field(65_536, ge=1, description="Largest single text, in UTF-8 bytes.")
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1, description="Largest serialized request.")
-    torch_threads: int = Field(
+    inference_threads: int = Field(
         0, ge=0, description="Intra-op threads for CPU inference (torch or ONNX); 0 uses all cores."
     )

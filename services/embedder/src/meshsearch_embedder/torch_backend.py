@@ -7,10 +7,10 @@ import os
 import numpy as np
 import numpy.typing as npt
 
-from meshsearch_embedder.model import ModelInfo, Tokenizing, content_revision, derive_model_id, require_model_dir
+from meshsearch_embedder.model import EncoderBackend, ModelInfo, content_revision, derive_model_id, require_model_dir
 
 
-class TorchEncoder(Tokenizing):
+class TorchEncoder(EncoderBackend):
     def __init__(self, model_path: str, *, model_id: str = "", device: str = "auto", threads: int = 0) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
@@ -25,7 +25,10 @@ class TorchEncoder(Tokenizing):
         if device.startswith("cuda"):
             model = model.half()
         model.eval()
-        super().__init__(model.tokenizer, int(model.max_seq_length))
+        max_tokens, dimension = model.max_seq_length, model.get_embedding_dimension()
+        if max_tokens is None or dimension is None:
+            raise ValueError(f"{model_path} does not declare its maximum sequence length and dimension")
+        super().__init__(model.tokenizer, max_tokens)
         # Run every module but a trailing Normalize: normalization is a per-request option.
         modules = list(model)
         self._modules = modules[:-1] if type(modules[-1]).__name__ == "Normalize" else modules
@@ -35,12 +38,12 @@ class TorchEncoder(Tokenizing):
         self.info = ModelInfo(
             model_id=model_id or derive_model_id(path),
             revision=content_revision(path),
-            dimension=int(model.get_embedding_dimension()),
-            max_tokens=int(model.max_seq_length),
+            dimension=dimension,
+            max_tokens=max_tokens,
             dtype="float16" if device.startswith("cuda") else "float32",
             backend="torch",
             device=device,
-            prompts=dict(model.prompts),
+            prompts={name: prompt for name, prompt in model.prompts.items() if prompt is not None},
         )
 
     def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
@@ -54,4 +57,5 @@ class TorchEncoder(Tokenizing):
         with torch.inference_mode():
             for module in self._modules:
                 features = module(features)
-        return features["sentence_embedding"].float().cpu().numpy()
+        embeddings: npt.NDArray[np.float32] = features["sentence_embedding"].float().cpu().numpy()
+        return embeddings

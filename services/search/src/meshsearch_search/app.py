@@ -17,7 +17,6 @@ from meshsearch_common.readiness import Readiness
 from meshsearch_search.bulk import BulkLoader, BulkSettings
 from meshsearch_search.collections import CollectionStore
 from meshsearch_search.db import Database
-from meshsearch_search.filters import FilterLimits
 from meshsearch_search.grpc_service import Stores, VectorStoreServicer
 from meshsearch_search.points import PointLimits, PointStore
 from meshsearch_search.retrieval import Retriever
@@ -83,30 +82,8 @@ class SearchApp:
         read_pool = await self._open_pool(settings.read_database_url or settings.database_url, "read", autocommit=True)
         db = Database(write_pool, read_pool, connect_timeout_s=settings.pool_timeout_s)
         collections = CollectionStore(db, settings.max_dimension)
-        points = PointStore(
-            db,
-            collections,
-            PointLimits(
-                max_batch_points=settings.max_batch_points,
-                max_text_bytes=settings.max_text_bytes,
-                max_metadata_bytes=settings.max_metadata_bytes,
-                max_k=settings.max_k,
-                max_ef_search=settings.max_ef_search,
-                default_ef_search=settings.default_ef_search,
-                exact_filter_max_rows=settings.exact_filter_max_rows,
-                max_scan_tuples=settings.max_scan_tuples,
-                max_batch_queries=settings.max_batch_queries,
-                filters=FilterLimits(
-                    settings.max_filter_depth, settings.max_filter_conditions, settings.max_filter_in_values
-                ),
-            ),
-        )
-        bulk = BulkLoader(
-            db,
-            collections,
-            points,
-            BulkSettings(settings.bulk_max_statement_s, settings.index_build_memory, settings.index_build_workers),
-        )
+        points = PointStore(db, collections, PointLimits.from_settings(settings))
+        bulk = BulkLoader(db, collections, points, BulkSettings.from_settings(settings))
         # A batch may use all but one of the read connections, so single queries still get one.
         concurrency = max(1, settings.pool_max_size - 1)
         self._stores.set(

@@ -25,11 +25,12 @@ import psycopg
 from psycopg import sql
 
 from meshsearch_common.errors import InvalidArgument
-from meshsearch_search.collections import COLUMN_TYPES, CollectionStore, hnsw_index_sql
+from meshsearch_search.collections import CollectionStore, hnsw_index_sql
 from meshsearch_search.copy_format import pack_vectors, use_json_text, use_packed_vectors
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ModelIdentity, PointBatch
 from meshsearch_search.points import PointStore, check_model
+from meshsearch_search.settings import SearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,15 @@ class BulkResult:
 
 @dataclass(frozen=True)
 class BulkSettings:
-    max_statement_s: float = 3600.0
-    index_build_memory: str = "1GB"
-    index_build_workers: int = 2
+    """How bulk loads run; built from SearchSettings, the one source of their values."""
+
+    max_statement_s: float
+    index_build_memory: str
+    index_build_workers: int
+
+    @classmethod
+    def from_settings(cls, settings: SearchSettings) -> BulkSettings:
+        return cls(settings.bulk_max_statement_s, settings.index_build_memory, settings.index_build_workers)
 
 
 class _Rows:
@@ -64,7 +71,7 @@ class _Rows:
 
     def rows(self, batch: PointBatch) -> list[tuple[Any, ...]]:
         dimension = batch.vectors.shape[1] if batch.vectors.ndim == 2 else -1
-        finite = np.isfinite(batch.vectors).all(axis=1) if batch.ids else np.ones(0, bool)
+        finite = np.asarray(np.isfinite(batch.vectors).all(axis=1)) if batch.ids else np.ones(0, dtype=np.bool_)
         for offset, (point_id, text, metadata_json) in enumerate(
             zip(batch.ids, batch.texts, batch.metadata_json, strict=True)
         ):
@@ -151,7 +158,7 @@ class BulkLoader:
                     update = sql.SQL(
                         "UPDATE {} SET embedding = %s::{column}, text = %s, metadata = %s::jsonb, updated_at = now() "
                         "WHERE id = %s"
-                    ).format(table, column=sql.SQL(COLUMN_TYPES[collection.spec.storage]))
+                    ).format(table, column=sql.SQL(collection.spec.storage.column_type))
                     async with conn.cursor() as cursor:
                         await cursor.executemany(update, list(late.values()))
                 written = len(rows.seen)
@@ -162,7 +169,7 @@ class BulkLoader:
         return written
 
     async def _merge(self, conn, collection: Collection, batches: AsyncIterator[PointBatch], rows: _Rows) -> int:  # type: ignore[no-untyped-def]
-        column = COLUMN_TYPES[collection.spec.storage]
+        column = collection.spec.storage.column_type
         await conn.execute(
             sql.SQL(
                 "CREATE TEMP TABLE meshsearch_staging (seq bigint, id text, embedding {column}({dimension}), "

@@ -21,7 +21,16 @@ from psycopg.rows import dict_row
 
 from meshsearch_common.errors import AlreadyExists, InvalidArgument, NotFound
 from meshsearch_search.db import Database
-from meshsearch_search.domain import Collection, CollectionSpec, Metric, ModelIdentity, Storage
+from meshsearch_search.domain import (
+    HNSW_INDEX_SUFFIX,
+    POINTS_TABLE_PREFIX,
+    Collection,
+    CollectionSpec,
+    Metric,
+    ModelIdentity,
+    Storage,
+    points_table,
+)
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -31,7 +40,6 @@ METRIC_OPERATORS: dict[Metric, tuple[str, str]] = {
     Metric.DOT: ("<#>", "ip_ops"),
     Metric.L2: ("<->", "l2_ops"),
 }
-COLUMN_TYPES: dict[Storage, str] = {Storage.FLOAT32: "vector", Storage.FLOAT16: "halfvec"}
 HNSW_MAX_DIMENSION = 2000  # pgvector: HNSW indexes `vector` columns of up to 2,000 dimensions
 HALFVEC_HNSW_MAX_DIMENSION = 4000
 CACHE_TTL_S = 2.0
@@ -44,9 +52,9 @@ def validate_name(name: str) -> None:
         )
 
 
-def hnsw_index_sql(collection: Collection, concurrently: bool = False) -> sql.Composable:
+def hnsw_index_sql(collection: Collection, concurrently: bool = False) -> sql.Composed:
     spec = collection.spec
-    column = COLUMN_TYPES[spec.storage]
+    column = spec.storage.column_type
     _, ops_suffix = METRIC_OPERATORS[spec.metric]
     return sql.SQL(
         "CREATE INDEX {concurrently} IF NOT EXISTS {index} ON {table} USING hnsw (embedding {ops}) "
@@ -85,18 +93,17 @@ def _from_row(row: dict) -> Collection:  # type: ignore[type-arg]
 
 
 # The HNSW index is ready when it exists and is valid (not mid-build or left invalid by a crash).
-_SELECT = """
+_SELECT = f"""
     SELECT c.*,
            EXISTS (SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
-                    WHERE x.relname = 'meshsearch_points_' || c.id || '_hnsw' AND i.indisvalid) AS index_ready
+                    WHERE x.relname = '{POINTS_TABLE_PREFIX}' || c.id || '{HNSW_INDEX_SUFFIX}'
+                      AND i.indisvalid) AS index_ready
       FROM meshsearch_collections c
 """
 
 
 async def _count_points(conn: psycopg.AsyncConnection, collection_id: int) -> int:
-    cursor = await conn.execute(
-        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(f"meshsearch_points_{collection_id}"))
-    )
+    cursor = await conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(points_table(collection_id))))
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
@@ -165,7 +172,7 @@ class CollectionStore:
                            tsv        tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED,
                            updated_at timestamptz NOT NULL DEFAULT now()
                        )"""
-                ).format(table=table, column=sql.SQL(COLUMN_TYPES[spec.storage]), dimension=sql.Literal(spec.dimension))
+                ).format(table=table, column=sql.SQL(spec.storage.column_type), dimension=sql.Literal(spec.dimension))
             )
             await conn.execute(hnsw_index_sql(collection))
             await conn.execute(
@@ -221,4 +228,4 @@ class CollectionStore:
             row = await cursor.fetchone()
             if row is None:
                 raise NotFound(f"collection '{name}' does not exist")
-            await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(f"meshsearch_points_{row[0]}")))
+            await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(points_table(row[0]))))

@@ -12,6 +12,7 @@ as big-endian float32 (`vector`) or float16 (`halfvec`).
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,8 +22,10 @@ from psycopg.pq import Format
 
 from meshsearch_search.domain import Storage
 
-_WIRE_DTYPES = {Storage.FLOAT32: np.dtype(">f4"), Storage.FLOAT16: np.dtype(">f2")}
-TYPE_NAMES = {Storage.FLOAT32: "vector", Storage.FLOAT16: "halfvec"}
+_WIRE_DTYPES: dict[Storage, np.dtype[np.floating[Any]]] = {
+    Storage.FLOAT32: np.dtype(">f4"),
+    Storage.FLOAT16: np.dtype(">f2"),
+}
 
 
 def pack_vectors(rows: npt.NDArray[np.float32], storage: Storage) -> list[bytes]:
@@ -50,14 +53,14 @@ def use_json_text(conn: psycopg.AsyncConnection) -> str:
 def use_packed_vectors(conn: psycopg.AsyncConnection, storage: Storage) -> str:
     """Make COPY on `conn` pass bytes through unchanged for the storage's vector type; returns
     the type name to give `Copy.set_types`. Only COPY (which looks dumpers up by oid) is affected."""
-    name = TYPE_NAMES[storage]
+    name = storage.column_type
     info = conn.adapters.types.get(name)
     if info is None:
         raise RuntimeError(f"pgvector type {name} is not registered on this connection")
 
     class PackedDumper(Dumper):
         format = Format.BINARY
-        oid = info.oid
+        oid = info.oid  # type: ignore[union-attr]  # checked for None just above, outside this class
 
         def dump(self, obj: bytes) -> bytes:
             return obj

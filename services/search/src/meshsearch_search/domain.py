@@ -10,24 +10,36 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-
-class Metric(enum.Enum):
-    COSINE = "cosine"
-    DOT = "dot"
-    L2 = "l2"
+# Shared by every service (one metric mapping, one model identity); re-exported.
+from meshsearch_common.vectors import Metric as Metric
+from meshsearch_common.vectors import ModelIdentity as ModelIdentity
 
 
 class Storage(enum.Enum):
     FLOAT32 = "float32"
     FLOAT16 = "float16"
 
+    @property
+    def column_type(self) -> str:
+        """pgvector's column type for this storage."""
+        return "halfvec" if self is Storage.FLOAT16 else "vector"
 
-@dataclass(frozen=True)
-class ModelIdentity:
-    id: str = ""
-    revision: str = ""
-    dimension: int = 0
-    normalized: bool = False
+
+# pgvector's own defaults, used when a collection does not set them.
+HNSW_DEFAULT_M = 16
+HNSW_DEFAULT_EF_CONSTRUCTION = 64
+
+POINTS_TABLE_PREFIX = "meshsearch_points_"
+HNSW_INDEX_SUFFIX = "_hnsw"
+
+
+def points_table(collection_id: int) -> str:
+    """The table holding a collection's points; every statement names it through this."""
+    return f"{POINTS_TABLE_PREFIX}{collection_id}"
+
+
+def hnsw_index_name(collection_id: int) -> str:
+    return f"{points_table(collection_id)}{HNSW_INDEX_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -36,8 +48,8 @@ class CollectionSpec:
     dimension: int
     metric: Metric = Metric.COSINE
     storage: Storage = Storage.FLOAT32
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 64
+    hnsw_m: int = HNSW_DEFAULT_M
+    hnsw_ef_construction: int = HNSW_DEFAULT_EF_CONSTRUCTION
     model: ModelIdentity = field(default_factory=ModelIdentity)
 
 
@@ -51,11 +63,11 @@ class Collection:
 
     @property
     def table(self) -> str:
-        return f"meshsearch_points_{self.id}"
+        return points_table(self.id)
 
     @property
     def hnsw_index(self) -> str:
-        return f"meshsearch_points_{self.id}_hnsw"
+        return hnsw_index_name(self.id)
 
 
 @dataclass(frozen=True)

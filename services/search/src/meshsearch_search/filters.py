@@ -46,9 +46,11 @@ class Filter:
 
 @dataclass(frozen=True)
 class FilterLimits:
-    max_depth: int = 4
-    max_conditions: int = 64
-    max_in_values: int = 256
+    """Bounds on a filter's size (from SearchSettings; no defaults of its own)."""
+
+    max_depth: int
+    max_conditions: int
+    max_in_values: int
 
 
 @dataclass

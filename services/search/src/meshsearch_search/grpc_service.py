@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -20,9 +21,10 @@ from meshsearch_common.readiness import Readiness
 from meshsearch_search.bulk import BulkLoader
 from meshsearch_search.collections import CollectionStore
 from meshsearch_search.domain import (
+    HNSW_DEFAULT_EF_CONSTRUCTION,
+    HNSW_DEFAULT_M,
     Collection,
     CollectionSpec,
-    Metric,
     ModelIdentity,
     Point,
     PointBatch,
@@ -33,14 +35,7 @@ from meshsearch_search.filters import FieldCondition, Filter
 from meshsearch_search.points import PointStore
 from meshsearch_search.retrieval import QuerySpec, Retriever
 
-_METRICS = {
-    pb.METRIC_UNSPECIFIED: Metric.COSINE,
-    pb.METRIC_COSINE: Metric.COSINE,
-    pb.METRIC_DOT: Metric.DOT,
-    pb.METRIC_L2: Metric.L2,
-}
-_METRICS_OUT = {metric: value for value, metric in _METRICS.items() if value != pb.METRIC_UNSPECIFIED}
-_STORAGE = {
+_STORAGE: dict[int, Storage] = {
     pb.STORAGE_UNSPECIFIED: Storage.FLOAT32,
     pb.STORAGE_FLOAT32: Storage.FLOAT32,
     pb.STORAGE_FLOAT16: Storage.FLOAT16,
@@ -68,7 +63,7 @@ def _collection_out(collection: Collection) -> pb.Collection:
     message = pb.Collection(
         name=spec.name,
         dimension=spec.dimension,
-        metric=_METRICS_OUT[spec.metric],
+        metric=vectors.metric_to_wire(pb.Metric, spec.metric),
         storage=_STORAGE_OUT[spec.storage],
         hnsw=pb.HnswParams(m=spec.hnsw_m, ef_construction=spec.hnsw_ef_construction),
         model=pb.EmbeddingModel(
@@ -88,7 +83,8 @@ def _vector_in(message: pb.Vector, what: str) -> npt.NDArray[np.float32]:
     matrix = vectors.unpack(message.data, message.dimension)
     if matrix.shape[0] != 1:
         raise InvalidArgument(f"{what} holds {matrix.shape[0]} vectors; send exactly one (dimension * 4 bytes)")
-    return matrix[0]
+    row: npt.NDArray[np.float32] = matrix[0]
+    return row
 
 
 def _point_in(message: pb.Point) -> Point:
@@ -118,7 +114,7 @@ def _columns_in(message: pb.PointColumns) -> PointBatch:
             raise InvalidArgument(f"columns.{name} has {len(column)} entries; give one per id ({count}) or none")
     return PointBatch(
         ids=list(message.ids),
-        vectors=np.frombuffer(message.vectors, dtype="<f4").reshape(count, message.dimension),
+        vectors=vectors.view(message.vectors, message.dimension),
         texts=list(message.texts) or [""] * count,
         metadata_json=list(message.metadata_json) or ["{}"] * count,
     )
@@ -239,40 +235,40 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         return stores
 
     async def CreateCollection(
-        self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateCollectionResponse:
         message = request.collection
         spec = CollectionSpec(
             name=message.name,
             dimension=message.dimension,
-            metric=enum_member(_METRICS, message.metric, "collection.metric"),
+            metric=vectors.metric_from_wire(pb.Metric, message.metric, "collection.metric"),
             storage=enum_member(_STORAGE, message.storage, "collection.storage"),
-            hnsw_m=message.hnsw.m or 16,
-            hnsw_ef_construction=message.hnsw.ef_construction or 64,
+            hnsw_m=message.hnsw.m or HNSW_DEFAULT_M,
+            hnsw_ef_construction=message.hnsw.ef_construction or HNSW_DEFAULT_EF_CONSTRUCTION,
             model=_model_in(message.model),
         )
         collection = await self._checked(request).collections.create(spec)
         return pb.CreateCollectionResponse(collection=_collection_out(collection))
 
     async def GetCollection(
-        self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetCollectionResponse:
         collection = await self._checked(request).collections.get(request.name)
         return pb.GetCollectionResponse(collection=_collection_out(collection))
 
     async def ListCollections(
-        self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListCollectionsResponse:
         collections = await self._checked(request).collections.list()
         return pb.ListCollectionsResponse(collections=[_collection_out(c) for c in collections])
 
     async def DeleteCollection(
-        self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteCollectionResponse:
         await self._checked(request).collections.delete(request.name)
         return pb.DeleteCollectionResponse()
 
-    async def Upsert(self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
+    async def Upsert(self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.UpsertResponse:
         stores = self._checked(request)
         points = [_point_in(point) for point in request.points]
         model = _model_in(request.model) if request.HasField("model") else None
@@ -283,7 +279,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         )
 
     async def BulkUpsert(
-        self, request_iterator: AsyncIterator[pb.BulkUpsertRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.BulkUpsertRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BulkUpsertResponse:
         stores = self._stores.get()
         limit = stores.points.limits.max_batch_points
@@ -311,7 +307,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         result = await stores.bulk.load(first.collection, batches(), model)
         return pb.BulkUpsertResponse(upserted_count=result.upserted_count, index_build_seconds=result.index_build_s)
 
-    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
+    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetResponse:
         points, missing = await self._checked(request).points.get(
             request.collection, list(request.ids), request.include_vectors
         )
@@ -319,12 +315,12 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         _points_out(points, response)
         return response
 
-    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.DeleteResponse:
         node = filter_in(request.filter) if request.HasField("filter") else None
         count = await self._checked(request).points.delete(request.collection, list(request.ids), node)
         return pb.DeleteResponse(deleted_count=count)
 
-    async def Scroll(self, request: pb.ScrollRequest, context: grpc.aio.ServicerContext) -> pb.ScrollResponse:
+    async def Scroll(self, request: pb.ScrollRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ScrollResponse:
         points, cursor = await self._checked(request).points.scroll(
             request.collection, filter_in(request.filter), request.limit, request.cursor, request.include_vectors
         )
@@ -332,14 +328,14 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         _points_out(points, response)
         return response
 
-    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> pb.QueryResponse:
+    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryResponse:
         hits = await self._checked(request).retriever.query(request.collection, _query_in(request))
         response = pb.QueryResponse()
         _hits_out(hits, response)
         return response
 
     async def QueryBatch(
-        self, request: pb.QueryBatchRequest, context: grpc.aio.ServicerContext
+        self, request: pb.QueryBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.QueryBatchResponse:
         stores = self._checked(request)
         if not request.queries:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -15,10 +15,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from meshsearch_common.errors import FailedPrecondition, InvalidArgument
-from meshsearch_search.collections import COLUMN_TYPES, CollectionStore
+from meshsearch_search.collections import CollectionStore
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ItemError, ModelIdentity, Point
 from meshsearch_search.filters import Filter, FilterLimits, compile_filter
+from meshsearch_search.settings import SearchSettings
 
 MAX_ID_CHARS = 256
 T = TypeVar("T")
@@ -26,16 +27,36 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class PointLimits:
+    """Bounds and defaults of point reads and writes; built from SearchSettings, the one source
+    of their values."""
+
     max_batch_points: int
     max_text_bytes: int
     max_metadata_bytes: int
     max_k: int
     max_ef_search: int
     default_ef_search: int
-    exact_filter_max_rows: int = 2000
-    max_scan_tuples: int = 40_000
-    max_batch_queries: int = 64
-    filters: FilterLimits = field(default_factory=FilterLimits)
+    exact_filter_max_rows: int
+    max_scan_tuples: int
+    max_batch_queries: int
+    filters: FilterLimits
+
+    @classmethod
+    def from_settings(cls, settings: SearchSettings) -> PointLimits:
+        return cls(
+            max_batch_points=settings.max_batch_points,
+            max_text_bytes=settings.max_text_bytes,
+            max_metadata_bytes=settings.max_metadata_bytes,
+            max_k=settings.max_k,
+            max_ef_search=settings.max_ef_search,
+            default_ef_search=settings.default_ef_search,
+            exact_filter_max_rows=settings.exact_filter_max_rows,
+            max_scan_tuples=settings.max_scan_tuples,
+            max_batch_queries=settings.max_batch_queries,
+            filters=FilterLimits(
+                settings.max_filter_depth, settings.max_filter_conditions, settings.max_filter_in_values
+            ),
+        )
 
 
 def read_settings(
@@ -170,7 +191,7 @@ class PointStore:
                     """INSERT INTO {table} (id, embedding, text, metadata) VALUES (%s, %s::{column}, %s, %s)
                        ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, text = EXCLUDED.text,
                            metadata = EXCLUDED.metadata, updated_at = now()"""
-                ).format(table=sql.Identifier(collection.table), column=sql.SQL(COLUMN_TYPES[collection.spec.storage]))
+                ).format(table=sql.Identifier(collection.table), column=sql.SQL(collection.spec.storage.column_type))
                 async with self._db.transaction() as conn:
                     async with conn.cursor() as cursor:
                         await cursor.executemany(statement, rows)

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from psycopg import sql
 
 from meshsearch_common.errors import InvalidArgument
-from meshsearch_search.collections import COLUMN_TYPES, METRIC_OPERATORS
+from meshsearch_search.collections import METRIC_OPERATORS
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, Metric, ModelIdentity, ScoredPoint
 from meshsearch_search.filters import Filter
@@ -119,7 +119,7 @@ class Retriever:
         return {
             "vector": sql.SQL("embedding::vector" if include_vectors else "NULL"),
             "op": sql.SQL(operator),
-            "column": sql.SQL(COLUMN_TYPES[collection.spec.storage]),
+            "column": sql.SQL(collection.spec.storage.column_type),
             "table": sql.Identifier(collection.table),
         }
 

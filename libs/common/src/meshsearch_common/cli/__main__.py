@@ -1,3 +1,0 @@
-from meshsearch_common.cli import main
-
-main()
