@@ -38,6 +38,19 @@ class Upstream:
         return "ok"
 
 
+async def held_trial(breaker: AsyncCircuitBreaker) -> tuple[asyncio.Task[str], asyncio.Event]:
+    """Start a call that answers "ok" only once the returned event is set."""
+    release = asyncio.Event()
+
+    async def slow_trial() -> str:
+        await release.wait()
+        return "ok"
+
+    trial = asyncio.create_task(breaker.call(slow_trial))
+    await asyncio.sleep(0.01)
+    return trial, release
+
+
 async def fail_times(breaker: AsyncCircuitBreaker, upstream: Upstream, times: int) -> None:
     for _ in range(times):
         with pytest.raises(UpstreamDown):
@@ -90,14 +103,7 @@ async def test_half_open_admits_only_one_trial_at_a_time() -> None:
     await fail_times(breaker, upstream, 3)
     await asyncio.sleep(0.25)
     upstream.error = None
-    release = asyncio.Event()
-
-    async def slow_trial() -> str:
-        await release.wait()
-        return "ok"
-
-    trial = asyncio.create_task(breaker.call(slow_trial))
-    await asyncio.sleep(0.01)
+    trial, release = await held_trial(breaker)
     assert breaker.state == HALF_OPEN
     with pytest.raises(BreakerOpen):
         await breaker.call(upstream)
@@ -180,14 +186,7 @@ async def test_a_caller_can_ask_whether_a_call_would_be_rejected_without_taking_
     assert waiting is not None and 0 < waiting <= 0.2
     await asyncio.sleep(0.25)
     assert breaker.rejecting_for_s() is None  # the next call would be the trial, and asking did not take it
-    release = asyncio.Event()
-
-    async def slow_trial() -> str:
-        await release.wait()
-        return "ok"
-
-    trial = asyncio.create_task(breaker.call(slow_trial))
-    await asyncio.sleep(0.01)
+    trial, release = await held_trial(breaker)
     assert breaker.rejecting_for_s() == 0.0  # the trial is in flight
     release.set()
     await trial

@@ -25,3 +25,29 @@ def test_importing_the_api_or_search_service_never_loads_torch(module: str) -> N
     code = f"import sys, {module}; heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; print(heavy)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+SERVICE_AND_TOOLING_PACKAGES = ("meshsearch_api", "meshsearch_embedder", "meshsearch_search", "meshsearch_cli")
+
+
+def test_the_common_library_imports_no_service_and_no_launcher() -> None:
+    import ast
+
+    for path in (ROOT / "libs" / "common" / "src" / "meshsearch_common").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in SERVICE_AND_TOOLING_PACKAGES, f"{path} imports {name}"
+
+
+def test_a_missing_optional_dependency_names_the_extra_to_install() -> None:
+    from meshsearch_cli.stack import MissingExtra, require
+
+    with pytest.raises(MissingExtra, match=r"pip install 'meshsearch-cli\[embedded\]'"):
+        require("no_such_module_for_meshsearch", "embedded")
