@@ -270,3 +270,36 @@ async def test_queue_time_is_the_wait_behind_other_work_not_behind_the_calls_own
         await batcher.stop()
     assert result.inference_s >= 0.6
     assert result.queue_s < 0.1  # the idle model started on this call at once
+
+
+async def test_queue_time_counts_the_wait_behind_another_calls_work() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder)
+    await batcher.start()
+    try:
+        async with model_busy(batcher, encoder):
+            waiting = asyncio.create_task(batcher.embed(await batcher.tokenize(["zz"], truncate=True), None, 0.0))
+            await queue_settled(batcher)
+            await asyncio.sleep(0.3)  # another call's batch holds the model meanwhile
+        result = await waiting
+    finally:
+        await batcher.stop()
+    assert result.queue_s >= 0.3
+
+
+async def test_each_call_learns_the_work_admitted_ahead_of_it() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder)
+    batcher.throughput.observe(tokens=1000, seconds=1.0)  # 1,000 tokens/s
+    await batcher.start()
+    try:
+        async with model_busy(batcher, encoder):  # the blocker's one token is in flight
+            ahead = asyncio.create_task(embed(batcher, ["y" * 499]))
+            await queue_settled(batcher)
+            behind = asyncio.create_task(batcher.embed(await batcher.tokenize(["z"], truncate=True), None, 0.0))
+            await queue_settled(batcher)
+        await ahead
+        result = await behind
+    finally:
+        await batcher.stop()
+    assert result.backlog_s == pytest.approx(0.5, rel=0.05)  # 500 tokens ahead at 1,000 tokens/s

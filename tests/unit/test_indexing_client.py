@@ -30,7 +30,7 @@ class ScriptedStub:
         if self.errors:
             raise self.errors.pop(0)
         return pb.IndexDocumentsResponse(
-            indexed_count=len(request.documents), load=pb.LoadReport(embedder_queue_seconds=self.queue_s)
+            indexed_count=len(request.documents), load=pb.LoadReport(embedder_backlog_seconds=self.queue_s)
         )
 
 
@@ -59,11 +59,11 @@ async def test_a_final_error_is_raised_not_retried() -> None:
 def test_concurrency_grows_while_calls_rarely_queue_and_shrinks_when_they_mostly_wait() -> None:
     limit = ConcurrencyLimit(limit=2, maximum=4)
     for _ in range(5):
-        limit.on_answer(queue_s=0.1, latency_s=2.0)
+        limit.on_answer(backlog_s=0.1, latency_s=2.0)
     assert limit.limit == 4
-    limit.on_answer(queue_s=1.5, latency_s=2.0)
+    limit.on_answer(backlog_s=1.5, latency_s=2.0)
     assert limit.limit == 3
-    limit.on_answer(queue_s=0.8, latency_s=2.0)  # in between: hold
+    limit.on_answer(backlog_s=0.8, latency_s=2.0)  # in between: hold
     assert limit.limit == 3
     limit.on_refusal()
     assert limit.limit == 1

@@ -5,10 +5,12 @@ Every client the project ships (the demo, the ingest benchmark, the tests' write
   stretched by up to half again at random (jitter, so refused writers do not return in step);
   UNAVAILABLE (a service restarting, a breaker open) after an exponential backoff with jitter.
   Both are safe: IndexDocuments upserts by id. Anything else is final.
-- **Concurrency** follows what the server reports. Each answer carries the time its texts
-  queued at the embedder (`LoadReport.embedder_queue_seconds`). While that is a small share of
-  the call's latency, the model may idle between calls, so one more call is let in flight;
-  once calls mostly wait, more in flight only adds latency, so one fewer. A refusal halves it.
+- **Concurrency** follows what the server reports. Each answer carries the work the embedder
+  had already admitted ahead of the call (`LoadReport.embedder_backlog_seconds`). While that is
+  a small share of the call's latency, the model may idle between calls, so one more call is
+  let in flight; once it is most of the latency, calls only queue, so one fewer. A lone client
+  settles near two calls in flight (one computing, one waiting); other clients' work pushes it
+  lower. A refusal halves it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_common.errors import retry_after_of
 
-# Share of a call's latency spent queued at the embedder below which one more call may help...
+# Share of a call's latency that the embedder's backlog ahead of it makes up, below which one
+# more call may help...
 GROW_BELOW_QUEUE_SHARE = 0.3
 # ...and above which calls mostly wait, so one fewer is as fast.
 SHRINK_ABOVE_QUEUE_SHARE = 0.6
@@ -40,8 +43,8 @@ class ConcurrencyLimit:
     minimum: int = 1
     maximum: int = 16
 
-    def on_answer(self, queue_s: float, latency_s: float) -> None:
-        share = queue_s / latency_s if latency_s > 0 else 0.0
+    def on_answer(self, backlog_s: float, latency_s: float) -> None:
+        share = backlog_s / latency_s if latency_s > 0 else 0.0
         if share < GROW_BELOW_QUEUE_SHARE:
             self.limit = min(self.maximum, self.limit + 1)
         elif share > SHRINK_ABOVE_QUEUE_SHARE:
@@ -104,7 +107,7 @@ class Indexer:
                     await self.sleep(min(10.0, 0.25 * 2**unavailable) * random.uniform(0.5, 1.0))
                     continue
                 raise IndexingFailed(code, error.details() or "") from None
-            self.concurrency.on_answer(response.load.embedder_queue_seconds, time.perf_counter() - started)
+            self.concurrency.on_answer(response.load.embedder_backlog_seconds, time.perf_counter() - started)
             return response
 
     async def run(

@@ -58,7 +58,9 @@ def index_outcome_out(outcome: IndexOutcome) -> pb.IndexDocumentsResponse:
         errors=[
             pb.DocumentError(index=e.index, id=e.id, code=e.code.value[0], message=e.message) for e in outcome.errors
         ],
-        load=pb.LoadReport(embedder_queue_seconds=outcome.embedder_queue_s),
+        load=pb.LoadReport(
+            embedder_queue_seconds=outcome.embedder_queue_s, embedder_backlog_seconds=outcome.embedder_backlog_s
+        ),
     )
 
 

@@ -72,7 +72,12 @@ class Documents:
         for position, message in result.rejected:
             original_index, document = valid[position]
             errors.append(DocumentError(original_index, document.id, grpc.StatusCode.INVALID_ARGUMENT, message))
-        return IndexOutcome(result.upserted_count, sorted(errors, key=lambda error: error.index), embedded.queue_s)
+        return IndexOutcome(
+            result.upserted_count,
+            sorted(errors, key=lambda error: error.index),
+            embedded.queue_s,
+            embedded.backlog_s,
+        )
 
     async def get(self, collection: str, ids: list[str]) -> tuple[list[Document], list[str]]:
         self._require_collection(collection)

@@ -44,9 +44,10 @@ class DocumentError:
 
 @dataclass(frozen=True)
 class IndexOutcome:
-    """What an IndexDocuments call did, and how long its texts queued at the embedder (the load
-    signal clients size their concurrency from)."""
+    """What an IndexDocuments call did, and how loaded the embedder was (the signal clients size
+    their concurrency from)."""
 
     indexed_count: int
     errors: list[DocumentError]
     embedder_queue_s: float = 0.0
+    embedder_backlog_s: float = 0.0

@@ -26,7 +26,8 @@ from meshsearch_common.errors import Unavailable
 class Embedded:
     vectors: npt.NDArray[np.float32]  # (len(texts), dimension), unit length
     model: ModelIdentity
-    queue_s: float = 0.0  # time the texts waited in the embedder's queue (0 when all were cached)
+    queue_s: float = 0.0  # time the texts waited behind other work in the embedder (0 when all were cached)
+    backlog_s: float = 0.0  # embedder work admitted ahead of this call (0 when all were cached)
 
 
 # What a cached value is: the unit-length (normalized) vector, at the model's full dimension, of
@@ -93,4 +94,5 @@ class EmbedderClient:
         for i in missing:
             result[i] = by_text[texts[i]]
         await cache.put_many(unique, embedded)
-        return Embedded(result, model, queue_s=response.embeddings.timing.queue_ms / 1000)
+        timing = response.embeddings.timing
+        return Embedded(result, model, queue_s=timing.queue_ms / 1000, backlog_s=timing.backlog_ms / 1000)

@@ -77,7 +77,7 @@ class _Request:
     promise: float | None = None  # answer (or refuse) by then
     usable_s: float = 0.0  # promise - admission time: what a retry with the same deadline could use
     sheddable: bool = True  # False when admitted to an idle model: nothing to blame but itself
-    queue_s: float = 0.0
+    backlog_s: float = 0.0  # admitted work ahead of it when it was admitted, at the measured rate
     inference_s: float = 0.0
     batches: set[int] = field(default_factory=set)
 
@@ -106,6 +106,7 @@ class Embedded:
     queue_s: float
     tokenize_s: float
     inference_s: float
+    backlog_s: float
 
 
 class Batcher:
@@ -164,7 +165,9 @@ class Batcher:
         ahead = self._tokens_in_flight
         usable = 0.0 if deadline is None else (deadline - now) * self._admission_budget_share
         promise = None if deadline is None else now + usable
-        request = _Request(deadline=deadline, promise=promise, usable_s=usable, sheddable=ahead > 0)
+        request = _Request(
+            deadline=deadline, promise=promise, usable_s=usable, sheddable=ahead > 0, backlog_s=self.backlog_seconds()
+        )
         if ahead == 0:
             return request
         if ahead + tokens > self._max_tokens_in_flight:
@@ -204,12 +207,18 @@ class Batcher:
             for item in items:
                 item.future.cancel()
             raise
+        # The load signal: the time this call was in the embedder while none of its texts was
+        # being computed, i.e. spent behind other callers' work. (Neither "wait of the first
+        # text", which batching by length keeps short under any load, nor "wait of the last",
+        # which counts the call's own earlier batches.)
+        waited = max(0.0, time.perf_counter() - now - request.inference_s)
         return Embedded(
             vectors=np.stack(rows),
             token_counts=[len(ids) for ids in token_ids],
-            queue_s=request.queue_s,
+            queue_s=waited,
             tokenize_s=tokenize_s,
             inference_s=request.inference_s,
+            backlog_s=request.backlog_s,
         )
 
     async def _run(self) -> None:
@@ -223,13 +232,7 @@ class Batcher:
                 continue
             started = time.perf_counter()
             for item in batch:
-                waited = started - item.enqueued_at
-                if not item.request.batches:
-                    # The wait before the request's first forward pass: time spent behind other
-                    # callers' work, the load signal (later texts also wait for their own call's
-                    # earlier batches, which says nothing about load).
-                    item.request.queue_s = max(item.request.queue_s, waited)
-                metrics.QUEUE_SECONDS.observe(waited)
+                metrics.QUEUE_SECONDS.observe(started - item.enqueued_at)
             try:
                 vectors = await loop.run_in_executor(
                     self._inference_pool, self._encoder.encode, [item.token_ids for item in batch]

@@ -39,6 +39,7 @@ def _embeddings(result: Embedded, info: ModelInfo) -> pb.Embeddings:
             queue_ms=result.queue_s * 1000,
             tokenize_ms=result.tokenize_s * 1000,
             inference_ms=result.inference_s * 1000,
+            backlog_ms=result.backlog_s * 1000,
         ),
     )
 

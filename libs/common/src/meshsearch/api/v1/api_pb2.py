@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmeshsearch/api/v1/api.proto\x12\x11meshsearch.api.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x0e\x45mbeddingModel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\"\xc0\x01\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06metric\x18\x02 \x01(\x0e\x32\x19.meshsearch.api.v1.Metric\x12\x30\n\x05model\x18\x03 \x01(\x0b\x32!.meshsearch.api.v1.EmbeddingModel\x12\x16\n\x0e\x64ocument_count\x18\x04 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"L\n\x17\x43reateCollectionRequest\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.meshsearch.api.v1.Collection\"M\n\x18\x43reateCollectionResponse\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.meshsearch.api.v1.Collection\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x15GetCollectionResponse\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.meshsearch.api.v1.Collection\"\x18\n\x16ListCollectionsRequest\"M\n\x17ListCollectionsResponse\x12\x32\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1d.meshsearch.api.v1.Collection\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteCollectionResponse\"[\n\x15IndexDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.meshsearch.api.v1.Document\"I\n\rDocumentError\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x8e\x01\n\x16IndexDocumentsResponse\x12\x15\n\rindexed_count\x18\x01 \x01(\r\x12\x30\n\x06\x65rrors\x18\x02 \x03(\x0b\x32 .meshsearch.api.v1.DocumentError\x12+\n\x04load\x18\x03 \x01(\x0b\x32\x1d.meshsearch.api.v1.LoadReport\",\n\nLoadReport\x12\x1e\n\x16\x65mbedder_queue_seconds\x18\x01 \x01(\x01\"6\n\x13GetDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"[\n\x14GetDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.meshsearch.api.v1.Document\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"9\n\x16\x44\x65leteDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"0\n\x17\x44\x65leteDocumentsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\r\"s\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x1c\n\x0fscore_threshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x42\x12\n\x10_score_threshold\"I\n\tSearchHit\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.meshsearch.api.v1.Document\x12\r\n\x05score\x18\x02 \x01(\x02\"<\n\x0eSearchResponse\x12*\n\x04hits\x18\x01 \x03(\x0b\x32\x1c.meshsearch.api.v1.SearchHit*R\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\x0e\n\nMETRIC_DOT\x10\x02\x12\r\n\tMETRIC_L2\x10\x03\x32\xc5\x03\n\x11\x43ollectionService\x12k\n\x10\x43reateCollection\x12*.meshsearch.api.v1.CreateCollectionRequest\x1a+.meshsearch.api.v1.CreateCollectionResponse\x12g\n\rGetCollection\x12\'.meshsearch.api.v1.GetCollectionRequest\x1a(.meshsearch.api.v1.GetCollectionResponse\"\x03\x90\x02\x01\x12m\n\x0fListCollections\x12).meshsearch.api.v1.ListCollectionsRequest\x1a*.meshsearch.api.v1.ListCollectionsResponse\"\x03\x90\x02\x01\x12k\n\x10\x44\x65leteCollection\x12*.meshsearch.api.v1.DeleteCollectionRequest\x1a+.meshsearch.api.v1.DeleteCollectionResponse2\xd2\x02\n\x0f\x44ocumentService\x12j\n\x0eIndexDocuments\x12(.meshsearch.api.v1.IndexDocumentsRequest\x1a).meshsearch.api.v1.IndexDocumentsResponse\"\x03\x90\x02\x02\x12\x64\n\x0cGetDocuments\x12&.meshsearch.api.v1.GetDocumentsRequest\x1a\'.meshsearch.api.v1.GetDocumentsResponse\"\x03\x90\x02\x01\x12m\n\x0f\x44\x65leteDocuments\x12).meshsearch.api.v1.DeleteDocumentsRequest\x1a*.meshsearch.api.v1.DeleteDocumentsResponse\"\x03\x90\x02\x02\x32\x63\n\rSearchService\x12R\n\x06Search\x12 .meshsearch.api.v1.SearchRequest\x1a!.meshsearch.api.v1.SearchResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmeshsearch/api/v1/api.proto\x12\x11meshsearch.api.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x0e\x45mbeddingModel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\"\xc0\x01\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06metric\x18\x02 \x01(\x0e\x32\x19.meshsearch.api.v1.Metric\x12\x30\n\x05model\x18\x03 \x01(\x0b\x32!.meshsearch.api.v1.EmbeddingModel\x12\x16\n\x0e\x64ocument_count\x18\x04 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"O\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"L\n\x17\x43reateCollectionRequest\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.meshsearch.api.v1.Collection\"M\n\x18\x43reateCollectionResponse\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.meshsearch.api.v1.Collection\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x15GetCollectionResponse\x12\x31\n\ncollection\x18\x01 \x01(\x0b\x32\x1d.meshsearch.api.v1.Collection\"\x18\n\x16ListCollectionsRequest\"M\n\x17ListCollectionsResponse\x12\x32\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1d.meshsearch.api.v1.Collection\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteCollectionResponse\"[\n\x15IndexDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.meshsearch.api.v1.Document\"I\n\rDocumentError\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x8e\x01\n\x16IndexDocumentsResponse\x12\x15\n\rindexed_count\x18\x01 \x01(\r\x12\x30\n\x06\x65rrors\x18\x02 \x03(\x0b\x32 .meshsearch.api.v1.DocumentError\x12+\n\x04load\x18\x03 \x01(\x0b\x32\x1d.meshsearch.api.v1.LoadReport\"N\n\nLoadReport\x12\x1e\n\x16\x65mbedder_queue_seconds\x18\x01 \x01(\x01\x12 \n\x18\x65mbedder_backlog_seconds\x18\x02 \x01(\x01\"6\n\x13GetDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"[\n\x14GetDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.meshsearch.api.v1.Document\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"9\n\x16\x44\x65leteDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\"0\n\x17\x44\x65leteDocumentsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\r\"s\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x1c\n\x0fscore_threshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x42\x12\n\x10_score_threshold\"I\n\tSearchHit\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.meshsearch.api.v1.Document\x12\r\n\x05score\x18\x02 \x01(\x02\"<\n\x0eSearchResponse\x12*\n\x04hits\x18\x01 \x03(\x0b\x32\x1c.meshsearch.api.v1.SearchHit*R\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\x11\n\rMETRIC_COSINE\x10\x01\x12\x0e\n\nMETRIC_DOT\x10\x02\x12\r\n\tMETRIC_L2\x10\x03\x32\xc5\x03\n\x11\x43ollectionService\x12k\n\x10\x43reateCollection\x12*.meshsearch.api.v1.CreateCollectionRequest\x1a+.meshsearch.api.v1.CreateCollectionResponse\x12g\n\rGetCollection\x12\'.meshsearch.api.v1.GetCollectionRequest\x1a(.meshsearch.api.v1.GetCollectionResponse\"\x03\x90\x02\x01\x12m\n\x0fListCollections\x12).meshsearch.api.v1.ListCollectionsRequest\x1a*.meshsearch.api.v1.ListCollectionsResponse\"\x03\x90\x02\x01\x12k\n\x10\x44\x65leteCollection\x12*.meshsearch.api.v1.DeleteCollectionRequest\x1a+.meshsearch.api.v1.DeleteCollectionResponse2\xd2\x02\n\x0f\x44ocumentService\x12j\n\x0eIndexDocuments\x12(.meshsearch.api.v1.IndexDocumentsRequest\x1a).meshsearch.api.v1.IndexDocumentsResponse\"\x03\x90\x02\x02\x12\x64\n\x0cGetDocuments\x12&.meshsearch.api.v1.GetDocumentsRequest\x1a\'.meshsearch.api.v1.GetDocumentsResponse\"\x03\x90\x02\x01\x12m\n\x0f\x44\x65leteDocuments\x12).meshsearch.api.v1.DeleteDocumentsRequest\x1a*.meshsearch.api.v1.DeleteDocumentsResponse\"\x03\x90\x02\x02\x32\x63\n\rSearchService\x12R\n\x06Search\x12 .meshsearch.api.v1.SearchRequest\x1a!.meshsearch.api.v1.SearchResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,8 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOCUMENTSERVICE'].methods_by_name['DeleteDocuments']._serialized_options = b'\220\002\002'
   _globals['_SEARCHSERVICE'].methods_by_name['Search']._loaded_options = None
   _globals['_SEARCHSERVICE'].methods_by_name['Search']._serialized_options = b'\220\002\001'
-  _globals['_METRIC']._serialized_start=1772
-  _globals['_METRIC']._serialized_end=1854
+  _globals['_METRIC']._serialized_start=1806
+  _globals['_METRIC']._serialized_end=1888
   _globals['_EMBEDDINGMODEL']._serialized_start=113
   _globals['_EMBEDDINGMODEL']._serialized_end=178
   _globals['_COLLECTION']._serialized_start=181
@@ -76,25 +76,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INDEXDOCUMENTSRESPONSE']._serialized_start=1070
   _globals['_INDEXDOCUMENTSRESPONSE']._serialized_end=1212
   _globals['_LOADREPORT']._serialized_start=1214
-  _globals['_LOADREPORT']._serialized_end=1258
-  _globals['_GETDOCUMENTSREQUEST']._serialized_start=1260
-  _globals['_GETDOCUMENTSREQUEST']._serialized_end=1314
-  _globals['_GETDOCUMENTSRESPONSE']._serialized_start=1316
-  _globals['_GETDOCUMENTSRESPONSE']._serialized_end=1407
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=1409
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=1466
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=1468
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=1516
-  _globals['_SEARCHREQUEST']._serialized_start=1518
-  _globals['_SEARCHREQUEST']._serialized_end=1633
-  _globals['_SEARCHHIT']._serialized_start=1635
-  _globals['_SEARCHHIT']._serialized_end=1708
-  _globals['_SEARCHRESPONSE']._serialized_start=1710
-  _globals['_SEARCHRESPONSE']._serialized_end=1770
-  _globals['_COLLECTIONSERVICE']._serialized_start=1857
-  _globals['_COLLECTIONSERVICE']._serialized_end=2310
-  _globals['_DOCUMENTSERVICE']._serialized_start=2313
-  _globals['_DOCUMENTSERVICE']._serialized_end=2651
-  _globals['_SEARCHSERVICE']._serialized_start=2653
-  _globals['_SEARCHSERVICE']._serialized_end=2752
+  _globals['_LOADREPORT']._serialized_end=1292
+  _globals['_GETDOCUMENTSREQUEST']._serialized_start=1294
+  _globals['_GETDOCUMENTSREQUEST']._serialized_end=1348
+  _globals['_GETDOCUMENTSRESPONSE']._serialized_start=1350
+  _globals['_GETDOCUMENTSRESPONSE']._serialized_end=1441
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=1443
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=1500
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=1502
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=1550
+  _globals['_SEARCHREQUEST']._serialized_start=1552
+  _globals['_SEARCHREQUEST']._serialized_end=1667
+  _globals['_SEARCHHIT']._serialized_start=1669
+  _globals['_SEARCHHIT']._serialized_end=1742
+  _globals['_SEARCHRESPONSE']._serialized_start=1744
+  _globals['_SEARCHRESPONSE']._serialized_end=1804
+  _globals['_COLLECTIONSERVICE']._serialized_start=1891
+  _globals['_COLLECTIONSERVICE']._serialized_end=2344
+  _globals['_DOCUMENTSERVICE']._serialized_start=2347
+  _globals['_DOCUMENTSERVICE']._serialized_end=2685
+  _globals['_SEARCHSERVICE']._serialized_start=2687
+  _globals['_SEARCHSERVICE']._serialized_end=2786
 # @@protoc_insertion_point(module_scope)

@@ -131,10 +131,12 @@ class IndexDocumentsResponse(_message.Message):
     def __init__(self, indexed_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[DocumentError, _Mapping]]] = ..., load: _Optional[_Union[LoadReport, _Mapping]] = ...) -> None: ...
 
 class LoadReport(_message.Message):
-    __slots__ = ("embedder_queue_seconds",)
+    __slots__ = ("embedder_queue_seconds", "embedder_backlog_seconds")
     EMBEDDER_QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_BACKLOG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     embedder_queue_seconds: float
-    def __init__(self, embedder_queue_seconds: _Optional[float] = ...) -> None: ...
+    embedder_backlog_seconds: float
+    def __init__(self, embedder_queue_seconds: _Optional[float] = ..., embedder_backlog_seconds: _Optional[float] = ...) -> None: ...
 
 class GetDocumentsRequest(_message.Message):
     __slots__ = ("collection", "ids")

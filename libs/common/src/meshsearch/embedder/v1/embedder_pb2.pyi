@@ -43,14 +43,16 @@ class Embeddings(_message.Message):
     def __init__(self, vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., token_counts: _Optional[_Iterable[int]] = ..., model_id: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., model_revision: _Optional[str] = ...) -> None: ...
 
 class Timing(_message.Message):
-    __slots__ = ("queue_ms", "tokenize_ms", "inference_ms")
+    __slots__ = ("queue_ms", "tokenize_ms", "inference_ms", "backlog_ms")
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     TOKENIZE_MS_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_MS_FIELD_NUMBER: _ClassVar[int]
     queue_ms: float
     tokenize_ms: float
     inference_ms: float
-    def __init__(self, queue_ms: _Optional[float] = ..., tokenize_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ...) -> None: ...
+    backlog_ms: float
+    def __init__(self, queue_ms: _Optional[float] = ..., tokenize_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., backlog_ms: _Optional[float] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings",)
