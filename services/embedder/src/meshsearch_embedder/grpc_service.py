@@ -1,4 +1,4 @@
-"""gRPC adapter of the embedder: translates messages; the core does the work."""
+"""gRPC adapter of the embedder: translates messages through `conversions`; the core does the work."""
 
 from __future__ import annotations
 
@@ -10,38 +10,11 @@ import grpc
 
 from meshsearch.embedder.v1 import embedder_pb2 as pb
 from meshsearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
-from meshsearch_common import vectors
 from meshsearch_common.errors import MeshError
 from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
-from meshsearch_embedder.batcher import Embedded
-from meshsearch_embedder.embedding import EmbeddingService, EmbedOptions
-from meshsearch_embedder.model import ModelInfo
-
-
-def _options(message: pb.EmbedOptions) -> EmbedOptions:
-    return EmbedOptions(
-        normalize=message.normalize if message.HasField("normalize") else True,
-        truncate=message.truncate if message.HasField("truncate") else True,
-        prompt_name=message.prompt_name,
-        dimensions=message.dimensions,
-    )
-
-
-def _embeddings(result: Embedded, info: ModelInfo) -> pb.Embeddings:
-    return pb.Embeddings(
-        vectors=vectors.pack(result.vectors),
-        dimension=result.vectors.shape[1],
-        token_counts=result.token_counts,
-        model_id=info.model_id,
-        model_revision=info.revision,
-        timing=pb.Timing(
-            queue_ms=result.queue_s * 1000,
-            tokenize_ms=result.tokenize_s * 1000,
-            inference_ms=result.inference_s * 1000,
-            backlog_ms=result.backlog_s * 1000,
-        ),
-    )
+from meshsearch_embedder import conversions
+from meshsearch_embedder.embedding import EmbeddingService
 
 
 class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
@@ -54,8 +27,8 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.EmbedResponse:
         check_message_size(request, self._service.limits.max_request_bytes)
-        result = await self._service.embed(list(request.texts), _options(request.options))
-        return pb.EmbedResponse(embeddings=_embeddings(result, self._service.info))
+        result = await self._service.embed(list(request.texts), conversions.options_in(request.options))
+        return pb.EmbedResponse(embeddings=conversions.embeddings_out(result, self._service.info))
 
     async def EmbedStream(
         self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: grpc.aio.ServicerContext[Any, Any]
@@ -67,10 +40,10 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         async def answer(message: pb.EmbedStreamRequest) -> None:
             try:
                 check_message_size(message, self._service.limits.max_request_bytes)
-                result = await self._service.embed(list(message.texts), _options(message.options))
+                result = await self._service.embed(list(message.texts), conversions.options_in(message.options))
                 response = pb.EmbedStreamResponse(
                     correlation_id=message.correlation_id,
-                    embeddings=_embeddings(result, self._service.info),
+                    embeddings=conversions.embeddings_out(result, self._service.info),
                 )
             except MeshError as exc:
                 response = pb.EmbedStreamResponse(
