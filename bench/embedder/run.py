@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from datasets import percentile, query_passage_mix  # noqa: E402
+from machine import cpu_description  # noqa: E402
 
 from meshsearch.embedder.v1 import embedder_pb2 as pb  # noqa: E402
 from meshsearch.embedder.v1 import embedder_pb2_grpc  # noqa: E402
@@ -125,7 +126,8 @@ def main() -> None:
     parser.add_argument("--backends", default="torch,onnx-int8")
     args = parser.parse_args()
     texts = query_passage_mix(args.queries, args.passages)
-    print(f"{len(texts)} texts ({args.queries} SciFact claims + {args.passages} abstracts), {os.cpu_count()} CPUs")
+    print(f"CPU: {cpu_description()}")
+    print(f"{len(texts)} texts ({args.queries} SciFact claims + {args.passages} abstracts)")
     print("(a) in-process sentence-transformers encode:")
     base_rate, base_batch = baseline(texts, [16, 32, 64, 128])
     results = {}

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from datasets import document_text, scifact_corpus  # noqa: E402
+from machine import cpu_description  # noqa: E402
 
 from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc  # noqa: E402
@@ -43,23 +44,6 @@ from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
 from meshsearch_common.errors import retry_after_of  # noqa: E402
 
 CALL_TIMEOUT_S = 300.0
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
-
-
-def cpu_description() -> str:
-    """CPU model and the SIMD flags that decide inference speed (figures do not carry across CPUs)."""
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    present = [flag for flag in CPU_FLAGS if flag in flags] or ["none of " + "/".join(CPU_FLAGS)]
-    return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(present)}"
 
 
 async def run_writers(count: int, batches: list[list[pb.Document]], index_one) -> tuple[float, int]:  # type: ignore[no-untyped-def]

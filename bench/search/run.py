@@ -42,6 +42,7 @@ from psycopg.types.json import Jsonb
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import percentile  # noqa: E402
+from machine import cpu_description  # noqa: E402
 
 from meshsearch.search.v1 import search_pb2 as pb  # noqa: E402
 from meshsearch.search.v1 import search_pb2_grpc  # noqa: E402
@@ -295,6 +296,7 @@ def main() -> None:
     noise = rng.standard_normal((args.queries, args.dimension)).astype(np.float32)
     queries = data[rng.integers(args.count, size=args.queries)] + 0.05 * noise
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    print(f"CPU: {cpu_description()}")
     print(f"{args.count} x {args.dimension} embedding-like unit vectors, {args.queries} queries, one client")
 
     with tempfile.TemporaryDirectory() as workdir:

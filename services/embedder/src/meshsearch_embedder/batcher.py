@@ -207,10 +207,10 @@ class Batcher:
             for item in items:
                 item.future.cancel()
             raise
-        # The load signal: the time this call was in the embedder while none of its texts was
-        # being computed, i.e. spent behind other callers' work. (Neither "wait of the first
-        # text", which batching by length keeps short under any load, nor "wait of the last",
-        # which counts the call's own earlier batches.)
+        # Queue time: how long this call was here while none of its texts was being computed,
+        # i.e. behind other callers' work (not "wait of the first text", which batching by
+        # length keeps short under any load). Batches mixing many calls keep it small even when
+        # saturated, which is why clients size their concurrency from backlog_s instead.
         waited = max(0.0, time.perf_counter() - now - request.inference_s)
         return Embedded(
             vectors=np.stack(rows),
