@@ -149,7 +149,10 @@ def run_demo(data_dir: Path, limit: int) -> int:
     try:
         stack.start()
     except (RuntimeError, TimeoutError, OSError) as exc:
-        console.print(f"[red]demo failed while starting the stack:[/] {exc}", highlight=False)
+        # The first line names the service and its log; the rest is the log's tail, which the
+        # log itself shows better.
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        console.print(f"[red]demo failed while starting the stack:[/] {first_line}", highlight=False)
         return 1
     console.print(f"all services SERVING after {time.perf_counter() - started:.1f}s")
     supervisor = _SupervisorThread(Supervisor(stack, notify=lambda message: console.print(f"[yellow]{message}[/]")))
