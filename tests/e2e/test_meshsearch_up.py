@@ -82,8 +82,13 @@ def up(tmp_path: Path) -> Iterator[Up]:
     try:
         yield running
     finally:
+        # Stop it as a user would (Ctrl-C), so it stops its services; a SIGKILL would orphan them.
         if process.poll() is None:
-            process.kill()
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
         process.wait()
         if process.stdout is not None:
             process.stdout.close()
