@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import sys
 import tempfile
 import time
@@ -39,9 +38,8 @@ from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc  # noqa: E402
 from meshsearch.embedder.v1 import embedder_pb2 as epb  # noqa: E402
 from meshsearch.embedder.v1 import embedder_pb2_grpc as epb_grpc  # noqa: E402
-from meshsearch_cli.indexing import Indexer  # noqa: E402
+from meshsearch_cli.indexing import Indexer, refusal_delay  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
-from meshsearch_common.errors import retry_after_of  # noqa: E402
 
 CALL_TIMEOUT_S = 300.0
 
@@ -81,7 +79,7 @@ class EmbedderAlone:
                     print(f"  embedder failed: {error.code().name} {error.details()}", flush=True)
                     return len(batch)
                 self.refused += 1
-                await asyncio.sleep((retry_after_of(error) or 1.0) * random.uniform(1, 1.5))
+                await asyncio.sleep(refusal_delay(error))
 
 
 async def fresh_indexer(channel: grpc.aio.Channel, redis_url: str) -> Indexer:

@@ -54,6 +54,13 @@ class ConcurrencyLimit:
         self.limit = max(self.minimum, self.limit // 2)
 
 
+def refusal_delay(error: grpc.aio.AioRpcError) -> float:
+    """How long to wait before retrying a RESOURCE_EXHAUSTED: the server's RetryInfo delay (1 s
+    when it sent none), stretched by up to RETRY_JITTER at random so refused callers do not
+    return in step."""
+    return (retry_after_of(error) or 1.0) * (1 + random.uniform(0, RETRY_JITTER))
+
+
 class IndexingFailed(RuntimeError):
     """A batch failed with a status that retrying does not fix, or ran out of retries."""
 
@@ -98,8 +105,7 @@ class Indexer:
                     refused += 1
                     self.stats.refused += 1
                     self.concurrency.on_refusal()
-                    delay = retry_after_of(error) or 1.0
-                    await self.sleep(delay * (1 + random.uniform(0, RETRY_JITTER)))
+                    await self.sleep(refusal_delay(error))
                     continue
                 if code == grpc.StatusCode.UNAVAILABLE and unavailable < self.max_unavailable_retries:
                     unavailable += 1

@@ -220,8 +220,9 @@ class _StreamStreamGuard(grpc.aio.StreamStreamClientInterceptor):
 
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
         guard = self._guard
-        if guard.breaker.state == OPEN:
-            raise guard.open_error(BreakerOpen(guard.name, guard.policy.breaker_reset_timeout_s))
+        retry_after = guard.breaker.rejecting_for_s()  # a stream never takes the half-open trial
+        if retry_after is not None:
+            raise guard.open_error(BreakerOpen(guard.name, retry_after))
         details = _call_details(client_call_details, guard.timeout_for(client_call_details.timeout))
         return await continuation(details, request_iterator)
 
