@@ -157,7 +157,7 @@ class BulkLoader:
                 if late:
                     update = sql.SQL(
                         "UPDATE {} SET embedding = %s::{column}, text = %s, metadata = %s::jsonb, updated_at = now() "
-                        "WHERE id = %s"
+                        "WHERE id = %s AND chunk = 0"
                     ).format(table, column=sql.SQL(collection.spec.storage.column_type))
                     async with conn.cursor() as cursor:
                         await cursor.executemany(update, list(late.values()))
@@ -195,12 +195,19 @@ class BulkLoader:
             if rows.duplicates
             else "SELECT id, embedding, text, metadata FROM meshsearch_staging"
         )
+        table = sql.Identifier(collection.table)
+        # A document loaded here is one chunk: the other chunks of a document it replaces go.
+        await conn.execute(
+            sql.SQL("DELETE FROM {table} t USING meshsearch_staging s WHERE t.id = s.id AND t.chunk > 0").format(
+                table=table
+            )
+        )
         cursor = await conn.execute(
             sql.SQL(
                 """INSERT INTO {table} (id, embedding, text, metadata) {source}
-                   ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, text = EXCLUDED.text,
-                       metadata = EXCLUDED.metadata, updated_at = now()"""
-            ).format(table=sql.Identifier(collection.table), source=sql.SQL(source))
+                   ON CONFLICT (id, chunk) DO UPDATE SET embedding = EXCLUDED.embedding, text = EXCLUDED.text,
+                       metadata = EXCLUDED.metadata, span_start = NULL, span_end = NULL, updated_at = now()"""
+            ).format(table=table, source=sql.SQL(source))
         )
         return int(cursor.rowcount)
 

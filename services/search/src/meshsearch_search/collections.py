@@ -1,9 +1,9 @@
 """CollectionStore: create, describe, list and drop collections.
 
 Each collection is a row in meshsearch_collections plus its own table of points (typed with
-the collection's dimension, so pgvector can index it) with three indexes: HNSW on the
-embedding for the collection's metric, GIN (jsonb_path_ops) on metadata for filters, GIN on
-the text's tsvector for keyword and hybrid search.
+the collection's dimension, so pgvector can index it), indexed by HNSW on the embedding for
+the collection's metric and GIN (jsonb_path_ops) on metadata for filters, and the BM25
+statistics of `keyword` for keyword and hybrid search.
 
 Collection rows are cached for a few seconds, so a query costs one round trip for its SQL, not
 two. A collection dropped or recreated by another replica is noticed within that time, or at
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from meshsearch_common.errors import AlreadyExists, InvalidArgument, NotFound
+from meshsearch_search import keyword
 from meshsearch_search.db import Database
 from meshsearch_search.domain import (
     HNSW_INDEX_SUFFIX,
@@ -29,7 +31,6 @@ from meshsearch_search.domain import (
     Metric,
     ModelIdentity,
     Storage,
-    points_table,
 )
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -69,7 +70,7 @@ def hnsw_index_sql(collection: Collection, concurrently: bool = False) -> sql.Co
     )
 
 
-def _from_row(row: dict) -> Collection:  # type: ignore[type-arg]
+def collection_from_row(row: dict) -> Collection:  # type: ignore[type-arg]
     return Collection(
         id=row["id"],
         spec=CollectionSpec(
@@ -102,8 +103,45 @@ _SELECT = f"""
 """
 
 
-async def _count_points(conn: psycopg.AsyncConnection, collection_id: int) -> int:
-    cursor = await conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(points_table(collection_id))))
+def points_table_sql(collection: Collection) -> list[sql.Composed]:
+    """Statements that create a collection's points table and its indexes.
+
+    A row is one chunk of a document: `id` is the document's id, `chunk` its position. Chunk 0
+    holds the document's text (others hold none, so keyword statistics count each document
+    once); every chunk carries the metadata, so filters select whole documents. A span is the
+    chunk's characters in the text, NULL when the one chunk is the whole text."""
+    table = sql.Identifier(collection.table)
+    spec = collection.spec
+    return [
+        sql.SQL(
+            """CREATE TABLE {table} (
+                   id         text NOT NULL,
+                   chunk      integer NOT NULL DEFAULT 0,
+                   span_start integer,
+                   span_end   integer,
+                   embedding  {column}({dimension}) NOT NULL,
+                   text       text NOT NULL DEFAULT '',
+                   metadata   jsonb NOT NULL DEFAULT '{{}}',
+                   tsv        tsvector GENERATED ALWAYS AS (to_tsvector({config}, text)) STORED,
+                   updated_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (id, chunk)
+               )"""
+        ).format(
+            table=table,
+            column=sql.SQL(spec.storage.column_type),
+            dimension=sql.Literal(spec.dimension),
+            config=sql.Literal(keyword.TEXT_SEARCH_CONFIG),
+        ),
+        hnsw_index_sql(collection),
+        sql.SQL("CREATE INDEX {} ON {} USING gin (metadata jsonb_path_ops)").format(
+            sql.Identifier(f"{collection.table}_metadata"), table
+        ),
+        *keyword.install(collection),
+    ]
+
+
+async def _count_documents(conn: psycopg.AsyncConnection, collection: Collection) -> int:
+    cursor = await conn.execute(keyword.document_count(collection))
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
@@ -161,30 +199,8 @@ class CollectionStore:
             row = await cursor.fetchone()
             assert row is not None
             collection = Collection(id=row[0], spec=spec, create_time=row[1])
-            table = sql.Identifier(collection.table)
-            await conn.execute(
-                sql.SQL(
-                    """CREATE TABLE {table} (
-                           id         text PRIMARY KEY,
-                           embedding  {column}({dimension}) NOT NULL,
-                           text       text NOT NULL DEFAULT '',
-                           metadata   jsonb NOT NULL DEFAULT '{{}}',
-                           tsv        tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED,
-                           updated_at timestamptz NOT NULL DEFAULT now()
-                       )"""
-                ).format(table=table, column=sql.SQL(spec.storage.column_type), dimension=sql.Literal(spec.dimension))
-            )
-            await conn.execute(hnsw_index_sql(collection))
-            await conn.execute(
-                sql.SQL("CREATE INDEX {} ON {} USING gin (metadata jsonb_path_ops)").format(
-                    sql.Identifier(f"{collection.table}_metadata"), table
-                )
-            )
-            await conn.execute(
-                sql.SQL("CREATE INDEX {} ON {} USING gin (tsv)").format(
-                    sql.Identifier(f"{collection.table}_tsv"), table
-                )
-            )
+            for statement in points_table_sql(collection):
+                await conn.execute(statement)
         self._cache.pop(spec.name, None)
         return await self.get(spec.name)
 
@@ -205,9 +221,9 @@ class CollectionStore:
             if row is None:
                 self._cache.pop(name, None)
                 raise NotFound(f"collection '{name}' does not exist")
+            collection = collection_from_row(row)
             if count:
-                row["point_count"] = await _count_points(conn, row["id"])
-        collection = _from_row(row)
+                collection = replace(collection, point_count=await _count_documents(conn, collection))
         self._cache[name] = (time.monotonic(), collection)
         return collection
 
@@ -216,16 +232,21 @@ class CollectionStore:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(_SELECT + " ORDER BY c.name")
             rows = await cursor.fetchall()
-            for row in rows:
-                row["point_count"] = await _count_points(conn, row["id"])
-        return [_from_row(row) for row in rows]
+            collections = [collection_from_row(row) for row in rows]
+            return [replace(c, point_count=await _count_documents(conn, c)) for c in collections]
 
     async def delete(self, name: str) -> None:
         validate_name(name)
         self._cache.pop(name, None)
         async with self._db.transaction() as conn:
-            cursor = await conn.execute("DELETE FROM meshsearch_collections WHERE name = %s RETURNING id", (name,))
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                "DELETE FROM meshsearch_collections c WHERE name = %s RETURNING c.*, true AS index_ready", (name,)
+            )
             row = await cursor.fetchone()
             if row is None:
                 raise NotFound(f"collection '{name}' does not exist")
-            await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(points_table(row[0]))))
+            collection = collection_from_row(row)
+            await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(collection.table)))
+            for statement in keyword.uninstall(collection):
+                await conn.execute(statement)

@@ -16,6 +16,7 @@ from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch_common import vectors
 from meshsearch_common.errors import InvalidArgument, finite
 from meshsearch_search.domain import (
+    Chunk,
     Collection,
     ModelIdentity,
     Point,
@@ -70,14 +71,18 @@ def vector_in(message: pb.Vector, what: str) -> npt.NDArray[np.float32]:
 
 def point_in(message: pb.Point) -> Point:
     """A point; an unusable vector is kept out, with the reason, and reported per item by the store."""
-    vector, problem = None, ""
-    if message.vector.data:
-        try:
+    vector, problem, chunks = None, "", []
+    try:
+        if message.vector.data:
             vector = vector_in(message.vector, "vector")
-        except InvalidArgument as exc:
-            problem = exc.message
+        for index, chunk in enumerate(message.chunks):
+            chunks.append(Chunk(vector_in(chunk.vector, f"chunks[{index}].vector"), chunk.start, chunk.end))
+    except InvalidArgument as exc:
+        problem = exc.message
     metadata = json_format.MessageToDict(message.metadata) if message.HasField("metadata") else {}
-    return Point(id=message.id, text=message.text, metadata=metadata, vector=vector, vector_problem=problem)
+    return Point(
+        id=message.id, text=message.text, metadata=metadata, vector=vector, vector_problem=problem, chunks=tuple(chunks)
+    )
 
 
 def columns_in(message: pb.PointColumns) -> PointBatch:
@@ -105,6 +110,11 @@ def rows_to_batch(messages) -> PointBatch:  # type: ignore[no-untyped-def]
     """Row-wise points as a columnar batch; a missing or malformed vector fails the load."""
     rows = []
     for index, message in enumerate(messages):
+        if message.chunks:
+            raise InvalidArgument(
+                f"points[{index}] (id {message.id!r}) has chunks; bulk loads take one vector per point, "
+                "send chunked documents with Upsert; nothing was written"
+            )
         if not message.vector.data:
             raise InvalidArgument(f"points[{index}] (id {message.id!r}) has no vector; nothing was written")
         rows.append(vector_in(message.vector, f"points[{index}].vector"))
@@ -160,6 +170,8 @@ def hits_out(hits: list[ScoredPoint], response: pb.QueryResponse) -> None:
         scored = response.points.add()
         scored.score = hit.score
         fill_point(scored.point, hit.point)
+        if hit.span is not None:
+            scored.span.chunk, scored.span.start, scored.span.end = hit.span.chunk, hit.span.start, hit.span.end
 
 
 def condition_in(message: pb.Condition) -> FieldCondition | Filter:
@@ -201,6 +213,8 @@ def query_in(request: pb.QueryRequest) -> QuerySpec:
         if request.HasField("score_threshold")
         else None,
         include_vectors=request.include_vectors,
+        include_text=not request.omit_text,
+        include_metadata=not request.omit_metadata,
         filter=filter_in(request.filter),
         model=model_in(request.model) if request.HasField("model") else None,
     )

@@ -71,12 +71,33 @@ class Collection:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """One embedded piece of a document: its vector and its characters [start, end) in the text."""
+
+    vector: npt.NDArray[np.float32]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Span:
+    """Which chunk of a document matched, and where it lies in the text."""
+
+    chunk: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Point:
+    """A document: one vector for the whole text, or `chunks` (then `vector` is None)."""
+
     id: str
     text: str
     metadata: dict[str, Any]
     vector: npt.NDArray[np.float32] | None = None
     vector_problem: str = ""  # why the vector sent could not be used, when it could not
+    chunks: tuple[Chunk, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,7 @@ class PointBatch:
 class ScoredPoint:
     point: Point
     score: float
+    span: Span | None = None  # the best chunk (vector and hybrid hits)
 
 
 @dataclass(frozen=True)

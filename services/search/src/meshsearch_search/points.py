@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from meshsearch_common.errors import FailedPrecondition, InvalidArgument
+from meshsearch_search import keyword
 from meshsearch_search.collections import CollectionStore
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ItemError, ModelIdentity, Point
@@ -39,6 +40,7 @@ class PointLimits:
     exact_filter_max_rows: int
     max_scan_tuples: int
     max_batch_queries: int
+    max_chunks: int
     filters: FilterLimits
 
     @classmethod
@@ -53,6 +55,7 @@ class PointLimits:
             exact_filter_max_rows=settings.exact_filter_max_rows,
             max_scan_tuples=settings.max_scan_tuples,
             max_batch_queries=settings.max_batch_queries,
+            max_chunks=settings.max_chunks,
             filters=FilterLimits(
                 settings.max_filter_depth, settings.max_filter_conditions, settings.max_filter_in_values
             ),
@@ -102,6 +105,17 @@ def check_model(collection: Collection, model: ModelIdentity | None) -> None:
         )
 
 
+def _rows(point: Point) -> list[tuple[Any, ...]]:
+    """Table rows of one document: its chunks, or one row without a span; text on chunk 0 only."""
+    metadata = Jsonb(point.metadata)
+    if not point.chunks:
+        return [(point.id, 0, None, None, point.vector, point.text, metadata)]
+    return [
+        (point.id, index, chunk.start, chunk.end, chunk.vector, point.text if index == 0 else "", metadata)
+        for index, chunk in enumerate(point.chunks)
+    ]
+
+
 def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode()
 
@@ -140,14 +154,30 @@ class PointStore:
 
     def item_problem(self, collection: Collection, point: Point) -> str | None:
         """Why `point` cannot be stored in `collection`, or None."""
-        if point.vector is None:
-            return point.vector_problem or "vector is required"
+        if point.vector_problem:
+            return point.vector_problem
+        if (point.vector is None) == (not point.chunks):
+            return "give either a vector or chunks" if point.chunks else "vector is required"
+        if len(point.chunks) > self.limits.max_chunks:
+            return f"{len(point.chunks)} chunks exceed the limit of {self.limits.max_chunks} per document"
+        dimensions = [chunk.vector.shape[-1] for chunk in point.chunks] or [point.vector.shape[-1]]  # type: ignore[union-attr]
+        end = 0
+        for index, chunk in enumerate(point.chunks):
+            if not (0 <= chunk.start < chunk.end <= len(point.text) and chunk.start <= end):
+                return (
+                    f"chunks[{index}] spans characters [{chunk.start}, {chunk.end}) but chunks must lie in the "
+                    f"text ({len(point.text)} characters), be non-empty, and start at or before where the "
+                    f"previous one ended ({end})"
+                )
+            end = chunk.end
+            if chunk.vector.shape[-1] != dimensions[0]:
+                return f"chunks[{index}] has dimension {chunk.vector.shape[-1]} but chunks[0] has {dimensions[0]}"
         return self.row_problem(
             collection,
             point.id,
             point.text,
             len(json.dumps(point.metadata, separators=(",", ":"))),
-            point.vector.shape[-1],
+            dimensions[0],
         )
 
     def row_problem(
@@ -173,29 +203,45 @@ class PointStore:
         return compile_filter(node, self.limits.filters)
 
     async def upsert(self, name: str, points: list[Point], model: ModelIdentity | None) -> tuple[int, list[ItemError]]:
-        """Write valid points (insert or replace by id); report invalid ones per item."""
+        """Write valid documents (insert, or replace with all their chunks, by id) in one
+        transaction; report invalid ones per item."""
         self._check_batch(len(points), "points")
 
         async def write(collection: Collection) -> tuple[int, list[ItemError]]:
             check_model(collection, model)
             errors: list[ItemError] = []
-            rows: list[tuple[Any, ...]] = []
+            latest: dict[str, Point] = {}  # a repeated id: the last one wins, as it would in sequence
             for index, point in enumerate(points):
                 problem = self.item_problem(collection, point)
                 if problem:
                     errors.append(ItemError(index, point.id, problem))
                 else:
-                    rows.append((point.id, point.vector, point.text, Jsonb(point.metadata)))
-            if rows:
-                statement = sql.SQL(
-                    """INSERT INTO {table} (id, embedding, text, metadata) VALUES (%s, %s::{column}, %s, %s)
-                       ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, text = EXCLUDED.text,
-                           metadata = EXCLUDED.metadata, updated_at = now()"""
-                ).format(table=sql.Identifier(collection.table), column=sql.SQL(collection.spec.storage.column_type))
+                    latest[point.id] = point
+            if latest:
+                table, column = sql.Identifier(collection.table), sql.SQL(collection.spec.storage.column_type)
+                # Sorted by key so concurrent writers lock rows in one order (no deadlocks).
+                documents = sorted(latest.values(), key=lambda point: point.id)
                 async with self._db.transaction() as conn:
+                    await conn.execute(keyword.claim_counter(collection))
+                    await conn.execute(
+                        sql.SQL(
+                            "DELETE FROM {table} t USING unnest(%s::text[], %s::int[]) AS d(id, chunks) "
+                            "WHERE t.id = d.id AND t.chunk >= d.chunks"
+                        ).format(table=table),
+                        ([p.id for p in documents], [max(1, len(p.chunks)) for p in documents]),
+                    )
                     async with conn.cursor() as cursor:
-                        await cursor.executemany(statement, rows)
-            return len(rows), errors
+                        await cursor.executemany(
+                            sql.SQL(
+                                """INSERT INTO {table} (id, chunk, span_start, span_end, embedding, text, metadata)
+                                   VALUES (%s, %s, %s, %s, %s::{column}, %s, %s)
+                                   ON CONFLICT (id, chunk) DO UPDATE SET span_start = EXCLUDED.span_start,
+                                       span_end = EXCLUDED.span_end, embedding = EXCLUDED.embedding,
+                                       text = EXCLUDED.text, metadata = EXCLUDED.metadata, updated_at = now()"""
+                            ).format(table=table, column=column),
+                            [row for point in documents for row in _rows(point)],
+                        )
+            return len(points) - len(errors), errors
 
         return await self.on_collection(name, write)
 
@@ -203,7 +249,9 @@ class PointStore:
         self._check_batch(len(ids), "ids")
 
         async def read(collection: Collection) -> dict[str, Point]:
-            statement = sql.SQL("SELECT id, text, metadata, {vector} FROM {table} WHERE id = ANY(%s)").format(
+            statement = sql.SQL(
+                "SELECT id, text, metadata, {vector} FROM {table} WHERE id = ANY(%s) AND chunk = 0"
+            ).format(
                 vector=sql.SQL("embedding::vector" if include_vectors else "NULL"),
                 table=sql.Identifier(collection.table),
             )
@@ -229,12 +277,14 @@ class PointStore:
                 where, params = self.where(node)
             else:
                 where, params = sql.SQL("id = ANY(%s)"), [ids]
-            statement = sql.SQL("DELETE FROM {table} WHERE {where}").format(
-                table=sql.Identifier(collection.table), where=where
-            )
+            statement = sql.SQL(
+                "WITH gone AS (DELETE FROM {table} WHERE {where} RETURNING chunk) "
+                "SELECT count(*) FILTER (WHERE chunk = 0) FROM gone"
+            ).format(table=sql.Identifier(collection.table), where=where)
             async with self._db.transaction() as conn:
-                cursor = await conn.execute(statement, params)
-                return cursor.rowcount
+                await conn.execute(keyword.claim_counter(collection))
+                row = await (await conn.execute(statement, params)).fetchone()
+                return int(row[0]) if row else 0
 
         return await self.on_collection(name, remove)
 
@@ -250,7 +300,8 @@ class PointStore:
         async def page(collection: Collection) -> list[Point]:
             where, params = self.where(node)
             statement = sql.SQL(
-                "SELECT id, text, metadata, {vector} FROM {table} WHERE {where} AND ({after}) ORDER BY id LIMIT %s"
+                "SELECT id, text, metadata, {vector} FROM {table} "
+                "WHERE chunk = 0 AND {where} AND ({after}) ORDER BY id LIMIT %s"
             ).format(
                 vector=sql.SQL("embedding::vector" if include_vectors else "NULL"),
                 table=sql.Identifier(collection.table),

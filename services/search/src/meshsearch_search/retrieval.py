@@ -1,9 +1,11 @@
 """Retriever: the k best points for a query, by the cheapest strategy that is correct.
 
-- vector, unfiltered: HNSW with ef_search >= k (or a full scan when exact is asked);
-- vector, filtered: exact search over the matching points when few match (one statement),
-  else an iterative HNSW scan, re-sorted, so k rows come back whenever k points match;
-- keyword: PostgreSQL full-text ranking; hybrid: both rankings fused by reciprocal rank.
+Results are documents; a document stored as several chunks is found by its best chunk.
+- vector, unfiltered: HNSW with ef_search >= the chunks fetched (or a full scan when exact);
+- vector, filtered: exact search over the matching chunks when few match (one statement),
+  else an iterative HNSW scan, re-sorted, so k documents come back whenever k match;
+- keyword: BM25 over PostgreSQL's parsed text (`keyword`); hybrid: both rankings fused by
+  reciprocal rank.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,13 +22,15 @@ import numpy.typing as npt
 from psycopg import sql
 
 from meshsearch_common.errors import InvalidArgument
+from meshsearch_search import keyword
 from meshsearch_search.collections import METRIC_OPERATORS
 from meshsearch_search.db import Database
-from meshsearch_search.domain import Collection, Metric, ModelIdentity, ScoredPoint
+from meshsearch_search.domain import Collection, Metric, ModelIdentity, ScoredPoint, Span
 from meshsearch_search.filters import Filter
 from meshsearch_search.points import PointLimits, PointStore, check_model, point_from_row, read_settings
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
+HYBRID_MIN_CANDIDATES = 50  # documents taken from each ranking before fusion
 BROAD_FILTER_MEMO_S = 30.0
 
 
@@ -39,6 +43,8 @@ class QuerySpec:
     exact: bool = False
     score_threshold: float | None = None
     include_vectors: bool = False
+    include_text: bool = True
+    include_metadata: bool = True
     filter: Filter = field(default_factory=Filter)
     model: ModelIdentity | None = None  # the producer of `vector`, checked against the collection
 
@@ -103,7 +109,7 @@ class Retriever:
                     f"'{collection.spec.name}' has dimension {collection.spec.dimension}"
                 )
             if spec.vector is None:
-                hits = await self._keyword(collection, spec)
+                hits = await self._keyword(collection, spec, spec.k)
             elif spec.text.strip():
                 hits = await self._hybrid(collection, spec)
             else:
@@ -114,19 +120,20 @@ class Retriever:
 
         return await self._store.on_collection(name, run)
 
-    def _vector_sql(self, collection: Collection, include_vectors: bool) -> dict[str, sql.Composable]:
+    def _columns(self, collection: Collection, spec: QuerySpec) -> dict[str, sql.Composable]:
+        """Names for the statements below: `d` is a document's first row (text and metadata),
+        `best` its best chunk."""
         operator, _ = METRIC_OPERATORS[collection.spec.metric]
         return {
-            "vector": sql.SQL("embedding::vector" if include_vectors else "NULL"),
+            "vector": sql.SQL("embedding::vector" if spec.include_vectors else "NULL::vector"),
+            "text": sql.SQL("d.text" if spec.include_text else "''"),
+            "metadata": sql.SQL("d.metadata" if spec.include_metadata else "NULL::jsonb"),
             "op": sql.SQL(operator),
             "column": sql.SQL(collection.spec.storage.column_type),
             "table": sql.Identifier(collection.table),
         }
 
-    def _settings(
-        self, spec: QuerySpec | None = None, *, iterative: bool = False, exact: bool = False
-    ) -> dict[str, str]:
-        ef_search = max(spec.k, spec.ef_search or self.limits.default_ef_search) if spec else 0
+    def _settings(self, ef_search: int = 0, *, iterative: bool = False, exact: bool = False) -> dict[str, str]:
         return read_settings(self.limits, ef_search=ef_search, iterative=iterative, exact=exact)
 
     def _rendered(self, key: tuple[Any, ...], build: Callable[[], sql.Composable]) -> str:
@@ -140,88 +147,125 @@ class Retriever:
         return text
 
     async def _nearest(self, collection: Collection, spec: QuerySpec) -> list[ScoredPoint]:
-        """Vector search. Unfiltered: HNSW (or a full scan when exact). Filtered: when at most
-        `exact_filter_max_rows` points match, exact search over exactly those (one round trip);
-        otherwise an iterative HNSW scan, which keeps scanning until k matches are found."""
+        """The k nearest documents, each by its nearest chunk. Chunks are fetched with some to
+        spare (several may belong to one document), and again with more when that was not
+        enough. Unfiltered: HNSW, or a full scan when exact. Filtered: when at most
+        `exact_filter_max_rows` chunks match, exact search over exactly those (one round trip);
+        otherwise an iterative HNSW scan, which keeps scanning until enough match."""
+        fetch = min(max(2 * spec.k, spec.k + 10), self.limits.max_k * 4)
+        while True:
+            hits, fetched = await self._nearest_chunks(collection, spec, fetch)
+            if len(hits) >= spec.k or fetched < fetch or fetch >= self.limits.max_k * 4:
+                return hits[: spec.k]
+            fetch = min(fetch * 4, self.limits.max_k * 4)
+
+    async def _nearest_chunks(
+        self, collection: Collection, spec: QuerySpec, fetch: int
+    ) -> tuple[list[ScoredPoint], int]:
         filtered = not spec.filter.is_empty()
         where, params = self._store.where(spec.filter) if filtered else (sql.SQL("TRUE"), [])
-        shape = (collection.table, collection.spec.metric, collection.spec.storage, spec.include_vectors)
+        columns = self._columns(collection, spec)
+        shape = (
+            collection.table,
+            collection.spec.metric,
+            collection.spec.storage,
+            spec.include_vectors,
+            spec.include_text,
+            spec.include_metadata,
+        )
         where_key = where.as_string(None) if filtered else ""
         filter_key = (collection.table, where_key, json.dumps([str(p) for p in params]))
+
+        def grouped(hits: str, matched: str = "NULL::bigint") -> sql.Composable:
+            """Best chunk per document, joined to the document's first row, best first; the
+            last two columns are the chunks fetched and (exact path) the chunks matched."""
+            return sql.SQL(
+                "WITH "
+                + hits
+                + """,
+                 best AS (SELECT DISTINCT ON (id) * FROM hits ORDER BY id, distance)
+                 SELECT best.id, {text}, {metadata}, best.vec, best.distance, best.chunk, best.span_start,
+                        coalesce(best.span_end, char_length(d.text)), (SELECT count(*) FROM hits), """
+                + matched
+                + """
+                   FROM best JOIN {table} d ON d.id = best.id AND d.chunk = 0
+                  ORDER BY best.distance LIMIT %s"""
+            ).format(where=where, **columns)
+
         if filtered and not spec.exact and self._broad_filters.get(filter_key, 0.0) < time.monotonic():
             cap = self.limits.exact_filter_max_rows
             exact_sql = self._rendered(
                 ("exact", *shape, where_key),
-                lambda: sql.SQL(
-                    """WITH candidates AS MATERIALIZED (
-                           SELECT id, text, metadata, embedding FROM {table} WHERE {where} LIMIT %s)
-                       SELECT id, text, metadata, {vector}, embedding {op} %s::{column} AS distance,
-                              (SELECT count(*) FROM candidates) AS matched
-                         FROM candidates ORDER BY distance LIMIT %s"""
-                ).format(where=where, **self._vector_sql(collection, spec.include_vectors)),
+                lambda: grouped(
+                    """candidates AS MATERIALIZED (
+                           SELECT id, chunk, span_start, span_end, embedding FROM {table} WHERE {where} LIMIT %s),
+                       hits AS (SELECT id, chunk, span_start, span_end, {vector} AS vec,
+                                       embedding {op} %s::{column} AS distance,
+                                       (SELECT count(*) FROM candidates) AS matched
+                                  FROM candidates ORDER BY distance LIMIT %s)""",
+                    "best.matched",
+                ),
             )
             async with self._db.read(self._settings(exact=True)) as conn:
-                rows = await (await conn.execute(exact_sql, [*params, cap + 1, spec.vector, spec.k])).fetchall()
-            if not rows or rows[0][5] <= cap:
-                return [ScoredPoint(point_from_row(row), _score(collection.spec.metric, float(row[4]))) for row in rows]
+                rows = await (await conn.execute(exact_sql, [*params, cap + 1, spec.vector, fetch, spec.k])).fetchall()
+            if not rows or rows[0][9] <= cap:
+                return [self._vector_hit(collection, row) for row in rows], int(rows[0][8]) if rows else 0
             if len(self._broad_filters) >= 1024:
                 self._broad_filters.clear()
             self._broad_filters[filter_key] = time.monotonic() + BROAD_FILTER_MEMO_S
 
         def nearest_sql() -> sql.Composable:
-            nearest = """SELECT id, text, metadata, {vector}, embedding {op} %s::{column} AS distance
-                           FROM {table} WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT %s"""
-            if filtered:  # iterative scans may return rows slightly out of order: re-sort the k found
-                nearest = f"SELECT * FROM ({nearest}) found ORDER BY distance"
-            return sql.SQL(nearest).format(where=where, **self._vector_sql(collection, spec.include_vectors))
+            return grouped(
+                """hits AS (SELECT id, chunk, span_start, span_end, {vector} AS vec,
+                                   embedding {op} %s::{column} AS distance
+                              FROM {table} WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT %s)"""
+            )
 
         statement = self._rendered(("nearest", *shape, where_key), nearest_sql)
-        settings = self._settings(exact=True) if spec.exact else self._settings(spec, iterative=filtered)
+        ef_search = max(fetch, spec.ef_search or self.limits.default_ef_search)
+        settings = self._settings(exact=True) if spec.exact else self._settings(ef_search, iterative=filtered)
         async with self._db.read(settings) as conn:
-            rows = await (await conn.execute(statement, [spec.vector, *params, spec.vector, spec.k])).fetchall()
-        return [ScoredPoint(point_from_row(row), _score(collection.spec.metric, float(row[4]))) for row in rows]
+            rows = await (await conn.execute(statement, [spec.vector, *params, spec.vector, fetch, spec.k])).fetchall()
+        return [self._vector_hit(collection, row) for row in rows], int(rows[0][8]) if rows else 0
 
-    async def _keyword(self, collection: Collection, spec: QuerySpec) -> list[ScoredPoint]:
-        parts = self._vector_sql(collection, spec.include_vectors)
+    def _vector_hit(self, collection: Collection, row: tuple[Any, ...]) -> ScoredPoint:
+        return ScoredPoint(
+            point_from_row(row),
+            _score(collection.spec.metric, float(row[4])),
+            Span(chunk=int(row[5]), start=int(row[6] or 0), end=int(row[7] or 0)),
+        )
+
+    async def _keyword(self, collection: Collection, spec: QuerySpec, k: int) -> list[ScoredPoint]:
+        """The k best documents by BM25 (see `keyword`), among those passing the filter."""
         where, params = self._store.where(spec.filter)
+        columns = self._columns(collection, spec)
         statement = sql.SQL(
-            """SELECT id, text, metadata, {vector}, ts_rank_cd(tsv, query) AS score
-                 FROM {table}, websearch_to_tsquery('english', %s) query
-                WHERE tsv @@ query AND {where} ORDER BY score DESC, id LIMIT %s"""
-        ).format(where=where, **parts)
+            """WITH scored AS ({ranked})
+               SELECT d.id, {text}, {metadata}, {d_vector}, scored.score
+                 FROM scored JOIN {table} d ON d.id = scored.id AND d.chunk = 0
+                WHERE {where} ORDER BY scored.score DESC, d.id LIMIT %s"""
+        ).format(
+            ranked=keyword.ranked(collection),
+            where=where,
+            d_vector=sql.SQL("d.embedding::vector" if spec.include_vectors else "NULL::vector"),
+            **columns,
+        )
         async with self._db.read(self._settings()) as conn:
-            rows = await (await conn.execute(statement, [spec.text, *params, spec.k])).fetchall()
+            rows = await (await conn.execute(statement, [spec.text, *params, k])).fetchall()
         return [ScoredPoint(point_from_row(row), float(row[4])) for row in rows]
 
     async def _hybrid(self, collection: Collection, spec: QuerySpec) -> list[ScoredPoint]:
-        """Vector and keyword rankings of the top candidates fused by reciprocal rank, in one statement."""
-        parts = self._vector_sql(collection, spec.include_vectors)
-        where, params = self._store.where(spec.filter)
-        candidates = min(max(4 * spec.k, 50), self.limits.max_k)
-        statement = sql.SQL(
-            """WITH semantic AS (
-                   SELECT id, row_number() OVER (ORDER BY distance) AS rank FROM (
-                       SELECT id, embedding {op} %s::{column} AS distance FROM {table}
-                        WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT %s) nearest),
-               keyword AS (
-                   SELECT id, row_number() OVER (ORDER BY ts_rank_cd(tsv, query) DESC, id) AS rank
-                     FROM {table}, websearch_to_tsquery('english', %s) query
-                    WHERE tsv @@ query AND {where}
-                    ORDER BY ts_rank_cd(tsv, query) DESC, id LIMIT %s),
-               fused AS (
-                   SELECT id, coalesce(1.0 / ({rrf} + semantic.rank), 0)
-                            + coalesce(1.0 / ({rrf} + keyword.rank), 0) AS score
-                     FROM semantic FULL OUTER JOIN keyword USING (id))
-               SELECT p.id, p.text, p.metadata, {vector_p}, fused.score
-                 FROM fused JOIN {table} p USING (id) ORDER BY fused.score DESC, p.id LIMIT %s"""
-        ).format(
-            where=where,
-            rrf=sql.Literal(RRF_K),
-            vector_p=sql.SQL("p.embedding::vector" if spec.include_vectors else "NULL"),
-            **parts,
-        )
-        values = [spec.vector, *params, spec.vector, candidates, spec.text, *params, candidates, spec.k]
-        settings = self._settings(spec, iterative=not spec.filter.is_empty())
-        async with self._db.read(settings) as conn:
-            rows = await (await conn.execute(statement, values)).fetchall()
-        return [ScoredPoint(point_from_row(row), float(row[4])) for row in rows]
+        """Vector and keyword rankings of the best candidates, fused by reciprocal rank: a
+        document's score is the sum of 1 / (RRF_K + rank) over the rankings it appears in."""
+        candidates = min(max(4 * spec.k, HYBRID_MIN_CANDIDATES), self.limits.max_k)
+        wide = replace(spec, k=candidates)
+        semantic = await self._nearest(collection, wide)
+        lexical = await self._keyword(collection, wide, candidates)
+        fused: dict[str, float] = {}
+        found: dict[str, ScoredPoint] = {}
+        for ranking in (semantic, lexical):
+            for rank, hit in enumerate(ranking, start=1):
+                fused[hit.point.id] = fused.get(hit.point.id, 0.0) + 1.0 / (RRF_K + rank)
+                found.setdefault(hit.point.id, hit)  # the vector hit first: it names the best chunk
+        best = sorted(fused, key=lambda point_id: (-fused[point_id], point_id))[: spec.k]
+        return [replace(found[point_id], score=fused[point_id]) for point_id in best]

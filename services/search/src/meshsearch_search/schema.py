@@ -8,15 +8,48 @@ Migrations are append-only: never edit a released one, add the next version.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from meshsearch_search import keyword
+from meshsearch_search.collections import collection_from_row
 
 log = logging.getLogger(__name__)
 
 # Arbitrary but fixed: identifies meshsearch's migration lock among other advisory locks.
 _MIGRATION_LOCK_KEY = 0x6D657368
 
-MIGRATIONS: list[tuple[int, str]] = [
+
+async def _chunks_and_bm25(conn: psycopg.AsyncConnection) -> None:
+    """Version 2: documents stored as chunks (key (id, chunk), spans), and BM25 statistics in
+    place of the tsvector GIN index. Existing points become single-chunk documents."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute("SELECT c.*, true AS index_ready FROM meshsearch_collections c ORDER BY id")
+    for row in await cursor.fetchall():
+        collection = collection_from_row(row)
+        table = sql.Identifier(collection.table)
+        await conn.execute(
+            sql.SQL(
+                "ALTER TABLE {table} ADD COLUMN chunk integer NOT NULL DEFAULT 0, "
+                "ADD COLUMN span_start integer, ADD COLUMN span_end integer"
+            ).format(table=table)
+        )
+        await conn.execute(
+            sql.SQL("ALTER TABLE {table} DROP CONSTRAINT {pkey}, ADD PRIMARY KEY (id, chunk)").format(
+                table=table, pkey=sql.Identifier(f"{collection.table}_pkey")
+            )
+        )
+        await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{collection.table}_tsv")))
+        for statement in keyword.install(collection):
+            await conn.execute(statement)
+
+
+Migration = str | Callable[[psycopg.AsyncConnection], Awaitable[None]]
+
+MIGRATIONS: list[tuple[int, Migration]] = [
     (
         1,
         """
@@ -37,6 +70,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (2, _chunks_and_bm25),
 ]
 
 
@@ -51,10 +85,13 @@ async def migrate(conn: psycopg.AsyncConnection) -> int:
         cursor = await conn.execute("SELECT coalesce(max(version), 0) FROM meshsearch_schema")
         row = await cursor.fetchone()
         current = int(row[0]) if row else 0
-        for version, sql in MIGRATIONS:
+        for version, migration in MIGRATIONS:
             if version > current:
                 log.info("applying schema migration", extra={"version": version})
-                await conn.execute(sql)
+                if isinstance(migration, str):
+                    await conn.execute(migration)
+                else:
+                    await migration(conn)
                 await conn.execute("INSERT INTO meshsearch_schema (version) VALUES (%s)", (version,))
                 current = version
     return current

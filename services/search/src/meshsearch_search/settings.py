@@ -38,6 +38,7 @@ class SearchSettings(ServiceSettings):
     max_ef_search: int = Field(1000, ge=1)
     max_batch_points: int = Field(1000, ge=1, description="Most points in one Upsert, Get or Delete; largest page.")
     max_batch_queries: int = Field(64, ge=1, description="Most queries in one QueryBatch.")
+    max_chunks: int = Field(4096, ge=1, description="Most chunks of one document.")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Largest request message.")
     max_text_bytes: int = Field(1_048_576, ge=1, description="Largest stored document text.")
     max_metadata_bytes: int = Field(65_536, ge=1, description="Largest metadata object, as JSON.")

@@ -91,16 +91,38 @@ class Vector(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., dimension: _Optional[int] = ...) -> None: ...
 
 class Point(_message.Message):
-    __slots__ = ("id", "vector", "text", "metadata")
+    __slots__ = ("id", "vector", "text", "metadata", "chunks")
     ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: Vector
     text: str
     metadata: _struct_pb2.Struct
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., text: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., text: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ...) -> None: ...
+
+class Chunk(_message.Message):
+    __slots__ = ("vector", "start", "end")
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    vector: Vector
+    start: int
+    end: int
+    def __init__(self, vector: _Optional[_Union[Vector, _Mapping]] = ..., start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class Span(_message.Message):
+    __slots__ = ("chunk", "start", "end")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    chunk: int
+    start: int
+    end: int
+    def __init__(self, chunk: _Optional[int] = ..., start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("collection",)
@@ -211,7 +233,7 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("collection", "vector", "k", "ef_search", "exact", "score_threshold", "include_vectors", "filter", "text", "model")
+    __slots__ = ("collection", "vector", "k", "ef_search", "exact", "score_threshold", "include_vectors", "filter", "text", "model", "omit_text", "omit_metadata")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +244,8 @@ class QueryRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    OMIT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    OMIT_METADATA_FIELD_NUMBER: _ClassVar[int]
     collection: str
     vector: Vector
     k: int
@@ -232,7 +256,9 @@ class QueryRequest(_message.Message):
     filter: Filter
     text: str
     model: EmbeddingModel
-    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., ef_search: _Optional[int] = ..., exact: _Optional[bool] = ..., score_threshold: _Optional[float] = ..., include_vectors: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., text: _Optional[str] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ...) -> None: ...
+    omit_text: bool
+    omit_metadata: bool
+    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., ef_search: _Optional[int] = ..., exact: _Optional[bool] = ..., score_threshold: _Optional[float] = ..., include_vectors: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., text: _Optional[str] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., omit_text: _Optional[bool] = ..., omit_metadata: _Optional[bool] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("must", "should", "must_not")
@@ -284,12 +310,14 @@ class Range(_message.Message):
     def __init__(self, gt: _Optional[float] = ..., gte: _Optional[float] = ..., lt: _Optional[float] = ..., lte: _Optional[float] = ...) -> None: ...
 
 class ScoredPoint(_message.Message):
-    __slots__ = ("point", "score")
+    __slots__ = ("point", "score", "span")
     POINT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SPAN_FIELD_NUMBER: _ClassVar[int]
     point: Point
     score: float
-    def __init__(self, point: _Optional[_Union[Point, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    span: Span
+    def __init__(self, point: _Optional[_Union[Point, _Mapping]] = ..., score: _Optional[float] = ..., span: _Optional[_Union[Span, _Mapping]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("points",)
