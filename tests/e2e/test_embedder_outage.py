@@ -6,10 +6,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch_cli.stack import EmbeddedStack, Ports
@@ -40,43 +42,97 @@ def isolated_pair(stack: EmbeddedStack, tmp_path) -> Iterator[EmbeddedStack]:
         pair.stop()
 
 
-async def search_status(api: ApiClient, collection: str) -> tuple[grpc.StatusCode, str, float]:
-    """Search with a never-seen query (so the embedding cache cannot answer it)."""
+@dataclass(frozen=True)
+class Outcome:
+    code: grpc.StatusCode
+    degraded: bool
+    hit_ids: list[str]
+    seconds: float
+    details: str = ""
+
+
+async def search(api: ApiClient, collection: str, timeout_s: float = 10) -> Outcome:
+    """A vector search with a never-seen query (so the embedding cache cannot answer it) whose
+    words also match document "a" by keyword."""
     started = time.perf_counter()
     try:
-        await api.search.Search(pb.SearchRequest(collection=collection, query=f"query {uuid.uuid4().hex}"), timeout=10)
+        response = await api.search.Search(
+            pb.SearchRequest(collection=collection, query=f"quick brown fox {uuid.uuid4().hex}"), timeout=timeout_s
+        )
     except grpc.aio.AioRpcError as error:
-        return error.code(), error.details() or "", time.perf_counter() - started
-    return grpc.StatusCode.OK, "", time.perf_counter() - started
+        return Outcome(error.code(), False, [], time.perf_counter() - started, error.details() or "")
+    hits = [hit.document.id for hit in response.hits]
+    return Outcome(grpc.StatusCode.OK, response.degraded, hits, time.perf_counter() - started, response.degraded_reason)
 
 
-async def test_embedder_down_opens_the_breaker_fails_fast_then_recovers(isolated_pair: EmbeddedStack) -> None:
+def error_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    """The standard details of an error, unpacked by type name."""
+    found: dict[str, Any] = {}
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                for kind in (error_details_pb2.RetryInfo, error_details_pb2.ErrorInfo, error_details_pb2.BadRequest):
+                    if detail.Is(kind.DESCRIPTOR):
+                        message = kind()
+                        detail.Unpack(message)
+                        found[kind.DESCRIPTOR.name] = message
+    return found
+
+
+async def test_searches_degrade_to_keyword_while_the_embedder_is_down_and_recover_after(
+    isolated_pair: EmbeddedStack,
+) -> None:
+    """Under steady search traffic the embedder is killed: every search still answers, from
+    keyword search and marked degraded, within its deadline; the breaker opens (writes fail
+    fast with RetryInfo); once the embedder is back, searches are by vector again."""
     name = f"outage_{uuid.uuid4().hex[:8]}"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{isolated_pair.ports.api}") as channel:
         api = ApiClient(channel)
         await api.create(name)
-        await api.index(name, {"a": "the quick brown fox"})
-        assert (await search_status(api, name))[0] == grpc.StatusCode.OK
+        await api.index(name, {"a": "the quick brown fox", "b": "a lazy dog sleeps"})
+        first = await search(api, name)
+        assert first.code == grpc.StatusCode.OK and not first.degraded
 
-        isolated_pair.stop_service("embedder")
-        outcomes = [await search_status(api, name) for _ in range(5)]
-        assert all(code == grpc.StatusCode.UNAVAILABLE for code, _, _ in outcomes), outcomes
+        outcomes: list[Outcome] = []
+        stop = asyncio.Event()
 
-        # The breaker is open now: answers come at once, name the upstream, never reach it.
-        code, details, elapsed = await search_status(api, name)
-        assert code == grpc.StatusCode.UNAVAILABLE
-        assert "embedder" in details and "circuit breaker" in details
-        assert elapsed < 0.1, f"open breaker took {elapsed * 1000:.1f} ms to answer"
+        async def searcher() -> None:
+            while not stop.is_set():
+                outcomes.append(await search(api, name, timeout_s=2.0))
+                await asyncio.sleep(0.02)
 
-        isolated_pair.start_service("embedder")
-        isolated_pair.wait_service("embedder")
-        deadline = time.monotonic() + RESET_TIMEOUT_S + 15
-        while True:
-            code, details, _ = await search_status(api, name)
-            if code == grpc.StatusCode.OK or time.monotonic() > deadline:
-                break
+        traffic = [asyncio.create_task(searcher()) for _ in range(6)]
+        await asyncio.sleep(0.5)
+        # The stack's controls block: run them off the loop, so the searchers keep their pace.
+        await asyncio.to_thread(isolated_pair.stop_service, "embedder")
+        await asyncio.sleep(2.0)
+
+        # The breaker is open: a write needing embeddings fails at once, saying when to retry.
+        started = time.perf_counter()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await api.index(name, {"c": f"new text {uuid.uuid4().hex}"})
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "circuit breaker" in (refused.value.details() or "")
+        assert time.perf_counter() - started < 0.5
+        details = error_details(refused.value)
+        assert details["RetryInfo"].retry_delay.ToMilliseconds() > 0 and details["ErrorInfo"].reason
+
+        await asyncio.to_thread(isolated_pair.start_service, "embedder")
+        await asyncio.to_thread(isolated_pair.wait_service, "embedder")
+        recovered_by = time.monotonic() + RESET_TIMEOUT_S + 15
+        while time.monotonic() < recovered_by and not (outcomes and not outcomes[-1].degraded):
             await asyncio.sleep(0.25)
-        assert code == grpc.StatusCode.OK, details
+        stop.set()
+        await asyncio.gather(*traffic)
+        stored = await api.documents.GetDocuments(pb.GetDocumentsRequest(collection=name, ids=["a", "b"]), timeout=5)
+        assert [d.id for d in stored.documents] == ["a", "b"]  # nothing written before was lost
+
+    assert all(o.code == grpc.StatusCode.OK for o in outcomes), [o for o in outcomes if o.code != grpc.StatusCode.OK]
+    degraded = [o for o in outcomes if o.degraded]
+    assert degraded, "no search ran while the embedder was down"
+    assert all(o.hit_ids[:1] == ["a"] and "keyword" in o.details for o in degraded)
+    assert not outcomes[-1].degraded, "searches did not go back to vector search after the embedder returned"
+    assert max(o.seconds for o in outcomes) < 2.0
 
 
 async def test_an_embedder_redeployed_with_another_model_cannot_corrupt_a_collection(

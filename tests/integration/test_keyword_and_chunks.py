@@ -68,7 +68,9 @@ async def new_collection(collections: CollectionStore) -> Collection:
     return await collections.create(CollectionSpec(name=f"kw_{uuid.uuid4().hex[:8]}", dimension=DIMENSION))
 
 
-async def rows(db: Database, statement: sql.Composable, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+async def rows(
+    db: Database, statement: sql.Composed | sql.SQL, params: list[Any] | None = None
+) -> list[tuple[Any, ...]]:
     async with db.read({}) as conn:
         return await (await conn.execute(statement, params)).fetchall()
 
@@ -201,7 +203,7 @@ async def test_chunked_documents_are_found_by_their_best_chunk_and_replaced_whol
     filtered = await retriever.query(
         name, QuerySpec(vector=pieces[2].vector, k=3, filter=Filter(must=(FieldCondition("kind", "eq", "long"),)))
     )
-    assert [h.point.id for h in filtered] == ["long"] and filtered[0].span.chunk == 2  # type: ignore[union-attr]
+    assert [h.point.id for h in filtered] == ["long"] and filtered[0].span.chunk == 2
     single = await retriever.query(name, QuerySpec(vector=others[4].vector, k=1))
     assert single[0].span is not None and (single[0].span.chunk, single[0].span.start, single[0].span.end) == (0, 0, 7)
 

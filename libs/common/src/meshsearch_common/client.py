@@ -33,7 +33,13 @@ from prometheus_client import Counter, Gauge
 
 from meshsearch_common import context, deadlines
 from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
-from meshsearch_common.errors import CALLER_ERROR_CODES, from_upstream
+from meshsearch_common.errors import (
+    CALLER_ERROR_CODES,
+    STATUS_DETAILS_KEY,
+    Unavailable,
+    from_upstream,
+    status_details,
+)
 from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
 from meshsearch_common.settings import UpstreamPolicy
 
@@ -171,15 +177,20 @@ class UpstreamGuard:
         return is_failure
 
     def open_error(self, exc: BreakerOpen) -> grpc.aio.AioRpcError:
+        """The UNAVAILABLE a call gets instead of being sent, with the time until the breaker's
+        next trial as its RetryInfo."""
         UPSTREAM_CALLS.labels(self.name, "BREAKER_OPEN").inc()
-        return _rpc_error(grpc.StatusCode.UNAVAILABLE, str(exc))
+        status = status_details(Unavailable(str(exc), retry_after_s=exc.retry_after_s, reason="CIRCUIT_OPEN"))
+        return _rpc_error(grpc.StatusCode.UNAVAILABLE, str(exc), ((STATUS_DETAILS_KEY, status.SerializeToString()),))
 
 
-def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+def _rpc_error(
+    code: grpc.StatusCode, details: str, trailing: tuple[tuple[str, bytes], ...] = ()
+) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(
         code=code,
         initial_metadata=grpc.aio.Metadata(),
-        trailing_metadata=grpc.aio.Metadata(),
+        trailing_metadata=grpc.aio.Metadata(*trailing),
         details=details,
     )
 

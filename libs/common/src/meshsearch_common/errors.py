@@ -8,23 +8,30 @@ Layout: the hierarchy first, then the tables that relate it to gRPC codes, then 
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 # --- the hierarchy ---------------------------------------------------------------------------
 
 
 class MeshError(Exception):
-    """Base of all errors a caller is meant to see. `code` is the gRPC status to send."""
+    """Base of all errors a caller is meant to see. `code` is the gRPC status to send.
+
+    Every error also goes out with standard details (`status_details`): `field` names the
+    request field at fault (a google.rpc.BadRequest field violation), `reason` is a stable
+    UPPER_SNAKE_CASE cause for programs to branch on (google.rpc.ErrorInfo; by default the
+    code's name)."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: str = "", reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
+        self.reason = reason or self.code.name
 
 
 class InvalidArgument(MeshError):
@@ -80,15 +87,20 @@ class ResourceExhausted(MeshError):
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retry_after_s: float | None = None, *, field: str = "", reason: str = "") -> None:
+        super().__init__(message, field=field, reason=reason)
         self.retry_after_s = retry_after_s
 
 
 class Unavailable(MeshError):
-    """A dependency is down or overloaded; the call may succeed if retried later."""
+    """A dependency is down or overloaded; the call may succeed if retried later (after
+    `retry_after_s` when known, for example while a circuit breaker is open)."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, retry_after_s: float | None = None, *, field: str = "", reason: str = "") -> None:
+        super().__init__(message, field=field, reason=reason)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(MeshError):
@@ -118,48 +130,92 @@ RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
+ERROR_DOMAIN = "meshsearch.io"  # google.rpc.ErrorInfo.domain of every error we send
+DEFAULT_RETRY_AFTER_S = 1.0  # RetryInfo delay of an UNAVAILABLE with no better estimate
+ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
+BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+
+
 def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
     """Translate an upstream's failure into the error our own caller should see.
 
-    Caller errors keep their code and message; RESOURCE_EXHAUSTED keeps its RetryInfo; a
-    timeout names the upstream; everything else (UNAVAILABLE, INTERNAL, UNKNOWN, ...) becomes
-    UNAVAILABLE naming the upstream, since from our caller's point of view a sick dependency
-    is a temporary condition, not a bug in their request.
+    Caller errors keep their code, message, field and reason; RESOURCE_EXHAUSTED keeps its
+    RetryInfo; a timeout names the upstream; everything else (UNAVAILABLE, INTERNAL, UNKNOWN,
+    ...) becomes UNAVAILABLE naming the upstream, since from our caller's point of view a sick
+    dependency is a temporary condition, not a bug in their request.
     """
     code = error.code()
+    field, reason = _field_and_reason(error)
     if code in CALLER_ERRORS:
-        return CALLER_ERRORS[code](error.details() or code.name)
+        return CALLER_ERRORS[code](error.details() or code.name, field=field, reason=reason)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(f"{upstream}: {error.details()}", retry_after_s=retry_after_of(error))
+        return ResourceExhausted(f"{upstream}: {error.details()}", retry_after_s=retry_after_of(error), reason=reason)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(f"{upstream} did not answer within the deadline: {error.details()}")
-    return Unavailable(f"{upstream} is unavailable: {error.details() or code.name}")
+        return DeadlineExceeded(
+            f"{upstream} did not answer within the deadline: {error.details()}", reason="UPSTREAM_DEADLINE_EXCEEDED"
+        )
+    return Unavailable(
+        f"{upstream} is unavailable: {error.details() or code.name}",
+        retry_after_s=retry_after_of(error),
+        reason=reason or f"{upstream.upper()}_UNAVAILABLE",
+    )
 
 
-def status_details(error: MeshError) -> status_pb2.Status | None:
-    """The google.rpc.Status (with standard error details) to send for `error`, if any.
-
-    ResourceExhausted carries a RetryInfo, so clients in every language know when to retry.
+def status_details(error: MeshError) -> status_pb2.Status:
+    """The google.rpc.Status, with standard error details, to send for `error`, so that a
+    client in any language can act on it without parsing the message:
+    - BadRequest (the field at fault) on INVALID_ARGUMENT;
+    - RetryInfo (when to retry) on RESOURCE_EXHAUSTED and UNAVAILABLE;
+    - ErrorInfo (reason, domain) on every error.
     """
-    if isinstance(error, ResourceExhausted) and error.retry_after_s is not None:
-        status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=error.message)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    if isinstance(error, InvalidArgument):
+        status.details.add().Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+                ]
+            )
+        )
+    if isinstance(error, ResourceExhausted | Unavailable):
+        retry_after = error.retry_after_s if error.retry_after_s is not None else DEFAULT_RETRY_AFTER_S
         delay = duration_pb2.Duration()
-        delay.FromMilliseconds(max(1, int(error.retry_after_s * 1000)))
+        delay.FromMilliseconds(max(1, int(retry_after * 1000)))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-        return status
-    return None
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+    return status
+
+
+def _details(error: grpc.aio.AioRpcError) -> list[Any]:
+    for key, value in error.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return list(status_pb2.Status.FromString(value).details)
+    return []
+
+
+def _field_and_reason(error: grpc.aio.AioRpcError) -> tuple[str, str]:
+    """The BadRequest field and ErrorInfo reason an upstream sent, or empty strings."""
+    field, reason = "", ""
+    for detail in _details(error):
+        if detail.type_url == BAD_REQUEST_TYPE:
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            if bad_request.field_violations:
+                field = bad_request.field_violations[0].field
+        elif detail.type_url == ERROR_INFO_TYPE:
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+    return field, reason
 
 
 def retry_after_of(error: grpc.aio.AioRpcError) -> float | None:
     """The RetryInfo delay in seconds carried by an upstream's error, if any."""
-    for key, value in error.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                if detail.type_url == RETRY_INFO_TYPE:
-                    info = error_details_pb2.RetryInfo()
-                    detail.Unpack(info)
-                    return float(info.retry_delay.ToMilliseconds()) / 1000
+    for detail in _details(error):
+        if detail.type_url == RETRY_INFO_TYPE:
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToMilliseconds()) / 1000
     return None
 
 
@@ -175,11 +231,11 @@ def enum_member(mapping: dict[int, T], value: int, field: str) -> T:
         return mapping[value]
     except KeyError:
         accepted = ", ".join(str(v) for v in sorted(mapping))
-        raise InvalidArgument(f"{field} {value} is not a known value; use one of {accepted}") from None
+        raise InvalidArgument(f"{field} {value} is not a known value; use one of {accepted}", field=field) from None
 
 
 def finite(value: float, field: str) -> float:
     """INVALID_ARGUMENT unless `value` is a finite number."""
     if value != value or value in (float("inf"), float("-inf")):
-        raise InvalidArgument(f"{field} must be a finite number")
+        raise InvalidArgument(f"{field} must be a finite number", field=field)
     return value

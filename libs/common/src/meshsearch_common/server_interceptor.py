@@ -54,11 +54,9 @@ def _ended_code(servicer_context: grpc.aio.ServicerContext[Any, Any]) -> grpc.St
 async def _abort_with(servicer_context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
     if isinstance(exc, MeshError):
         details = status_details(exc)
-        if details is not None:
-            await servicer_context.abort(
-                exc.code, exc.message, trailing_metadata=((STATUS_DETAILS_KEY, details.SerializeToString()),)
-            )
-        await servicer_context.abort(exc.code, exc.message)
+        await servicer_context.abort(
+            exc.code, exc.message, trailing_metadata=((STATUS_DETAILS_KEY, details.SerializeToString()),)
+        )
     log.exception("unhandled error in %s", method)
     await servicer_context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see server logs")
 

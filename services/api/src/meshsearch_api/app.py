@@ -72,6 +72,7 @@ class ApiApp:
             max_text_bytes=settings.max_text_bytes,
             max_top_k=settings.max_top_k,
             default_top_k=settings.default_top_k,
+            max_searches_per_batch=settings.max_searches_per_batch,
         )
         search_client = SearchClient(search)
         self._core.set(Core(Catalog(search_client, embedder_client), Documents(search_client, embedder_client, limits)))

@@ -3,11 +3,13 @@ so its vectors are never mixed with another model's."""
 
 from __future__ import annotations
 
-from meshsearch_api.domain import CollectionInfo
+from meshsearch_api import pages
+from meshsearch_api.chunking import resolve
+from meshsearch_api.domain import CollectionInfo, CollectionSpec
 from meshsearch_api.embedder_client import EmbedderClient
+from meshsearch_api.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common.errors import InvalidArgument
-from meshsearch_common.vectors import Metric
 
 
 class Catalog:
@@ -15,18 +17,31 @@ class Catalog:
         self._search = search
         self._embedder = embedder
 
-    async def create(self, name: str, metric: Metric) -> CollectionInfo:
-        if not name:
-            raise InvalidArgument("collection.name is required")
-        return await self._search.create_collection(name, metric, await self._embedder.model())
+    async def create(self, spec: CollectionSpec) -> CollectionInfo:
+        """Create the collection with its chunking resolved against the model's window now,
+        so a later model with another window does not change how it splits documents."""
+        if not spec.name:
+            raise InvalidArgument("collection.name is required", field="collection.name")
+        model = await self._embedder.model()
+        chunking = resolve(spec.chunking, await self._embedder.window_tokens())
+        return await self._search.create_collection(spec, chunking, model)
 
     async def get(self, name: str) -> CollectionInfo:
         if not name:
             raise InvalidArgument("name is required")
         return await self._search.get_collection(name)
 
-    async def list(self) -> list[CollectionInfo]:
-        return await self._search.list_collections()
+    async def list(self, page_size: int, page_token: str) -> tuple[list[CollectionInfo], str]:
+        """One page of collections in name order, and the next page's token ("" at the end).
+        The token is the last name returned, encoded; collections created or dropped between
+        pages neither repeat nor shift the ones after it."""
+        size = page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size {size} is out of range: 1 to {MAX_PAGE_SIZE}", field="page_size")
+        after = pages.decode(page_token, "page_token") if page_token else ""
+        remaining = [c for c in await self._search.list_collections() if c.name > after]
+        page = remaining[:size]
+        return page, pages.encode(page[-1].name) if len(remaining) > size else ""
 
     async def delete(self, name: str) -> None:
         if not name:

@@ -6,13 +6,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from google.protobuf import json_format, struct_pb2
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.search.v1 import search_pb2 as spb
-from meshsearch_api.domain import CollectionInfo, Document, Hit, IndexOutcome, ModelIdentity
+from meshsearch_api.chunking import EmbeddedDocument
+from meshsearch_api.domain import (
+    Chunking,
+    CollectionInfo,
+    CollectionSpec,
+    Document,
+    Hit,
+    IndexOutcome,
+    ModelIdentity,
+    SearchMode,
+    SearchQuery,
+    SearchResult,
+    Span,
+)
 from meshsearch_common import vectors
-from meshsearch_common.vectors import Metric
+from meshsearch_common.errors import enum_member, finite
 
 # --- shared ----------------------------------------------------------------------------------
 
@@ -27,8 +42,28 @@ def struct(metadata: dict[str, Any]) -> struct_pb2.Struct:
 # --- meshsearch.api.v1 (our callers) ---------------------------------------------------------
 
 
-def metric_in(message: pb.Collection) -> Metric:
-    return vectors.metric_from_wire(pb.Metric, message.metric, "collection.metric")
+STORAGE_HALF: dict[int, bool] = {pb.STORAGE_UNSPECIFIED: False, pb.STORAGE_FLOAT32: False, pb.STORAGE_FLOAT16: True}
+MODES: dict[int, SearchMode] = {
+    pb.SEARCH_MODE_UNSPECIFIED: SearchMode.VECTOR,
+    pb.SEARCH_MODE_VECTOR: SearchMode.VECTOR,
+    pb.SEARCH_MODE_KEYWORD: SearchMode.KEYWORD,
+    pb.SEARCH_MODE_HYBRID: SearchMode.HYBRID,
+}
+MODES_OUT: dict[SearchMode, Any] = {
+    mode: number for number, mode in MODES.items() if number != pb.SEARCH_MODE_UNSPECIFIED
+}
+
+
+def collection_spec_in(message: pb.Collection) -> CollectionSpec:
+    has_chunking = message.HasField("chunking")
+    return CollectionSpec(
+        name=message.name,
+        metric=vectors.metric_from_wire(pb.Metric, message.metric, "collection.metric"),
+        half_precision=enum_member(STORAGE_HALF, message.storage, "collection.storage"),
+        hnsw_m=message.hnsw.m,
+        hnsw_ef_construction=message.hnsw.ef_construction,
+        chunking=Chunking(message.chunking.chunk_tokens, message.chunking.overlap_tokens) if has_chunking else None,
+    )
 
 
 def collection_out(info: CollectionInfo) -> pb.Collection:
@@ -37,6 +72,9 @@ def collection_out(info: CollectionInfo) -> pb.Collection:
         metric=vectors.metric_to_wire(pb.Metric, info.metric),
         model=pb.EmbeddingModel(id=info.model.id, revision=info.model.revision, dimension=info.model.dimension),
         document_count=info.document_count,
+        storage=pb.STORAGE_FLOAT16 if info.half_precision else pb.STORAGE_FLOAT32,
+        hnsw=pb.HnswParams(m=info.hnsw_m, ef_construction=info.hnsw_ef_construction),
+        chunking=pb.Chunking(chunk_tokens=info.chunking.chunk_tokens, overlap_tokens=info.chunking.overlap_tokens),
     )
     if info.create_time is not None:
         message.create_time.FromDatetime(info.create_time)
@@ -64,8 +102,37 @@ def index_outcome_out(outcome: IndexOutcome) -> pb.IndexDocumentsResponse:
     )
 
 
+def search_query_in(message: pb.SearchRequest) -> SearchQuery:
+    return SearchQuery(
+        collection=message.collection,
+        text=message.query,
+        top_k=message.top_k,
+        mode=enum_member(MODES, message.mode, "mode"),
+        score_threshold=finite(message.score_threshold, "score_threshold")
+        if message.HasField("score_threshold")
+        else None,
+        filter=message.filter.SerializeToString() if message.HasField("filter") else b"",
+        ef_search=message.ef_search,
+        exact=message.exact,
+        include_text=message.include_text if message.HasField("include_text") else True,
+        include_metadata=message.include_metadata if message.HasField("include_metadata") else True,
+    )
+
+
 def hit_out(hit: Hit) -> pb.SearchHit:
-    return pb.SearchHit(document=document_out(hit.document), score=hit.score)
+    message = pb.SearchHit(document=document_out(hit.document), score=hit.score)
+    if hit.span is not None:
+        message.chunk.index, message.chunk.start, message.chunk.end = hit.span.index, hit.span.start, hit.span.end
+    return message
+
+
+def search_result_out(result: SearchResult) -> pb.SearchResponse:
+    return pb.SearchResponse(
+        hits=[hit_out(hit) for hit in result.hits],
+        degraded=bool(result.degraded_reason),
+        degraded_reason=result.degraded_reason,
+        mode=MODES_OUT[result.mode],
+    )
 
 
 # --- meshsearch.search.v1 (the search service) -----------------------------------------------
@@ -83,16 +150,54 @@ def collection_from_search(message: spb.Collection) -> CollectionInfo:
         model=ModelIdentity(message.model.id, message.model.revision, message.model.dimension),
         document_count=message.point_count,
         create_time=message.create_time.ToDatetime() if message.HasField("create_time") else None,
+        half_precision=message.storage == spb.STORAGE_FLOAT16,
+        hnsw_m=message.hnsw.m,
+        hnsw_ef_construction=message.hnsw.ef_construction,
+        chunking=Chunking(message.chunk_tokens, message.chunk_overlap_tokens),
     )
 
 
-def point_to_search(document: Document, vector: Any, dimension: int) -> spb.Point:
-    return spb.Point(
-        id=document.id,
-        vector=spb.Vector(data=vectors.pack(vector), dimension=dimension),
-        text=document.text,
-        metadata=struct(document.metadata),
+def point_to_search(item: EmbeddedDocument, dimension: int) -> spb.Point:
+    document = item.document
+    point = spb.Point(id=document.id, text=document.text, metadata=struct(document.metadata))
+    if item.vector is not None:
+        point.vector.data, point.vector.dimension = vectors.pack(item.vector), dimension
+    for vector, start, end in item.chunks:
+        point.chunks.add(vector=spb.Vector(data=vectors.pack(vector), dimension=dimension), start=start, end=end)
+    return point
+
+
+def filter_to_search(filter_wire: bytes) -> spb.Filter:
+    """The public Filter as the search service's: the two messages are the same on the wire
+    (same field numbers and types), so the bytes are reread as the other message."""
+    return spb.Filter.FromString(filter_wire)
+
+
+def query_to_search(
+    query: SearchQuery, k: int, vector: npt.NDArray[np.float32] | None, model: ModelIdentity | None
+) -> spb.QueryRequest:
+    request = spb.QueryRequest(
+        collection=query.collection,
+        k=k,
+        ef_search=query.ef_search,
+        exact=query.exact,
+        filter=filter_to_search(query.filter),
+        omit_text=not query.include_text,
+        omit_metadata=not query.include_metadata,
     )
+    if vector is not None and model is not None:
+        request.vector.data, request.vector.dimension = vectors.pack(vector), model.dimension
+        request.model.CopyFrom(model_to_search(model))
+    if vector is None or query.mode is SearchMode.HYBRID:
+        request.text = query.text
+    if query.score_threshold is not None:
+        request.score_threshold = query.score_threshold
+    return request
+
+
+def hit_from_search(hit: spb.ScoredPoint) -> Hit:
+    span = Span(hit.span.chunk, hit.span.start, hit.span.end) if hit.HasField("span") else None
+    return Hit(document_from_search(hit.point), hit.score, span)
 
 
 def document_from_search(point: spb.Point) -> Document:

@@ -1,17 +1,41 @@
-"""Documents: embed-and-store, fetch, delete and search."""
+"""Documents: embed-and-store, fetch, list, delete and search (with degraded mode)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
+from prometheus_client import Counter
 
-from meshsearch_api.domain import Document, DocumentError, Hit, IndexOutcome
+from meshsearch_api.chunking import embed_documents, resolve
+from meshsearch_api.domain import Document, DocumentError, IndexOutcome, SearchMode, SearchQuery, SearchResult
 from meshsearch_api.embedder_client import EmbedderClient
+from meshsearch_api.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from meshsearch_api.search_client import SearchClient
-from meshsearch_common.errors import InvalidArgument
+from meshsearch_common import context
+from meshsearch_common.errors import (
+    CALLER_ERRORS,
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 
 MAX_ID_CHARS = 256
+
+
+# Share of a search's remaining time the query's embedding may take when keyword search could
+# answer instead: the rest is kept for the fallback, so a frozen embedder degrades the answer
+# instead of timing out the call.
+EMBED_SHARE_WHEN_DEGRADABLE = 0.5
+CALLER_ERROR_TYPES = tuple(CALLER_ERRORS.values())
+
+DEGRADED_SEARCHES = Counter(
+    "meshsearch_api_degraded_searches_total",
+    "Vector or hybrid searches answered by keyword search because the embedder could not embed the query.",
+    ["cause"],
+)
 
 
 @dataclass(frozen=True)
@@ -20,6 +44,7 @@ class DocumentLimits:
     max_text_bytes: int
     max_top_k: int
     default_top_k: int
+    max_searches_per_batch: int
 
 
 class Documents:
@@ -30,7 +55,7 @@ class Documents:
 
     def _require_collection(self, name: str) -> None:
         if not name:
-            raise InvalidArgument("collection is required")
+            raise InvalidArgument("collection is required", field="collection")
 
     def _problem(self, document: Document) -> str | None:
         if not 1 <= len(document.id) <= MAX_ID_CHARS:
@@ -44,14 +69,16 @@ class Documents:
         return None
 
     async def index(self, collection: str, documents: list[Document]) -> IndexOutcome:
-        """Embed and upsert valid documents; report invalid ones per item without storing them."""
+        """Embed (chunk by chunk when long) and upsert valid documents; report invalid ones per
+        item without storing them."""
         self._require_collection(collection)
         if not documents:
-            raise InvalidArgument("documents must contain at least one document")
+            raise InvalidArgument("documents must contain at least one document", field="documents")
         if len(documents) > self._limits.max_documents_per_request:
             raise InvalidArgument(
                 f"{len(documents)} documents exceed the limit of {self._limits.max_documents_per_request} "
-                "per IndexDocuments call; split the batch"
+                "per IndexDocuments call; split the batch",
+                field="documents",
             )
         errors: list[DocumentError] = []
         valid: list[tuple[int, Document]] = []
@@ -64,11 +91,10 @@ class Documents:
         if not valid:
             return IndexOutcome(0, errors)
         # Fail on an unknown collection before spending model time on its documents.
-        await self._search.get_collection(collection)
-        embedded = await self._embedder.embed([document.text for _, document in valid])
-        result = await self._search.upsert(
-            collection, [document for _, document in valid], embedded.vectors, embedded.model
-        )
+        info = await self._search.get_collection(collection)
+        chunking = resolve(info.chunking, await self._embedder.window_tokens())
+        embedded = await embed_documents(self._embedder, [document for _, document in valid], chunking)
+        result = await self._search.upsert(collection, embedded)
         for position, message in result.rejected:
             original_index, document = valid[position]
             errors.append(DocumentError(original_index, document.id, grpc.StatusCode.INVALID_ARGUMENT, message))
@@ -82,24 +108,85 @@ class Documents:
     async def get(self, collection: str, ids: list[str]) -> tuple[list[Document], list[str]]:
         self._require_collection(collection)
         if not ids:
-            raise InvalidArgument("ids must contain at least one id")
+            raise InvalidArgument("ids must contain at least one id", field="ids")
         return await self._search.get(collection, ids)
 
-    async def delete(self, collection: str, ids: list[str]) -> int:
+    async def delete(self, collection: str, ids: list[str], filter_wire: bytes = b"") -> int:
+        """Delete by ids, or every document matching a non-empty filter (one or the other)."""
         self._require_collection(collection)
-        if not ids:
-            raise InvalidArgument("ids must contain at least one id")
-        return await self._search.delete(collection, ids)
+        if bool(ids) == bool(filter_wire):
+            raise InvalidArgument("give either ids or a non-empty filter of documents to delete", field="ids")
+        return await self._search.delete(collection, ids, filter_wire)
 
-    async def search(self, collection: str, query: str, top_k: int, score_threshold: float | None) -> list[Hit]:
+    async def list_page(
+        self, collection: str, page_size: int, page_token: str, filter_wire: bytes
+    ) -> tuple[list[Document], str]:
         self._require_collection(collection)
-        if not query.strip():
-            raise InvalidArgument("query is empty; send the text to search for")
-        if len(query.encode("utf-8")) > self._limits.max_text_bytes:
-            raise InvalidArgument(f"query exceeds the limit of {self._limits.max_text_bytes} bytes")
-        k = top_k or self._limits.default_top_k
+        size = page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size {size} is out of range: 1 to {MAX_PAGE_SIZE}", field="page_size")
+        return await self._search.scroll(collection, filter_wire, size, page_token)
+
+    def _check_search(self, query: SearchQuery, field_prefix: str = "") -> int:
+        """The number of results to fetch; INVALID_ARGUMENT naming the field otherwise."""
+        if not query.collection:
+            raise InvalidArgument("collection is required", field=f"{field_prefix}collection")
+        if not query.text.strip():
+            raise InvalidArgument("query is empty; send the text to search for", field=f"{field_prefix}query")
+        if len(query.text.encode("utf-8")) > self._limits.max_text_bytes:
+            raise InvalidArgument(
+                f"query exceeds the limit of {self._limits.max_text_bytes} bytes", field=f"{field_prefix}query"
+            )
+        k = query.top_k or self._limits.default_top_k
         if k > self._limits.max_top_k:
-            raise InvalidArgument(f"top_k {k} exceeds the limit of {self._limits.max_top_k}")
+            raise InvalidArgument(
+                f"top_k {k} exceeds the limit of {self._limits.max_top_k}", field=f"{field_prefix}top_k"
+            )
+        return k
+
+    async def search(self, query: SearchQuery, field_prefix: str = "") -> SearchResult:
+        """Documents best answering `query` in its mode. Vector and hybrid searches need the
+        query's embedding; when the embedder cannot give one in time (down, breaker open,
+        overloaded, frozen) keyword search answers instead, marked degraded, rather than
+        failing: the embedder gets at most EMBED_SHARE_WHEN_DEGRADABLE of the time left, so
+        the fallback always has time to run."""
+        k = self._check_search(query, field_prefix)
+        if query.mode is SearchMode.KEYWORD:
+            return SearchResult(await self._search.query(query, k), SearchMode.KEYWORD)
         self._search.fail_fast_if_open()  # no model time for a query that could not be run
-        embedded = await self._embedder.embed([query])
-        return await self._search.query(collection, embedded.vectors[0], embedded.model, k, score_threshold)
+        remaining = context.remaining_seconds()
+        try:
+            embedded = await self._embedder.embed(
+                [query.text], timeout_s=None if remaining is None else remaining * EMBED_SHARE_WHEN_DEGRADABLE
+            )
+        except (Unavailable, DeadlineExceeded, ResourceExhausted) as exc:
+            DEGRADED_SEARCHES.labels(type(exc).__name__).inc()
+            reason = f"answered by keyword search: the query could not be embedded ({exc.message})"
+            return SearchResult(await self._search.query(query, k), SearchMode.KEYWORD, reason)
+        hits = await self._search.query(query, k, embedded.vectors[0], embedded.model)
+        return SearchResult(hits, query.mode)
+
+    async def search_batch(self, queries: list[SearchQuery]) -> list[SearchResult]:
+        """Several searches at once, in request order; the first invalid one (by position)
+        fails the call, naming its index. They run concurrently: the embedder batches them."""
+        if not queries:
+            raise InvalidArgument("searches must contain at least one search", field="searches")
+        if len(queries) > self._limits.max_searches_per_batch:
+            raise InvalidArgument(
+                f"{len(queries)} searches exceed the limit of {self._limits.max_searches_per_batch} per batch",
+                field="searches",
+            )
+        for index, query in enumerate(queries):
+            try:
+                self._check_search(query, f"searches[{index}].")
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"searches[{index}]: {exc.message}", field=exc.field) from None
+        outcomes = await asyncio.gather(
+            *(self.search(query, f"searches[{i}].") for i, query in enumerate(queries)), return_exceptions=True
+        )
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, CALLER_ERROR_TYPES):  # name the search at fault
+                raise type(outcome)(f"searches[{index}]: {outcome.message}", field=outcome.field, reason=outcome.reason)
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes  # type: ignore[return-value]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,32 @@ from meshsearch_common.vectors import Metric
 from meshsearch_common.vectors import ModelIdentity as ModelIdentity  # shared by every service; re-exported
 
 
+class SearchMode(enum.Enum):
+    VECTOR = "vector"
+    KEYWORD = "keyword"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """Tokens per chunk and of overlap; 0 tokens per chunk means the model's whole window."""
+
+    chunk_tokens: int = 0
+    overlap_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What a caller chooses when creating a collection (0 / None: the server's default)."""
+
+    name: str
+    metric: Metric
+    half_precision: bool = False
+    hnsw_m: int = 0
+    hnsw_ef_construction: int = 0
+    chunking: Chunking | None = None
+
+
 @dataclass(frozen=True)
 class CollectionInfo:
     name: str
@@ -19,6 +46,10 @@ class CollectionInfo:
     model: ModelIdentity
     document_count: int
     create_time: datetime | None
+    half_precision: bool = False
+    hnsw_m: int = 0
+    hnsw_ef_construction: int = 0
+    chunking: Chunking = field(default_factory=Chunking)
 
 
 @dataclass(frozen=True)
@@ -29,9 +60,43 @@ class Document:
 
 
 @dataclass(frozen=True)
+class Span:
+    """The chunk of a document that matched: its position and characters [start, end)."""
+
+    index: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Hit:
     document: Document
     score: float
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search as the caller asked for it. `filter` is the metadata filter in its wire form:
+    the api passes it on unread and the search service, which owns the grammar, checks it."""
+
+    collection: str
+    text: str
+    top_k: int = 0
+    mode: SearchMode = SearchMode.VECTOR
+    score_threshold: float | None = None
+    filter: bytes = b""
+    ef_search: int = 0
+    exact: bool = False
+    include_text: bool = True
+    include_metadata: bool = True
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    mode: SearchMode  # the mode that answered (keyword when degraded)
+    degraded_reason: str = ""  # why the asked mode could not be used; empty when it was
 
 
 @dataclass(frozen=True)

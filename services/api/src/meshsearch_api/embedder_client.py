@@ -8,6 +8,7 @@ the search service refuses them for collections of the old one (FAILED_PRECONDIT
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,9 +44,11 @@ class EmbedderClient:
         self._cache_factory = cache_factory
         self._model: ModelIdentity | None = None
         self._cache: EmbeddingCache | None = None
+        self._window: int | None = None
 
     def _adopt(self, model: ModelIdentity) -> None:
         self._model = model
+        self._window = None
         self._cache = self._cache_factory(f"{model.id}@{model.revision}:{CACHED_VECTOR_FORMAT}")
 
     async def model(self) -> ModelIdentity:
@@ -56,16 +59,32 @@ class EmbedderClient:
         assert self._model is not None
         return self._model
 
-    async def embed(self, texts: list[str]) -> Embedded:
-        """Unit-length vectors for `texts`, all from one model, and that model's identity."""
+    async def window_tokens(self) -> int:
+        """Tokens of text one chunk may hold: the model's limit less its special tokens."""
+        if self._window is None:
+            response = await self._upstream.call(self._stub.Tokenize, embedder_pb2.TokenizeRequest(texts=["."]))
+            self._window = int(response.max_tokens - response.special_tokens)
+        return self._window
+
+    async def windows(self, texts: list[str], chunk_tokens: int, overlap_tokens: int) -> list[list[tuple[int, int]]]:
+        """Character spans of each text's chunks, cut on the model's token boundaries."""
+        response = await self._upstream.call(
+            self._stub.Tokenize,
+            embedder_pb2.TokenizeRequest(texts=texts, chunk_tokens=chunk_tokens, chunk_overlap_tokens=overlap_tokens),
+        )
+        return [list(zip(chunks.starts, chunks.ends, strict=True)) for chunks in response.chunks]
+
+    async def embed(self, texts: list[str], timeout_s: float | None = None) -> Embedded:
+        """Unit-length vectors for `texts`, all from one model, and that model's identity.
+        `timeout_s` caps the embedder's share of the call's time (the deadline still applies)."""
         for _ in range(2):
             model = await self.model()
-            embedded = await self._embed_as(model, texts)
+            embedded = await self._embed_as(model, texts, timeout_s)
             if embedded is not None:
                 return embedded
         raise Unavailable("the embedder's model changed twice during one call; retry")
 
-    async def _embed_as(self, model: ModelIdentity, texts: list[str]) -> Embedded | None:
+    async def _embed_as(self, model: ModelIdentity, texts: list[str], timeout_s: float | None) -> Embedded | None:
         """Embed under the expected identity; None when the embedder answered with another
         model (its identity is adopted, so the caller retries with a fresh cache namespace
         and never mixes cached vectors of the old model with new ones)."""
@@ -81,7 +100,8 @@ class EmbedderClient:
             return Embedded(result, model)
         unique = list(dict.fromkeys(texts[i] for i in missing))  # identical texts embedded once
         response = await self._upstream.call(
-            self._stub.Embed, embedder_pb2.EmbedRequest(texts=unique, options=embedder_pb2.EmbedOptions())
+            functools.partial(self._stub.Embed, timeout=timeout_s),
+            embedder_pb2.EmbedRequest(texts=unique, options=embedder_pb2.EmbedOptions()),
         )
         produced = ModelIdentity(
             response.embeddings.model_id, response.embeddings.model_revision, response.embeddings.dimension

@@ -13,7 +13,6 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_api import conversions
 from meshsearch_api.catalog import Catalog
 from meshsearch_api.documents import Documents
-from meshsearch_common.errors import finite
 from meshsearch_common.readiness import Readiness
 
 
@@ -30,7 +29,7 @@ class CollectionServicer(pb_grpc.CollectionServiceServicer):
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateCollectionResponse:
-        info = await self._core.get().catalog.create(request.collection.name, conversions.metric_in(request.collection))
+        info = await self._core.get().catalog.create(conversions.collection_spec_in(request.collection))
         return pb.CreateCollectionResponse(collection=conversions.collection_out(info))
 
     async def GetCollection(
@@ -42,8 +41,10 @@ class CollectionServicer(pb_grpc.CollectionServiceServicer):
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListCollectionsResponse:
-        infos = await self._core.get().catalog.list()
-        return pb.ListCollectionsResponse(collections=[conversions.collection_out(info) for info in infos])
+        infos, next_token = await self._core.get().catalog.list(request.page_size, request.page_token)
+        return pb.ListCollectionsResponse(
+            collections=[conversions.collection_out(info) for info in infos], next_page_token=next_token
+        )
 
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -72,8 +73,20 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
     async def DeleteDocuments(
         self, request: pb.DeleteDocumentsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteDocumentsResponse:
-        count = await self._core.get().documents.delete(request.collection, list(request.ids))
+        filter_wire = request.filter.SerializeToString() if request.HasField("filter") else b""
+        count = await self._core.get().documents.delete(request.collection, list(request.ids), filter_wire)
         return pb.DeleteDocumentsResponse(deleted_count=count)
+
+    async def ListDocuments(
+        self, request: pb.ListDocumentsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListDocumentsResponse:
+        filter_wire = request.filter.SerializeToString() if request.HasField("filter") else b""
+        documents, next_token = await self._core.get().documents.list_page(
+            request.collection, request.page_size, request.page_token, filter_wire
+        )
+        return pb.ListDocumentsResponse(
+            documents=[conversions.document_out(d) for d in documents], next_page_token=next_token
+        )
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
@@ -81,6 +94,12 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._core = core
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.SearchResponse:
-        threshold = finite(request.score_threshold, "score_threshold") if request.HasField("score_threshold") else None
-        hits = await self._core.get().documents.search(request.collection, request.query, request.top_k, threshold)
-        return pb.SearchResponse(hits=[conversions.hit_out(hit) for hit in hits])
+        result = await self._core.get().documents.search(conversions.search_query_in(request))
+        return conversions.search_result_out(result)
+
+    async def SearchBatch(
+        self, request: pb.SearchBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.SearchBatchResponse:
+        queries = [conversions.search_query_in(search) for search in request.searches]
+        results = await self._core.get().documents.search_batch(queries)
+        return pb.SearchBatchResponse(results=[conversions.search_result_out(result) for result in results])

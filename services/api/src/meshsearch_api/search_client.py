@@ -14,10 +14,10 @@ import numpy.typing as npt
 from meshsearch.search.v1 import search_pb2 as spb
 from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_api import conversions
-from meshsearch_api.domain import CollectionInfo, Document, Hit, ModelIdentity
+from meshsearch_api.chunking import EmbeddedBatch
+from meshsearch_api.domain import Chunking, CollectionInfo, CollectionSpec, Document, Hit, ModelIdentity, SearchQuery
 from meshsearch_common import vectors
 from meshsearch_common.client import Upstream
-from meshsearch_common.vectors import Metric
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,16 @@ class SearchClient:
         """UNAVAILABLE at once while the search service's breaker rejects calls."""
         self._upstream.fail_fast_if_open()
 
-    async def create_collection(self, name: str, metric: Metric, model: ModelIdentity) -> CollectionInfo:
+    async def create_collection(self, spec: CollectionSpec, chunking: Chunking, model: ModelIdentity) -> CollectionInfo:
         collection = spb.Collection(
-            name=name,
+            name=spec.name,
             dimension=model.dimension,
-            metric=vectors.metric_to_wire(spb.Metric, metric),
+            metric=vectors.metric_to_wire(spb.Metric, spec.metric),
+            storage=spb.STORAGE_FLOAT16 if spec.half_precision else spb.STORAGE_FLOAT32,
+            hnsw=spb.HnswParams(m=spec.hnsw_m, ef_construction=spec.hnsw_ef_construction),
             model=conversions.model_to_search(model),
+            chunk_tokens=chunking.chunk_tokens,
+            chunk_overlap_tokens=chunking.overlap_tokens,
         )
         response = await self._upstream.call(
             self._stub.CreateCollection, spb.CreateCollectionRequest(collection=collection)
@@ -58,16 +62,11 @@ class SearchClient:
     async def delete_collection(self, name: str) -> None:
         await self._upstream.call(self._stub.DeleteCollection, spb.DeleteCollectionRequest(name=name))
 
-    async def upsert(
-        self, collection: str, documents: list[Document], embeddings: npt.NDArray[np.float32], model: ModelIdentity
-    ) -> UpsertResult:
+    async def upsert(self, collection: str, batch: EmbeddedBatch) -> UpsertResult:
         request = spb.UpsertRequest(
             collection=collection,
-            points=[
-                conversions.point_to_search(document, row, model.dimension)
-                for document, row in zip(documents, embeddings, strict=True)
-            ],
-            model=conversions.model_to_search(model),
+            points=[conversions.point_to_search(item, batch.model.dimension) for item in batch.documents],
+            model=conversions.model_to_search(batch.model),
         )
         response = await self._upstream.call(self._stub.Upsert, request)
         return UpsertResult(response.upserted_count, [(item.index, item.message) for item in response.errors])
@@ -76,25 +75,27 @@ class SearchClient:
         response = await self._upstream.call(self._stub.Get, spb.GetRequest(collection=collection, ids=ids))
         return [conversions.document_from_search(p) for p in response.points], list(response.missing_ids)
 
-    async def delete(self, collection: str, ids: list[str]) -> int:
-        response = await self._upstream.call(self._stub.Delete, spb.DeleteRequest(collection=collection, ids=ids))
+    async def delete(self, collection: str, ids: list[str], filter_wire: bytes = b"") -> int:
+        request = spb.DeleteRequest(collection=collection, ids=ids, filter=conversions.filter_to_search(filter_wire))
+        response = await self._upstream.call(self._stub.Delete, request)
         return int(response.deleted_count)
+
+    async def scroll(self, collection: str, filter_wire: bytes, limit: int, cursor: str) -> tuple[list[Document], str]:
+        request = spb.ScrollRequest(
+            collection=collection, filter=conversions.filter_to_search(filter_wire), limit=limit, cursor=cursor
+        )
+        response = await self._upstream.call(self._stub.Scroll, request)
+        return [conversions.document_from_search(p) for p in response.points], response.next_cursor
 
     async def query(
         self,
-        collection: str,
-        vector: npt.NDArray[np.float32],
-        model: ModelIdentity,
+        query: SearchQuery,
         k: int,
-        score_threshold: float | None,
+        vector: npt.NDArray[np.float32] | None = None,
+        model: ModelIdentity | None = None,
     ) -> list[Hit]:
-        request = spb.QueryRequest(
-            collection=collection,
-            vector=spb.Vector(data=vectors.pack(vector), dimension=model.dimension),
-            k=k,
-            model=conversions.model_to_search(model),
-        )
-        if score_threshold is not None:
-            request.score_threshold = score_threshold
+        """Vector search (`vector` given, mode vector), hybrid (`vector` given, mode hybrid) or
+        keyword search (no vector)."""
+        request = conversions.query_to_search(query, k, vector, model)
         response = await self._upstream.call(self._stub.Query, request)
-        return [Hit(conversions.document_from_search(hit.point), hit.score) for hit in response.points]
+        return [conversions.hit_from_search(hit) for hit in response.points]

@@ -32,3 +32,4 @@ class ApiSettings(ServiceSettings):
     max_text_bytes: int = Field(65_536, ge=1, description="Largest document or query text, in UTF-8 bytes.")
     max_top_k: int = Field(100, ge=1)
     default_top_k: int = Field(10, ge=1)
+    max_searches_per_batch: int = Field(32, ge=1, description="Most searches in one SearchBatch call.")

@@ -154,6 +154,14 @@ class Batcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_pool, self._encoder.tokenize, texts, truncate)
 
+    async def windows(self, texts: list[str], size: int, overlap: int) -> list[list[tuple[int, int]]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_pool, self._encoder.windows, texts, size, overlap)
+
+    @property
+    def special_tokens(self) -> int:
+        return self._encoder.special_tokens
+
     def backlog_seconds(self, extra_tokens: int = 0) -> float:
         """Estimated time to finish everything admitted (plus `extra_tokens`) at the measured rate."""
         return self.throughput.seconds_for(self._tokens_in_flight + extra_tokens)

@@ -72,6 +72,20 @@ class EmbeddingService:
         token_ids = await self._batcher.tokenize([prefix + text for text in texts], truncate=False)
         return [len(ids) for ids in token_ids]
 
+    @property
+    def special_tokens(self) -> int:
+        return self._batcher.special_tokens
+
+    async def windows(self, texts: list[str], size: int, overlap: int) -> list[list[tuple[int, int]]]:
+        """Spans of token windows per text (see EncoderBackend.windows); validated here."""
+        self._validate(texts, EmbedOptions())
+        room = self.info.max_tokens - self._batcher.special_tokens
+        if not 1 <= size <= room:
+            raise InvalidArgument(f"chunk_tokens {size} is out of range: 1 to {room} (the model's window)")
+        if overlap >= size:
+            raise InvalidArgument(f"chunk_overlap_tokens {overlap} must be less than chunk_tokens {size}")
+        return await self._batcher.windows(texts, size, overlap)
+
     async def embed(self, texts: list[str], options: EmbedOptions) -> Embedded:
         prefix = self._validate(texts, options)
         started = time.perf_counter()

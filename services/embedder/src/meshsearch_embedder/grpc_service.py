@@ -83,5 +83,14 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
     async def Tokenize(
         self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TokenizeResponse:
-        counts = await self._service.count_tokens(list(request.texts), request.prompt_name)
-        return pb.TokenizeResponse(token_counts=counts, max_tokens=self._service.info.max_tokens)
+        texts = list(request.texts)
+        counts = await self._service.count_tokens(texts, request.prompt_name)
+        response = pb.TokenizeResponse(
+            token_counts=counts,
+            max_tokens=self._service.info.max_tokens,
+            special_tokens=self._service.special_tokens,
+        )
+        if request.chunk_tokens:
+            for spans in await self._service.windows(texts, request.chunk_tokens, request.chunk_overlap_tokens):
+                response.chunks.add(starts=[start for start, _ in spans], ends=[end for _, end in spans])
+        return response

@@ -97,6 +97,32 @@ class EncoderBackend(abc.ABC):
         )
         return [list(ids) for ids in encoded["input_ids"]]
 
+    @property
+    def special_tokens(self) -> int:
+        """Tokens the tokenizer adds to every text (for BERT-like models, [CLS] and [SEP])."""
+        return int(self._tokenizer.num_special_tokens_to_add(pair=False))
+
+    def windows(self, texts: list[str], size: int, overlap: int) -> list[list[tuple[int, int]]]:
+        """Character spans of windows of at most `size` tokens sharing `overlap` tokens, cut on
+        token boundaries: a window runs from its first token's first character to its last
+        token's last character. A text that fits is one window over the whole text."""
+        encoded = self._tokenizer(
+            texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False, verbose=False
+        )
+        result = []
+        for text, offsets in zip(texts, encoded["offset_mapping"], strict=True):
+            if len(offsets) <= size:
+                result.append([(0, len(text))])
+                continue
+            spans = []
+            for first in range(0, len(offsets), size - overlap):
+                last = min(first + size, len(offsets)) - 1
+                spans.append((int(offsets[first][0]), int(offsets[last][1])))
+                if last == len(offsets) - 1:
+                    break
+            result.append(spans)
+        return result
+
     def pad(self, batch: list[list[int]]) -> PaddedBatch:
         return PaddedBatch(batch, self._pad_id)
 

@@ -86,6 +86,8 @@ def collection_from_row(row: dict) -> Collection:  # type: ignore[type-arg]
                 dimension=row["model_dimension"],
                 normalized=row["model_normalized"],
             ),
+            chunk_tokens=row.get("chunk_tokens", 0),
+            chunk_overlap_tokens=row.get("chunk_overlap_tokens", 0),
         ),
         create_time=row["create_time"],
         point_count=row.get("point_count", 0) or 0,
@@ -179,8 +181,9 @@ class CollectionStore:
             try:
                 cursor = await conn.execute(
                     """INSERT INTO meshsearch_collections (name, dimension, metric, storage, hnsw_m,
-                           hnsw_ef_construction, model_id, model_revision, model_dimension, model_normalized)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, create_time""",
+                           hnsw_ef_construction, model_id, model_revision, model_dimension, model_normalized,
+                           chunk_tokens, chunk_overlap_tokens)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, create_time""",
                     (
                         spec.name,
                         spec.dimension,
@@ -192,6 +195,8 @@ class CollectionStore:
                         spec.model.revision,
                         spec.model.dimension or spec.dimension,
                         spec.model.normalized,
+                        spec.chunk_tokens,
+                        spec.chunk_overlap_tokens,
                     ),
                 )
             except psycopg.errors.UniqueViolation:

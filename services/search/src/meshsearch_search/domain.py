@@ -51,6 +51,8 @@ class CollectionSpec:
     hnsw_m: int = HNSW_DEFAULT_M
     hnsw_ef_construction: int = HNSW_DEFAULT_EF_CONSTRUCTION
     model: ModelIdentity = field(default_factory=ModelIdentity)
+    chunk_tokens: int = 0  # the writer's chunking, recorded for it (see search.proto)
+    chunk_overlap_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
             hnsw_m=message.hnsw.m or HNSW_DEFAULT_M,
             hnsw_ef_construction=message.hnsw.ef_construction or HNSW_DEFAULT_EF_CONSTRUCTION,
             model=conversions.model_in(message.model),
+            chunk_tokens=message.chunk_tokens,
+            chunk_overlap_tokens=message.chunk_overlap_tokens,
         )
         collection = await self._checked(request).collections.create(spec)
         return pb.CreateCollectionResponse(collection=conversions.collection_out(collection))

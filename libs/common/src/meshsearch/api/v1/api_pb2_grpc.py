@@ -258,6 +258,11 @@ class DocumentServiceStub:
                 request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.DeleteDocumentsRequest.SerializeToString,
                 response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.DeleteDocumentsResponse.FromString,
                 _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/meshsearch.api.v1.DocumentService/ListDocuments',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
 
 
 class DocumentServiceServicer:
@@ -281,7 +286,15 @@ class DocumentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDocuments(self, request, context):
-        """DeleteDocuments removes documents by id.
+        """DeleteDocuments removes documents by id, or every document matching a filter, with all
+        their chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """ListDocuments pages through a collection's documents in id order, optionally filtered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -304,6 +317,11 @@ def add_DocumentServiceServicer_to_server(servicer, server):
                     servicer.DeleteDocuments,
                     request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.DeleteDocumentsRequest.FromString,
                     response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.DeleteDocumentsResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListDocumentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +416,33 @@ class DocumentService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.DocumentService/ListDocuments',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.ListDocumentsRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.ListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class SearchServiceStub:
     """SearchService finds documents by meaning.
@@ -414,6 +459,11 @@ class SearchServiceStub:
                 request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.SearchRequest.SerializeToString,
                 response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.SearchBatch = channel.unary_unary(
+                '/meshsearch.api.v1.SearchService/SearchBatch',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.SearchBatchRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.SearchBatchResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -421,7 +471,16 @@ class SearchServiceServicer:
     """
 
     def Search(self, request, context):
-        """Search returns the documents most similar in meaning to a natural-language query.
+        """Search returns the documents that best answer a natural-language query: by meaning
+        (vector), by words (keyword, BM25), or both (hybrid).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchBatch(self, request, context):
+        """SearchBatch runs several searches in one call; results come in request order. The first
+        invalid search fails the call, naming its index (searches[i]) in the error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -434,6 +493,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.SearchRequest.FromString,
                     response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.SearchResponse.SerializeToString,
+            ),
+            'SearchBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchBatch,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.SearchBatchRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.SearchBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -464,6 +528,33 @@ class SearchService:
             '/meshsearch.api.v1.SearchService/Search',
             meshsearch_dot_api_dot_v1_dot_api__pb2.SearchRequest.SerializeToString,
             meshsearch_dot_api_dot_v1_dot_api__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.SearchService/SearchBatch',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.SearchBatchRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.SearchBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

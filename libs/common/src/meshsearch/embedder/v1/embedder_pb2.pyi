@@ -115,17 +115,33 @@ class InfoResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., dimension: _Optional[int] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., max_texts_per_request: _Optional[int] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
-    __slots__ = ("texts", "prompt_name")
+    __slots__ = ("texts", "prompt_name", "chunk_tokens", "chunk_overlap_tokens")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     prompt_name: str
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., prompt_name: _Optional[str] = ...) -> None: ...
+    chunk_tokens: int
+    chunk_overlap_tokens: int
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., prompt_name: _Optional[str] = ..., chunk_tokens: _Optional[int] = ..., chunk_overlap_tokens: _Optional[int] = ...) -> None: ...
+
+class TextChunks(_message.Message):
+    __slots__ = ("starts", "ends")
+    STARTS_FIELD_NUMBER: _ClassVar[int]
+    ENDS_FIELD_NUMBER: _ClassVar[int]
+    starts: _containers.RepeatedScalarFieldContainer[int]
+    ends: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, starts: _Optional[_Iterable[int]] = ..., ends: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TokenizeResponse(_message.Message):
-    __slots__ = ("token_counts", "max_tokens")
+    __slots__ = ("token_counts", "max_tokens", "chunks", "special_tokens")
     TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     token_counts: _containers.RepeatedScalarFieldContainer[int]
     max_tokens: int
-    def __init__(self, token_counts: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    chunks: _containers.RepeatedCompositeFieldContainer[TextChunks]
+    special_tokens: int
+    def __init__(self, token_counts: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[TextChunks, _Mapping]]] = ..., special_tokens: _Optional[int] = ...) -> None: ...

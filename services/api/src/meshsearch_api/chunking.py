@@ -1,0 +1,84 @@
+"""Long documents: split on the model's token boundaries (by the embedder, which owns the
+tokenizer) and embedded chunk by chunk, so no text is lost to the model's window.
+
+A document that fits in one chunk is embedded whole, as before; only longer ones are stored
+as chunks. Chunks overlap so that a passage cut by a boundary is whole in one of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from meshsearch_api.domain import Chunking, Document, ModelIdentity
+from meshsearch_api.embedder_client import EmbedderClient
+from meshsearch_common.errors import InvalidArgument, Unavailable
+
+DEFAULT_OVERLAP_TOKENS = 32
+TEXTS_PER_EMBED_CALL = 256  # under the embedder's per-request limit (512 by default)
+
+
+def resolve(chunking: Chunking | None, window_tokens: int) -> Chunking:
+    """The chunking in force: as asked, checked against the model's window; all zero (or not
+    given) means the whole window with DEFAULT_OVERLAP_TOKENS of overlap."""
+    if chunking is None or (chunking.chunk_tokens == 0 and chunking.overlap_tokens == 0):
+        return Chunking(window_tokens, min(DEFAULT_OVERLAP_TOKENS, window_tokens // 4))
+    size = chunking.chunk_tokens or window_tokens
+    if not 1 <= size <= window_tokens:
+        raise InvalidArgument(
+            f"chunking.chunk_tokens {size} is out of range: 1 to {window_tokens}, the model's window",
+            field="collection.chunking.chunk_tokens",
+        )
+    if chunking.overlap_tokens >= size:
+        raise InvalidArgument(
+            f"chunking.overlap_tokens {chunking.overlap_tokens} must be less than chunk_tokens {size}",
+            field="collection.chunking.overlap_tokens",
+        )
+    return Chunking(size, chunking.overlap_tokens)
+
+
+@dataclass(frozen=True)
+class EmbeddedDocument:
+    document: Document
+    vector: npt.NDArray[np.float32] | None  # the whole text, when it fits in one chunk
+    chunks: list[tuple[npt.NDArray[np.float32], int, int]]  # else (vector, start, end) per chunk
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    documents: list[EmbeddedDocument]
+    model: ModelIdentity
+    queue_s: float
+    backlog_s: float
+
+
+async def embed_documents(embedder: EmbedderClient, documents: list[Document], chunking: Chunking) -> EmbeddedBatch:
+    """Each document's vector, or its chunks' vectors and spans."""
+    spans = await embedder.windows([d.text for d in documents], chunking.chunk_tokens, chunking.overlap_tokens)
+    texts: list[str] = []
+    for document, windows in zip(documents, spans, strict=True):
+        texts.extend([document.text] if len(windows) == 1 else [document.text[s:e] for s, e in windows])
+    vectors: list[npt.NDArray[np.float32]] = []
+    queue_s = backlog_s = 0.0
+    model: ModelIdentity | None = None
+    for start in range(0, len(texts), TEXTS_PER_EMBED_CALL):
+        embedded = await embedder.embed(texts[start : start + TEXTS_PER_EMBED_CALL])
+        if model is not None and embedded.model != model:
+            raise Unavailable("the embedder's model changed while this batch was embedded; retry the call")
+        model = embedded.model
+        vectors.extend(embedded.vectors)
+        queue_s += embedded.queue_s
+        backlog_s = max(backlog_s, embedded.backlog_s)
+    assert model is not None
+    result, position = [], 0
+    for document, windows in zip(documents, spans, strict=True):
+        if len(windows) == 1:
+            result.append(EmbeddedDocument(document, vectors[position], []))
+            position += 1
+        else:
+            chunks = [(vectors[position + i], s, e) for i, (s, e) in enumerate(windows)]
+            result.append(EmbeddedDocument(document, None, chunks))
+            position += len(windows)
+    return EmbeddedBatch(result, model, queue_s, backlog_s)

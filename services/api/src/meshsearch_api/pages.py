@@ -1,0 +1,25 @@
+"""Page tokens (AIP-158): opaque to callers, here the last key of the previous page."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from meshsearch_common.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def encode(last_key: str) -> str:
+    return base64.urlsafe_b64encode(last_key.encode()).decode()
+
+
+def decode(token: str, field: str) -> str:
+    try:
+        key = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        key = ""
+    if not key:
+        raise InvalidArgument(f"{field} is not one this server issued; pass next_page_token unchanged", field=field)
+    return key
