@@ -28,7 +28,7 @@ class Catalog:
 
     async def get(self, name: str) -> CollectionInfo:
         if not name:
-            raise InvalidArgument("name is required")
+            raise InvalidArgument("name is required", field="name")
         return await self._search.get_collection(name)
 
     async def list(self, page_size: int, page_token: str) -> tuple[list[CollectionInfo], str]:
@@ -45,5 +45,5 @@ class Catalog:
 
     async def delete(self, name: str) -> None:
         if not name:
-            raise InvalidArgument("name is required")
+            raise InvalidArgument("name is required", field="name")
         await self._search.delete_collection(name)
