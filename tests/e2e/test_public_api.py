@@ -16,6 +16,7 @@ from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch_cli.stack import EmbeddedStack
 from tests.e2e.clients import ApiClient
 
+UNDEFINED_MODE: Any = 9  # a number a newer client could send; this contract does not define it
 LONG_TEXT = (
     "Photosynthesis converts light into chemical energy in the chloroplasts of plant cells. "
     "The light reactions split water and release oxygen, while the Calvin cycle fixes carbon dioxide. "
@@ -183,7 +184,7 @@ async def test_list_collections_pages_without_repeats(api: ApiClient) -> None:
         ("DeleteDocuments", lambda n: pb.DeleteDocumentsRequest(collection=n), "ids"),
         ("ListDocuments", lambda n: pb.ListDocumentsRequest(collection=n, page_size=5000), "page_size"),
         ("Search", lambda n: pb.SearchRequest(collection=n, query=" "), "query"),
-        ("Search", lambda n: pb.SearchRequest(collection=n, query="x", mode=9), "mode"),
+        ("Search", lambda n: pb.SearchRequest(collection=n, query="x", mode=UNDEFINED_MODE), "mode"),
         ("Search", lambda n: pb.SearchRequest(collection=n, query="x", top_k=10_000), "top_k"),
         (
             "SearchBatch",
