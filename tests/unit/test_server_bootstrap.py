@@ -65,7 +65,26 @@ async def test_health_reports_serving_and_reflection_lists_services(running: Run
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         )
         names = {service.name async for response in stream for service in response.list_services_response.service}
+        # v1, as grpcurl and buf curl ask first: same messages under the new service name.
+        v1 = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        answers = [
+            answer
+            async for answer in v1(
+                iter(
+                    [
+                        reflection_pb2.ServerReflectionRequest(list_services=""),
+                        reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+                    ]
+                )
+            )
+        ]
     assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert SERVICE in {service.name for service in answers[0].list_services_response.service}
+    assert answers[1].file_descriptor_response.file_descriptor_proto, answers[1]
 
 
 async def test_domain_errors_become_their_status_and_bugs_become_internal(running: RunningService) -> None:

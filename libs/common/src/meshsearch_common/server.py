@@ -20,11 +20,11 @@ from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
 from meshsearch_common.logs import configure_logging
+from meshsearch_common.reflection import enable_reflection
 from meshsearch_common.server_interceptor import ServerInterceptor
 from meshsearch_common.settings import ServiceSettings
 
@@ -82,10 +82,7 @@ async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningSe
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
+    enable_reflection(server, [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot bind {app.name} to {settings.host}:{settings.port}")
