@@ -24,13 +24,15 @@ class Metric(enum.Enum):
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """The model (and revision) that produced a vector. Vectors are comparable only within one
-    identity, so it travels with every embedding, write and query between services."""
+    """The model (revision and numerics) that produced a vector. Vectors are comparable only
+    within one model and revision, and equal only within one numerics, so the identity travels
+    with every embedding, write and query between services."""
 
     id: str = ""
     revision: str = ""
     dimension: int = 0
     normalized: bool = False
+    numerics: str = ""  # engine and precision, e.g. "torch-float32": vectors differ slightly between them
 
 
 class WireEnum(Protocol):

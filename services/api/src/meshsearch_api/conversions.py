@@ -63,6 +63,7 @@ def collection_spec_in(message: pb.Collection) -> CollectionSpec:
         hnsw_m=message.hnsw.m,
         hnsw_ef_construction=message.hnsw.ef_construction,
         chunking=Chunking(message.chunking.chunk_tokens, message.chunking.overlap_tokens) if has_chunking else None,
+        mixed_numerics=message.mixed_numerics,
     )
 
 
@@ -70,7 +71,10 @@ def collection_out(info: CollectionInfo) -> pb.Collection:
     message = pb.Collection(
         name=info.name,
         metric=vectors.metric_to_wire(pb.Metric, info.metric),
-        model=pb.EmbeddingModel(id=info.model.id, revision=info.model.revision, dimension=info.model.dimension),
+        model=pb.EmbeddingModel(
+            id=info.model.id, revision=info.model.revision, dimension=info.model.dimension, numerics=info.model.numerics
+        ),
+        mixed_numerics=info.mixed_numerics,
         document_count=info.document_count,
         storage=pb.STORAGE_FLOAT16 if info.half_precision else pb.STORAGE_FLOAT32,
         hnsw=pb.HnswParams(m=info.hnsw_m, ef_construction=info.hnsw_ef_construction),
@@ -140,20 +144,25 @@ def search_result_out(result: SearchResult) -> pb.SearchResponse:
 
 def model_to_search(model: ModelIdentity) -> spb.EmbeddingModel:
     """The identity sent with every write and query; the api only stores normalized vectors."""
-    return spb.EmbeddingModel(id=model.id, revision=model.revision, dimension=model.dimension, normalized=True)
+    return spb.EmbeddingModel(
+        id=model.id, revision=model.revision, dimension=model.dimension, normalized=True, numerics=model.numerics
+    )
 
 
 def collection_from_search(message: spb.Collection) -> CollectionInfo:
     return CollectionInfo(
         name=message.name,
         metric=vectors.metric_from_wire(spb.Metric, message.metric, "collection.metric"),
-        model=ModelIdentity(message.model.id, message.model.revision, message.model.dimension),
+        model=ModelIdentity(
+            message.model.id, message.model.revision, message.model.dimension, numerics=message.model.numerics
+        ),
         document_count=message.point_count,
         create_time=message.create_time.ToDatetime() if message.HasField("create_time") else None,
         half_precision=message.storage == spb.STORAGE_FLOAT16,
         hnsw_m=message.hnsw.m,
         hnsw_ef_construction=message.hnsw.ef_construction,
         chunking=Chunking(message.chunk_tokens, message.chunk_overlap_tokens),
+        mixed_numerics=message.mixed_numerics,
     )
 
 

@@ -37,6 +37,7 @@ class CollectionSpec:
     hnsw_m: int = 0
     hnsw_ef_construction: int = 0
     chunking: Chunking | None = None
+    mixed_numerics: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class CollectionInfo:
     hnsw_m: int = 0
     hnsw_ef_construction: int = 0
     chunking: Chunking = field(default_factory=Chunking)
+    mixed_numerics: bool = False
 
 
 @dataclass(frozen=True)

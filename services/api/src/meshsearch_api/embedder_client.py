@@ -1,9 +1,10 @@
 """EmbedderClient: texts to vectors through the embedding cache and the embedder upstream.
 
-Vectors are only comparable within one model and revision, so every result carries the
-identity that produced it, read from the embedder's own answer rather than from a cache: if
-the embedder is redeployed with another model, writes and queries carry the new identity and
-the search service refuses them for collections of the old one (FAILED_PRECONDITION).
+Vectors are only comparable within one model and revision (and equal only within one
+numerics), so every result carries the identity that produced it, read from the embedder's own
+answer rather than from a cache: if the embedder is redeployed with another model, writes and
+queries carry the new identity and the search service refuses them for collections of the old
+one (FAILED_PRECONDITION). The cache is keyed by the whole identity.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from meshsearch_api.domain import ModelIdentity
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_common import vectors
 from meshsearch_common.client import Upstream
-from meshsearch_common.errors import Unavailable
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,31 @@ class EmbedderClient:
         self._upstream = upstream
         self._stub = embedder_pb2_grpc.EmbedderServiceStub(upstream.channel)
         self._cache_factory = cache_factory
+        self._caches: dict[ModelIdentity, EmbeddingCache] = {}
         self._model: ModelIdentity | None = None
-        self._cache: EmbeddingCache | None = None
         self._window: int | None = None
 
+    def _cache(self, model: ModelIdentity) -> EmbeddingCache:
+        """The cache namespace of one identity: vectors of another model, revision or numerics
+        never answer for this one."""
+        cache = self._caches.get(model)
+        if cache is None:
+            if len(self._caches) >= 16:
+                self._caches.clear()
+            namespace = f"{model.id}@{model.revision}/{model.numerics}:{CACHED_VECTOR_FORMAT}"
+            cache = self._caches[model] = self._cache_factory(namespace)
+        return cache
+
     def _adopt(self, model: ModelIdentity) -> None:
+        if self._model is not None and (self._model.id, self._model.revision) != (model.id, model.revision):
+            self._window = None
         self._model = model
-        self._window = None
-        self._cache = self._cache_factory(f"{model.id}@{model.revision}:{CACHED_VECTOR_FORMAT}")
 
     async def model(self) -> ModelIdentity:
         """The embedder's model identity as last seen (asked with Info the first time)."""
         if self._model is None:
             info = await self._upstream.call(self._stub.Info, embedder_pb2.InfoRequest())
-            self._adopt(ModelIdentity(info.model_id, info.model_revision, info.dimension))
+            self._adopt(ModelIdentity(info.model_id, info.model_revision, info.dimension, numerics=info.numerics))
         assert self._model is not None
         return self._model
 
@@ -75,44 +86,44 @@ class EmbedderClient:
         return [list(zip(chunks.starts, chunks.ends, strict=True)) for chunks in response.chunks]
 
     async def embed(self, texts: list[str], timeout_s: float | None = None) -> Embedded:
-        """Unit-length vectors for `texts`, all from one model, and that model's identity.
-        `timeout_s` caps the embedder's share of the call's time (the deadline still applies)."""
-        for _ in range(2):
-            model = await self.model()
-            embedded = await self._embed_as(model, texts, timeout_s)
-            if embedded is not None:
-                return embedded
-        raise Unavailable("the embedder's model changed twice during one call; retry")
+        """Unit-length vectors for `texts`, all from one identity, and that identity.
+        `timeout_s` caps the embedder's share of the call's time (the deadline still applies).
 
-    async def _embed_as(self, model: ModelIdentity, texts: list[str], timeout_s: float | None) -> Embedded | None:
-        """Embed under the expected identity; None when the embedder answered with another
-        model (its identity is adopted, so the caller retries with a fresh cache namespace
-        and never mixes cached vectors of the old model with new ones)."""
-        assert self._cache is not None
-        cache = self._cache
-        cached = await cache.get_many(texts, model.dimension)
+        Replicas behind one target may differ (a redeployed model, a GPU replica next to CPU
+        ones): when another identity than the expected one answers after cached vectors were
+        taken, the call is redone without the cache, so one result never mixes identities."""
+        embedded = await self._embed_as(await self.model(), texts, timeout_s, use_cache=True)
+        if embedded is None:
+            embedded = await self._embed_as(await self.model(), texts, timeout_s, use_cache=False)
+        assert embedded is not None
+        return embedded
+
+    async def _embed_as(
+        self, model: ModelIdentity, texts: list[str], timeout_s: float | None, use_cache: bool
+    ) -> Embedded | None:
+        cached = await self._cache(model).get_many(texts, model.dimension) if use_cache else [None] * len(texts)
         missing = [i for i, vector in enumerate(cached) if vector is None]
-        result = np.empty((len(texts), model.dimension), dtype=np.float32)
-        for i, vector in enumerate(cached):
-            if vector is not None:
-                result[i] = vector
         if not missing:
-            return Embedded(result, model)
+            return Embedded(np.stack([v for v in cached if v is not None]), model)
         unique = list(dict.fromkeys(texts[i] for i in missing))  # identical texts embedded once
         response = await self._upstream.call(
             functools.partial(self._stub.Embed, timeout=timeout_s),
             embedder_pb2.EmbedRequest(texts=unique, options=embedder_pb2.EmbedOptions()),
         )
+        answer = response.embeddings
         produced = ModelIdentity(
-            response.embeddings.model_id, response.embeddings.model_revision, response.embeddings.dimension
+            answer.model_id, answer.model_revision, answer.dimension, numerics=answer.model_numerics
         )
         if produced != model:
             self._adopt(produced)
-            return None
-        embedded = vectors.unpack(response.embeddings.vectors, response.embeddings.dimension)
+            if len(missing) < len(texts):
+                return None  # cached vectors of `model` would be mixed with `produced` ones
+        embedded = vectors.unpack(answer.vectors, answer.dimension)
         by_text = dict(zip(unique, embedded, strict=True))
-        for i in missing:
-            result[i] = by_text[texts[i]]
-        await cache.put_many(unique, embedded)
-        timing = response.embeddings.timing
-        return Embedded(result, model, queue_s=timing.queue_ms / 1000, backlog_s=timing.backlog_ms / 1000)
+        result = np.empty((len(texts), produced.dimension), dtype=np.float32)
+        for i, vector in enumerate(cached):
+            result[i] = by_text[texts[i]] if vector is None else vector
+        await self._cache(produced).put_many(unique, embedded)
+        return Embedded(
+            result, produced, queue_s=answer.timing.queue_ms / 1000, backlog_s=answer.timing.backlog_ms / 1000
+        )

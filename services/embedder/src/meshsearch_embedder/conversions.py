@@ -26,6 +26,7 @@ def embeddings_out(result: Embedded, info: ModelInfo) -> pb.Embeddings:
         token_counts=result.token_counts,
         model_id=info.model_id,
         model_revision=info.revision,
+        model_numerics=info.numerics,
         timing=pb.Timing(
             queue_ms=result.queue_s * 1000,
             tokenize_ms=result.tokenize_s * 1000,

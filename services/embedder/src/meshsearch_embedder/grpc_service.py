@@ -78,6 +78,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             device=info.device,
             prompt_names=sorted(info.prompts),
             max_texts_per_request=self._service.limits.max_texts_per_request,
+            numerics=info.numerics,
         )
 
     async def Tokenize(

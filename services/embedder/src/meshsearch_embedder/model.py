@@ -30,6 +30,11 @@ class ModelInfo:
     device: str
     prompts: dict[str, str]
 
+    @property
+    def numerics(self) -> str:
+        """Engine and precision, e.g. "torch-float32" or "onnx-int8" (part of the identity)."""
+        return f"{self.backend.split('-')[0]}-{self.dtype}"
+
 
 def content_revision(model_path: Path) -> str:
     """A short hash of the weight files: changes exactly when the weights change."""

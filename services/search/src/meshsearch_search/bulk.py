@@ -116,7 +116,7 @@ class BulkLoader:
 
     async def load(self, name: str, batches: AsyncIterator[PointBatch], model: ModelIdentity | None) -> BulkResult:
         collection = await self._collections.get(name, count=True)
-        check_model(collection, model)
+        check_model(collection, model, writing=True)
         initial = collection.point_count == 0
         if initial:
             await self._drop_index(collection)

@@ -85,7 +85,9 @@ def collection_from_row(row: dict) -> Collection:  # type: ignore[type-arg]
                 revision=row["model_revision"],
                 dimension=row["model_dimension"],
                 normalized=row["model_normalized"],
+                numerics=row.get("model_numerics", ""),
             ),
+            mixed_numerics=row.get("mixed_numerics", False),
             chunk_tokens=row.get("chunk_tokens", 0),
             chunk_overlap_tokens=row.get("chunk_overlap_tokens", 0),
         ),
@@ -182,8 +184,8 @@ class CollectionStore:
                 cursor = await conn.execute(
                     """INSERT INTO meshsearch_collections (name, dimension, metric, storage, hnsw_m,
                            hnsw_ef_construction, model_id, model_revision, model_dimension, model_normalized,
-                           chunk_tokens, chunk_overlap_tokens)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, create_time""",
+                           chunk_tokens, chunk_overlap_tokens, model_numerics, mixed_numerics)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, create_time""",
                     (
                         spec.name,
                         spec.dimension,
@@ -197,6 +199,8 @@ class CollectionStore:
                         spec.model.normalized,
                         spec.chunk_tokens,
                         spec.chunk_overlap_tokens,
+                        spec.model.numerics,
+                        spec.mixed_numerics,
                     ),
                 )
             except psycopg.errors.UniqueViolation:

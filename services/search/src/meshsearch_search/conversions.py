@@ -37,7 +37,7 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
 def model_in(message: pb.EmbeddingModel) -> ModelIdentity:
-    return ModelIdentity(message.id, message.revision, message.dimension, message.normalized)
+    return ModelIdentity(message.id, message.revision, message.dimension, message.normalized, message.numerics)
 
 
 def collection_out(collection: Collection) -> pb.Collection:
@@ -53,7 +53,9 @@ def collection_out(collection: Collection) -> pb.Collection:
             revision=spec.model.revision,
             dimension=spec.model.dimension,
             normalized=spec.model.normalized,
+            numerics=spec.model.numerics,
         ),
+        mixed_numerics=spec.mixed_numerics,
         point_count=collection.point_count,
         chunk_tokens=spec.chunk_tokens,
         chunk_overlap_tokens=spec.chunk_overlap_tokens,

@@ -86,12 +86,28 @@ def point_from_row(row: tuple[Any, ...]) -> Point:
     return Point(id=row[0], text=row[1], metadata=row[2] or {}, vector=vector)
 
 
-def check_model(collection: Collection, model: ModelIdentity | None) -> None:
+def check_model(collection: Collection, model: ModelIdentity | None, *, writing: bool = False) -> None:
     """FAILED_PRECONDITION unless `model` (when given) is the collection's model: vectors of
-    different models, or of different revisions of one model, are not comparable."""
+    different models, or of different revisions of one model, are not comparable. Writes must
+    also match the numerics recorded at creation, unless the collection accepts mixed ones:
+    vectors of other numerics are close (cosine ~0.994) but not equal, so a collection holds
+    one kind unless its owner chose otherwise. Queries of any numerics are answered."""
     expected = collection.spec.model
     if model is None or not model.id or not expected.id:
         return
+    if (
+        writing
+        and not collection.spec.mixed_numerics
+        and model.numerics
+        and expected.numerics
+        and model.numerics != expected.numerics
+    ):
+        raise FailedPrecondition(
+            f"collection '{collection.spec.name}' holds vectors computed with {expected.numerics}; these were "
+            f"computed with {model.numerics} (another embedder backend or device). Run embedders of one "
+            "kind, or create the collection with mixed_numerics to accept both",
+            reason="NUMERICS_MISMATCH",
+        )
     same_revision = not model.revision or not expected.revision or model.revision == expected.revision
     if (
         model.id != expected.id
@@ -101,7 +117,8 @@ def check_model(collection: Collection, model: ModelIdentity | None) -> None:
         raise FailedPrecondition(
             f"collection '{collection.spec.name}' holds vectors of model {expected.id} "
             f"(revision {expected.revision or '?'}, {collection.spec.dimension} dims); refusing vectors of model "
-            f"{model.id} (revision {model.revision or '?'}, {model.dimension} dims)"
+            f"{model.id} (revision {model.revision or '?'}, {model.dimension} dims)",
+            reason="MODEL_MISMATCH",
         )
 
 
@@ -208,7 +225,7 @@ class PointStore:
         self._check_batch(len(points), "points")
 
         async def write(collection: Collection) -> tuple[int, list[ItemError]]:
-            check_model(collection, model)
+            check_model(collection, model, writing=True)
             errors: list[ItemError] = []
             latest: dict[str, Point] = {}  # a repeated id: the last one wins, as it would in sequence
             for index, point in enumerate(points):

@@ -26,10 +26,12 @@ _MIGRATION_LOCK_KEY = 0x6D657368
 async def _chunks_and_bm25(conn: psycopg.AsyncConnection) -> None:
     """Version 2: documents stored as chunks (key (id, chunk), spans), and BM25 statistics in
     place of the tsvector GIN index. Existing points become single-chunk documents, and
-    collections record their writer's chunking (0: the writer's defaults)."""
+    collections record their writer's chunking (0: the writer's defaults) and the numerics of
+    their model (existing ones: not recorded, so any numerics of the model is accepted)."""
     await conn.execute(
         "ALTER TABLE meshsearch_collections ADD COLUMN chunk_tokens integer NOT NULL DEFAULT 0, "
-        "ADD COLUMN chunk_overlap_tokens integer NOT NULL DEFAULT 0"
+        "ADD COLUMN chunk_overlap_tokens integer NOT NULL DEFAULT 0, "
+        "ADD COLUMN model_numerics text NOT NULL DEFAULT '', ADD COLUMN mixed_numerics boolean NOT NULL DEFAULT false"
     )
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute("SELECT c.*, true AS index_ready FROM meshsearch_collections c ORDER BY id")

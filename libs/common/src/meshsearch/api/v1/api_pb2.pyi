@@ -59,17 +59,19 @@ class Chunking(_message.Message):
     def __init__(self, chunk_tokens: _Optional[int] = ..., overlap_tokens: _Optional[int] = ...) -> None: ...
 
 class EmbeddingModel(_message.Message):
-    __slots__ = ("id", "revision", "dimension")
+    __slots__ = ("id", "revision", "dimension", "numerics")
     ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    NUMERICS_FIELD_NUMBER: _ClassVar[int]
     id: str
     revision: str
     dimension: int
-    def __init__(self, id: _Optional[str] = ..., revision: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
+    numerics: str
+    def __init__(self, id: _Optional[str] = ..., revision: _Optional[str] = ..., dimension: _Optional[int] = ..., numerics: _Optional[str] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "metric", "model", "document_count", "create_time", "storage", "hnsw", "chunking")
+    __slots__ = ("name", "metric", "model", "document_count", "create_time", "storage", "hnsw", "chunking", "mixed_numerics")
     NAME_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +80,7 @@ class Collection(_message.Message):
     STORAGE_FIELD_NUMBER: _ClassVar[int]
     HNSW_FIELD_NUMBER: _ClassVar[int]
     CHUNKING_FIELD_NUMBER: _ClassVar[int]
+    MIXED_NUMERICS_FIELD_NUMBER: _ClassVar[int]
     name: str
     metric: Metric
     model: EmbeddingModel
@@ -86,7 +89,8 @@ class Collection(_message.Message):
     storage: Storage
     hnsw: HnswParams
     chunking: Chunking
-    def __init__(self, name: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., document_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., storage: _Optional[_Union[Storage, str]] = ..., hnsw: _Optional[_Union[HnswParams, _Mapping]] = ..., chunking: _Optional[_Union[Chunking, _Mapping]] = ...) -> None: ...
+    mixed_numerics: bool
+    def __init__(self, name: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., document_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., storage: _Optional[_Union[Storage, str]] = ..., hnsw: _Optional[_Union[HnswParams, _Mapping]] = ..., chunking: _Optional[_Union[Chunking, _Mapping]] = ..., mixed_numerics: _Optional[bool] = ...) -> None: ...
 
 class Document(_message.Message):
     __slots__ = ("id", "text", "metadata")

@@ -27,20 +27,22 @@ class EmbedRequest(_message.Message):
     def __init__(self, texts: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[EmbedOptions, _Mapping]] = ...) -> None: ...
 
 class Embeddings(_message.Message):
-    __slots__ = ("vectors", "dimension", "token_counts", "model_id", "timing", "model_revision")
+    __slots__ = ("vectors", "dimension", "token_counts", "model_id", "timing", "model_revision", "model_numerics")
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     MODEL_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NUMERICS_FIELD_NUMBER: _ClassVar[int]
     vectors: bytes
     dimension: int
     token_counts: _containers.RepeatedScalarFieldContainer[int]
     model_id: str
     timing: Timing
     model_revision: str
-    def __init__(self, vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., token_counts: _Optional[_Iterable[int]] = ..., model_id: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., model_revision: _Optional[str] = ...) -> None: ...
+    model_numerics: str
+    def __init__(self, vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., token_counts: _Optional[_Iterable[int]] = ..., model_id: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., model_revision: _Optional[str] = ..., model_numerics: _Optional[str] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("queue_ms", "tokenize_ms", "inference_ms", "backlog_ms")
@@ -93,7 +95,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "model_revision", "dimension", "max_tokens", "dtype", "backend", "device", "prompt_names", "max_texts_per_request")
+    __slots__ = ("model_id", "model_revision", "dimension", "max_tokens", "dtype", "backend", "device", "prompt_names", "max_texts_per_request", "numerics")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_REVISION_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +105,7 @@ class InfoResponse(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_NAMES_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    NUMERICS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_revision: str
     dimension: int
@@ -112,7 +115,8 @@ class InfoResponse(_message.Message):
     device: str
     prompt_names: _containers.RepeatedScalarFieldContainer[str]
     max_texts_per_request: int
-    def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., dimension: _Optional[int] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., max_texts_per_request: _Optional[int] = ...) -> None: ...
+    numerics: str
+    def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., dimension: _Optional[int] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., max_texts_per_request: _Optional[int] = ..., numerics: _Optional[str] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
     __slots__ = ("texts", "prompt_name", "chunk_tokens", "chunk_overlap_tokens")

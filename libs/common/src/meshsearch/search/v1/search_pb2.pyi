@@ -41,16 +41,18 @@ INDEX_STATE_READY: IndexState
 INDEX_STATE_BUILDING: IndexState
 
 class EmbeddingModel(_message.Message):
-    __slots__ = ("id", "revision", "dimension", "normalized")
+    __slots__ = ("id", "revision", "dimension", "normalized", "numerics")
     ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    NUMERICS_FIELD_NUMBER: _ClassVar[int]
     id: str
     revision: str
     dimension: int
     normalized: bool
-    def __init__(self, id: _Optional[str] = ..., revision: _Optional[str] = ..., dimension: _Optional[int] = ..., normalized: _Optional[bool] = ...) -> None: ...
+    numerics: str
+    def __init__(self, id: _Optional[str] = ..., revision: _Optional[str] = ..., dimension: _Optional[int] = ..., normalized: _Optional[bool] = ..., numerics: _Optional[str] = ...) -> None: ...
 
 class HnswParams(_message.Message):
     __slots__ = ("m", "ef_construction")
@@ -61,7 +63,7 @@ class HnswParams(_message.Message):
     def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "storage", "hnsw", "model", "point_count", "index_state", "create_time", "chunk_tokens", "chunk_overlap_tokens")
+    __slots__ = ("name", "dimension", "metric", "storage", "hnsw", "model", "point_count", "index_state", "create_time", "chunk_tokens", "chunk_overlap_tokens", "mixed_numerics")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +75,7 @@ class Collection(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MIXED_NUMERICS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     metric: Metric
@@ -84,7 +87,8 @@ class Collection(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     chunk_tokens: int
     chunk_overlap_tokens: int
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., storage: _Optional[_Union[Storage, str]] = ..., hnsw: _Optional[_Union[HnswParams, _Mapping]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., point_count: _Optional[int] = ..., index_state: _Optional[_Union[IndexState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunk_tokens: _Optional[int] = ..., chunk_overlap_tokens: _Optional[int] = ...) -> None: ...
+    mixed_numerics: bool
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., storage: _Optional[_Union[Storage, str]] = ..., hnsw: _Optional[_Union[HnswParams, _Mapping]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., point_count: _Optional[int] = ..., index_state: _Optional[_Union[IndexState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunk_tokens: _Optional[int] = ..., chunk_overlap_tokens: _Optional[int] = ..., mixed_numerics: _Optional[bool] = ...) -> None: ...
 
 class Vector(_message.Message):
     __slots__ = ("data", "dimension")
