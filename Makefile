@@ -12,7 +12,7 @@ PACKAGES  := -e libs/common[dev] -e services/embedder[onnx] -e services/search -
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 
-.PHONY: setup demo up test unit lint typecheck protos protos-check buf-lint buf-breaking bench clean
+.PHONY: setup node-client demo up test unit lint typecheck protos protos-check buf-lint buf-breaking bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,8 +28,16 @@ demo: setup
 up: setup
 	$(VENV)/bin/meshsearch up
 
-test: setup protos-check lint typecheck
+test: setup node-client protos-check lint typecheck
 	$(PY) -m pytest -c tests/pytest.ini tests
+
+# The Node.js client the e2e tests drive (tests/e2e/node), installed from its lock file.
+node-client: tests/e2e/node/node_modules/.installed
+
+tests/e2e/node/node_modules/.installed: tests/e2e/node/package-lock.json
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm ci --prefix tests/e2e/node --no-audit --no-fund --loglevel=error
+	touch $@
 
 unit: setup
 	$(PY) -m pytest -c tests/pytest.ini tests/unit
