@@ -4,6 +4,9 @@ act on (standard details on every status)."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import urllib.request
 import uuid
 from typing import Any
 
@@ -228,3 +231,34 @@ async def test_unknown_collections_get_not_found_with_error_info(api: ApiClient)
             await call
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
         assert details_of(raised.value)["ErrorInfo"].reason == "NOT_FOUND"
+
+
+def embed_calls(stack: EmbeddedStack) -> int:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{stack.ports.embedder_metrics}/metrics", timeout=5).read().decode()
+    pattern = r'meshsearch_rpc_handled_total\{code="OK",method="/meshsearch.embedder.v1.EmbedderService/Embed"\} (\S+)'
+    match = re.search(pattern, body)
+    return int(float(match.group(1))) if match else 0
+
+
+async def test_a_retried_write_with_its_request_key_is_answered_without_redoing_the_work(
+    api: ApiClient, stack: EmbeddedStack
+) -> None:
+    name = await create(api)
+    key = str(uuid.uuid4())
+    request = pb.IndexDocumentsRequest(
+        collection=name,
+        request_key=key,
+        documents=[pb.Document(id=f"k{i}", text=f"keyed text {i} {uuid.uuid4().hex}") for i in range(3)],
+    )
+    before = embed_calls(stack)
+    # Three copies at once (a client retrying while the first is still running) and one after.
+    answers = await asyncio.gather(*(api.documents.IndexDocuments(request, timeout=60) for _ in range(3)))
+    answers.append(await api.documents.IndexDocuments(request, timeout=60))
+    assert all(a == answers[0] for a in answers) and answers[0].indexed_count == 3
+    assert embed_calls(stack) - before == 1, "the keyed work ran more than once"
+
+    changed = pb.IndexDocumentsRequest(collection=name, request_key=key, documents=[pb.Document(id="x", text="other")])
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await api.documents.IndexDocuments(changed, timeout=30)
+    assert reused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(reused.value)["BadRequest"].field_violations[0].field == "request_key"

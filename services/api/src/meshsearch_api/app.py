@@ -16,6 +16,7 @@ from meshsearch_api.documents import DocumentLimits, Documents
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_api.grpc_service import CollectionServicer, Core, DocumentServicer, SearchServicer
+from meshsearch_api.request_keys import RequestKeys
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import ApiSettings
 from meshsearch_common.client import Upstream, connect_upstream
@@ -75,7 +76,13 @@ class ApiApp:
             max_searches_per_batch=settings.max_searches_per_batch,
         )
         search_client = SearchClient(search)
-        self._core.set(Core(Catalog(search_client, embedder_client), Documents(search_client, embedder_client, limits)))
+        self._core.set(
+            Core(
+                Catalog(search_client, embedder_client),
+                Documents(search_client, embedder_client, limits),
+                RequestKeys(self._redis, settings.request_key_ttl_s),
+            )
+        )
 
     async def stop(self) -> None:
         for upstream in self._upstreams:

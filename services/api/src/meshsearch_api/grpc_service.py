@@ -13,6 +13,7 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_api import conversions
 from meshsearch_api.catalog import Catalog
 from meshsearch_api.documents import Documents
+from meshsearch_api.request_keys import RequestKeys
 from meshsearch_common.readiness import Readiness
 
 
@@ -20,6 +21,7 @@ from meshsearch_common.readiness import Readiness
 class Core:
     catalog: Catalog
     documents: Documents
+    request_keys: RequestKeys
 
 
 class CollectionServicer(pb_grpc.CollectionServiceServicer):
@@ -60,9 +62,19 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
     async def IndexDocuments(
         self, request: pb.IndexDocumentsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.IndexDocumentsResponse:
+        core = self._core.get()
         documents = [conversions.document_in(message) for message in request.documents]
-        outcome = await self._core.get().documents.index(request.collection, documents)
-        return conversions.index_outcome_out(outcome)
+
+        async def index() -> bytes:
+            outcome = await core.documents.index(request.collection, documents)
+            return conversions.index_outcome_out(outcome).SerializeToString()
+
+        if not request.request_key:
+            return pb.IndexDocumentsResponse.FromString(await index())
+        answer = await core.request_keys.run(
+            request.collection, request.request_key, request.SerializeToString(deterministic=True), index
+        )
+        return pb.IndexDocumentsResponse.FromString(answer)
 
     async def GetDocuments(
         self, request: pb.GetDocumentsRequest, context: grpc.aio.ServicerContext[Any, Any]

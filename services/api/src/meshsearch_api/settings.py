@@ -27,6 +27,9 @@ class ApiSettings(ServiceSettings):
     search_policy: UpstreamPolicy = Field(default_factory=UpstreamPolicy)
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Embedding cache; empty disables it.")
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Lifetime of a cached embedding.")
+    request_key_ttl_s: int = Field(
+        24 * 3600, ge=1, description="How long the answer of a write with a request_key is kept for its retries."
+    )
     cache_timeout_s: float = Field(0.2, gt=0, description="Redis call timeout; on failure the cache is skipped.")
     max_documents_per_request: int = Field(256, ge=1)
     max_text_bytes: int = Field(65_536, ge=1, description="Largest document or query text, in UTF-8 bytes.")

@@ -153,12 +153,14 @@ class DeleteCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class IndexDocumentsRequest(_message.Message):
-    __slots__ = ("collection", "documents")
+    __slots__ = ("collection", "documents", "request_key")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_KEY_FIELD_NUMBER: _ClassVar[int]
     collection: str
     documents: _containers.RepeatedCompositeFieldContainer[Document]
-    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+    request_key: str
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., request_key: _Optional[str] = ...) -> None: ...
 
 class DocumentError(_message.Message):
     __slots__ = ("index", "id", "code", "message")
