@@ -73,13 +73,14 @@ async def index_corpus(
     batch: int = 32,
     writers: int = 4,
     progress: Callable[[int], None] | None = None,
+    truncate: bool = False,
 ) -> None:
     """Create `collection` and index `corpus` into it with `writers` concurrent IndexDocuments
-    calls, retrying load refusals after their RetryInfo-free backoff."""
+    calls, retrying load refusals with backoff. `truncate`: embed only each document's first
+    window, as MTEB does, instead of splitting long ones into chunks (the default)."""
     collections, documents = pb_grpc.CollectionServiceStub(channel), pb_grpc.DocumentServiceStub(channel)
-    await collections.CreateCollection(
-        pb.CreateCollectionRequest(collection=pb.Collection(name=collection)), timeout=30
-    )
+    spec = pb.Collection(name=collection, chunking=pb.Chunking(truncate=truncate))
+    await collections.CreateCollection(pb.CreateCollectionRequest(collection=spec), timeout=30)
     items = list(corpus.items())
     batches = asyncio.Queue[list[tuple[str, str]]]()
     for start in range(0, len(items), batch):

@@ -119,8 +119,9 @@ async def test_searches_degrade_to_keyword_while_the_embedder_is_down_and_recove
 
         await asyncio.to_thread(isolated_pair.start_service, "embedder")
         await asyncio.to_thread(isolated_pair.wait_service, "embedder")
+        back = len(outcomes)
         recovered_by = time.monotonic() + RESET_TIMEOUT_S + 15
-        while time.monotonic() < recovered_by and not (outcomes and not outcomes[-1].degraded):
+        while time.monotonic() < recovered_by and all(o.degraded for o in outcomes[back:]):
             await asyncio.sleep(0.25)
         stop.set()
         await asyncio.gather(*traffic)
@@ -131,7 +132,8 @@ async def test_searches_degrade_to_keyword_while_the_embedder_is_down_and_recove
     degraded = [o for o in outcomes if o.degraded]
     assert degraded, "no search ran while the embedder was down"
     assert all(o.hit_ids[:1] == ["a"] and "keyword" in o.details for o in degraded)
-    assert not outcomes[-1].degraded, "searches did not go back to vector search after the embedder returned"
+    # Back by vector search once the embedder returned (a busy embedder may still shed some).
+    assert not all(o.degraded for o in outcomes[back:]), "searches did not go back to vector search"
     assert max(o.seconds for o in outcomes) < 2.0
 
 

@@ -23,6 +23,8 @@ TEXTS_PER_EMBED_CALL = 256  # under the embedder's per-request limit (512 by def
 def resolve(chunking: Chunking | None, window_tokens: int) -> Chunking:
     """The chunking in force: as asked, checked against the model's window; all zero (or not
     given) means the whole window with DEFAULT_OVERLAP_TOKENS of overlap."""
+    if chunking is not None and chunking.truncate:
+        return Chunking(window_tokens, 0, truncate=True)
     if chunking is None or (chunking.chunk_tokens == 0 and chunking.overlap_tokens == 0):
         return Chunking(window_tokens, min(DEFAULT_OVERLAP_TOKENS, window_tokens // 4))
     size = chunking.chunk_tokens or window_tokens
@@ -55,8 +57,12 @@ class EmbeddedBatch:
 
 
 async def embed_documents(embedder: EmbedderClient, documents: list[Document], chunking: Chunking) -> EmbeddedBatch:
-    """Each document's vector, or its chunks' vectors and spans."""
-    spans = await embedder.windows([d.text for d in documents], chunking.chunk_tokens, chunking.overlap_tokens)
+    """Each document's vector, or its chunks' vectors and spans (none when truncating: the
+    embedder then reads the first window of each text)."""
+    if chunking.truncate:
+        spans = [[(0, len(d.text))] for d in documents]
+    else:
+        spans = await embedder.windows([d.text for d in documents], chunking.chunk_tokens, chunking.overlap_tokens)
     texts: list[str] = []
     for document, windows in zip(documents, spans, strict=True):
         texts.extend([document.text] if len(windows) == 1 else [document.text[s:e] for s, e in windows])

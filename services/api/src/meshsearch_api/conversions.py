@@ -62,7 +62,9 @@ def collection_spec_in(message: pb.Collection) -> CollectionSpec:
         half_precision=enum_member(STORAGE_HALF, message.storage, "collection.storage"),
         hnsw_m=message.hnsw.m,
         hnsw_ef_construction=message.hnsw.ef_construction,
-        chunking=Chunking(message.chunking.chunk_tokens, message.chunking.overlap_tokens) if has_chunking else None,
+        chunking=Chunking(message.chunking.chunk_tokens, message.chunking.overlap_tokens, message.chunking.truncate)
+        if has_chunking
+        else None,
         mixed_numerics=message.mixed_numerics,
     )
 
@@ -78,7 +80,11 @@ def collection_out(info: CollectionInfo) -> pb.Collection:
         document_count=info.document_count,
         storage=pb.STORAGE_FLOAT16 if info.half_precision else pb.STORAGE_FLOAT32,
         hnsw=pb.HnswParams(m=info.hnsw_m, ef_construction=info.hnsw_ef_construction),
-        chunking=pb.Chunking(chunk_tokens=info.chunking.chunk_tokens, overlap_tokens=info.chunking.overlap_tokens),
+        chunking=pb.Chunking(
+            chunk_tokens=info.chunking.chunk_tokens,
+            overlap_tokens=info.chunking.overlap_tokens,
+            truncate=info.chunking.truncate,
+        ),
     )
     if info.create_time is not None:
         message.create_time.FromDatetime(info.create_time)
@@ -161,7 +167,7 @@ def collection_from_search(message: spb.Collection) -> CollectionInfo:
         half_precision=message.storage == spb.STORAGE_FLOAT16,
         hnsw_m=message.hnsw.m,
         hnsw_ef_construction=message.hnsw.ef_construction,
-        chunking=Chunking(message.chunk_tokens, message.chunk_overlap_tokens),
+        chunking=Chunking(message.chunk_tokens, message.chunk_overlap_tokens, message.chunk_truncate),
         mixed_numerics=message.mixed_numerics,
     )
 

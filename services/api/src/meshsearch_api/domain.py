@@ -25,6 +25,7 @@ class Chunking:
 
     chunk_tokens: int = 0
     overlap_tokens: int = 0
+    truncate: bool = False  # embed only the first window; the sizes are then unused
 
 
 @dataclass(frozen=True)

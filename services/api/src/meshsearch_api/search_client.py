@@ -45,6 +45,7 @@ class SearchClient:
             model=conversions.model_to_search(model),
             chunk_tokens=chunking.chunk_tokens,
             chunk_overlap_tokens=chunking.overlap_tokens,
+            chunk_truncate=chunking.truncate,
             mixed_numerics=spec.mixed_numerics,
         )
         response = await self._upstream.call(

@@ -90,6 +90,7 @@ def collection_from_row(row: dict) -> Collection:  # type: ignore[type-arg]
             mixed_numerics=row.get("mixed_numerics", False),
             chunk_tokens=row.get("chunk_tokens", 0),
             chunk_overlap_tokens=row.get("chunk_overlap_tokens", 0),
+            chunk_truncate=row.get("chunk_truncate", False),
         ),
         create_time=row["create_time"],
         point_count=row.get("point_count", 0) or 0,
@@ -184,8 +185,9 @@ class CollectionStore:
                 cursor = await conn.execute(
                     """INSERT INTO meshsearch_collections (name, dimension, metric, storage, hnsw_m,
                            hnsw_ef_construction, model_id, model_revision, model_dimension, model_normalized,
-                           chunk_tokens, chunk_overlap_tokens, model_numerics, mixed_numerics)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, create_time""",
+                           chunk_tokens, chunk_overlap_tokens, chunk_truncate, model_numerics, mixed_numerics)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                       RETURNING id, create_time""",
                     (
                         spec.name,
                         spec.dimension,
@@ -199,6 +201,7 @@ class CollectionStore:
                         spec.model.normalized,
                         spec.chunk_tokens,
                         spec.chunk_overlap_tokens,
+                        spec.chunk_truncate,
                         spec.model.numerics,
                         spec.mixed_numerics,
                     ),

@@ -59,6 +59,7 @@ def collection_out(collection: Collection) -> pb.Collection:
         point_count=collection.point_count,
         chunk_tokens=spec.chunk_tokens,
         chunk_overlap_tokens=spec.chunk_overlap_tokens,
+        chunk_truncate=spec.chunk_truncate,
         index_state=pb.INDEX_STATE_READY if collection.index_ready else pb.INDEX_STATE_BUILDING,
     )
     message.create_time.FromDatetime(collection.create_time)

@@ -53,6 +53,7 @@ class CollectionSpec:
     model: ModelIdentity = field(default_factory=ModelIdentity)
     chunk_tokens: int = 0  # the writer's chunking, recorded for it (see search.proto)
     chunk_overlap_tokens: int = 0
+    chunk_truncate: bool = False
     mixed_numerics: bool = False  # accept writes from other numerics of the model (see search.proto)
 
 

@@ -61,6 +61,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
             model=conversions.model_in(message.model),
             chunk_tokens=message.chunk_tokens,
             chunk_overlap_tokens=message.chunk_overlap_tokens,
+            chunk_truncate=message.chunk_truncate,
             mixed_numerics=message.mixed_numerics,
         )
         collection = await self._checked(request).collections.create(spec)

@@ -31,6 +31,7 @@ async def _chunks_and_bm25(conn: psycopg.AsyncConnection) -> None:
     await conn.execute(
         "ALTER TABLE meshsearch_collections ADD COLUMN chunk_tokens integer NOT NULL DEFAULT 0, "
         "ADD COLUMN chunk_overlap_tokens integer NOT NULL DEFAULT 0, "
+        "ADD COLUMN chunk_truncate boolean NOT NULL DEFAULT false, "
         "ADD COLUMN model_numerics text NOT NULL DEFAULT '', ADD COLUMN mixed_numerics boolean NOT NULL DEFAULT false"
     )
     cursor = conn.cursor(row_factory=dict_row)

@@ -51,12 +51,14 @@ class HnswParams(_message.Message):
     def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ...) -> None: ...
 
 class Chunking(_message.Message):
-    __slots__ = ("chunk_tokens", "overlap_tokens")
+    __slots__ = ("chunk_tokens", "overlap_tokens", "truncate")
     CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     chunk_tokens: int
     overlap_tokens: int
-    def __init__(self, chunk_tokens: _Optional[int] = ..., overlap_tokens: _Optional[int] = ...) -> None: ...
+    truncate: bool
+    def __init__(self, chunk_tokens: _Optional[int] = ..., overlap_tokens: _Optional[int] = ..., truncate: _Optional[bool] = ...) -> None: ...
 
 class EmbeddingModel(_message.Message):
     __slots__ = ("id", "revision", "dimension", "numerics")
