@@ -7,6 +7,8 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
+
 SHARED_DATA = Path(os.environ.get("MESHSEARCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -43,3 +45,16 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def embedding_like_vectors(count: int, dimension: int, clusters: int, seed: int) -> np.ndarray:
+    """Unit vectors with the structure of real text embeddings: clusters in a low-dimensional
+    (64) latent space, projected to `dimension` with a little isotropic noise. Isotropic
+    random vectors are far harder for any ANN index than real embeddings, and say little."""
+    rng = np.random.default_rng(seed)
+    latent = 64
+    projection = rng.standard_normal((latent, dimension)).astype(np.float32) / np.sqrt(latent)
+    centers = rng.standard_normal((clusters, latent)).astype(np.float32)
+    points = centers[rng.integers(clusters, size=count)] + 0.5 * rng.standard_normal((count, latent)).astype(np.float32)
+    vectors = points @ projection + 0.02 * rng.standard_normal((count, dimension)).astype(np.float32)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)

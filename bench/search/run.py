@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets import percentile  # noqa: E402
+from datasets import embedding_like_vectors, percentile  # noqa: E402
 from machine import cpu_description  # noqa: E402
 
 from meshsearch.search.v1 import search_pb2 as pb  # noqa: E402
@@ -50,19 +50,6 @@ from meshsearch_cli.stack import EmbeddedStack, Ports, free_port  # noqa: E402
 
 BATCH = 1000
 INDEX_BUILD_MEMORY = os.environ.get("MESHSEARCH_SEARCH_INDEX_BUILD_MEMORY", "1GB")  # the service reads it too
-
-
-def embedding_like_vectors(count: int, dimension: int, clusters: int, seed: int) -> np.ndarray:
-    """Unit vectors with the structure of real text embeddings: clusters in a low-dimensional
-    (64) latent space, projected to `dimension` with a little isotropic noise. Isotropic
-    random vectors are far harder for any ANN index than real embeddings, and say little."""
-    rng = np.random.default_rng(seed)
-    latent = 64
-    projection = rng.standard_normal((latent, dimension)).astype(np.float32) / np.sqrt(latent)
-    centers = rng.standard_normal((clusters, latent)).astype(np.float32)
-    points = centers[rng.integers(clusters, size=count)] + 0.5 * rng.standard_normal((count, latent)).astype(np.float32)
-    vectors = points @ projection + 0.02 * rng.standard_normal((count, dimension)).astype(np.float32)
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
 def metadata(i: int) -> dict[str, int]:
