@@ -7,15 +7,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch_cli.stack import EmbeddedStack, Ports
-from tests.e2e.clients import ApiClient
+from tests.e2e.clients import ApiClient, error_details
 
 RESET_TIMEOUT_S = 2.0
 
@@ -63,20 +61,6 @@ async def search(api: ApiClient, collection: str, timeout_s: float = 10) -> Outc
         return Outcome(error.code(), False, [], time.perf_counter() - started, error.details() or "")
     hits = [hit.document.id for hit in response.hits]
     return Outcome(grpc.StatusCode.OK, response.degraded, hits, time.perf_counter() - started, response.degraded_reason)
-
-
-def error_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
-    """The standard details of an error, unpacked by type name."""
-    found: dict[str, Any] = {}
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                for kind in (error_details_pb2.RetryInfo, error_details_pb2.ErrorInfo, error_details_pb2.BadRequest):
-                    if detail.Is(kind.DESCRIPTOR):
-                        message = kind()
-                        detail.Unpack(message)
-                        found[kind.DESCRIPTOR.name] = message
-    return found
 
 
 async def test_searches_degrade_to_keyword_while_the_embedder_is_down_and_recover_after(

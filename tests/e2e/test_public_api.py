@@ -13,11 +13,10 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch_cli.stack import EmbeddedStack
-from tests.e2e.clients import ApiClient
+from tests.e2e.clients import ApiClient, error_details
 
 UNDEFINED_MODE: Any = 9  # a number a newer client could send; this contract does not define it
 LONG_TEXT = (
@@ -32,19 +31,6 @@ LONG_TEXT = (
 async def api(stack: EmbeddedStack) -> Any:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.api}") as channel:
         yield ApiClient(channel)
-
-
-def details_of(error: grpc.aio.AioRpcError) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
-                    if detail.Is(kind.DESCRIPTOR):
-                        message = kind()
-                        detail.Unpack(message)
-                        found[kind.DESCRIPTOR.name] = message
-    return found
 
 
 def meta(**values: Any) -> struct_pb2.Struct:
@@ -211,7 +197,7 @@ async def test_bad_input_gets_invalid_argument_naming_the_field(
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await getattr(stub, method)(request_factory(name), timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
-    details = details_of(raised.value)
+    details = error_details(raised.value)
     assert details["BadRequest"].field_violations[0].field == field
     assert details["BadRequest"].field_violations[0].description == raised.value.details()
     assert details["ErrorInfo"].reason == "INVALID_ARGUMENT" and details["ErrorInfo"].domain == "meshsearch.io"
@@ -230,7 +216,7 @@ async def test_unknown_collections_get_not_found_with_error_info(api: ApiClient)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-        assert details_of(raised.value)["ErrorInfo"].reason == "NOT_FOUND"
+        assert error_details(raised.value)["ErrorInfo"].reason == "NOT_FOUND"
 
 
 def embed_calls(stack: EmbeddedStack) -> int:
@@ -261,4 +247,4 @@ async def test_a_retried_write_with_its_request_key_is_answered_without_redoing_
     with pytest.raises(grpc.aio.AioRpcError) as reused:
         await api.documents.IndexDocuments(changed, timeout=30)
     assert reused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details_of(reused.value)["BadRequest"].field_violations[0].field == "request_key"
+    assert error_details(reused.value)["BadRequest"].field_violations[0].field == "request_key"

@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import psycopg_pool
 import pytest
-from pgvector.psycopg import register_vector_async
 from psycopg import sql
 
 from meshsearch_search import keyword, schema
@@ -29,6 +27,7 @@ from meshsearch_search.filters import FieldCondition, Filter
 from meshsearch_search.points import PointLimits, PointStore
 from meshsearch_search.retrieval import QuerySpec, Retriever
 from meshsearch_search.settings import SearchSettings
+from tests.integration.search_core import search_core
 
 DIMENSION = 8
 LIMITS = PointLimits.from_settings(SearchSettings(max_k=100, exact_filter_max_rows=50))
@@ -46,22 +45,8 @@ def sentence(rng: random.Random, words: int) -> str:
 
 @pytest.fixture
 async def stores(database_url: str) -> AsyncIterator[tuple[Database, CollectionStore, PointStore, Retriever]]:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await schema.migrate(conn)
-    pools = [
-        psycopg_pool.AsyncConnectionPool(
-            database_url, min_size=1, max_size=8, configure=register_vector_async, kwargs={"autocommit": a}, open=False
-        )
-        for a in (False, True)
-    ]
-    for pool in pools:
-        await pool.open(wait=True)
-    db = Database(pools[0], pools[1])
-    collections = CollectionStore(db, 4000)
-    points = PointStore(db, collections, LIMITS)
-    yield db, collections, points, Retriever(db, points)
-    for pool in pools:
-        await pool.close()
+    async with search_core(database_url, LIMITS, pool_size=8) as core:
+        yield core.db, core.collections, core.points, core.retriever
 
 
 async def new_collection(collections: CollectionStore) -> Collection:
@@ -263,28 +248,12 @@ async def test_migration_turns_version_1_collections_into_searchable_documents(d
                    ('a', '[1,0,0]', 'insulin resistance in mice'), ('b', '[0,1,0]', 'tumour suppressor genes');"""
         )
         assert await schema.migrate(conn) == schema.MIGRATIONS[-1][0]
-    pools = [
-        psycopg_pool.AsyncConnectionPool(url, min_size=1, max_size=2, configure=register_vector_async, open=False)
-        for _ in range(2)
-    ]
-    for pool in pools:
-        await pool.open(wait=True)
-    try:
-        db = Database(pools[0], pools[1])
-        collections = CollectionStore(db, 4000)
-        points = PointStore(db, collections, LIMITS)
-        retriever = Retriever(db, points)
-        assert (await collections.get("old")).point_count == 2
-        hits = await retriever.query("old", QuerySpec(vector=None, text="genes that suppress tumours", k=2))
+    async with search_core(url, LIMITS, pool_size=2) as core:
+        assert (await core.collections.get("old")).point_count == 2
+        hits = await core.retriever.query("old", QuerySpec(vector=None, text="genes that suppress tumours", k=2))
         assert [h.point.id for h in hits] == ["b"]
-        near = await retriever.query("old", QuerySpec(vector=np.array([1, 0.1, 0], np.float32), k=1))
-        assert (
-            near[0].point.id == "a"
-            and near[0].span is not None
-            and near[0].span.end == len("insulin resistance in mice")
-        )
-        await points.upsert("old", [Point(id="c", text="mice", metadata={}, vector=np.ones(3, np.float32))], None)
-        await assert_statistics_exact(db, await collections.get("old"))
-    finally:
-        for pool in pools:
-            await pool.close()
+        near = await core.retriever.query("old", QuerySpec(vector=np.array([1, 0.1, 0], np.float32), k=1))
+        assert near[0].point.id == "a" and near[0].span is not None
+        assert near[0].span.end == len("insulin resistance in mice")
+        await core.points.upsert("old", [Point(id="c", text="mice", metadata={}, vector=np.ones(3, np.float32))], None)
+        await assert_statistics_exact(core.db, await core.collections.get("old"))

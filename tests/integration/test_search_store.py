@@ -10,19 +10,17 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import psycopg_pool
 import pytest
-from pgvector.psycopg import register_vector_async
 
 from meshsearch_common.errors import InvalidArgument, NotFound
 from meshsearch_search.collections import CollectionStore
-from meshsearch_search.db import Database
 from meshsearch_search.domain import CollectionSpec, Point, Storage
 from meshsearch_search.filters import FieldCondition, Filter
 from meshsearch_search.points import PointLimits, PointStore
 from meshsearch_search.retrieval import QuerySpec, Retriever
 from meshsearch_search.schema import migrate
 from meshsearch_search.settings import SearchSettings
+from tests.integration.search_core import search_core
 
 DIMENSION = 16
 COUNT = 3000
@@ -59,22 +57,8 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 async def stores(database_url: str) -> AsyncIterator[tuple[CollectionStore, PointStore, Retriever]]:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await migrate(conn)
-    pools = [
-        psycopg_pool.AsyncConnectionPool(
-            database_url, min_size=1, max_size=4, configure=register_vector_async, kwargs={"autocommit": a}, open=False
-        )
-        for a in (False, True)
-    ]
-    for pool in pools:
-        await pool.open(wait=True)
-    db = Database(pools[0], pools[1])
-    collections = CollectionStore(db, 4000)
-    points = PointStore(db, collections, LIMITS)
-    yield collections, points, Retriever(db, points)
-    for pool in pools:
-        await pool.close()
+    async with search_core(database_url, LIMITS) as core:
+        yield core.collections, core.points, core.retriever
 
 
 @pytest.fixture(scope="module")
