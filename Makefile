@@ -69,6 +69,8 @@ bench: setup
 	$(PY) bench/embedder/run.py
 	$(PY) bench/search/run.py
 	$(PY) bench/ingest/run.py
+	$(PY) bench/quality/run.py
+	$(PY) bench/e2e/run.py
 
 clean:
 	rm -rf $(VENV) .meshsearch .pytest_cache
