@@ -172,6 +172,8 @@ async def test_list_collections_pages_without_repeats(api: ApiClient) -> None:
         ("GetDocuments", lambda n: pb.GetDocumentsRequest(collection=n), "ids"),
         ("DeleteDocuments", lambda n: pb.DeleteDocumentsRequest(collection=n), "ids"),
         ("ListDocuments", lambda n: pb.ListDocumentsRequest(collection=n, page_size=5000), "page_size"),
+        ("ListDocuments", lambda n: pb.ListDocumentsRequest(collection=n, page_token="not-a-token!"), "page_token"),
+        ("ListCollections", lambda n: pb.ListCollectionsRequest(page_token="%%%"), "page_token"),
         ("Search", lambda n: pb.SearchRequest(collection=n, query=" "), "query"),
         ("Search", lambda n: pb.SearchRequest(collection=n, query="x", mode=UNDEFINED_MODE), "mode"),
         ("Search", lambda n: pb.SearchRequest(collection=n, query="x", top_k=10_000), "top_k"),

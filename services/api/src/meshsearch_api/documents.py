@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import Counter
 
+from meshsearch_api import pages
 from meshsearch_api.chunking import embed_documents, resolve
 from meshsearch_api.domain import Document, DocumentError, IndexOutcome, SearchMode, SearchQuery, SearchResult
 from meshsearch_api.embedder_client import EmbedderClient
@@ -125,6 +126,8 @@ class Documents:
         size = page_size or DEFAULT_PAGE_SIZE
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size {size} is out of range: 1 to {MAX_PAGE_SIZE}", field="page_size")
+        if page_token:
+            pages.decode(page_token, "page_token")  # the search service's cursor, in the same encoding
         return await self._search.scroll(collection, filter_wire, size, page_token)
 
     def _check_search(self, query: SearchQuery, field_prefix: str = "") -> int:
