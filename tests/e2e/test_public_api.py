@@ -125,6 +125,10 @@ async def test_modes_filters_field_choice_and_batches(api: ApiClient) -> None:
         if not token:
             break
     assert seen == ["d1", "d2", "d3", "d4"]
+    blue = await api.documents.ListDocuments(
+        pb.ListDocumentsRequest(collection=name, filter=color_is("blue")), timeout=10
+    )
+    assert [d.id for d in blue.documents] == ["d2", "d3"] and not blue.next_page_token
     removed = await api.documents.DeleteDocuments(
         pb.DeleteDocumentsRequest(collection=name, filter=color_is("red")), timeout=10
     )
@@ -177,6 +181,14 @@ async def test_list_collections_pages_without_repeats(api: ApiClient) -> None:
         ("Search", lambda n: pb.SearchRequest(collection=n, query=" "), "query"),
         ("Search", lambda n: pb.SearchRequest(collection=n, query="x", mode=UNDEFINED_MODE), "mode"),
         ("Search", lambda n: pb.SearchRequest(collection=n, query="x", top_k=10_000), "top_k"),
+        ("Search", lambda n: pb.SearchRequest(collection=n, query="x", ef_search=10_000), "ef_search"),
+        (
+            "Search",
+            lambda n: pb.SearchRequest(
+                collection=n, query="x", filter=pb.Filter(must=[pb.Condition(field=pb.FieldCondition(key="k"))])
+            ),
+            "filter",
+        ),
         (
             "SearchBatch",
             lambda n: pb.SearchBatchRequest(searches=[pb.SearchRequest(collection=n, query="ok"), pb.SearchRequest()]),

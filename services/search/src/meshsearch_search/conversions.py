@@ -183,7 +183,7 @@ def condition_in(message: pb.Condition) -> FieldCondition | Filter:
     if message.HasField("filter"):
         return filter_in(message.filter)
     if not message.HasField("field"):
-        raise InvalidArgument("a filter condition needs either a field test or a nested filter")
+        raise InvalidArgument("a filter condition needs either a field test or a nested filter", field="filter")
     field = message.field
     kind = field.WhichOneof("match")
     if kind == "eq":
@@ -196,7 +196,7 @@ def condition_in(message: pb.Condition) -> FieldCondition | Filter:
         return FieldCondition(field.key, "range", bounds)
     if kind == "exists":
         return FieldCondition(field.key, "exists", field.exists)
-    raise InvalidArgument(f"filter on '{field.key}' needs one of eq, in, range, exists")
+    raise InvalidArgument(f"filter on '{field.key}' needs one of eq, in, range, exists", field="filter")
 
 
 def filter_in(message: pb.Filter) -> Filter:

@@ -61,7 +61,9 @@ class _Compiler:
 
     def filter(self, node: Filter, depth: int) -> sql.Composable:
         if depth > self.limits.max_depth:
-            raise InvalidArgument(f"filter is nested deeper than the limit of {self.limits.max_depth} levels")
+            raise InvalidArgument(
+                f"filter is nested deeper than the limit of {self.limits.max_depth} levels", field="filter"
+            )
         parts: list[sql.Composable] = [self.condition(c, depth) for c in node.must]
         if node.should:
             parts.append(sql.SQL("({})").format(sql.SQL(" OR ").join(self.condition(c, depth) for c in node.should)))
@@ -78,17 +80,21 @@ class _Compiler:
             return self.filter(node, depth + 1)
         self.conditions += 1
         if self.conditions > self.limits.max_conditions:
-            raise InvalidArgument(f"filter has more than the limit of {self.limits.max_conditions} conditions")
+            raise InvalidArgument(
+                f"filter has more than the limit of {self.limits.max_conditions} conditions", field="filter"
+            )
         path = _path(node.key)
         if node.operator == "eq":
             return self._contains(path, _scalar(node.key, node.value))
         if node.operator == "in":
             values = list(node.value)
             if not values:
-                raise InvalidArgument(f"filter on '{node.key}': 'in' needs at least one value")
+                raise InvalidArgument(f"filter on '{node.key}': 'in' needs at least one value", field="filter")
             if len(values) > self.limits.max_in_values:
                 raise InvalidArgument(
-                    f"filter on '{node.key}': {len(values)} 'in' values exceed the limit of {self.limits.max_in_values}"
+                    f"filter on '{node.key}': {len(values)} 'in' values exceed the limit of "
+                    f"{self.limits.max_in_values}",
+                    field="filter",
                 )
             return sql.SQL("({})").format(
                 sql.SQL(" OR ").join(self._contains(path, _scalar(node.key, v)) for v in values)
@@ -99,7 +105,7 @@ class _Compiler:
             self.params.append(path)
             test = "IS NOT NULL" if node.value else "IS NULL"
             return sql.SQL("(metadata #> %s::text[]) " + test)
-        raise InvalidArgument(f"unknown filter operator {node.operator!r}")
+        raise InvalidArgument(f"unknown filter operator {node.operator!r}", field="filter")
 
     def _contains(self, path: list[str], value: Any) -> sql.Composable:
         """The value at `path` is `value`, or is an array holding it. Nested jsonb containment
@@ -115,7 +121,7 @@ class _Compiler:
     def _range(self, key: str, path: list[str], bounds: dict[str, float]) -> sql.Composable:
         tests = [f"@ {_RANGE_OPERATORS[name]} ${name}" for name in ("gt", "gte", "lt", "lte") if name in bounds]
         if not tests:
-            raise InvalidArgument(f"filter on '{key}': a range needs at least one of gt, gte, lt, lte")
+            raise InvalidArgument(f"filter on '{key}': a range needs at least one of gt, gte, lt, lte", field="filter")
         accessor = "$" + "".join("." + json.dumps(segment) for segment in path)
         self.params.append(f"{accessor} ? ({' && '.join(tests)})")
         self.params.append(Jsonb({name: float(value) for name, value in bounds.items()}))
@@ -125,13 +131,15 @@ class _Compiler:
 def _path(key: str) -> list[str]:
     segments = key.split(".")
     if not key or len(key) > MAX_KEY_CHARS or not all(segments):
-        raise InvalidArgument(f"invalid filter key {key!r}: use 1-{MAX_KEY_CHARS} characters, dots between names")
+        raise InvalidArgument(
+            f"invalid filter key {key!r}: use 1-{MAX_KEY_CHARS} characters, dots between names", field="filter"
+        )
     return segments
 
 
 def _scalar(key: str, value: Any) -> Any:
     if isinstance(value, (dict, list)) or value is None:
-        raise InvalidArgument(f"filter on '{key}': compare with a string, number or boolean")
+        raise InvalidArgument(f"filter on '{key}': compare with a string, number or boolean", field="filter")
     if isinstance(value, float) and value.is_integer():
         return int(value)  # JSON numbers from protobuf arrive as floats; 3.0 must match 3
     return value

@@ -70,9 +70,11 @@ class Retriever:
 
     def _check_query(self, spec: QuerySpec) -> None:
         if not 1 <= spec.k <= self.limits.max_k:
-            raise InvalidArgument(f"k {spec.k} is out of range: 1 to {self.limits.max_k}")
+            raise InvalidArgument(f"k {spec.k} is out of range: 1 to {self.limits.max_k}", field="k")
         if spec.ef_search > self.limits.max_ef_search:
-            raise InvalidArgument(f"ef_search {spec.ef_search} exceeds the limit of {self.limits.max_ef_search}")
+            raise InvalidArgument(
+                f"ef_search {spec.ef_search} exceeds the limit of {self.limits.max_ef_search}", field="ef_search"
+            )
         if spec.vector is None and not spec.text.strip():
             raise InvalidArgument("a query needs a vector, a text, or both")
 
@@ -86,7 +88,7 @@ class Retriever:
                 try:
                     return await self.query(name, spec)
                 except InvalidArgument as exc:
-                    raise InvalidArgument(f"queries[{index}]: {exc.message}") from None
+                    raise InvalidArgument(f"queries[{index}]: {exc.message}", field=exc.field) from None
 
         outcomes = await asyncio.gather(
             *(one(i, name, spec) for i, (name, spec) in enumerate(queries)), return_exceptions=True
