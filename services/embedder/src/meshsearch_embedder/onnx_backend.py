@@ -8,9 +8,12 @@ The ONNX graph is built locally from the packaged model (no download), in three 
 3. for `onnx-int8`, quantize the MatMul and Attention weights to int8 per channel, with
    reduce_range (7-bit weights): per-tensor int8 loses too much accuracy on this model, and on
    AVX2 CPUs without VNNI the 7-bit path is both faster and closer to fp32.
-On an AMD EPYC with AVX2 only, in one run on the same texts (docs/benchmarks.md): fusion took
-fp32 from 1.10x to 1.24x torch on mixed texts, int8 from 1.37x to 1.74x (abstracts: 2.05x),
-STS-b dev Spearman within 0.0014 of torch and mean cosine 0.992.
+Measured in process on an AMD EPYC with AVX2 only (bench/embedder/candidates.py,
+docs/benchmarks.md): the eager-attention export is what made the difference, int8 going from
+1.37x torch (SDPA export) to 1.75x; ONNX Runtime's session-level optimizations then fuse
+most of what the offline fusions do (fused int8 1.80x, fused fp32 1.25x against unfused 1.27x).
+The offline fusions are kept because they are free at run time and reduce_range is kept for
+accuracy: STS-b dev Spearman within 0.0014 of torch, against 0.0027 without it.
 
 The files are cached per model revision and build recipe (`BUILD`), so only the first start of
 a new model or recipe pays for the build. Pooling (mean, CLS or max, per the model's Pooling
@@ -61,7 +64,7 @@ def _check_pipeline(path: Path) -> dict:  # type: ignore[type-arg]
 BUILD = "fused-v1"  # the recipe below; part of the cache path, so a new recipe rebuilds
 
 
-def _export(model_path: Path, target: Path) -> None:
+def export_onnx(model_path: Path, target: Path) -> None:
     """Export the transformer to ONNX with dynamic batch and sequence axes."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -111,7 +114,7 @@ def _atomic_build(target: Path, build) -> None:  # type: ignore[no-untyped-def]
         os.replace(partial, target)
 
 
-def _fuse(exported: Path, target: Path, config: dict) -> None:  # type: ignore[type-arg]
+def fuse_onnx(exported: Path, target: Path, config: dict) -> None:  # type: ignore[type-arg]
     """Apply ONNX Runtime's BERT fusions (a graph they do not match is saved unfused)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -128,7 +131,7 @@ def _fuse(exported: Path, target: Path, config: dict) -> None:  # type: ignore[t
     fused.save_model_to_file(str(target))
 
 
-def _quantize(fp32: Path, target: Path) -> None:
+def quantize_onnx(fp32: Path, target: Path, reduce_range: bool = True) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -136,7 +139,7 @@ def _quantize(fp32: Path, target: Path) -> None:
         fp32,
         target,
         per_channel=True,
-        reduce_range=True,
+        reduce_range=reduce_range,
         op_types_to_quantize=["MatMul", "Attention"],
         weight_type=QuantType.QInt8,
         # Fused operators are outside ONNX's shape inference; their outputs are float.
@@ -151,14 +154,14 @@ def build_onnx_model(model_path: Path, cache_dir: Path, revision: str, quantize:
     if not fp32.exists():
         if not exported.exists():
             log.info("exporting model to ONNX", extra={"target": str(exported)})
-            _atomic_build(exported, lambda partial: _export(model_path, partial))
+            _atomic_build(exported, lambda partial: export_onnx(model_path, partial))
         config = read_json(model_path / "config.json")
-        _atomic_build(fp32, lambda partial: _fuse(exported, partial, config))
+        _atomic_build(fp32, lambda partial: fuse_onnx(exported, partial, config))
     if not quantize:
         return fp32
     if not int8.exists():
         log.info("quantizing ONNX model to int8", extra={"target": str(int8)})
-        _atomic_build(int8, lambda partial: _quantize(fp32, partial))
+        _atomic_build(int8, lambda partial: quantize_onnx(fp32, partial))
     return int8
 
 
