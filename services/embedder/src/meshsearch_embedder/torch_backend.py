@@ -10,19 +10,41 @@ import numpy.typing as npt
 from meshsearch_embedder.model import EncoderBackend, ModelInfo, content_revision, derive_model_id, require_model_dir
 
 
+def resolve_device(requested: str, cuda_devices: int) -> str:
+    """The torch device to run on: `auto` takes the first CUDA device when there is one, else
+    the CPU. An explicit CUDA device that is not there is a configuration error, said at start
+    rather than as a torch error on the first request."""
+    if requested == "auto":
+        return "cuda" if cuda_devices > 0 else "cpu"
+    if requested.startswith("cuda"):
+        index = int(requested.partition(":")[2] or 0)
+        if index >= cuda_devices:
+            raise ValueError(
+                f"MESHSEARCH_EMBEDDER_DEVICE={requested} but {cuda_devices} CUDA device(s) are visible; "
+                "use auto or cpu, or run on a GPU node"
+            )
+    elif requested != "cpu":
+        raise ValueError(f"MESHSEARCH_EMBEDDER_DEVICE={requested} is not one of auto, cpu, cuda, cuda:N")
+    return requested
+
+
+def precision_for(device: str) -> str:
+    """float16 on CUDA (half the memory, tensor cores), float32 on CPU (no fast float16 there)."""
+    return "float16" if device.startswith("cuda") else "float32"
+
+
 class TorchEncoder(EncoderBackend):
     def __init__(self, model_path: str, *, model_id: str = "", device: str = "auto", threads: int = 0) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device, torch.cuda.device_count() if torch.cuda.is_available() else 0)
         if threads:
             torch.set_num_threads(threads)
         path = require_model_dir(model_path)
         model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        if device.startswith("cuda"):
+        if precision_for(device) == "float16":
             model = model.half()
         model.eval()
         max_tokens, dimension = model.max_seq_length, model.get_embedding_dimension()
@@ -40,7 +62,7 @@ class TorchEncoder(EncoderBackend):
             revision=content_revision(path),
             dimension=dimension,
             max_tokens=max_tokens,
-            dtype="float16" if device.startswith("cuda") else "float32",
+            dtype=precision_for(device),
             backend="torch",
             device=device,
             prompts={name: prompt for name, prompt in model.prompts.items() if prompt is not None},
