@@ -120,6 +120,9 @@ def test_upstream_caller_errors_pass_through_and_faults_become_unavailable() -> 
     fault = from_upstream("search", rpc_error(grpc.StatusCode.INTERNAL, "disk on fire"))
     assert isinstance(fault, Unavailable)
     assert "search" in fault.message and "disk on fire" in fault.message
+    # An upstream that drops the call (shutting down) is a retryable fault, not our caller's cancel.
+    dropped = from_upstream("embedder", rpc_error(grpc.StatusCode.CANCELLED))
+    assert isinstance(dropped, Unavailable) and "embedder" in dropped.message
 
 
 def test_overload_retry_info_survives_the_hop_to_our_caller() -> None:
@@ -156,8 +159,13 @@ def test_every_caller_error_passes_through_with_its_code_and_message_and_never_f
     code: grpc.StatusCode,
 ) -> None:
     mapped = from_upstream("search", rpc_error(code, "what the caller must fix"))
-    assert mapped.code == code
-    assert mapped.message == "what the caller must fix"
+    if code == grpc.StatusCode.CANCELLED:
+        # A cancel by our own caller cancels this handler instead; an upstream's CANCELLED means
+        # it dropped the call (shutting down): UNAVAILABLE to our caller, still not a breaker fault.
+        assert mapped.code == grpc.StatusCode.UNAVAILABLE
+    else:
+        assert mapped.code == code
+        assert mapped.message == "what the caller must fix"
     assert not is_upstream_failure(rpc_error(code))
 
 

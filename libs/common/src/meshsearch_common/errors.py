@@ -139,13 +139,21 @@ BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
     """Translate an upstream's failure into the error our own caller should see.
 
-    Caller errors keep their code, message, field and reason; RESOURCE_EXHAUSTED keeps its
+    Caller errors keep their code, message, field and reason (but CANCELLED by the upstream is
+    UNAVAILABLE: our caller did not cancel); RESOURCE_EXHAUSTED keeps its
     RetryInfo; a timeout names the upstream; everything else (UNAVAILABLE, INTERNAL, UNKNOWN,
     ...) becomes UNAVAILABLE naming the upstream, since from our caller's point of view a sick
     dependency is a temporary condition, not a bug in their request.
     """
     code = error.code()
     field, reason = _field_and_reason(error)
+    if code == grpc.StatusCode.CANCELLED:
+        # Our own caller did not cancel (this handler would have been cancelled instead): the
+        # upstream dropped the call, for instance while shutting down. Retryable, not a caller error.
+        return Unavailable(
+            f"{upstream} cancelled the call (it may be shutting down); retry",
+            reason=f"{upstream.upper()}_UNAVAILABLE",
+        )
     if code in CALLER_ERRORS:
         return CALLER_ERRORS[code](error.details() or code.name, field=field, reason=reason)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
