@@ -3,13 +3,13 @@ so its vectors are never mixed with another model's."""
 
 from __future__ import annotations
 
-from meshsearch_api import pages
 from meshsearch_api.chunking import resolve
 from meshsearch_api.domain import CollectionInfo, CollectionSpec
 from meshsearch_api.embedder_client import EmbedderClient
-from meshsearch_api.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from meshsearch_api.search_client import SearchClient
+from meshsearch_common import pages
 from meshsearch_common.errors import InvalidArgument
+from meshsearch_common.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 
 class Catalog:

@@ -8,13 +8,11 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import Counter
 
-from meshsearch_api import pages
 from meshsearch_api.chunking import embed_documents, resolve
 from meshsearch_api.domain import Document, DocumentError, IndexOutcome, SearchMode, SearchQuery, SearchResult
 from meshsearch_api.embedder_client import EmbedderClient
-from meshsearch_api.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from meshsearch_api.search_client import SearchClient
-from meshsearch_common import context
+from meshsearch_common import context, pages
 from meshsearch_common.errors import (
     CALLER_ERRORS,
     DeadlineExceeded,
@@ -22,6 +20,7 @@ from meshsearch_common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from meshsearch_common.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 MAX_ID_CHARS = 256
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from meshsearch_common import pages
 from meshsearch_common.errors import FailedPrecondition, InvalidArgument
 from meshsearch_search import keyword
 from meshsearch_search.collections import CollectionStore
@@ -131,20 +130,6 @@ def _rows(point: Point) -> list[tuple[Any, ...]]:
         (point.id, index, chunk.start, chunk.end, chunk.vector, point.text if index == 0 else "", metadata)
         for index, chunk in enumerate(point.chunks)
     ]
-
-
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode()
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        last_id = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        last_id = ""
-    if not last_id:
-        raise InvalidArgument("cursor is not one this server issued; pass next_cursor unchanged")
-    return last_id
 
 
 class PointStore:
@@ -312,7 +297,7 @@ class PointStore:
         limit = limit or 100
         if not 1 <= limit <= self.limits.max_batch_points:
             raise InvalidArgument(f"limit {limit} is out of range: 1 to {self.limits.max_batch_points}")
-        after = decode_cursor(cursor) if cursor else None
+        after = pages.decode(cursor, "cursor", "next_cursor") if cursor else None
 
         async def page(collection: Collection) -> list[Point]:
             where, params = self.where(node)
@@ -333,5 +318,5 @@ class PointStore:
 
         points = await self.on_collection(name, page)
         if len(points) > limit:
-            return points[:limit], encode_cursor(points[limit - 1].id)
+            return points[:limit], pages.encode(points[limit - 1].id)
         return points, ""

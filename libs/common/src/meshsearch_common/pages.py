@@ -1,4 +1,5 @@
-"""Page tokens (AIP-158): opaque to callers, here the last key of the previous page."""
+"""Page tokens (AIP-158): opaque to callers, here the last key of the previous page. One
+encoding for every service, so the api can check a token the search service issued."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ def encode(last_key: str) -> str:
     return base64.urlsafe_b64encode(last_key.encode()).decode()
 
 
-def decode(token: str, field: str) -> str:
+def decode(token: str, field: str, next_field: str = "next_page_token") -> str:
     try:
         key = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         key = ""
     if not key:
-        raise InvalidArgument(f"{field} is not one this server issued; pass next_page_token unchanged", field=field)
+        raise InvalidArgument(f"{field} is not one this server issued; pass {next_field} unchanged", field=field)
     return key
