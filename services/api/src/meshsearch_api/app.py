@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 import redis.asyncio as redis
@@ -16,6 +17,11 @@ from meshsearch_api.documents import DocumentLimits, Documents
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_api.grpc_service import CollectionServicer, Core, DocumentServicer, SearchServicer
+from meshsearch_api.ingest import queue
+from meshsearch_api.ingest.database import open_pool
+from meshsearch_api.ingest.grpc_service import IngestServicer
+from meshsearch_api.ingest.service import Ingest
+from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.request_keys import RequestKeys
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import ApiSettings
@@ -31,13 +37,18 @@ class ApiApp:
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
         self._core: Readiness[Core] = Readiness("api")
+        self._ingest: Readiness[Ingest] = Readiness("bulk ingestion (its jobs database)")
         self._upstreams: list[Upstream] = []
         self._redis: redis.Redis | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._opening: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         api_pb2_grpc.add_CollectionServiceServicer_to_server(CollectionServicer(self._core), server)
         api_pb2_grpc.add_DocumentServiceServicer_to_server(DocumentServicer(self._core), server)
         api_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(self._core), server)
+        ingest = self._ingest if self.settings.jobs_database_url else None
+        api_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(ingest), server)
         return [service.full_name for service in api_pb2.DESCRIPTOR.services_by_name.values()]
 
     async def start(self) -> None:
@@ -83,8 +94,35 @@ class ApiApp:
                 RequestKeys(self._redis, settings.request_key_ttl_s),
             )
         )
+        if settings.jobs_database_url:
+            # The jobs database is not required to start: ingestion answers UNAVAILABLE until
+            # it is reached, and everything else works meanwhile.
+            self._opening = asyncio.create_task(self._open_ingest(search_client, embedder_client))
+
+    async def _open_ingest(self, search: SearchClient, embedder: EmbedderClient) -> None:
+        settings = self.settings
+        while True:
+            try:
+                pool = await open_pool(settings.jobs_database_url, settings.jobs_pool_size, timeout_s=5)
+                break
+            except Exception as exc:  # noqa: BLE001 (retried until the database answers)
+                log.warning("jobs database not reachable yet; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(2)
+        self._closers.append(pool.close)
+        app = queue.create_app(settings.jobs_database_url, pool_size=2)
+        await app.open_async()
+        self._closers.append(app.close_async)
+        store = JobStore(pool, settings.ingest_batch_documents)
+        self._ingest.set(
+            Ingest(store, app, search, embedder, settings.max_documents_per_request, settings.max_text_bytes)
+        )
+        log.info("bulk ingestion ready")
 
     async def stop(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
+        for close in reversed(self._closers):
+            await close()
         for upstream in self._upstreams:
             await upstream.close()
         if self._redis is not None:

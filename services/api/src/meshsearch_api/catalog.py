@@ -9,7 +9,6 @@ from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common import pages
 from meshsearch_common.errors import InvalidArgument
-from meshsearch_common.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 
 class Catalog:
@@ -35,9 +34,7 @@ class Catalog:
         """One page of collections in name order, and the next page's token ("" at the end).
         The token is the last name returned, encoded; collections created or dropped between
         pages neither repeat nor shift the ones after it."""
-        size = page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size {size} is out of range: 1 to {MAX_PAGE_SIZE}", field="page_size")
+        size = pages.checked_size(page_size)
         after = pages.decode(page_token, "page_token") if page_token else ""
         remaining = [c for c in await self._search.list_collections() if c.name > after]
         page = remaining[:size]

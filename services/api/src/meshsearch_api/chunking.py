@@ -56,9 +56,12 @@ class EmbeddedBatch:
     backlog_s: float
 
 
-async def embed_documents(embedder: EmbedderClient, documents: list[Document], chunking: Chunking) -> EmbeddedBatch:
+async def embed_documents(
+    embedder: EmbedderClient, documents: list[Document], chunking: Chunking, background: bool = False
+) -> EmbeddedBatch:
     """Each document's vector, or its chunks' vectors and spans (none when truncating: the
-    embedder then reads the first window of each text)."""
+    embedder then reads the first window of each text). Background work (bulk ingestion) is
+    batched after interactive work in the embedder."""
     if chunking.truncate:
         spans = [[(0, len(d.text))] for d in documents]
     else:
@@ -70,7 +73,7 @@ async def embed_documents(embedder: EmbedderClient, documents: list[Document], c
     queue_s = backlog_s = 0.0
     model: ModelIdentity | None = None
     for start in range(0, len(texts), TEXTS_PER_EMBED_CALL):
-        embedded = await embedder.embed(texts[start : start + TEXTS_PER_EMBED_CALL])
+        embedded = await embedder.embed(texts[start : start + TEXTS_PER_EMBED_CALL], background=background)
         if model is not None and embedded.model != model:
             raise Unavailable("the embedder's model changed while this batch was embedded; retry the call")
         model = embedded.model

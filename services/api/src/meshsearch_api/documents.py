@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import grpc
 from prometheus_client import Counter
@@ -20,7 +22,6 @@ from meshsearch_common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from meshsearch_common.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 MAX_ID_CHARS = 256
 
@@ -36,6 +37,28 @@ DEGRADED_SEARCHES = Counter(
     "Vector or hybrid searches answered by keyword search because the embedder could not embed the query.",
     ["cause"],
 )
+
+
+class Problem(NamedTuple):
+    """Why a document cannot be indexed: the limit it breaks, and a message saying how to fix it."""
+
+    limit: str
+    message: str
+
+
+def document_problem(document: Document, max_text_bytes: int) -> Problem | None:
+    """The same rules for IndexDocuments, uploads and their estimates."""
+    if not 1 <= len(document.id) <= MAX_ID_CHARS:
+        return Problem("id_length", f"id must be 1 to {MAX_ID_CHARS} characters")
+    if not document.text.strip():
+        return Problem("empty_text", "text is empty; every document needs non-whitespace text")
+    if len(document.text.encode("utf-8")) > max_text_bytes:
+        return Problem("max_text_bytes", f"text exceeds the limit of {max_text_bytes} bytes")
+    if "\x00" in document.text or "\x00" in document.id:
+        return Problem("nul_characters", "id and text must not contain NUL characters")
+    if "\\u0000" in json.dumps(document.metadata):
+        return Problem("nul_characters", "metadata must not contain NUL characters")
+    return None
 
 
 @dataclass(frozen=True)
@@ -57,17 +80,6 @@ class Documents:
         if not name:
             raise InvalidArgument("collection is required", field="collection")
 
-    def _problem(self, document: Document) -> str | None:
-        if not 1 <= len(document.id) <= MAX_ID_CHARS:
-            return f"id must be 1 to {MAX_ID_CHARS} characters"
-        if not document.text.strip():
-            return "text is empty; every document needs non-whitespace text"
-        if len(document.text.encode("utf-8")) > self._limits.max_text_bytes:
-            return f"text exceeds the limit of {self._limits.max_text_bytes} bytes"
-        if "\x00" in document.text or "\x00" in document.id:
-            return "id and text must not contain NUL characters"
-        return None
-
     async def index(self, collection: str, documents: list[Document]) -> IndexOutcome:
         """Embed (chunk by chunk when long) and upsert valid documents; report invalid ones per
         item without storing them."""
@@ -83,9 +95,9 @@ class Documents:
         errors: list[DocumentError] = []
         valid: list[tuple[int, Document]] = []
         for index, document in enumerate(documents):
-            problem = self._problem(document)
+            problem = document_problem(document, self._limits.max_text_bytes)
             if problem:
-                errors.append(DocumentError(index, document.id, grpc.StatusCode.INVALID_ARGUMENT, problem))
+                errors.append(DocumentError(index, document.id, grpc.StatusCode.INVALID_ARGUMENT, problem.message))
             else:
                 valid.append((index, document))
         if not valid:
@@ -122,9 +134,7 @@ class Documents:
         self, collection: str, page_size: int, page_token: str, filter_wire: bytes
     ) -> tuple[list[Document], str]:
         self._require_collection(collection)
-        size = page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size {size} is out of range: 1 to {MAX_PAGE_SIZE}", field="page_size")
+        size = pages.checked_size(page_size)
         if page_token:
             pages.decode(page_token, "page_token")  # the search service's cursor, in the same encoding
         return await self._search.scroll(collection, filter_wire, size, page_token)

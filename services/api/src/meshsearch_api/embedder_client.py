@@ -85,21 +85,35 @@ class EmbedderClient:
         )
         return [list(zip(chunks.starts, chunks.ends, strict=True)) for chunks in response.chunks]
 
-    async def embed(self, texts: list[str], timeout_s: float | None = None) -> Embedded:
+    async def measure(self, texts: list[str], chunk_tokens: int, overlap_tokens: int) -> tuple[list[int], list[int]]:
+        """Tokens and chunks of each text under the given chunking (without embedding them)."""
+        response = await self._upstream.call(
+            self._stub.Tokenize,
+            embedder_pb2.TokenizeRequest(texts=texts, chunk_tokens=chunk_tokens, chunk_overlap_tokens=overlap_tokens),
+        )
+        return list(response.token_counts), [len(chunks.starts) for chunks in response.chunks]
+
+    async def tokens_per_second(self) -> float:
+        """The answering replica's measured throughput (0 before its first batch)."""
+        info = await self._upstream.call(self._stub.Info, embedder_pb2.InfoRequest())
+        return float(info.tokens_per_second)
+
+    async def embed(self, texts: list[str], timeout_s: float | None = None, background: bool = False) -> Embedded:
         """Unit-length vectors for `texts`, all from one identity, and that identity.
         `timeout_s` caps the embedder's share of the call's time (the deadline still applies).
+        Background work (bulk ingestion) is batched after interactive work in the embedder.
 
         Replicas behind one target may differ (a redeployed model, a GPU replica next to CPU
         ones): when another identity than the expected one answers after cached vectors were
         taken, the call is redone without the cache, so one result never mixes identities."""
-        embedded = await self._embed_as(await self.model(), texts, timeout_s, use_cache=True)
+        embedded = await self._embed_as(await self.model(), texts, timeout_s, True, background)
         if embedded is None:
-            embedded = await self._embed_as(await self.model(), texts, timeout_s, use_cache=False)
+            embedded = await self._embed_as(await self.model(), texts, timeout_s, False, background)
         assert embedded is not None
         return embedded
 
     async def _embed_as(
-        self, model: ModelIdentity, texts: list[str], timeout_s: float | None, use_cache: bool
+        self, model: ModelIdentity, texts: list[str], timeout_s: float | None, use_cache: bool, background: bool
     ) -> Embedded | None:
         cached = await self._cache(model).get_many(texts, model.dimension) if use_cache else [None] * len(texts)
         missing = [i for i, vector in enumerate(cached) if vector is None]
@@ -108,7 +122,7 @@ class EmbedderClient:
         unique = list(dict.fromkeys(texts[i] for i in missing))  # identical texts embedded once
         response = await self._upstream.call(
             functools.partial(self._stub.Embed, timeout=timeout_s),
-            embedder_pb2.EmbedRequest(texts=unique, options=embedder_pb2.EmbedOptions()),
+            embedder_pb2.EmbedRequest(texts=unique, options=embedder_pb2.EmbedOptions(background=background)),
         )
         answer = response.embeddings
         produced = ModelIdentity(

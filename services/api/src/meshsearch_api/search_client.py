@@ -24,6 +24,7 @@ from meshsearch_common.client import Upstream
 class UpsertResult:
     upserted_count: int
     rejected: list[tuple[int, str]]  # (position in the request, why the search service refused it)
+    already_applied: bool = False  # the receipt was recorded before: nothing was written
 
 
 class SearchClient:
@@ -64,14 +65,26 @@ class SearchClient:
     async def delete_collection(self, name: str) -> None:
         await self._upstream.call(self._stub.DeleteCollection, spb.DeleteCollectionRequest(name=name))
 
-    async def upsert(self, collection: str, batch: EmbeddedBatch) -> UpsertResult:
+    async def upsert(self, collection: str, batch: EmbeddedBatch, receipt: str = "") -> UpsertResult:
+        """Store `batch`; with a receipt, at most once (see the search service's receipts)."""
         request = spb.UpsertRequest(
             collection=collection,
             points=[conversions.point_to_search(item, batch.model.dimension) for item in batch.documents],
             model=conversions.model_to_search(batch.model),
+            receipt=receipt,
         )
         response = await self._upstream.call(self._stub.Upsert, request)
-        return UpsertResult(response.upserted_count, [(item.index, item.message) for item in response.errors])
+        return UpsertResult(
+            response.upserted_count, [(item.index, item.message) for item in response.errors], response.already_applied
+        )
+
+    async def recorded_receipts(self, collection: str, receipts: list[str]) -> list[str]:
+        request = spb.GetReceiptsRequest(collection=collection, receipts=receipts)
+        return list((await self._upstream.call(self._stub.GetReceipts, request)).recorded)
+
+    async def delete_receipts(self, collection: str, prefix: str) -> int:
+        request = spb.DeleteReceiptsRequest(collection=collection, prefix=prefix)
+        return int((await self._upstream.call(self._stub.DeleteReceipts, request)).deleted_count)
 
     async def get(self, collection: str, ids: list[str]) -> tuple[list[Document], list[str]]:
         response = await self._upstream.call(self._stub.Get, spb.GetRequest(collection=collection, ids=ids))

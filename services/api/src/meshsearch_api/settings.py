@@ -1,4 +1,5 @@
-"""API settings (environment prefix MESHSEARCH_API_).
+"""Settings of the api and of the ingest workers (environment prefixes MESHSEARCH_API_ and
+MESHSEARCH_WORKER_).
 
 Upstream policies are nested: MESHSEARCH_API_EMBEDDER_POLICY__TIMEOUT_S=2 sets the embedder
 call deadline, MESHSEARCH_API_SEARCH_POLICY__BREAKER_FAIL_MAX=3 the search breaker, and so on.
@@ -12,19 +13,29 @@ from pydantic_settings import SettingsConfigDict
 from meshsearch_common.settings import ServiceSettings, UpstreamPolicy
 
 
-class ApiSettings(ServiceSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="MESHSEARCH_API_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
+class MeshClientSettings(ServiceSettings):
+    """Where the embedder and the search service are, and how to call them: the same for the
+    api and the workers, which both embed and store documents."""
 
-    port: int = Field(50051, ge=0, le=65535)
-    metrics_port: int = Field(9091, ge=0, le=65535)
     embedder_target: str = Field(
         "127.0.0.1:50052", description="gRPC target of the embedder (dns:///name:port for replicas)."
     )
     search_target: str = Field("127.0.0.1:50053", description="gRPC target of the search service.")
     embedder_policy: UpstreamPolicy = Field(default_factory=UpstreamPolicy)
     search_policy: UpstreamPolicy = Field(default_factory=UpstreamPolicy)
+    jobs_database_url: str = Field(
+        "", description="PostgreSQL of ingest jobs and their queue; empty disables bulk ingestion."
+    )
+    max_text_bytes: int = Field(65_536, ge=1, description="Largest document or query text, in UTF-8 bytes.")
+
+
+class ApiSettings(MeshClientSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MESHSEARCH_API_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int = Field(9091, ge=0, le=65535)
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Embedding cache; empty disables it.")
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Lifetime of a cached embedding.")
     request_key_ttl_s: int = Field(
@@ -32,7 +43,34 @@ class ApiSettings(ServiceSettings):
     )
     cache_timeout_s: float = Field(0.2, gt=0, description="Redis call timeout; on failure the cache is skipped.")
     max_documents_per_request: int = Field(256, ge=1)
-    max_text_bytes: int = Field(65_536, ge=1, description="Largest document or query text, in UTF-8 bytes.")
     max_top_k: int = Field(100, ge=1)
     default_top_k: int = Field(10, ge=1)
     max_searches_per_batch: int = Field(32, ge=1, description="Most searches in one SearchBatch call.")
+    ingest_batch_documents: int = Field(
+        128, ge=1, le=256, description="Documents per batch of an ingest job (one worker task each)."
+    )
+    jobs_pool_size: int = Field(8, ge=2, description="Connections to the jobs database.")
+
+
+class WorkerSettings(MeshClientSettings):
+    """An ingest worker: runs the batches of ingest jobs (`meshsearch serve worker`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MESHSEARCH_WORKER_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    port: int = Field(50054, ge=0, le=65535, description="gRPC port (health and reflection only).")
+    metrics_port: int = Field(9094, ge=0, le=65535)
+    concurrency: int = Field(4, ge=1, description="Batches one worker runs at once.")
+    batch_deadline_s: float = Field(300.0, gt=0, description="Time one batch may take (embedding and storing).")
+    max_attempts: int = Field(8, ge=1, description="Failed attempts before a batch's documents become dead letters.")
+    retry_initial_backoff_s: float = Field(1.0, gt=0)
+    retry_max_backoff_s: float = Field(60.0, gt=0)
+    heartbeat_s: float = Field(5.0, gt=0, description="How often the worker tells the queue it is alive.")
+    stalled_after_s: float = Field(
+        30.0, gt=0, description="A worker silent this long is dead: its tasks are retried elsewhere."
+    )
+    reconcile_every_s: int = Field(5, ge=1, le=30, description="Period of the reconciler (a divisor of 60).")
+    orphan_after_s: float = Field(
+        30.0, gt=0, description="A pending batch untouched this long, and held by no one, is queued again."
+    )

@@ -62,6 +62,10 @@ class Throughput:
         self._seconds = _THROUGHPUT_DECAY * self._seconds + seconds
 
     @property
+    def measured(self) -> bool:
+        return self._seconds > 0
+
+    @property
     def tokens_per_s(self) -> float:
         return self._tokens / self._seconds if self._seconds > 0 else _INITIAL_TOKENS_PER_S
 
@@ -77,6 +81,7 @@ class _Request:
     promise: float | None = None  # answer (or refuse) by then
     usable_s: float = 0.0  # promise - admission time: what a retry with the same deadline could use
     sheddable: bool = True  # False when admitted to an idle model: nothing to blame but itself
+    background: bool = False  # batched only after every interactive text waiting
     backlog_s: float = 0.0  # admitted work ahead of it when it was admitted, at the measured rate
     inference_s: float = 0.0
     batches: set[int] = field(default_factory=set)
@@ -195,10 +200,14 @@ class Batcher:
                 )
         return request
 
-    async def embed(self, token_ids: list[list[int]], deadline: float | None, tokenize_s: float) -> Embedded:
+    async def embed(
+        self, token_ids: list[list[int]], deadline: float | None, tokenize_s: float, background: bool = False
+    ) -> Embedded:
         """Embed pre-tokenized texts. Raises Overloaded at once when admission is refused, or
-        later if the request's texts can no longer be served by its promise."""
+        later if the request's texts can no longer be served by its promise. Background texts
+        are batched after every interactive one waiting."""
         request = self._admit(sum(map(len, token_ids)), deadline)
+        request.background = background
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         items = [_Item(ids, request, loop.create_future(), now) for ids in token_ids]
@@ -275,22 +284,28 @@ class Batcher:
             self._pending = []
             metrics.QUEUE_SIZE.set(0)
             return []
-        oldest = min(live, key=lambda item: item.enqueued_at)
+        # Interactive texts first: the seed is the oldest of them when any waits, and background
+        # texts only fill what room they leave.
+        oldest = min(live, key=lambda item: (item.request.background, item.enqueued_at))
         seed_length = len(oldest.token_ids)
-        candidates = sorted(live, key=lambda item: (abs(len(item.token_ids) - seed_length), item.enqueued_at))
         batch: list[_Item] = []
         longest = real = 0
-        for item in candidates:
-            if len(batch) == self._max_batch_size:
-                break
-            new_longest = max(longest, len(item.token_ids))
-            padded = new_longest * (len(batch) + 1)
-            if batch and padded > self._max_batch_tokens:
-                continue
-            if batch and (real + len(item.token_ids)) / padded < self._min_padding_efficiency:
-                break  # candidates only get further from the seed's length from here on
-            batch.append(item)
-            longest, real = new_longest, real + len(item.token_ids)
+        for background in (False, True):
+            candidates = sorted(
+                (item for item in live if item.request.background is background),
+                key=lambda item: (abs(len(item.token_ids) - seed_length), item.enqueued_at),
+            )
+            for item in candidates:
+                if len(batch) == self._max_batch_size:
+                    break
+                new_longest = max(longest, len(item.token_ids))
+                padded = new_longest * (len(batch) + 1)
+                if batch and padded > self._max_batch_tokens:
+                    continue
+                if batch and (real + len(item.token_ids)) / padded < self._min_padding_efficiency:
+                    break  # candidates only get further from the seed's length from here on
+                batch.append(item)
+                longest, real = new_longest, real + len(item.token_ids)
         chosen = {id(item) for item in batch}
         self._pending = [item for item in live if id(item) not in chosen]
         metrics.QUEUE_SIZE.set(len(self._pending))

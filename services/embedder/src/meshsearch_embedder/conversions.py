@@ -16,6 +16,7 @@ def options_in(message: pb.EmbedOptions) -> EmbedOptions:
         truncate=message.truncate if message.HasField("truncate") else True,
         prompt_name=message.prompt_name,
         dimensions=message.dimensions,
+        background=message.background,
     )
 
 

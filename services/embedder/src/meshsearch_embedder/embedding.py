@@ -24,6 +24,7 @@ class EmbedOptions:
     truncate: bool = True
     prompt_name: str = ""
     dimensions: int = 0
+    background: bool = False  # batched after every interactive text waiting
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ class EmbeddingService:
     def special_tokens(self) -> int:
         return self._batcher.special_tokens
 
+    @property
+    def measured_tokens_per_s(self) -> float:
+        """Throughput the batcher measured (0 until a batch ran), for callers' load estimates."""
+        return self._batcher.throughput.tokens_per_s if self._batcher.throughput.measured else 0.0
+
     async def windows(self, texts: list[str], size: int, overlap: int) -> list[list[tuple[int, int]]]:
         """Spans of token windows per text (see EncoderBackend.windows); validated here."""
         self._validate(texts, EmbedOptions())
@@ -101,7 +107,7 @@ class EmbeddingService:
                     )
         deadline = context.deadline.get()
         try:
-            result = await self._batcher.embed(token_ids, deadline, tokenize_s)
+            result = await self._batcher.embed(token_ids, deadline, tokenize_s, background=options.background)
         except Overloaded as exc:
             raise ResourceExhausted(str(exc), retry_after_s=exc.retry_after_s) from None
         vectors = result.vectors

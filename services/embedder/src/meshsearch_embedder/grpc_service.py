@@ -79,6 +79,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             prompt_names=sorted(info.prompts),
             max_texts_per_request=self._service.limits.max_texts_per_request,
             numerics=info.numerics,
+            tokens_per_second=self._service.measured_tokens_per_s,
         )
 
     async def Tokenize(

@@ -89,11 +89,27 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         stores = self._checked(request)
         points = [conversions.point_in(point) for point in request.points]
         model = conversions.model_in(request.model) if request.HasField("model") else None
-        count, errors = await stores.points.upsert(request.collection, points, model)
+        written = await stores.points.upsert(request.collection, points, model, request.receipt)
         return pb.UpsertResponse(
-            upserted_count=count,
-            errors=[pb.ItemError(index=e.index, id=e.id, code=conversions.INVALID, message=e.message) for e in errors],
+            upserted_count=written.upserted,
+            errors=[
+                pb.ItemError(index=e.index, id=e.id, code=conversions.INVALID, message=e.message)
+                for e in written.errors
+            ],
+            already_applied=written.already_applied,
         )
+
+    async def GetReceipts(
+        self, request: pb.GetReceiptsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetReceiptsResponse:
+        recorded = await self._checked(request).points.recorded_receipts(request.collection, list(request.receipts))
+        return pb.GetReceiptsResponse(recorded=recorded)
+
+    async def DeleteReceipts(
+        self, request: pb.DeleteReceiptsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteReceiptsResponse:
+        count = await self._checked(request).points.delete_receipts(request.collection, request.prefix)
+        return pb.DeleteReceiptsResponse(deleted_count=count)
 
     async def BulkUpsert(
         self, request_iterator: AsyncIterator[pb.BulkUpsertRequest], context: grpc.aio.ServicerContext[Any, Any]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from psycopg import errors as pg_errors
@@ -14,15 +14,25 @@ from psycopg.types.json import Jsonb
 
 from meshsearch_common import pages
 from meshsearch_common.errors import FailedPrecondition, InvalidArgument
-from meshsearch_search import keyword
+from meshsearch_search import keyword, receipts
 from meshsearch_search.collections import CollectionStore
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ItemError, ModelIdentity, Point
 from meshsearch_search.filters import Filter, FilterLimits, compile_filter
+from meshsearch_search.receipts import check_receipt
 from meshsearch_search.settings import SearchSettings
 
 MAX_ID_CHARS = 256
 T = TypeVar("T")
+
+
+class Upserted(NamedTuple):
+    """What an Upsert wrote: how many documents, which were rejected, and whether its receipt
+    had been recorded before (then nothing was written)."""
+
+    upserted: int
+    errors: list[ItemError]
+    already_applied: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,12 +214,16 @@ class PointStore:
     def where(self, node: Filter) -> tuple[sql.Composable, list[Any]]:
         return compile_filter(node, self.limits.filters)
 
-    async def upsert(self, name: str, points: list[Point], model: ModelIdentity | None) -> tuple[int, list[ItemError]]:
+    async def upsert(self, name: str, points: list[Point], model: ModelIdentity | None, receipt: str = "") -> Upserted:
         """Write valid documents (insert, or replace with all their chunks, by id) in one
-        transaction; report invalid ones per item."""
+        transaction; report invalid ones per item. With a receipt, record it in that same
+        transaction, or write nothing when it is already recorded: whoever retries a write
+        whose outcome it never learned cannot apply it twice."""
         self._check_batch(len(points), "points")
+        if receipt:
+            check_receipt(receipt)
 
-        async def write(collection: Collection) -> tuple[int, list[ItemError]]:
+        async def write(collection: Collection) -> Upserted:
             check_model(collection, model, writing=True)
             errors: list[ItemError] = []
             latest: dict[str, Point] = {}  # a repeated id: the last one wins, as it would in sequence
@@ -219,11 +233,15 @@ class PointStore:
                     errors.append(ItemError(index, point.id, problem))
                 else:
                     latest[point.id] = point
-            if latest:
+            if latest or receipt:
                 table, column = sql.Identifier(collection.table), sql.SQL(collection.spec.storage.column_type)
                 # Sorted by key so concurrent writers lock rows in one order (no deadlocks).
                 documents = sorted(latest.values(), key=lambda point: point.id)
                 async with self._db.transaction() as conn:
+                    if receipt and not await receipts.record(conn, collection, receipt, len(documents)):
+                        return Upserted(0, [], already_applied=True)
+                    if not documents:
+                        return Upserted(0, errors)
                     await conn.execute(keyword.claim_counter(collection))
                     await conn.execute(
                         sql.SQL(
@@ -243,9 +261,32 @@ class PointStore:
                             ).format(table=table, column=column),
                             [row for point in documents for row in _rows(point)],
                         )
-            return len(points) - len(errors), errors
+            return Upserted(len(points) - len(errors), errors)
 
         return await self.on_collection(name, write)
+
+    async def recorded_receipts(self, name: str, wanted: list[str]) -> list[str]:
+        """Which of `wanted` are recorded, in request order."""
+        self._check_batch(len(wanted), "receipts")
+        for receipt in wanted:
+            check_receipt(receipt)
+
+        async def read(collection: Collection) -> list[str]:
+            async with self._db.read(read_settings(self.limits)) as conn:
+                found = await receipts.recorded(conn, collection, wanted)
+            return [receipt for receipt in wanted if receipt in found]
+
+        return await self.on_collection(name, read)
+
+    async def delete_receipts(self, name: str, prefix: str) -> int:
+        if not prefix:
+            raise InvalidArgument("prefix must not be empty; receipts are forgotten by their writer's prefix")
+
+        async def forget(collection: Collection) -> int:
+            async with self._db.transaction() as conn:
+                return await receipts.forget(conn, collection, prefix)
+
+        return await self.on_collection(name, forget)
 
     async def get(self, name: str, ids: list[str], include_vectors: bool) -> tuple[list[Point], list[str]]:
         self._check_batch(len(ids), "ids")

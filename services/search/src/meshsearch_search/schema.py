@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from meshsearch_search import keyword
+from meshsearch_search import keyword, receipts
 from meshsearch_search.collections import collection_from_row
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
         """,
     ),
     (2, _chunks_and_bm25),
+    (3, receipts.SCHEMA),
 ]
 
 

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -30,6 +31,21 @@ class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METRIC_COSINE: _ClassVar[Metric]
     METRIC_DOT: _ClassVar[Metric]
     METRIC_L2: _ClassVar[Metric]
+
+class JobPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_PRIORITY_UNSPECIFIED: _ClassVar[JobPriority]
+    JOB_PRIORITY_BULK: _ClassVar[JobPriority]
+    JOB_PRIORITY_NORMAL: _ClassVar[JobPriority]
+    JOB_PRIORITY_INTERACTIVE: _ClassVar[JobPriority]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_COMPLETED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_VECTOR: SearchMode
 SEARCH_MODE_KEYWORD: SearchMode
@@ -41,6 +57,15 @@ METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_DOT: Metric
 METRIC_L2: Metric
+JOB_PRIORITY_UNSPECIFIED: JobPriority
+JOB_PRIORITY_BULK: JobPriority
+JOB_PRIORITY_NORMAL: JobPriority
+JOB_PRIORITY_INTERACTIVE: JobPriority
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_COMPLETED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
 
 class HnswParams(_message.Message):
     __slots__ = ("m", "ef_construction")
@@ -362,3 +387,219 @@ class Range(_message.Message):
     lt: float
     lte: float
     def __init__(self, gt: _Optional[float] = ..., gte: _Optional[float] = ..., lt: _Optional[float] = ..., lte: _Optional[float] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "collection", "state", "priority", "upload_complete", "received", "done", "failed", "create_time", "update_time", "finish_time", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    collection: str
+    state: JobState
+    priority: JobPriority
+    upload_complete: bool
+    received: int
+    done: int
+    failed: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    finish_time: _timestamp_pb2.Timestamp
+    error: str
+    def __init__(self, id: _Optional[str] = ..., collection: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., priority: _Optional[_Union[JobPriority, str]] = ..., upload_complete: _Optional[bool] = ..., received: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class IngestOptions(_message.Message):
+    __slots__ = ("collection", "priority")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    priority: JobPriority
+    def __init__(self, collection: _Optional[str] = ..., priority: _Optional[_Union[JobPriority, str]] = ...) -> None: ...
+
+class IngestBatch(_message.Message):
+    __slots__ = ("first_sequence", "documents")
+    FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    first_sequence: int
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, first_sequence: _Optional[int] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+
+class UploadComplete(_message.Message):
+    __slots__ = ("total_documents",)
+    TOTAL_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    total_documents: int
+    def __init__(self, total_documents: _Optional[int] = ...) -> None: ...
+
+class StartIngestRequest(_message.Message):
+    __slots__ = ("start", "resume_job_id", "batch", "complete")
+    START_FIELD_NUMBER: _ClassVar[int]
+    RESUME_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    start: IngestOptions
+    resume_job_id: str
+    batch: IngestBatch
+    complete: UploadComplete
+    def __init__(self, start: _Optional[_Union[IngestOptions, _Mapping]] = ..., resume_job_id: _Optional[str] = ..., batch: _Optional[_Union[IngestBatch, _Mapping]] = ..., complete: _Optional[_Union[UploadComplete, _Mapping]] = ...) -> None: ...
+
+class StartIngestResponse(_message.Message):
+    __slots__ = ("job_id", "acknowledged", "upload_complete")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    acknowledged: int
+    upload_complete: bool
+    def __init__(self, job_id: _Optional[str] = ..., acknowledged: _Optional[int] = ..., upload_complete: _Optional[bool] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("collection", "page_size", "page_token")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    page_size: int
+    page_token: str
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class WatchJobResponse(_message.Message):
+    __slots__ = ("job", "documents_per_second", "eta")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    ETA_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    documents_per_second: float
+    eta: _duration_pb2.Duration
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., documents_per_second: _Optional[float] = ..., eta: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class EstimateIngestRequest(_message.Message):
+    __slots__ = ("collection", "documents", "total_documents")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    total_documents: int
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., total_documents: _Optional[int] = ...) -> None: ...
+
+class LimitViolation(_message.Message):
+    __slots__ = ("limit", "documents", "description", "example_ids")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_IDS_FIELD_NUMBER: _ClassVar[int]
+    limit: str
+    documents: int
+    description: str
+    example_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, limit: _Optional[str] = ..., documents: _Optional[int] = ..., description: _Optional[str] = ..., example_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EstimateIngestResponse(_message.Message):
+    __slots__ = ("documents", "chunks", "tokens", "estimated_duration", "embedder_tokens_per_second", "violations")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_DURATION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    documents: int
+    chunks: int
+    tokens: int
+    estimated_duration: _duration_pb2.Duration
+    embedder_tokens_per_second: float
+    violations: _containers.RepeatedCompositeFieldContainer[LimitViolation]
+    def __init__(self, documents: _Optional[int] = ..., chunks: _Optional[int] = ..., tokens: _Optional[int] = ..., estimated_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., embedder_tokens_per_second: _Optional[float] = ..., violations: _Optional[_Iterable[_Union[LimitViolation, _Mapping]]] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("sequence", "document_id", "code", "reason", "attempts", "create_time")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    document_id: str
+    code: int
+    reason: str
+    attempts: int
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, sequence: _Optional[int] = ..., document_id: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("dead_letters", "next_page_token")
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    next_page_token: str
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RedriveDeadLettersRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class RedriveDeadLettersResponse(_message.Message):
+    __slots__ = ("redriven", "job")
+    REDRIVEN_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    redriven: int
+    job: Job
+    def __init__(self, redriven: _Optional[int] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...

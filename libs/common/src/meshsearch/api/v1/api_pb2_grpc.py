@@ -564,3 +564,404 @@ class SearchService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class IngestServiceStub:
+    """IngestService loads many documents durably: an upload is stored before it is acknowledged,
+    and workers embed and store it in the background, resuming after any crash. Every document
+    of a job is stored exactly once; documents that keep failing are set aside as dead letters.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StartIngest = channel.stream_stream(
+                '/meshsearch.api.v1.IngestService/StartIngest',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.StartIngestRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.StartIngestResponse.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/meshsearch.api.v1.IngestService/GetJob',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.GetJobResponse.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/meshsearch.api.v1.IngestService/ListJobs',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/meshsearch.api.v1.IngestService/CancelJob',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/meshsearch.api.v1.IngestService/WatchJob',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
+        self.EstimateIngest = channel.stream_unary(
+                '/meshsearch.api.v1.IngestService/EstimateIngest',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.EstimateIngestRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.EstimateIngestResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/meshsearch.api.v1.IngestService/ListDeadLetters',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RedriveDeadLetters = channel.unary_unary(
+                '/meshsearch.api.v1.IngestService/RedriveDeadLetters',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.RedriveDeadLettersRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.RedriveDeadLettersResponse.FromString,
+                _registered_method=True)
+
+
+class IngestServiceServicer:
+    """IngestService loads many documents durably: an upload is stored before it is acknowledged,
+    and workers embed and store it in the background, resuming after any crash. Every document
+    of a job is stored exactly once; documents that keep failing are set aside as dead letters.
+    """
+
+    def StartIngest(self, request_iterator, context):
+        """StartIngest uploads the documents of a job. The first request carries `start` (a new job)
+        or `resume_job_id` (continue an interrupted upload); the first response names the job and
+        how many documents the server already holds, so a client resumes from there. Then the
+        client sends documents with consecutive sequence numbers and the server acknowledges them
+        once they are stored durably. A final `complete` closes the upload. Processing begins
+        with the first acknowledged documents, while the upload continues.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """GetJob describes one job and its progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """ListJobs pages through jobs, newest first, optionally of one collection.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """CancelJob stops a job: documents already stored stay stored, the rest are not processed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """WatchJob streams a job's progress until it ends: at least every two seconds while it
+        runs, at once when it changes state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EstimateIngest(self, request_iterator, context):
+        """EstimateIngest checks documents without storing them: how many chunks and tokens they
+        make, how long embedding them would take at the embedders' measured throughput, and which
+        limits they would break. Send the whole upload, or a sample with total_documents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """ListDeadLetters pages through the documents of a job that were not stored, with reasons.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveDeadLetters(self, request, context):
+        """RedriveDeadLetters queues a job's dead letters again (after the cause was fixed, such as an
+        upstream outage); the job runs until they are stored or fail again. Documents that failed
+        through their own fault (INVALID_ARGUMENT, ALREADY_EXISTS) stay dead letters: they would
+        fail the same way; fix them and upload them in a new job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_IngestServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StartIngest': grpc.stream_stream_rpc_method_handler(
+                    servicer.StartIngest,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.StartIngestRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.StartIngestResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.GetJobRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.GetJobResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListJobsRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.CancelJobRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.WatchJobRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'EstimateIngest': grpc.stream_unary_rpc_method_handler(
+                    servicer.EstimateIngest,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.EstimateIngestRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.EstimateIngestResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RedriveDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveDeadLetters,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.RedriveDeadLettersRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.RedriveDeadLettersResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'meshsearch.api.v1.IngestService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('meshsearch.api.v1.IngestService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class IngestService:
+    """IngestService loads many documents durably: an upload is stored before it is acknowledged,
+    and workers embed and store it in the background, resuming after any crash. Every document
+    of a job is stored exactly once; documents that keep failing are set aside as dead letters.
+    """
+
+    @staticmethod
+    def StartIngest(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/meshsearch.api.v1.IngestService/StartIngest',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.StartIngestRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.StartIngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.IngestService/GetJob',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.GetJobRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.IngestService/ListJobs',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.ListJobsRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.IngestService/CancelJob',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.CancelJobRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/meshsearch.api.v1.IngestService/WatchJob',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.WatchJobRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateIngest(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/meshsearch.api.v1.IngestService/EstimateIngest',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.EstimateIngestRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.EstimateIngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.IngestService/ListDeadLetters',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.ListDeadLettersRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.IngestService/RedriveDeadLetters',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.RedriveDeadLettersRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.RedriveDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%meshsearch/embedder/v1/embedder.proto\x12\x16meshsearch.embedder.v1\"\x81\x01\n\x0c\x45mbedOptions\x12\x16\n\tnormalize\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\x08truncate\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x13\n\x0bprompt_name\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x01(\rB\x0c\n\n_normalizeB\x0b\n\t_truncate\"T\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x35\n\x07options\x18\x02 \x01(\x0b\x32$.meshsearch.embedder.v1.EmbedOptions\"\xb8\x01\n\nEmbeddings\x12\x0f\n\x07vectors\x18\x01 \x01(\x0c\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x14\n\x0ctoken_counts\x18\x03 \x03(\r\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12.\n\x06timing\x18\x05 \x01(\x0b\x32\x1e.meshsearch.embedder.v1.Timing\x12\x16\n\x0emodel_revision\x18\x06 \x01(\t\x12\x16\n\x0emodel_numerics\x18\x07 \x01(\t\"Y\n\x06Timing\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x13\n\x0btokenize_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x12\n\nbacklog_ms\x18\x04 \x01(\x01\"G\n\rEmbedResponse\x12\x36\n\nembeddings\x18\x01 \x01(\x0b\x32\".meshsearch.embedder.v1.Embeddings\"r\n\x12\x45mbedStreamRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x35\n\x07options\x18\x03 \x01(\x0b\x32$.meshsearch.embedder.v1.EmbedOptions\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa8\x01\n\x13\x45mbedStreamResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x38\n\nembeddings\x18\x02 \x01(\x0b\x32\".meshsearch.embedder.v1.EmbeddingsH\x00\x12\x34\n\x05\x65rror\x18\x03 \x01(\x0b\x32#.meshsearch.embedder.v1.StreamErrorH\x00\x42\t\n\x07outcome\"\r\n\x0bInfoRequest\"\xd6\x01\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x14\n\x0cprompt_names\x18\x08 \x03(\t\x12\x1d\n\x15max_texts_per_request\x18\t \x01(\r\x12\x10\n\x08numerics\x18\n \x01(\t\"i\n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x13\n\x0bprompt_name\x18\x02 \x01(\t\x12\x14\n\x0c\x63hunk_tokens\x18\x03 \x01(\r\x12\x1c\n\x14\x63hunk_overlap_tokens\x18\x04 \x01(\r\"*\n\nTextChunks\x12\x0e\n\x06starts\x18\x01 \x03(\r\x12\x0c\n\x04\x65nds\x18\x02 \x03(\r\"\x88\x01\n\x10TokenizeResponse\x12\x14\n\x0ctoken_counts\x18\x01 \x03(\r\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x32\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\".meshsearch.embedder.v1.TextChunks\x12\x16\n\x0especial_tokens\x18\x04 \x01(\r2\x94\x03\n\x0f\x45mbedderService\x12Y\n\x05\x45mbed\x12$.meshsearch.embedder.v1.EmbedRequest\x1a%.meshsearch.embedder.v1.EmbedResponse\"\x03\x90\x02\x01\x12j\n\x0b\x45mbedStream\x12*.meshsearch.embedder.v1.EmbedStreamRequest\x1a+.meshsearch.embedder.v1.EmbedStreamResponse(\x01\x30\x01\x12V\n\x04Info\x12#.meshsearch.embedder.v1.InfoRequest\x1a$.meshsearch.embedder.v1.InfoResponse\"\x03\x90\x02\x01\x12\x62\n\x08Tokenize\x12\'.meshsearch.embedder.v1.TokenizeRequest\x1a(.meshsearch.embedder.v1.TokenizeResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%meshsearch/embedder/v1/embedder.proto\x12\x16meshsearch.embedder.v1\"\x95\x01\n\x0c\x45mbedOptions\x12\x16\n\tnormalize\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\x08truncate\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12\x13\n\x0bprompt_name\x18\x03 \x01(\t\x12\x12\n\ndimensions\x18\x04 \x01(\r\x12\x12\n\nbackground\x18\x05 \x01(\x08\x42\x0c\n\n_normalizeB\x0b\n\t_truncate\"T\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x35\n\x07options\x18\x02 \x01(\x0b\x32$.meshsearch.embedder.v1.EmbedOptions\"\xb8\x01\n\nEmbeddings\x12\x0f\n\x07vectors\x18\x01 \x01(\x0c\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x14\n\x0ctoken_counts\x18\x03 \x03(\r\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12.\n\x06timing\x18\x05 \x01(\x0b\x32\x1e.meshsearch.embedder.v1.Timing\x12\x16\n\x0emodel_revision\x18\x06 \x01(\t\x12\x16\n\x0emodel_numerics\x18\x07 \x01(\t\"Y\n\x06Timing\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x13\n\x0btokenize_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x12\n\nbacklog_ms\x18\x04 \x01(\x01\"G\n\rEmbedResponse\x12\x36\n\nembeddings\x18\x01 \x01(\x0b\x32\".meshsearch.embedder.v1.Embeddings\"r\n\x12\x45mbedStreamRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x35\n\x07options\x18\x03 \x01(\x0b\x32$.meshsearch.embedder.v1.EmbedOptions\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa8\x01\n\x13\x45mbedStreamResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x38\n\nembeddings\x18\x02 \x01(\x0b\x32\".meshsearch.embedder.v1.EmbeddingsH\x00\x12\x34\n\x05\x65rror\x18\x03 \x01(\x0b\x32#.meshsearch.embedder.v1.StreamErrorH\x00\x42\t\n\x07outcome\"\r\n\x0bInfoRequest\"\xf1\x01\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x14\n\x0cprompt_names\x18\x08 \x03(\t\x12\x1d\n\x15max_texts_per_request\x18\t \x01(\r\x12\x10\n\x08numerics\x18\n \x01(\t\x12\x19\n\x11tokens_per_second\x18\x0b \x01(\x01\"i\n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x13\n\x0bprompt_name\x18\x02 \x01(\t\x12\x14\n\x0c\x63hunk_tokens\x18\x03 \x01(\r\x12\x1c\n\x14\x63hunk_overlap_tokens\x18\x04 \x01(\r\"*\n\nTextChunks\x12\x0e\n\x06starts\x18\x01 \x03(\r\x12\x0c\n\x04\x65nds\x18\x02 \x03(\r\"\x88\x01\n\x10TokenizeResponse\x12\x14\n\x0ctoken_counts\x18\x01 \x03(\r\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x32\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\".meshsearch.embedder.v1.TextChunks\x12\x16\n\x0especial_tokens\x18\x04 \x01(\r2\x94\x03\n\x0f\x45mbedderService\x12Y\n\x05\x45mbed\x12$.meshsearch.embedder.v1.EmbedRequest\x1a%.meshsearch.embedder.v1.EmbedResponse\"\x03\x90\x02\x01\x12j\n\x0b\x45mbedStream\x12*.meshsearch.embedder.v1.EmbedStreamRequest\x1a+.meshsearch.embedder.v1.EmbedStreamResponse(\x01\x30\x01\x12V\n\x04Info\x12#.meshsearch.embedder.v1.InfoRequest\x1a$.meshsearch.embedder.v1.InfoResponse\"\x03\x90\x02\x01\x12\x62\n\x08Tokenize\x12\'.meshsearch.embedder.v1.TokenizeRequest\x1a(.meshsearch.embedder.v1.TokenizeResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,31 +38,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDDERSERVICE'].methods_by_name['Tokenize']._loaded_options = None
   _globals['_EMBEDDERSERVICE'].methods_by_name['Tokenize']._serialized_options = b'\220\002\001'
   _globals['_EMBEDOPTIONS']._serialized_start=66
-  _globals['_EMBEDOPTIONS']._serialized_end=195
-  _globals['_EMBEDREQUEST']._serialized_start=197
-  _globals['_EMBEDREQUEST']._serialized_end=281
-  _globals['_EMBEDDINGS']._serialized_start=284
-  _globals['_EMBEDDINGS']._serialized_end=468
-  _globals['_TIMING']._serialized_start=470
-  _globals['_TIMING']._serialized_end=559
-  _globals['_EMBEDRESPONSE']._serialized_start=561
-  _globals['_EMBEDRESPONSE']._serialized_end=632
-  _globals['_EMBEDSTREAMREQUEST']._serialized_start=634
-  _globals['_EMBEDSTREAMREQUEST']._serialized_end=748
-  _globals['_STREAMERROR']._serialized_start=750
-  _globals['_STREAMERROR']._serialized_end=794
-  _globals['_EMBEDSTREAMRESPONSE']._serialized_start=797
-  _globals['_EMBEDSTREAMRESPONSE']._serialized_end=965
-  _globals['_INFOREQUEST']._serialized_start=967
-  _globals['_INFOREQUEST']._serialized_end=980
-  _globals['_INFORESPONSE']._serialized_start=983
-  _globals['_INFORESPONSE']._serialized_end=1197
-  _globals['_TOKENIZEREQUEST']._serialized_start=1199
-  _globals['_TOKENIZEREQUEST']._serialized_end=1304
-  _globals['_TEXTCHUNKS']._serialized_start=1306
-  _globals['_TEXTCHUNKS']._serialized_end=1348
-  _globals['_TOKENIZERESPONSE']._serialized_start=1351
-  _globals['_TOKENIZERESPONSE']._serialized_end=1487
-  _globals['_EMBEDDERSERVICE']._serialized_start=1490
-  _globals['_EMBEDDERSERVICE']._serialized_end=1894
+  _globals['_EMBEDOPTIONS']._serialized_end=215
+  _globals['_EMBEDREQUEST']._serialized_start=217
+  _globals['_EMBEDREQUEST']._serialized_end=301
+  _globals['_EMBEDDINGS']._serialized_start=304
+  _globals['_EMBEDDINGS']._serialized_end=488
+  _globals['_TIMING']._serialized_start=490
+  _globals['_TIMING']._serialized_end=579
+  _globals['_EMBEDRESPONSE']._serialized_start=581
+  _globals['_EMBEDRESPONSE']._serialized_end=652
+  _globals['_EMBEDSTREAMREQUEST']._serialized_start=654
+  _globals['_EMBEDSTREAMREQUEST']._serialized_end=768
+  _globals['_STREAMERROR']._serialized_start=770
+  _globals['_STREAMERROR']._serialized_end=814
+  _globals['_EMBEDSTREAMRESPONSE']._serialized_start=817
+  _globals['_EMBEDSTREAMRESPONSE']._serialized_end=985
+  _globals['_INFOREQUEST']._serialized_start=987
+  _globals['_INFOREQUEST']._serialized_end=1000
+  _globals['_INFORESPONSE']._serialized_start=1003
+  _globals['_INFORESPONSE']._serialized_end=1244
+  _globals['_TOKENIZEREQUEST']._serialized_start=1246
+  _globals['_TOKENIZEREQUEST']._serialized_end=1351
+  _globals['_TEXTCHUNKS']._serialized_start=1353
+  _globals['_TEXTCHUNKS']._serialized_end=1395
+  _globals['_TOKENIZERESPONSE']._serialized_start=1398
+  _globals['_TOKENIZERESPONSE']._serialized_end=1534
+  _globals['_EMBEDDERSERVICE']._serialized_start=1537
+  _globals['_EMBEDDERSERVICE']._serialized_end=1941
 # @@protoc_insertion_point(module_scope)

@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EmbedOptions(_message.Message):
-    __slots__ = ("normalize", "truncate", "prompt_name", "dimensions")
+    __slots__ = ("normalize", "truncate", "prompt_name", "dimensions", "background")
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     normalize: bool
     truncate: bool
     prompt_name: str
     dimensions: int
-    def __init__(self, normalize: _Optional[bool] = ..., truncate: _Optional[bool] = ..., prompt_name: _Optional[str] = ..., dimensions: _Optional[int] = ...) -> None: ...
+    background: bool
+    def __init__(self, normalize: _Optional[bool] = ..., truncate: _Optional[bool] = ..., prompt_name: _Optional[str] = ..., dimensions: _Optional[int] = ..., background: _Optional[bool] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("texts", "options")
@@ -95,7 +97,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "model_revision", "dimension", "max_tokens", "dtype", "backend", "device", "prompt_names", "max_texts_per_request", "numerics")
+    __slots__ = ("model_id", "model_revision", "dimension", "max_tokens", "dtype", "backend", "device", "prompt_names", "max_texts_per_request", "numerics", "tokens_per_second")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_REVISION_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +108,7 @@ class InfoResponse(_message.Message):
     PROMPT_NAMES_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     NUMERICS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_revision: str
     dimension: int
@@ -116,7 +119,8 @@ class InfoResponse(_message.Message):
     prompt_names: _containers.RepeatedScalarFieldContainer[str]
     max_texts_per_request: int
     numerics: str
-    def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., dimension: _Optional[int] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., max_texts_per_request: _Optional[int] = ..., numerics: _Optional[str] = ...) -> None: ...
+    tokens_per_second: float
+    def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., dimension: _Optional[int] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., max_texts_per_request: _Optional[int] = ..., numerics: _Optional[str] = ..., tokens_per_second: _Optional[float] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
     __slots__ = ("texts", "prompt_name", "chunk_tokens", "chunk_overlap_tokens")

@@ -179,14 +179,16 @@ class DeleteCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("collection", "points", "model")
+    __slots__ = ("collection", "points", "model", "receipt")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     points: _containers.RepeatedCompositeFieldContainer[Point]
     model: EmbeddingModel
-    def __init__(self, collection: _Optional[str] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ...) -> None: ...
+    receipt: str
+    def __init__(self, collection: _Optional[str] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., receipt: _Optional[str] = ...) -> None: ...
 
 class ItemError(_message.Message):
     __slots__ = ("index", "id", "code", "message")
@@ -201,12 +203,42 @@ class ItemError(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("upserted_count", "errors")
+    __slots__ = ("upserted_count", "errors", "already_applied")
     UPSERTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_APPLIED_FIELD_NUMBER: _ClassVar[int]
     upserted_count: int
     errors: _containers.RepeatedCompositeFieldContainer[ItemError]
-    def __init__(self, upserted_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ItemError, _Mapping]]] = ...) -> None: ...
+    already_applied: bool
+    def __init__(self, upserted_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ItemError, _Mapping]]] = ..., already_applied: _Optional[bool] = ...) -> None: ...
+
+class GetReceiptsRequest(_message.Message):
+    __slots__ = ("collection", "receipts")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    receipts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., receipts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetReceiptsResponse(_message.Message):
+    __slots__ = ("recorded",)
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    recorded: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, recorded: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteReceiptsRequest(_message.Message):
+    __slots__ = ("collection", "prefix")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    prefix: str
+    def __init__(self, collection: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class DeleteReceiptsResponse(_message.Message):
+    __slots__ = ("deleted_count",)
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    deleted_count: int
+    def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("collection", "ids", "include_vectors")

@@ -61,6 +61,16 @@ class VectorStoreServiceStub:
                 request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.UpsertRequest.SerializeToString,
                 response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.UpsertResponse.FromString,
                 _registered_method=True)
+        self.GetReceipts = channel.unary_unary(
+                '/meshsearch.search.v1.VectorStoreService/GetReceipts',
+                request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.GetReceiptsRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.GetReceiptsResponse.FromString,
+                _registered_method=True)
+        self.DeleteReceipts = channel.unary_unary(
+                '/meshsearch.search.v1.VectorStoreService/DeleteReceipts',
+                request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.DeleteReceiptsRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.DeleteReceiptsResponse.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/meshsearch.search.v1.VectorStoreService/Get',
                 request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.GetRequest.SerializeToString,
@@ -129,6 +139,20 @@ class VectorStoreServiceServicer:
     def Upsert(self, request, context):
         """Upsert inserts or replaces points by id. Idempotent: the same request twice leaves
         the same state. Valid points are written even when others in the batch are rejected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReceipts(self, request, context):
+        """GetReceipts tells which Upsert receipts are recorded (those Upserts are committed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteReceipts(self, request, context):
+        """DeleteReceipts forgets receipts by prefix. Receipts also go with their collection.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,6 +230,16 @@ def add_VectorStoreServiceServicer_to_server(servicer, server):
                     servicer.Upsert,
                     request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.UpsertRequest.FromString,
                     response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.UpsertResponse.SerializeToString,
+            ),
+            'GetReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReceipts,
+                    request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.GetReceiptsRequest.FromString,
+                    response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.GetReceiptsResponse.SerializeToString,
+            ),
+            'DeleteReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteReceipts,
+                    request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.DeleteReceiptsRequest.FromString,
+                    response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.DeleteReceiptsResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
@@ -375,6 +409,60 @@ class VectorStoreService:
             '/meshsearch.search.v1.VectorStoreService/Upsert',
             meshsearch_dot_search_dot_v1_dot_search__pb2.UpsertRequest.SerializeToString,
             meshsearch_dot_search_dot_v1_dot_search__pb2.UpsertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.search.v1.VectorStoreService/GetReceipts',
+            meshsearch_dot_search_dot_v1_dot_search__pb2.GetReceiptsRequest.SerializeToString,
+            meshsearch_dot_search_dot_v1_dot_search__pb2.GetReceiptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.search.v1.VectorStoreService/DeleteReceipts',
+            meshsearch_dot_search_dot_v1_dot_search__pb2.DeleteReceiptsRequest.SerializeToString,
+            meshsearch_dot_search_dot_v1_dot_search__pb2.DeleteReceiptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

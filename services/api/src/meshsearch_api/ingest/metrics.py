@@ -1,0 +1,24 @@
+"""Prometheus metrics of ingestion (api and workers)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+BATCHES = Counter(
+    "meshsearch_ingest_batches_total",
+    "Ingest batches handled by workers, by outcome (stored, already_stored, retried, deferred_for_load, "
+    "dead, job_failed, skipped).",
+    ["outcome"],
+)
+DOCUMENTS = Counter("meshsearch_ingest_documents_total", "Documents stored or dead-lettered by workers.", ["outcome"])
+UPLOADED = Counter("meshsearch_ingest_uploaded_documents_total", "Documents acknowledged by StartIngest uploads.")
+RECONCILED = Counter(
+    "meshsearch_ingest_requeued_batches_total",
+    "Batches queued again by the reconciler because no live task would run them.",
+)
+STALLED = Counter("meshsearch_ingest_stalled_tasks_total", "Tasks of dead workers retried by the reconciler.")
+BATCH_SECONDS = Histogram(
+    "meshsearch_ingest_batch_seconds",
+    "Time to process one batch (embed and store).",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+)

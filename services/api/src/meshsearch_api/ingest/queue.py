@@ -1,0 +1,120 @@
+"""The job queue: procrastinate on the jobs database.
+
+One task runs one batch. Batches are queued with their job's priority, so workers take those
+of interactive jobs before those of bulk loads (procrastinate fetches higher priorities first).
+
+procrastinate delivers a task at least once, never exactly once, and by itself never re-runs
+the task of a SIGKILLed worker. Neither matters for correctness here: a batch is claimed with
+a row lock and finished once (see `store`), so a duplicate task finds nothing to do. What does
+matter is that every pending batch eventually gets a task, which the reconciler ensures:
+a periodic task (without a lock: procrastinate issue #1408) that
+- retries the tasks of workers whose heartbeat stopped (`get_stalled_jobs`), and
+- queues a task again for batches that none will run (see JobStore.orphaned_batches).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Awaitable, Callable
+
+import procrastinate
+import psycopg
+from procrastinate.jobs import Job as QueuedJob
+from procrastinate.retry import BaseRetryStrategy, RetryDecision
+from procrastinate.types import JSONValue
+
+from meshsearch_api.ingest import metrics
+from meshsearch_api.ingest.model import Priority
+from meshsearch_api.ingest.processing import RetryBatch
+from meshsearch_api.ingest.store import JobStore
+from meshsearch_common.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+QUEUE = "meshsearch-ingest"
+BATCH_TASK = "meshsearch.ingest.run_batch"
+RECONCILE_TASK = "meshsearch.ingest.reconcile"
+RECONCILE_PRIORITY = 100  # ahead of any batch, so a long queue cannot delay the repairs
+DATABASE_RETRY_S = 2.0
+ORPHANS_PER_ROUND = 1000
+
+
+class BatchRetry(BaseRetryStrategy):
+    """Run a task again when its batch asked to (RetryBatch, with its delay) or the jobs
+    database failed under it; anything else is the batch's own business (see processing)."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: QueuedJob) -> RetryDecision | None:
+        if isinstance(exception, RetryBatch):
+            return RetryDecision(retry_at=_after(exception.delay_s))
+        if isinstance(exception, (psycopg.OperationalError, Unavailable)):
+            return RetryDecision(retry_at=_after(DATABASE_RETRY_S))
+        return None
+
+
+def _after(seconds: float) -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=max(0.0, seconds))
+
+
+def create_app(
+    conninfo: str,
+    pool_size: int,
+    run_batch: Callable[[int], Awaitable[None]] | None = None,
+    reconciler_for: Callable[[procrastinate.App], Callable[[], Awaitable[None]]] | None = None,
+    reconcile_every_s: int = 5,
+) -> procrastinate.App:
+    """The procrastinate app. The api only queues tasks (no callables); a worker passes what
+    runs them: a batch runner, and the reconciler (built on the app itself)."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=pool_size))
+    reconcile = reconciler_for(app) if reconciler_for is not None else None
+
+    @app.task(name=BATCH_TASK, queue=QUEUE, retry=BatchRetry())
+    async def run_batch_task(batch_id: int) -> None:
+        if run_batch is None:
+            raise RuntimeError("this process only queues ingest tasks")
+        await run_batch(batch_id)
+
+    @app.periodic(cron=f"*/{reconcile_every_s} * * * * *", periodic_id="reconcile")
+    @app.task(name=RECONCILE_TASK, queue=QUEUE, priority=RECONCILE_PRIORITY)
+    async def reconcile_task(timestamp: int) -> None:
+        if reconcile is None:
+            raise RuntimeError("this process only queues ingest tasks")
+        await reconcile()
+
+    return app
+
+
+async def enqueue(app: procrastinate.App, store: JobStore, batch_ids: list[int], priority: Priority) -> None:
+    """Queue one task per batch and remember it on the batch. A failure here loses nothing:
+    the batches are staged, and the reconciler queues them after a while."""
+    if not batch_ids:
+        return
+    deferrer = app.configure_task(BATCH_TASK, queue=QUEUE, priority=int(priority), allow_unknown=False)
+    arguments: list[dict[str, JSONValue]] = [{"batch_id": batch_id} for batch_id in batch_ids]
+    task_ids = await deferrer.batch_defer_async(*arguments)
+    await store.record_tasks(batch_ids, task_ids)
+
+
+class Reconciler:
+    """The periodic repairs (see the module's docstring)."""
+
+    def __init__(self, app: procrastinate.App, store: JobStore, stalled_after_s: float, orphan_after_s: float) -> None:
+        self._app = app
+        self._store = store
+        self._stalled_after_s = stalled_after_s
+        self._orphan_after_s = orphan_after_s
+
+    async def __call__(self) -> None:
+        manager = self._app.job_manager
+        for job in await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=self._stalled_after_s):
+            log.warning("retrying the task of a stalled worker", extra={"task": job.id})
+            metrics.STALLED.inc()
+            await manager.retry_job(job)
+        orphans = await self._store.orphaned_batches(self._orphan_after_s, ORPHANS_PER_ROUND)
+        by_priority: dict[Priority, list[int]] = {}
+        for batch_id, priority in orphans:
+            by_priority.setdefault(priority, []).append(batch_id)
+        for priority, batch_ids in by_priority.items():
+            log.warning("queueing orphaned batches again", extra={"batches": len(batch_ids)})
+            metrics.RECONCILED.inc(len(batch_ids))
+            await enqueue(self._app, self._store, batch_ids, priority)

@@ -1,0 +1,214 @@
+"""Ingest: the api's side of bulk ingestion. It stages uploads and queues their batches, and
+it answers questions about jobs. Workers do the embedding (see `processing`)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import procrastinate
+
+from meshsearch_api.chunking import resolve
+from meshsearch_api.documents import document_problem
+from meshsearch_api.domain import Document
+from meshsearch_api.embedder_client import EmbedderClient
+from meshsearch_api.ingest import metrics, queue
+from meshsearch_api.ingest.model import DeadLetter, Estimate, Job, Priority, Progress, Violation
+from meshsearch_api.ingest.store import JobStore
+from meshsearch_api.search_client import SearchClient
+from meshsearch_common import pages
+from meshsearch_common.errors import FailedPrecondition, InvalidArgument, MeshError
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5  # how often WatchJob looks at the job
+REPORT_EVERY_S = 2.0  # a report at least this often while the job runs
+RATE_WINDOW_S = 30.0
+TEXTS_PER_TOKENIZE = 256
+EXAMPLE_IDS = 5
+
+
+class Ingest:
+    def __init__(
+        self,
+        store: JobStore,
+        app: procrastinate.App,
+        search: SearchClient,
+        embedder: EmbedderClient,
+        max_documents_per_message: int,
+        max_text_bytes: int,
+    ) -> None:
+        self._store = store
+        self._app = app
+        self._search = search
+        self._embedder = embedder
+        self._max_documents = max_documents_per_message
+        self._max_text_bytes = max_text_bytes
+
+    @staticmethod
+    def _job_id(job_id: str) -> str:
+        if not job_id:
+            raise InvalidArgument("job_id is required", field="job_id")
+        return job_id
+
+    async def start(self, collection: str, priority: Priority) -> Job:
+        if not collection:
+            raise InvalidArgument("start.collection is required", field="start.collection")
+        await self._search.get_collection(collection)  # NOT_FOUND now, not in every batch later
+        job = await self._store.create_job(collection, priority)
+        log.info("ingest job created", extra={"job": job.id, "collection": collection})
+        return job
+
+    async def resume(self, job_id: str) -> Job:
+        """The job whose upload continues; an ended job's upload cannot (unless it was complete)."""
+        job = await self._store.get_job(self._job_id(job_id))
+        if job.ended and not job.upload_complete:
+            raise FailedPrecondition(
+                f"job '{job_id}' is {job.state.value}; its upload cannot continue: start a new job",
+                field="resume_job_id",
+                reason="JOB_ENDED",
+            )
+        return job
+
+    async def upload(self, job_id: str, first_sequence: int, documents: list[Document]) -> int:
+        """Stage documents durably; return the acknowledged count (all sequence numbers below it)."""
+        if not documents:
+            raise InvalidArgument("batch.documents must not be empty", field="batch.documents")
+        if len(documents) > self._max_documents:
+            raise InvalidArgument(
+                f"{len(documents)} documents in one message exceed the limit of {self._max_documents}; "
+                "send smaller messages",
+                field="batch.documents",
+            )
+
+        def problem(document: Document) -> str | None:
+            found = document_problem(document, self._max_text_bytes)
+            return found.message if found else None
+
+        staged = await self._store.stage(job_id, first_sequence, documents, problem)
+        metrics.UPLOADED.inc(max(0, staged.acknowledged - first_sequence))
+        try:
+            await queue.enqueue(self._app, self._store, staged.batch_ids, staged.priority)
+        except Exception:  # noqa: BLE001 (staged is durable; the reconciler queues it later)
+            log.warning("could not queue staged batches; the reconciler will", extra={"job": job_id}, exc_info=True)
+        return staged.acknowledged
+
+    async def complete(self, job_id: str, total: int) -> Job:
+        return await self._store.complete_upload(job_id, total)
+
+    async def get(self, job_id: str) -> Job:
+        return await self._store.get_job(self._job_id(job_id))
+
+    async def list_jobs(self, collection: str, page_size: int, page_token: str) -> tuple[list[Job], str]:
+        size = pages.checked_size(page_size)
+        after = None
+        if page_token:
+            created, _, job_id = pages.decode(page_token, "page_token").partition("|")
+            try:
+                after = (datetime.fromisoformat(created), job_id)
+            except ValueError:
+                raise InvalidArgument("page_token is not one this server issued", field="page_token") from None
+        jobs, last = await self._store.list_jobs(collection, size, after)
+        token = pages.encode(f"{last[0].isoformat()}|{last[1]}") if last else ""
+        return jobs, token
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._store.cancel(self._job_id(job_id))
+
+    async def dead_letters(self, job_id: str, page_size: int, page_token: str) -> tuple[list[DeadLetter], str]:
+        size = pages.checked_size(page_size)
+        after = -1
+        if page_token:
+            key = pages.decode(page_token, "page_token")
+            if not key.isdigit():
+                raise InvalidArgument("page_token is not one this server issued", field="page_token")
+            after = int(key)
+        letters, last = await self._store.dead_letters(self._job_id(job_id), size, after)
+        return letters, pages.encode(str(last)) if last is not None else ""
+
+    async def redrive(self, job_id: str) -> tuple[int, Job]:
+        count, batch_ids, priority = await self._store.redrive(self._job_id(job_id))
+        await queue.enqueue(self._app, self._store, batch_ids, priority)
+        return count, await self._store.get_job(job_id)
+
+    async def watch(self, job_id: str) -> AsyncIterator[Progress]:
+        """Reports until the job ends: on every change of state, and every REPORT_EVERY_S."""
+        job = await self.get(job_id)
+        samples: collections.deque[tuple[float, int]] = collections.deque()
+        last_report = -math.inf
+        last_state = None
+        while True:
+            now = time.monotonic()
+            processed = job.done + job.failed
+            samples.append((now, processed))
+            while len(samples) > 2 and samples[0][0] < now - RATE_WINDOW_S:
+                samples.popleft()
+            if job.state != last_state or now - last_report >= REPORT_EVERY_S or job.ended:
+                span = samples[-1][0] - samples[0][0]
+                rate = (samples[-1][1] - samples[0][1]) / span if span >= 1.0 else 0.0
+                remaining = job.received - processed
+                eta = remaining / rate if job.upload_complete and rate > 0 else (0.0 if job.ended else None)
+                yield Progress(job, rate, eta)
+                last_report, last_state = now, job.state
+            if job.ended:
+                return
+            await asyncio.sleep(POLL_S)
+            job = await self._store.get_job(job_id)
+
+    async def estimate(self, collection: str, documents: list[Document], total_documents: int) -> Estimate:
+        """What uploading `documents` (or, scaled, `total_documents` like them) would cost."""
+        if not collection:
+            raise InvalidArgument("collection is required", field="collection")
+        if not documents:
+            raise InvalidArgument("send at least one document to estimate", field="documents")
+        info = await self._search.get_collection(collection)
+        chunking = resolve(info.chunking, await self._embedder.window_tokens())
+        violations: dict[str, Violation] = {}
+        seen: set[str] = set()
+        valid: list[str] = []
+        for document in documents:
+            problem = document_problem(document, self._max_text_bytes)
+            if problem is None and document.id in seen:
+                problem_limit, message = "duplicate_id", "ids must be unique within a job; repeats become dead letters"
+            elif problem is not None:
+                problem_limit, message = problem.limit, problem.message
+            else:
+                seen.add(document.id)
+                valid.append(document.text)
+                continue
+            violation = violations.setdefault(problem_limit, Violation(problem_limit, message, 0, []))
+            violation.documents += 1
+            if violation.example_ids is not None and len(violation.example_ids) < EXAMPLE_IDS:
+                violation.example_ids.append(document.id)
+        tokens = chunks = 0
+        for start in range(0, len(valid), TEXTS_PER_TOKENIZE):
+            texts = valid[start : start + TEXTS_PER_TOKENIZE]
+            size = chunking.chunk_tokens if not chunking.truncate else 0
+            counts, pieces = await self._embedder.measure(texts, size, chunking.overlap_tokens if size else 0)
+            if chunking.truncate:
+                window = chunking.chunk_tokens
+                tokens += sum(min(count, window) for count in counts)
+                chunks += len(texts)
+            else:
+                tokens += sum(counts)
+                chunks += sum(max(1, n) for n in pieces)
+        scale = total_documents / len(documents) if total_documents > len(documents) else 1.0
+        rate = 0.0
+        try:
+            rate = await self._embedder.tokens_per_second()
+        except MeshError:
+            log.info("the embedder's throughput is unknown; the estimate has no duration")
+        scaled_tokens = round(tokens * scale)
+        return Estimate(
+            documents=max(total_documents, len(documents)),
+            chunks=round(chunks * scale),
+            tokens=scaled_tokens,
+            duration_s=scaled_tokens / rate if rate > 0 else None,
+            tokens_per_second=rate,
+            violations=list(violations.values()),
+        )
