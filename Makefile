@@ -2,6 +2,7 @@
 #   make demo    set up, start the embedded stack, index a real corpus, answer queries, stop
 #   make test    set up, check contracts, run every test (real PostgreSQL, Redis, model, gRPC)
 #   make bench   run the benchmarks under bench/ (see docs/benchmarks.md)
+#   make chaos   the full fault test of ingestion: kill -9 every process during jobs, check exactly-once
 
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
@@ -12,7 +13,7 @@ PACKAGES  := -e libs/common[dev] -e services/embedder[onnx] -e services/search -
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 
-.PHONY: setup node-client demo up test unit lint typecheck protos protos-check buf-lint buf-breaking bench clean
+.PHONY: setup node-client demo up test unit chaos lint typecheck protos protos-check buf-lint buf-breaking bench clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +43,10 @@ tests/e2e/node/node_modules/.installed: tests/e2e/node/package-lock.json
 unit: setup
 	$(PY) -m pytest -c tests/pytest.ini tests/unit
 
+# `make test` runs the short form of the same test (one round, 3,000 documents, fast failure detection).
+chaos: setup
+	MESHSEARCH_CHAOS=full $(PY) -m pytest -c tests/pytest.ini tests/e2e/test_ingest_faults.py
+
 lint: setup buf-lint
 	$(VENV)/bin/ruff check --config libs/common/ruff.toml libs services tests bench
 
@@ -69,6 +74,7 @@ bench: setup
 	$(PY) bench/embedder/run.py
 	$(PY) bench/search/run.py
 	$(PY) bench/ingest/run.py
+	$(PY) bench/ingest/jobs.py
 	$(PY) bench/quality/run.py
 	$(PY) bench/e2e/run.py
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from meshsearch_cli.demo import responsible_service
-from meshsearch_cli.stack import Ports
+from meshsearch_cli.stack import SERVICES, Ports
 
 
 def test_a_service_that_cannot_start_is_named_with_its_log_and_no_traceback(tmp_path: Path) -> None:
@@ -17,11 +17,8 @@ def test_a_service_that_cannot_start_is_named_with_its_log_and_no_traceback(tmp_
         **os.environ,
         "MESHSEARCH_DATA_DIR": str(tmp_path),
         "MESHSEARCH_EMBEDDER_MODEL_PATH": str(tmp_path / "no-such-model"),  # the embedder cannot start
-        **{f"MESHSEARCH_{name.upper()}_PORT": str(getattr(ports, name)) for name in ("api", "embedder", "search")},
-        **{
-            f"MESHSEARCH_{name.upper()}_METRICS_PORT": str(getattr(ports, f"{name}_metrics"))
-            for name in ("api", "embedder", "search")
-        },
+        **{f"MESHSEARCH_{name.upper()}_PORT": str(getattr(ports, name)) for name in SERVICES},
+        **{f"MESHSEARCH_{name.upper()}_METRICS_PORT": str(getattr(ports, f"{name}_metrics")) for name in SERVICES},
     }
     demo = subprocess.run(
         [sys.executable, "-m", "meshsearch_cli", "demo"],

@@ -62,6 +62,8 @@ def up(tmp_path: Path) -> Iterator[Up]:
         "MESHSEARCH_API_METRICS_PORT": str(ports.api_metrics),
         "MESHSEARCH_EMBEDDER_METRICS_PORT": str(ports.embedder_metrics),
         "MESHSEARCH_SEARCH_METRICS_PORT": str(ports.search_metrics),
+        "MESHSEARCH_WORKER_PORT": str(ports.worker),
+        "MESHSEARCH_WORKER_METRICS_PORT": str(ports.worker_metrics),
         "MESHSEARCH_API_EMBEDDER_POLICY__BREAKER_RESET_TIMEOUT_S": "1",
         "MESHSEARCH_API_SEARCH_POLICY__BREAKER_RESET_TIMEOUT_S": "1",
     }
@@ -95,14 +97,14 @@ def up(tmp_path: Path) -> Iterator[Up]:
 
 
 def test_up_reports_every_service_and_ctrl_c_leaves_no_process_behind(up: Up) -> None:
-    for port in (up.ports.api, up.ports.embedder, up.ports.search):
+    for port in (up.ports.api, up.ports.embedder, up.ports.search, up.ports.worker):
         assert f"127.0.0.1:{port}" in up.output
     descendants = psutil.Process(up.process.pid).children(recursive=True)
     # The service processes run in their own sessions; find them by their command line too.
     descendants += [
         p for p in psutil.process_iter(["cmdline"]) if str(up.data_dir) in " ".join(p.info["cmdline"] or [])
     ]
-    assert len({p.pid for p in descendants}) >= 4  # redis, api, embedder, search (+ postgres)
+    assert len({p.pid for p in descendants}) >= 5  # redis, api, embedder, search, worker (+ postgres)
 
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(60) == 0

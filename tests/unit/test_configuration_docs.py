@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
-from meshsearch_api.settings import ApiSettings
+from meshsearch_api.settings import ApiSettings, WorkerSettings
 from meshsearch_common.settings import ServiceSettings, UpstreamPolicy
 from meshsearch_embedder.settings import EmbedderSettings
 from meshsearch_search.settings import SearchSettings
@@ -16,7 +16,7 @@ DOC = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
 SHARED = set(ServiceSettings.model_fields)
 
 
-@pytest.mark.parametrize("settings", [ApiSettings, EmbedderSettings, SearchSettings])
+@pytest.mark.parametrize("settings", [ApiSettings, EmbedderSettings, SearchSettings, WorkerSettings])
 def test_every_service_setting_is_documented(settings: type[BaseSettings]) -> None:
     prefix = settings.model_config["env_prefix"]
     for field in settings.model_fields:

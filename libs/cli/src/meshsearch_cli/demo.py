@@ -1,11 +1,10 @@
 """`meshsearch demo`: the main job end to end on the embedded default stack.
 
-Starts the stack (supervised: a crashed service is restarted), indexes the standard library's
-docstrings through the public api with a progress bar (skipped when a previous run already
-indexed them), answers natural-language queries with ranked, scored results, and stops
-everything. Indexing cooperates with the server (`meshsearch_cli.indexing`): retries
-after the server's RetryInfo, concurrency from its load reports. Any failure ends in one clear
-message naming the service that looks responsible and where its log is, never a traceback.
+Starts the stack (supervised: a crashed service is restarted), loads the standard library's
+docstrings as a durable ingest job (uploaded, then stored by the worker, with a progress bar;
+skipped when a previous run already indexed them), answers natural-language queries with
+ranked, scored results, and stops everything. Any failure ends in one clear message naming the
+service that looks responsible and where its log is, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,18 +16,17 @@ from pathlib import Path
 
 import grpc
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch_cli.commands.jobs import follow, progress_bar
 from meshsearch_cli.corpus import CorpusDocument, stdlib_docstrings
-from meshsearch_cli.indexing import Indexer, IndexingFailed
+from meshsearch_cli.indexing import IndexingFailed
 from meshsearch_cli.stack import EmbeddedStack, Ports
 from meshsearch_cli.supervisor import GaveUp, Supervisor
+from meshsearch_cli.uploads import UploadFailed, upload
 
 COLLECTION = "stdlib_docs"
-BATCH = 64
-INDEX_CALL_TIMEOUT_S = 120
 QUERY_TIMEOUT_S = 30
 QUERIES = (
     "parse command line options and arguments",
@@ -42,38 +40,24 @@ QUERIES = (
 )
 
 
-async def _index(stub: pb_grpc.DocumentServiceStub, documents: list[CorpusDocument], console: Console) -> None:
-    batches = []
-    for i in range(0, len(documents), BATCH):
-        batch = []
-        for document in documents[i : i + BATCH]:
-            message = pb.Document(id=document.id, text=document.text)
-            message.metadata.update({"module": document.module, "kind": document.kind})
-            batch.append(message)
-        batches.append(batch)
-    indexer = Indexer(stub, COLLECTION, call_timeout_s=INDEX_CALL_TIMEOUT_S)
-    columns = (
-        TextColumn("indexing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("docs"),
-        TimeRemainingColumn(),
-        TextColumn("in flight: {task.fields[in_flight]}"),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("index", total=len(documents), in_flight=indexer.concurrency.limit)
-
-        def done(batch: list[pb.Document], response: pb.IndexDocumentsResponse) -> None:
-            if response.errors:
-                first = response.errors[0]
-                raise IndexingFailed(grpc.StatusCode.INVALID_ARGUMENT, f"document {first.id}: {first.message}")
-            progress.update(task, advance=len(batch), in_flight=indexer.concurrency.limit)
-
-        await indexer.run(batches, done)
-    if indexer.stats.refused or indexer.stats.unavailable:
-        console.print(
-            f"the server asked for patience {indexer.stats.refused} times (RESOURCE_EXHAUSTED, retried after its "
-            f"RetryInfo delay); {indexer.stats.unavailable} calls were retried after UNAVAILABLE"
+async def _index(channel: grpc.aio.Channel, documents: list[CorpusDocument], console: Console) -> None:
+    """Load the corpus as a durable ingest job: upload (each document stored before it is
+    acknowledged), then follow the workers storing it, with a progress bar from WatchJob."""
+    messages = []
+    for document in documents:
+        message = pb.Document(id=document.id, text=document.text)
+        message.metadata.update({"module": document.module, "kind": document.kind})
+        messages.append(message)
+    result = await upload(channel, messages, collection=COLLECTION, priority=pb.JOB_PRIORITY_INTERACTIVE)
+    console.print(f"uploaded {result.acknowledged} documents to ingest job {result.job_id}")
+    with progress_bar() as progress:
+        task = progress.add_task("indexing", total=result.acknowledged, rate="")
+        job = await follow(pb_grpc.IngestServiceStub(channel), result.job_id, progress, task)
+    if job.state != pb.JOB_STATE_COMPLETED or job.failed:
+        raise IndexingFailed(
+            grpc.StatusCode.ABORTED,
+            f"ingest job {job.id} ended {pb.JobState.Name(job.state)} with {job.failed} failed documents "
+            f"(see `meshsearch jobs dead-letter {job.id}`) {job.error}",
         )
 
 
@@ -98,7 +82,7 @@ async def _run(address: str, limit: int, console: Console) -> None:
             console.print(f"{collection.document_count} documents already indexed by a previous run; skipping indexing")
         else:
             started = time.perf_counter()
-            await _index(pb_grpc.DocumentServiceStub(channel), documents, console)
+            await _index(channel, documents, console)
             elapsed = time.perf_counter() - started
             console.print(
                 f"indexed {len(documents)} documents in {elapsed:.1f}s ({len(documents) / elapsed:.0f} docs/s)"
@@ -144,7 +128,9 @@ def run_demo(data_dir: Path, limit: int) -> int:
     """Run the demo; return the process exit code (0 on success)."""
     console = Console()
     stack = EmbeddedStack(data_dir, Ports.from_env())
-    console.print(f"starting embedded PostgreSQL, Redis and the three services (logs in {data_dir / 'logs'}) ...")
+    console.print(
+        f"starting embedded PostgreSQL, Redis, the three services and a worker (logs in {data_dir / 'logs'}) ..."
+    )
     started = time.perf_counter()
     try:
         stack.start()
@@ -159,9 +145,11 @@ def run_demo(data_dir: Path, limit: int) -> int:
     supervisor.start()
     try:
         asyncio.run(_run(f"127.0.0.1:{stack.ports.api}", limit, console))
-    except (IndexingFailed, grpc.aio.AioRpcError) as exc:
-        details = exc.details if isinstance(exc, IndexingFailed) else (exc.details() or "")
-        code = exc.code if isinstance(exc, IndexingFailed) else exc.code()
+    except (IndexingFailed, UploadFailed, grpc.aio.AioRpcError) as exc:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            details, code = exc.details() or "", exc.code()
+        else:
+            details, code = (exc.details if isinstance(exc, IndexingFailed) else str(exc)), exc.code
         service = responsible_service(details)
         if supervisor.gave_up is not None:
             console.print(f"[red]demo failed:[/] {supervisor.gave_up}", highlight=False)

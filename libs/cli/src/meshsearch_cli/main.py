@@ -1,39 +1,69 @@
 """The `meshsearch` command.
 
-meshsearch serve api|embedder|search   run one service in this process
-meshsearch up                          embedded PostgreSQL + Redis + all three services, supervised
-meshsearch demo                        `up`, index a real corpus, answer queries, stop
+Operators:  serve api|embedder|search|worker, up, demo
+Clients:    ingest, jobs, search, collections (talk to the api at --target / MESHSEARCH_TARGET)
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import signal
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
+
+import typer
+
+from meshsearch_cli.commands import collections, jobs
+from meshsearch_cli.commands.ingest import ingest
+from meshsearch_cli.commands.search import search
+
+app = typer.Typer(
+    name="meshsearch",
+    help="meshsearch: semantic search as a gRPC service mesh. Run it (serve, up, demo) and use it "
+    "(ingest, jobs, search, collections).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(collections.app, name="collections")
+app.add_typer(jobs.app, name="jobs")
+app.command(help=ingest.__doc__)(ingest)
+app.command(help=search.__doc__)(search)
+
+
+class Service(StrEnum):
+    api = "api"
+    embedder = "embedder"
+    search = "search"
+    worker = "worker"
+
 
 SERVICE_MODULES = {
     "api": "meshsearch_api.app",
     "embedder": "meshsearch_embedder.app",
     "search": "meshsearch_search.app",
+    "worker": "meshsearch_api.ingest.worker",
 }
 
 
-def _serve(name: str) -> None:
-    """The same as `python -m meshsearch_<name>`, which is what images and the stack run."""
+@app.command()
+def serve(service: Service = typer.Argument(..., help="Which service this process runs.")) -> None:
+    """Run one service in this process (what its image runs); configured by environment."""
     from meshsearch_common.server import run
 
-    run(importlib.import_module(SERVICE_MODULES[name]).create_app())
+    run(importlib.import_module(SERVICE_MODULES[service.value]).create_app())
 
 
 def _data_dir() -> Path:
     return Path(os.environ.get("MESHSEARCH_DATA_DIR", ".meshsearch")).resolve()
 
 
-def _up() -> int:
+@app.command()
+def up() -> None:
+    """Run the embedded default stack (PostgreSQL, Redis, the services, a worker) until Ctrl-C."""
     from meshsearch_cli.stack import EmbeddedStack, Ports
     from meshsearch_cli.supervisor import GaveUp, Supervisor
 
@@ -46,18 +76,22 @@ def _up() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    print(f"starting embedded PostgreSQL, Redis and 3 services (data and logs in {stack.data_dir}) ...", flush=True)
+    print(
+        f"starting embedded PostgreSQL, Redis, 3 services and a worker (data and logs in {stack.data_dir}) ...",
+        flush=True,
+    )
     try:
         stack.start()
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"meshsearch up failed: {exc}", file=sys.stderr)
-        return 1
+        raise typer.Exit(1) from None
     ports = stack.ports
     print(
         f"meshsearch is up:\n"
         f"  api       127.0.0.1:{ports.api}   (metrics :{ports.api_metrics})\n"
         f"  embedder  127.0.0.1:{ports.embedder}   (metrics :{ports.embedder_metrics})\n"
         f"  search    127.0.0.1:{ports.search}   (metrics :{ports.search_metrics})\n"
+        f"  worker    127.0.0.1:{ports.worker}   (metrics :{ports.worker_metrics})\n"
         f"  postgres  {stack.database_url}\n"
         f"  redis     {stack.redis_url}\n"
         "Ctrl-C stops everything.",
@@ -77,25 +111,16 @@ def _up() -> int:
         print("stopping ...", flush=True)
         stack.stop()
         print("stopped", flush=True)
-    return exit_code
+    raise typer.Exit(exit_code)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="meshsearch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run one service in this process")
-    serve.add_argument("service", choices=sorted(SERVICE_MODULES))
-    commands.add_parser("up", help="run the embedded default stack until Ctrl-C")
-    demo = commands.add_parser("demo", help="index the standard library's docstrings and search them")
-    demo.add_argument("--limit", type=int, default=3000, help="most documents to index")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        _serve(args.service)
-    elif args.command == "up":
-        sys.exit(_up())
-    else:
-        from meshsearch_cli.demo import run_demo
+@app.command()
+def demo(limit: int = typer.Option(3000, help="Most documents to index.")) -> None:
+    """Start the embedded stack, index the standard library's docstrings, answer queries, stop."""
+    from meshsearch_cli.demo import run_demo
 
-        sys.exit(run_demo(_data_dir(), args.limit))
+    raise typer.Exit(run_demo(_data_dir(), limit))
+
+
+def main() -> None:
+    app()

@@ -22,7 +22,19 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 
 MESSAGE_DOCUMENTS = 256  # the server's default limit per message
 IN_FLIGHT_MESSAGES = 4  # messages sent ahead of their acknowledgement
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# Answers about the upload itself, which resending cannot change. Anything else (UNAVAILABLE,
+# and the INTERNAL a client sees when it writes to a connection that just broke) is retried:
+# resuming is always safe, since the server skips what it already holds.
+FINAL = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
 
 
 @dataclass
@@ -98,7 +110,7 @@ async def upload(
             acknowledged = await _send(call, source, unacknowledged, acknowledged, job_id, on_acknowledged)
             return UploadResult(job_id, acknowledged, reconnects)
         except grpc.aio.AioRpcError as error:
-            if error.code() not in RETRYABLE or reconnects >= max_reconnects:
+            if error.code() in FINAL or reconnects >= max_reconnects:
                 raise UploadFailed(error.code(), error.details() or error.code().name, job_id) from error
             reconnects += 1
             await asyncio.sleep(min(10.0, 0.2 * 2**reconnects) * random.uniform(0.5, 1.0))  # noqa: S311

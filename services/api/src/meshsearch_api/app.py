@@ -112,7 +112,7 @@ class ApiApp:
         app = queue.create_app(settings.jobs_database_url, pool_size=2)
         await app.open_async()
         self._closers.append(app.close_async)
-        store = JobStore(pool, settings.ingest_batch_documents)
+        store = JobStore(pool, settings.ingest_batch_documents, settings.ingest_batch_bytes)
         self._ingest.set(
             Ingest(store, app, search, embedder, settings.max_documents_per_request, settings.max_text_bytes)
         )

@@ -7,6 +7,7 @@ as chunks. Chunks overlap so that a passage cut by a boundary is whole in one of
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,10 +15,21 @@ import numpy.typing as npt
 
 from meshsearch_api.domain import Chunking, Document, ModelIdentity
 from meshsearch_api.embedder_client import EmbedderClient
-from meshsearch_common.errors import InvalidArgument, Unavailable
+from meshsearch_common import context
+from meshsearch_common.errors import DEFAULT_RETRY_AFTER_S, InvalidArgument, ResourceExhausted, Unavailable
 
 DEFAULT_OVERLAP_TOKENS = 32
 TEXTS_PER_EMBED_CALL = 256  # under the embedder's per-request limit (512 by default)
+MIN_BACKGROUND_CALL = 16
+
+
+async def _wait_out(refusal: ResourceExhausted) -> None:
+    """Sleep the refusal's RetryInfo delay, or re-raise it when the deadline comes first."""
+    delay = refusal.retry_after_s or DEFAULT_RETRY_AFTER_S
+    remaining = context.remaining_seconds()
+    if remaining is not None and delay >= remaining:
+        raise refusal
+    await asyncio.sleep(delay)
 
 
 def resolve(chunking: Chunking | None, window_tokens: int) -> Chunking:
@@ -60,8 +72,12 @@ async def embed_documents(
     embedder: EmbedderClient, documents: list[Document], chunking: Chunking, background: bool = False
 ) -> EmbeddedBatch:
     """Each document's vector, or its chunks' vectors and spans (none when truncating: the
-    embedder then reads the first window of each text). Background work (bulk ingestion) is
-    batched after interactive work in the embedder."""
+    embedder then reads the first window of each text).
+
+    Background work (bulk ingestion) is batched after interactive work in the embedder, and is
+    patient: a call the embedder refuses for load (RESOURCE_EXHAUSTED) is sent again after its
+    RetryInfo delay, in calls half the size, so the texts already embedded are not lost and a
+    crowded embedder gets work it can promise to finish. The caller's deadline still applies."""
     if chunking.truncate:
         spans = [[(0, len(d.text))] for d in documents]
     else:
@@ -72,8 +88,17 @@ async def embed_documents(
     vectors: list[npt.NDArray[np.float32]] = []
     queue_s = backlog_s = 0.0
     model: ModelIdentity | None = None
-    for start in range(0, len(texts), TEXTS_PER_EMBED_CALL):
-        embedded = await embedder.embed(texts[start : start + TEXTS_PER_EMBED_CALL], background=background)
+    call_size, start = TEXTS_PER_EMBED_CALL, 0
+    while start < len(texts):
+        try:
+            embedded = await embedder.embed(texts[start : start + call_size], background=background)
+        except ResourceExhausted as exc:
+            if not background:
+                raise
+            await _wait_out(exc)
+            call_size = max(MIN_BACKGROUND_CALL, call_size // 2)
+            continue
+        start += call_size
         if model is not None and embedded.model != model:
             raise Unavailable("the embedder's model changed while this batch was embedded; retry the call")
         model = embedded.model

@@ -47,7 +47,10 @@ class ApiSettings(MeshClientSettings):
     default_top_k: int = Field(10, ge=1)
     max_searches_per_batch: int = Field(32, ge=1, description="Most searches in one SearchBatch call.")
     ingest_batch_documents: int = Field(
-        128, ge=1, le=256, description="Documents per batch of an ingest job (one worker task each)."
+        128, ge=1, le=256, description="Most documents per batch of an ingest job (one worker task each)."
+    )
+    ingest_batch_bytes: int = Field(
+        65_536, ge=1, description="Most text per batch, in UTF-8 bytes (long documents make smaller batches)."
     )
     jobs_pool_size: int = Field(8, ge=2, description="Connections to the jobs database.")
 

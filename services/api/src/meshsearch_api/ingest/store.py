@@ -186,10 +186,30 @@ async def _database_errors() -> AsyncIterator[None]:
         raise Unavailable(f"the jobs database is unavailable: {exc}", reason="JOBS_DATABASE_UNAVAILABLE") from exc
 
 
+def batches_of(sizes: Sequence[int], max_documents: int, max_bytes: int) -> list[list[int]]:
+    """Positions grouped into consecutive batches of at most `max_documents` documents and
+    `max_bytes` of text (a single larger document gets a batch of its own): long texts make
+    smaller batches, so a batch takes about as long whatever the corpus, and a worker that
+    dies loses little work."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for position, text_bytes in enumerate(sizes):
+        if current and (len(current) == max_documents or size + text_bytes > max_bytes):
+            groups.append(current)
+            current, size = [], 0
+        current.append(position)
+        size += text_bytes
+    if current:
+        groups.append(current)
+    return groups
+
+
 class JobStore:
-    def __init__(self, pool: AsyncConnectionPool, batch_documents: int) -> None:
+    def __init__(self, pool: AsyncConnectionPool, batch_documents: int, batch_bytes: int = 1 << 62) -> None:
         self._pool = pool
         self._batch_documents = batch_documents
+        self._batch_bytes = batch_bytes
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -310,8 +330,9 @@ class JobStore:
                     rejected.append(Rejected(sequence, _storable(document.id), code, reason))
             batch_of: dict[int, int] = {}
             batch_ids: list[int] = []
-            for start in range(0, len(valid), self._batch_documents):
-                group = valid[start : start + self._batch_documents]
+            sizes = [len(fresh[offset].text.encode("utf-8")) for offset in valid]
+            for positions in batches_of(sizes, self._batch_documents, self._batch_bytes):
+                group = [valid[p] for p in positions]
                 cursor = await conn.execute(
                     "INSERT INTO meshsearch_ingest_batches (job_id, documents) VALUES (%s, %s) RETURNING id",
                     (job_id, len(group)),
