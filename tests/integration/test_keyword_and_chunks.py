@@ -217,7 +217,7 @@ async def test_chunks_outside_the_text_or_with_gaps_are_refused_per_item(stores,
     rng = np.random.default_rng(1)
     bad = Point(id="bad", text="0123456789", metadata={}, chunks=tuple(Chunk(unit(rng), s, e) for s, e in chunks))
     good = Point(id="good", text="fine", metadata={}, vector=unit(rng))
-    written, errors = await points.upsert(collection.spec.name, [bad, good], None)
+    written, errors, _ = await points.upsert(collection.spec.name, [bad, good], None)
     assert written == 1 and [e.id for e in errors] == ["bad"] and fragment in errors[0].message
 
 
