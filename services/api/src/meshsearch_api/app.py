@@ -10,8 +10,7 @@ import grpc
 import redis.asyncio as redis
 
 from meshsearch.api.v1 import api_pb2, api_pb2_grpc
-from meshsearch.embedder.v1 import embedder_pb2
-from meshsearch.search.v1 import search_pb2
+from meshsearch_api import upstreams
 from meshsearch_api.catalog import Catalog
 from meshsearch_api.documents import DocumentLimits, Documents
 from meshsearch_api.embedder_client import EmbedderClient
@@ -25,7 +24,7 @@ from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.request_keys import RequestKeys
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import ApiSettings
-from meshsearch_common.client import Upstream, connect_upstream
+from meshsearch_common.client import Upstream
 from meshsearch_common.readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -55,18 +54,7 @@ class ApiApp:
         """Open channels and the cache. Upstreams are not required to be up: the api is ready
         to answer (UNAVAILABLE for what needs a missing upstream) as soon as this returns."""
         settings = self.settings
-        embedder = connect_upstream(
-            "embedder",
-            settings.embedder_target,
-            [embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"]],
-            settings.embedder_policy,
-        )
-        search = connect_upstream(
-            "search",
-            settings.search_target,
-            [search_pb2.DESCRIPTOR.services_by_name["VectorStoreService"]],
-            settings.search_policy,
-        )
+        embedder, search = upstreams.connect(settings)
         self._upstreams = [embedder, search]
         if settings.redis_url:
             self._redis = redis.from_url(

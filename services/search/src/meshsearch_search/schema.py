@@ -1,19 +1,15 @@
-"""Versioned schema migrations, applied once under an advisory lock.
-
-Replicas that start together all call `migrate()`; the transaction-scoped advisory lock makes
-them take turns, and each applies only the versions missing from `meshsearch_schema`.
-Migrations are append-only: never edit a released one, add the next version.
-"""
+"""The search service's schema versions (applied by `meshsearch_common.migrations`: once, under
+an advisory lock, append-only)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from meshsearch_common import migrations
 from meshsearch_search import keyword, receipts
 from meshsearch_search.collections import collection_from_row
 
@@ -55,9 +51,7 @@ async def _chunks_and_bm25(conn: psycopg.AsyncConnection) -> None:
             await conn.execute(statement)
 
 
-Migration = str | Callable[[psycopg.AsyncConnection], Awaitable[None]]
-
-MIGRATIONS: list[tuple[int, Migration]] = [
+MIGRATIONS: list[tuple[int, migrations.Migration]] = [
     (
         1,
         """
@@ -85,22 +79,4 @@ MIGRATIONS: list[tuple[int, Migration]] = [
 
 async def migrate(conn: psycopg.AsyncConnection) -> int:
     """Bring the schema to the newest version; return the version in force."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS meshsearch_schema "
-            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        cursor = await conn.execute("SELECT coalesce(max(version), 0) FROM meshsearch_schema")
-        row = await cursor.fetchone()
-        current = int(row[0]) if row else 0
-        for version, migration in MIGRATIONS:
-            if version > current:
-                log.info("applying schema migration", extra={"version": version})
-                if isinstance(migration, str):
-                    await conn.execute(migration)
-                else:
-                    await migration(conn)
-                await conn.execute("INSERT INTO meshsearch_schema (version) VALUES (%s)", (version,))
-                current = version
-    return current
+    return await migrations.apply(conn, _MIGRATION_LOCK_KEY, "meshsearch_schema", MIGRATIONS)

@@ -1,24 +1,29 @@
-"""Tables of ingest jobs, and procrastinate's own, created once under an advisory lock.
-
-The api and the workers both call `migrate()` at start; the lock makes them take turns.
-Versions are append-only, as in the search service. procrastinate's schema is the one of the
-pinned procrastinate release (see docs/ingestion.md before upgrading it).
-"""
+"""Tables of ingest jobs, and procrastinate's own (version 1: the one of the pinned release; see
+docs/ingestion.md before upgrading it). The api and the workers apply them at start through
+`meshsearch_common.migrations`: once, under an advisory lock, append-only."""
 
 from __future__ import annotations
-
-import logging
 
 import psycopg
 from procrastinate.schema import SchemaManager
 
-log = logging.getLogger(__name__)
+from meshsearch_common import migrations
 
 _LOCK_KEY = 0x6D736A62  # "msjb": meshsearch jobs
 
-MIGRATIONS: list[tuple[int, str]] = [
+
+async def _queue_schema(conn: psycopg.AsyncConnection) -> None:
+    """procrastinate's tables, unless the database already has them (another app's queue)."""
+    cursor = await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
+    row = await cursor.fetchone()
+    if not (row and row[0]):
+        await conn.execute(SchemaManager.get_schema())
+
+
+MIGRATIONS: list[tuple[int, migrations.Migration]] = [
+    (1, _queue_schema),
     (
-        1,
+        2,
         """
         CREATE TABLE meshsearch_ingest_jobs (
             id              text PRIMARY KEY,
@@ -81,25 +86,5 @@ MIGRATIONS: list[tuple[int, str]] = [
 
 
 async def migrate(conn: psycopg.AsyncConnection) -> int:
-    """Create procrastinate's schema when absent, then bring ours to the newest version."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        cursor = await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
-        row = await cursor.fetchone()
-        if not (row and row[0]):
-            log.info("creating the job queue's schema (procrastinate)")
-            await conn.execute(SchemaManager.get_schema())
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS meshsearch_ingest_schema "
-            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        cursor = await conn.execute("SELECT coalesce(max(version), 0) FROM meshsearch_ingest_schema")
-        row = await cursor.fetchone()
-        current = int(row[0]) if row else 0
-        for version, statements in MIGRATIONS:
-            if version > current:
-                log.info("applying ingest schema migration", extra={"version": version})
-                await conn.execute(statements)
-                await conn.execute("INSERT INTO meshsearch_ingest_schema (version) VALUES (%s)", (version,))
-                current = version
-    return current
+    """Bring the jobs database to the newest version; return the version in force."""
+    return await migrations.apply(conn, _LOCK_KEY, "meshsearch_ingest_schema", MIGRATIONS)

@@ -156,6 +156,15 @@ async def _add_dead_letters(
         )
 
 
+async def _new_batch(conn: psycopg.AsyncConnection, job_id: str, documents: int) -> int:
+    cursor = await conn.execute(
+        "INSERT INTO meshsearch_ingest_batches (job_id, documents) VALUES (%s, %s) RETURNING id", (job_id, documents)
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 async def _count(conn: psycopg.AsyncConnection, job_id: str, done: int, failed: int) -> None:
     await conn.execute(
         "UPDATE meshsearch_ingest_jobs SET done = done + %s, failed = failed + %s, update_time = clock_timestamp() "
@@ -333,14 +342,9 @@ class JobStore:
             sizes = [len(fresh[offset].text.encode("utf-8")) for offset in valid]
             for positions in batches_of(sizes, self._batch_documents, self._batch_bytes):
                 group = [valid[p] for p in positions]
-                cursor = await conn.execute(
-                    "INSERT INTO meshsearch_ingest_batches (job_id, documents) VALUES (%s, %s) RETURNING id",
-                    (job_id, len(group)),
-                )
-                row = await cursor.fetchone()
-                assert row is not None
-                batch_ids.append(int(row[0]))
-                batch_of.update(dict.fromkeys(group, int(row[0])))
+                batch_id = await _new_batch(conn, job_id, len(group))
+                batch_ids.append(batch_id)
+                batch_of.update(dict.fromkeys(group, batch_id))
             async with conn.cursor() as insert:
                 await insert.executemany(
                     "INSERT INTO meshsearch_ingest_documents (job_id, seq, doc_id, text, metadata, batch_id) "
@@ -477,16 +481,11 @@ class JobStore:
             batch_ids: list[int] = []
             for start in range(0, len(sequences), self._batch_documents):
                 group = sequences[start : start + self._batch_documents]
-                cursor = await conn.execute(
-                    "INSERT INTO meshsearch_ingest_batches (job_id, documents) VALUES (%s, %s) RETURNING id",
-                    (job_id, len(group)),
-                )
-                row = await cursor.fetchone()
-                assert row is not None
-                batch_ids.append(int(row[0]))
+                batch_id = await _new_batch(conn, job_id, len(group))
+                batch_ids.append(batch_id)
                 await conn.execute(
                     "UPDATE meshsearch_ingest_documents SET batch_id = %s WHERE job_id = %s AND seq = ANY(%s)",
-                    (row[0], job_id, group),
+                    (batch_id, job_id, group),
                 )
             if sequences:
                 await conn.execute(

@@ -18,8 +18,7 @@ import grpc
 import procrastinate
 from psycopg_pool import AsyncConnectionPool
 
-from meshsearch.embedder.v1 import embedder_pb2
-from meshsearch.search.v1 import search_pb2
+from meshsearch_api import upstreams
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_api.ingest import queue
@@ -29,7 +28,7 @@ from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import WorkerSettings
 from meshsearch_common import context
-from meshsearch_common.client import Upstream, connect_upstream
+from meshsearch_common.client import Upstream
 from meshsearch_common.server import run
 
 log = logging.getLogger(__name__)
@@ -58,18 +57,7 @@ class WorkerApp:
             raise RuntimeError("an ingest worker needs MESHSEARCH_WORKER_JOBS_DATABASE_URL (the jobs database)")
         self._pool = await open_pool(settings.jobs_database_url, settings.concurrency + 2)
         store = JobStore(self._pool, batch_documents=1)  # workers never stage uploads
-        embedder = connect_upstream(
-            "embedder",
-            settings.embedder_target,
-            [embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"]],
-            settings.embedder_policy,
-        )
-        search = connect_upstream(
-            "search",
-            settings.search_target,
-            [search_pb2.DESCRIPTOR.services_by_name["VectorStoreService"]],
-            settings.search_policy,
-        )
+        embedder, search = upstreams.connect(settings)
         self._upstreams = [embedder, search]
         # No embedding cache: a bulk load's texts are new, and caching them would evict the
         # queries' embeddings that the cache is for.
