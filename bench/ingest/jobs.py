@@ -104,6 +104,38 @@ async def embedder_alone(embedder: epb_grpc.EmbedderServiceStub, texts: list[str
     return time.perf_counter() - started
 
 
+def cpu_seconds(stack: EmbeddedStack) -> dict[str, float]:
+    """CPU time (user + system) so far of each process group of the stack: the services, and
+    PostgreSQL (the postmaster and its backends)."""
+    import psutil
+
+    groups: dict[str, list[psutil.Process]] = {}
+    for name, process in stack.processes.items():
+        groups[name] = [psutil.Process(process.pid)]
+    postmaster = stack._postgres.get_pid() if stack._postgres is not None else None  # type: ignore[attr-defined]
+    if postmaster:
+        root = psutil.Process(postmaster)
+        groups["postgres"] = [root, *root.children(recursive=True)]
+    totals: dict[str, float] = {}
+    for name, processes in groups.items():
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+            except psutil.NoSuchProcess:
+                pass
+        totals[name] = total
+    return totals
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float]) -> str:
+    used = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    total = sum(used.values()) or 1.0
+    shares = ", ".join(f"{name} {100 * s / total:.0f}%" for name, s in sorted(used.items(), key=lambda i: -i[1]))
+    return f"{total:.1f} CPU-s: {shares}"
+
+
 async def job_path(channel: grpc.aio.Channel, documents: list[pb.Document]) -> tuple[float, pb.Job]:
     """Seconds from the start of the upload until the job completed, and the job."""
     name = f"bench_{uuid.uuid4().hex[:8]}"
@@ -143,6 +175,7 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]]) -
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     latency_rows = []
+    splits: list[tuple[str, str]] = []
     async with (
         grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.embedder}") as embedder_channel,
         grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.api}") as api_channel,
@@ -159,10 +192,14 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]]) -
         )
         for label, documents in corpora.items():
             texts = await chunk_texts(embedder, [d.text for d in documents])
+            before = cpu_seconds(stack)
             a1 = await embedder_alone(embedder, texts, clients)
+            splits.append((f"{label}, embedder alone", cpu_split(before, cpu_seconds(stack))))
             stop = asyncio.Event()
             searcher = asyncio.create_task(search_latencies(api_channel, probe, stop))
+            before = cpu_seconds(stack)
             b1, job1 = await job_path(api_channel, documents)
+            splits.append((label, cpu_split(before, cpu_seconds(stack))))
             stop.set()
             busy = await searcher
             b2, job2 = await job_path(api_channel, documents)
@@ -180,6 +217,10 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]]) -
                 flush=True,
             )
             latency_rows.append((label, idle, busy))
+    print()
+    print("CPU time of the job path, by process (both cores are shared by all of them):")
+    for label, split in splits:
+        print(f"- {label}: {split}")
     print()
     print("| search latency, ms | idle p50 | idle p99 | during bulk load p50 | during bulk load p99 | searches |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -303,3 +303,55 @@ async def test_each_call_learns_the_work_admitted_ahead_of_it() -> None:
     finally:
         await batcher.stop()
     assert result.backlog_s == pytest.approx(0.5, rel=0.05)  # 500 tokens ahead at 1,000 tokens/s
+
+
+async def embed_background(batcher: Batcher, texts: list[str]) -> np.ndarray:
+    token_ids = await batcher.tokenize(texts, truncate=True)
+    return (await batcher.embed(token_ids, None, 0.0, background=True)).vectors
+
+
+async def test_interactive_texts_are_batched_before_background_ones() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder, max_batch_size=4, background_batch_tokens=10_000)
+    await batcher.start()
+    try:
+        async with model_busy(batcher, encoder):
+            bulk = asyncio.create_task(embed_background(batcher, [f"b{i}" for i in range(8)]))
+            await queue_settled(batcher)
+            query = asyncio.create_task(embed(batcher, ["q1", "q2"]))
+        await asyncio.gather(bulk, query)
+    finally:
+        await batcher.stop()
+    first_after_blocker = [chr(ids[0]) for ids in encoder.batches[1]]
+    assert first_after_blocker[:2] == ["q", "q"]  # the queries, though enqueued last
+    assert sorted(first_after_blocker[2:]) == ["b", "b"]  # background texts fill the room left
+
+
+async def test_passes_of_background_texts_alone_are_cut_smaller() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder, max_batch_tokens=1000, background_batch_tokens=20)
+    await batcher.start()
+    try:
+        async with model_busy(batcher, encoder):
+            bulk = asyncio.create_task(embed_background(batcher, ["abcd"] * 12))
+        await bulk
+    finally:
+        await batcher.stop()
+    assert [len(batch) for batch in encoder.batches[1:]] == [5, 5, 2]  # 5 x 4 padded tokens = 20
+
+
+async def test_without_interactive_traffic_background_passes_are_full_size() -> None:
+    encoder = RecordingEncoder()
+    batcher = make_batcher(encoder, max_batch_tokens=1000, background_batch_tokens=20)
+    await batcher.start()
+    try:
+        encoder.gate.clear()
+        blocker = asyncio.create_task(embed_background(batcher, ["x"]))
+        assert await asyncio.to_thread(encoder.entered.wait, 5)
+        bulk = asyncio.create_task(embed_background(batcher, ["abcd"] * 12))
+        await queue_settled(batcher)
+        encoder.gate.set()
+        await asyncio.gather(blocker, bulk)
+    finally:
+        await batcher.stop()
+    assert [len(batch) for batch in encoder.batches[1:]] == [12]

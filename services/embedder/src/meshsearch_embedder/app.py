@@ -62,6 +62,7 @@ class EmbedderApp:
             encoder,
             max_batch_size=settings.max_batch_size,
             max_batch_tokens=settings.max_batch_tokens,
+            background_batch_tokens=settings.background_batch_tokens,
             max_tokens_in_flight=settings.max_tokens_in_flight,
             min_padding_efficiency=settings.min_padding_efficiency,
             admission_budget_share=settings.admission_budget_share,

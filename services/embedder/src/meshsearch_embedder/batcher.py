@@ -24,6 +24,7 @@ Tokenization runs on a thread pool and inference on one dedicated thread, never 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from meshsearch_embedder.model import EncoderBackend
 
 # Throughput assumed before the first batch has been measured (tokens per second).
 _INITIAL_TOKENS_PER_S = 5_000.0
+# How recently an interactive call must have arrived for background passes to be cut small.
+INTERACTIVE_TRAFFIC_WINDOW_S = 5.0
 # Weight kept by past batches at each new measurement of throughput.
 _THROUGHPUT_DECAY = 0.9
 
@@ -124,12 +127,18 @@ class Batcher:
         max_tokens_in_flight: int,
         min_padding_efficiency: float = 0.0,
         admission_budget_share: float = 1.0,
+        background_batch_tokens: int | None = None,
     ) -> None:
         self._encoder = encoder
         self._admission_budget_share = admission_budget_share
         self._min_padding_efficiency = min_padding_efficiency
         self._max_batch_size = max_batch_size
         self._max_batch_tokens = max_batch_tokens
+        # While interactive calls are arriving, a batch of background texts only is cut smaller:
+        # an interactive text that arrives meanwhile waits for that forward pass at most. With
+        # no interactive traffic, background work gets full batches (the best throughput).
+        self._background_batch_tokens = min(max_batch_tokens, background_batch_tokens or max_batch_tokens)
+        self._last_interactive = -math.inf
         self._max_tokens_in_flight = max_tokens_in_flight
         self._pending: list[_Item] = []
         self._tokens_in_flight = 0
@@ -208,6 +217,8 @@ class Batcher:
         are batched after every interactive one waiting."""
         request = self._admit(sum(map(len, token_ids)), deadline)
         request.background = background
+        if not background:
+            self._last_interactive = time.monotonic()
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         items = [_Item(ids, request, loop.create_future(), now) for ids in token_ids]
@@ -288,6 +299,12 @@ class Batcher:
         # texts only fill what room they leave.
         oldest = min(live, key=lambda item: (item.request.background, item.enqueued_at))
         seed_length = len(oldest.token_ids)
+        interactive_traffic = monotonic_now - self._last_interactive < INTERACTIVE_TRAFFIC_WINDOW_S
+        token_limit = (
+            self._background_batch_tokens
+            if oldest.request.background and interactive_traffic
+            else self._max_batch_tokens
+        )
         batch: list[_Item] = []
         longest = real = 0
         for background in (False, True):
@@ -300,7 +317,7 @@ class Batcher:
                     break
                 new_longest = max(longest, len(item.token_ids))
                 padded = new_longest * (len(batch) + 1)
-                if batch and padded > self._max_batch_tokens:
+                if batch and padded > token_limit:
                     continue
                 if batch and (real + len(item.token_ids)) / padded < self._min_padding_efficiency:
                     break  # candidates only get further from the seed's length from here on

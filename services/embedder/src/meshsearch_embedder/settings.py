@@ -42,6 +42,12 @@ class EmbedderSettings(ServiceSettings):
     )
     max_batch_size: int = Field(32, ge=1, description="Most texts in one forward pass.")
     max_batch_tokens: int = Field(4096, ge=1, description="Most padded tokens (rows x longest row) in one pass.")
+    background_batch_tokens: int = Field(
+        256,
+        ge=1,
+        description="Most padded tokens in a pass of background texts only (bulk ingestion) while interactive "
+        "calls are arriving: an interactive text arriving meanwhile waits for that pass at most.",
+    )
     min_padding_efficiency: float = Field(
         0.8, ge=0, le=1, description="A text joins a batch only if real/padded tokens stays at least this."
     )
