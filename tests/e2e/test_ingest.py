@@ -250,3 +250,16 @@ async def test_list_jobs_pages_newest_first(api: ApiClient, ingest: pb_grpc.Inge
 
 def test_the_embedded_stack_runs_a_worker(stack: EmbeddedStack) -> None:
     assert stack.processes["worker"].poll() is None
+
+
+async def test_a_job_whose_collection_is_deleted_fails_with_the_reason(
+    api: ApiClient, ingest: pb_grpc.IngestServiceStub
+) -> None:
+    await api.create("ingest_vanishing")
+    result = await upload(
+        api.channel, sentences(2000, salt="gone-"), collection="ingest_vanishing", priority=pb.JOB_PRIORITY_BULK
+    )
+    await api.collections.DeleteCollection(pb.DeleteCollectionRequest(name="ingest_vanishing"), timeout=30)
+    job = await wait_job(api.channel, result.job_id, 120)
+    assert job.state == pb.JOB_STATE_FAILED and "does not exist" in job.error, job
+    assert job.done < 2000

@@ -78,10 +78,18 @@ async def embed_documents(
     patient: a call the embedder refuses for load (RESOURCE_EXHAUSTED) is sent again after its
     RetryInfo delay, in calls half the size, so the texts already embedded are not lost and a
     crowded embedder gets work it can promise to finish. The caller's deadline still applies."""
-    if chunking.truncate:
-        spans = [[(0, len(d.text))] for d in documents]
-    else:
-        spans = await embedder.windows([d.text for d in documents], chunking.chunk_tokens, chunking.overlap_tokens)
+    spans = [[(0, len(d.text))] for d in documents]
+    if not chunking.truncate:
+        # Only texts that may be longer than a window are sent to be cut: every tokenizer in use
+        # (WordPiece, byte-level BPE, SentencePiece with byte fallback) makes at most one token
+        # per byte of UTF-8, so a text of at most chunk_tokens bytes fits in one window.
+        long = [i for i, d in enumerate(documents) if len(d.text.encode("utf-8")) > chunking.chunk_tokens]
+        if long:
+            cut = await embedder.windows(
+                [documents[i].text for i in long], chunking.chunk_tokens, chunking.overlap_tokens
+            )
+            for i, windows in zip(long, cut, strict=True):
+                spans[i] = windows
     texts: list[str] = []
     for document, windows in zip(documents, spans, strict=True):
         texts.extend([document.text] if len(windows) == 1 else [document.text[s:e] for s, e in windows])

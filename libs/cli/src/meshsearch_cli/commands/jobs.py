@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
@@ -13,6 +16,9 @@ from meshsearch_cli.console import PARTIAL, TargetOption, channel, out, run_asyn
 app = typer.Typer(
     help="Follow, list, cancel ingest jobs, and read or redrive their dead letters.", no_args_is_help=True
 )
+# A watch that breaks for these reasons is opened again (the job is unaffected).
+REWATCH = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED}
+MAX_REWATCHES = 30
 JobArgument = typer.Argument(..., help="Job id (from `meshsearch ingest` or `jobs list`).")
 
 
@@ -61,17 +67,27 @@ def outcome(job: pb.Job) -> int:
 
 
 async def follow(stub: pb_grpc.IngestServiceStub, job_id: str, progress: Progress, task: TaskID) -> pb.Job:
-    """Drive `task` of `progress` from WatchJob until the job ends; return it."""
+    """Drive `task` of `progress` from WatchJob until the job ends; return it. The job runs on
+    whatever happens to this watch, so a broken stream (the api restarting) is watched again."""
     job = pb.Job()
-    async for report in stub.WatchJob(pb.WatchJobRequest(job_id=job_id)):
-        job = report.job
-        progress.update(
-            task,
-            completed=job.done + job.failed,
-            total=job.received if job.upload_complete else None,
-            rate=f"{report.documents_per_second:,.0f}/s" if report.documents_per_second else "",
-        )
-    return job
+    failures = 0
+    while True:
+        try:
+            async for report in stub.WatchJob(pb.WatchJobRequest(job_id=job_id)):
+                failures = 0
+                job = report.job
+                progress.update(
+                    task,
+                    completed=job.done + job.failed,
+                    total=job.received if job.upload_complete else None,
+                    rate=f"{report.documents_per_second:,.0f}/s" if report.documents_per_second else "",
+                )
+            return job
+        except grpc.aio.AioRpcError as error:
+            failures += 1
+            if error.code() not in REWATCH or failures > MAX_REWATCHES:
+                raise
+            await asyncio.sleep(min(10.0, 0.5 * 2**failures))
 
 
 def progress_bar() -> Progress:

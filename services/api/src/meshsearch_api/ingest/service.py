@@ -118,7 +118,10 @@ class Ingest:
         return jobs, token
 
     async def cancel(self, job_id: str) -> Job:
-        return await self._store.cancel(self._job_id(job_id))
+        """Stop the job; its staged copies go (no batch of a cancelled job is claimed again)."""
+        job = await self._store.cancel(self._job_id(job_id))
+        await self._store.forget_staged(job.id)
+        return job
 
     async def dead_letters(self, job_id: str, page_size: int, page_token: str) -> tuple[list[DeadLetter], str]:
         size = pages.checked_size(page_size)
