@@ -171,7 +171,7 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]]) -
     clients = WorkerSettings().concurrency
     print(
         "| corpus | documents | texts embedded | embedder alone s (a, a) | job path s (b, b) "
-        "| job / embedder (throughput) | stored, failed |"
+        "| job / embedder (throughput) | stored, failed (both job passes) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     latency_rows = []

@@ -17,11 +17,13 @@ from tests.data import sts_pairs
 
 
 def sentences(count: int, salt: str = "") -> list[pb.Document]:
-    """`count` distinct short real sentences (STS-b), each with metadata naming its position."""
+    """`count` short real texts, each with metadata naming its position: the distinct STS-b
+    sentences (10,566), then pairs of them joined, for corpora larger than that."""
     unique = list(dict.fromkeys(s for a, b, _ in sts_pairs("train") for s in (a, b)))
-    assert len(unique) >= count
+    n = len(unique)
     documents = []
-    for i, text in enumerate(unique[:count]):
+    for i in range(count):
+        text = unique[i] if i < n else f"{unique[i % n]} {unique[(i + i // n) % n]}"
         document = pb.Document(id=f"{salt}doc-{i:06d}", text=text)
         document.metadata.update({"position": i, "salt": salt})
         documents.append(document)

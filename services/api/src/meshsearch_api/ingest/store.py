@@ -230,9 +230,13 @@ class JobStore:
         async with self._connection() as conn, conn.transaction():
             yield conn
 
-    async def _job_for_update(self, conn: psycopg.AsyncConnection, job_id: str) -> Job:
+    @staticmethod
+    async def _read_job(conn: psycopg.AsyncConnection, job_id: str, *, lock: bool = False) -> Job:
+        """The job's row (locked against concurrent writers until the transaction ends if
+        `lock`), or NOT_FOUND."""
         cursor = conn.cursor(row_factory=dict_row)
-        await cursor.execute(f"SELECT {_JOB_COLUMNS} FROM meshsearch_ingest_jobs WHERE id = %s FOR UPDATE", (job_id,))
+        query = f"SELECT {_JOB_COLUMNS} FROM meshsearch_ingest_jobs WHERE id = %s" + (" FOR UPDATE" if lock else "")
+        await cursor.execute(query, (job_id,))
         row = await cursor.fetchone()
         if row is None:
             raise NotFound(f"job '{job_id}' does not exist", field="job_id")
@@ -252,12 +256,7 @@ class JobStore:
 
     async def get_job(self, job_id: str) -> Job:
         async with self._connection() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(f"SELECT {_JOB_COLUMNS} FROM meshsearch_ingest_jobs WHERE id = %s", (job_id,))
-            row = await cursor.fetchone()
-        if row is None:
-            raise NotFound(f"job '{job_id}' does not exist", field="job_id")
-        return _job(row)
+            return await self._read_job(conn, job_id)
 
     async def list_jobs(
         self, collection: str, limit: int, after: tuple[datetime, str] | None
@@ -293,7 +292,7 @@ class JobStore:
         """Stage an upload message: skip documents already held, dead-letter invalid ones and
         ids repeated within the job, batch the rest; all in one transaction."""
         async with self._transaction() as conn:
-            job = await self._job_for_update(conn, job_id)
+            job = await self._read_job(conn, job_id, lock=True)
             if job.state is not JobState.RUNNING:
                 raise FailedPrecondition(
                     f"job '{job_id}' is {job.state.value}; start a new job", field="job_id", reason="JOB_ENDED"
@@ -374,7 +373,7 @@ class JobStore:
 
     async def complete_upload(self, job_id: str, total: int) -> Job:
         async with self._transaction() as conn:
-            job = await self._job_for_update(conn, job_id)
+            job = await self._read_job(conn, job_id, lock=True)
             if job.state is JobState.RUNNING and not job.upload_complete:
                 if total != job.received:
                     raise FailedPrecondition(
@@ -393,7 +392,7 @@ class JobStore:
 
     async def cancel(self, job_id: str) -> Job:
         async with self._transaction() as conn:
-            await self._job_for_update(conn, job_id)
+            await self._read_job(conn, job_id, lock=True)
             await conn.execute(
                 "UPDATE meshsearch_ingest_jobs SET state = 'cancelled', finish_time = clock_timestamp(), "
                 "update_time = clock_timestamp() WHERE id = %s AND state = 'running'",
@@ -468,7 +467,7 @@ class JobStore:
         """Queue the job's dead letters again as new batches, and run the job again; but not
         the documents at fault themselves (invalid, repeated ids), which would fail the same way."""
         async with self._transaction() as conn:
-            job = await self._job_for_update(conn, job_id)
+            job = await self._read_job(conn, job_id, lock=True)
             if job.state is JobState.CANCELLED:
                 raise FailedPrecondition(
                     f"job '{job_id}' was cancelled; start a new job", field="job_id", reason="JOB_CANCELLED"
