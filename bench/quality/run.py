@@ -32,6 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from evaluation import MODES, evaluate, index_corpus, load_scifact  # noqa: E402
 from machine import cpu_description  # noqa: E402
 
+from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
+from meshsearch.api.v1 import api_pb2_grpc as pb_grpc  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
 
 PUBLISHED = {"exact": 0.64508, "hnsw": 0.64508, "keyword": 0.665}  # MTEB (vector), BEIR paper (BM25)
@@ -51,7 +53,10 @@ async def run(api_target: str) -> None:
                     channel, f"scifact_{layout}_{suffix}", data.corpus, progress=bar.update, truncate=truncate
                 )
             print(f"indexed {len(data.corpus)} documents ({layout}) in {time.perf_counter() - started:.0f} s")
-        print(f"\n{cpu_description()}\n")
+        described = await pb_grpc.CollectionServiceStub(channel).GetCollection(
+            pb.GetCollectionRequest(name=f"scifact_chunked_{suffix}"), timeout=30
+        )
+        print(f"\n{cpu_description()}; embedded as {described.collection.model.numerics}\n")
         print(f"SciFact test ({len(data.queries)} queries) through the public api")
         print(f"{'layout':10} {'mode':8} {'nDCG@10':>8} {'recall@100':>11} {'published':>10}")
         for layout in LAYOUTS:

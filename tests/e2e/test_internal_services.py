@@ -91,7 +91,15 @@ async def test_embedder_rejects_empty_and_overlong_input_precisely(stack: Embedd
         truncated = await stub.Embed(epb.EmbedRequest(texts=[long_text]))
         assert truncated.embeddings.token_counts == [256]
         info = await stub.Info(epb.InfoRequest())
-        assert (info.dimension, info.max_tokens, info.backend, info.device) == (384, 256, "torch", "cpu")
+        assert (info.dimension, info.max_tokens, info.device) == (384, 256, "cpu")
+        # The default backend is auto: measured on this CPU (or read from that measurement's cache).
+        selection = info.backend_selection
+        assert selection.requested == "auto" and "flags" in selection.cpu
+        measured = {c.backend: c for c in selection.candidates}
+        assert set(measured) == {"torch", "onnx", "onnx-int8"} and measured[info.backend].eligible
+        assert (
+            info.numerics == {"torch": "torch-float32", "onnx": "onnx-float32", "onnx-int8": "onnx-int8"}[info.backend]
+        )
 
 
 @pytest.mark.parametrize(

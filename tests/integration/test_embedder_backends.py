@@ -1,4 +1,5 @@
-"""The fast CPU backend must agree with torch on real text (the packaged model, real data)."""
+"""The fast CPU backends must agree with torch on real text (the packaged model, real data), and
+the auto backend picks among them on this machine."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from meshsearch_embedder.app import choose_encoder
 from meshsearch_embedder.model import EncoderBackend
 from meshsearch_embedder.onnx_backend import OnnxEncoder
-from meshsearch_embedder.settings import default_model_path
+from meshsearch_embedder.settings import EmbedderSettings, default_model_path
 from meshsearch_embedder.torch_backend import TorchEncoder
 from tests.data import sts_pairs
 
@@ -37,9 +39,18 @@ def torch_encoder() -> TorchEncoder:
 
 
 @pytest.fixture(scope="module")
-def onnx_int8_encoder(tmp_path_factory: pytest.TempPathFactory) -> OnnxEncoder:
-    cache: Path = tmp_path_factory.mktemp("onnx")
-    return OnnxEncoder(default_model_path(), cache_dir=str(cache), quantize=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="module")
+def onnx_int8_encoder(onnx_cache: Path) -> OnnxEncoder:
+    return OnnxEncoder(default_model_path(), cache_dir=str(onnx_cache), quantize=True)
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder(onnx_cache: Path) -> OnnxEncoder:
+    return OnnxEncoder(default_model_path(), cache_dir=str(onnx_cache), quantize=False)
 
 
 def test_torch_backend_matches_sentence_transformers_encode(torch_encoder: TorchEncoder) -> None:
@@ -58,11 +69,29 @@ def test_onnx_int8_agrees_with_torch_on_real_sentences(
     assert cosines.mean() >= 0.99, cosines.mean()
 
 
-def test_onnx_int8_keeps_sts_benchmark_quality(torch_encoder: TorchEncoder, onnx_int8_encoder: OnnxEncoder) -> None:
+@pytest.mark.parametrize("candidate", ["onnx_encoder", "onnx_int8_encoder"])
+def test_every_onnx_candidate_keeps_sts_benchmark_quality(
+    torch_encoder: TorchEncoder, candidate: str, request: pytest.FixtureRequest
+) -> None:
+    """The offline half of the auto backend's quality gate: STS-b dev Spearman within 0.005 of
+    torch float32 (the other half, agreement with torch, runs at every calibration)."""
+    encoder: OnnxEncoder = request.getfixturevalue(candidate)
     pairs = sts_pairs("dev")
     assert len(pairs) == 1500
     torch_score = sts_spearman(lambda texts: embed_all(torch_encoder, texts), pairs)
-    onnx_score = sts_spearman(lambda texts: embed_all(onnx_int8_encoder, texts), pairs)
-    print(f"STS-b dev Spearman: torch {torch_score:.4f}, onnx-int8 {onnx_score:.4f}")
+    score = sts_spearman(lambda texts: embed_all(encoder, texts), pairs)
+    print(f"STS-b dev Spearman: torch {torch_score:.4f}, {encoder.info.backend} {score:.4f}")
     assert torch_score > 0.8  # all-MiniLM-L6-v2 scores about 0.82-0.87 on STS-b
-    assert abs(onnx_score - torch_score) <= 0.005
+    assert abs(score - torch_score) <= 0.005
+
+
+def test_auto_measures_every_candidate_here_and_keeps_the_fastest(onnx_cache: Path) -> None:
+    settings = EmbedderSettings(backend="auto", device="cpu", onnx_cache_dir=str(onnx_cache))
+    encoder, selection = choose_encoder(settings)
+    assert [c.backend for c in selection.candidates] == ["torch", "onnx", "onnx-int8"]
+    assert all(c.eligible and c.mean_cosine >= 0.99 and c.short_per_s > c.long_per_s > 0 for c in selection.candidates)
+    fastest = min(selection.candidates, key=lambda c: c.seconds_per_mix)
+    assert selection.backend == fastest.backend == encoder.info.backend and not selection.cached
+    print(f"auto on {selection.cpu}: {selection.backend}; {selection.candidates}")
+    again, reused = choose_encoder(settings)
+    assert reused.cached and reused.backend == selection.backend == again.info.backend

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
 
 import grpc
 
 from meshsearch.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from meshsearch_common.readiness import Readiness
+from meshsearch_embedder import metrics
 from meshsearch_embedder.batcher import Batcher
 from meshsearch_embedder.embedding import EmbeddingService, EmbedOptions, Limits
 from meshsearch_embedder.grpc_service import EmbedderServicer
-from meshsearch_embedder.model import EncoderBackend
+from meshsearch_embedder.model import EncoderBackend, content_revision, require_model_dir
+from meshsearch_embedder.selection import CPU_CANDIDATES, Selection, SelectionCache, cache_key, select_backend
 from meshsearch_embedder.settings import EmbedderSettings
 
 log = logging.getLogger(__name__)
@@ -24,9 +29,9 @@ _WARMUP_TEXTS = ["warmup", "a short sentence to warm the model up", "a longer pa
 _WARMUP_BATCH = ["a longer passage " * 40] * 8
 
 
-def load_encoder(settings: EmbedderSettings) -> EncoderBackend:
-    """The configured backend; blocking (loads weights, may export ONNX on first use)."""
-    if settings.backend == "torch":
+def load_encoder(settings: EmbedderSettings, backend: str) -> EncoderBackend:
+    """One named backend; blocking (loads weights, may export ONNX on first use)."""
+    if backend == "torch":
         from meshsearch_embedder.torch_backend import TorchEncoder
 
         return TorchEncoder(
@@ -37,10 +42,23 @@ def load_encoder(settings: EmbedderSettings) -> EncoderBackend:
     return OnnxEncoder(
         settings.model_path,
         cache_dir=settings.onnx_cache_dir,
-        quantize=settings.backend == "onnx-int8",
+        quantize=backend == "onnx-int8",
         model_id=settings.model_id,
         threads=settings.inference_threads,
     )
+
+
+def choose_encoder(settings: EmbedderSettings) -> tuple[EncoderBackend, Selection]:
+    """The configured backend, or for `auto` the one selection.py picks; blocking."""
+    from meshsearch_embedder.torch_backend import cuda_device_count, resolve_device
+
+    # Only auto needs to know about GPUs (asking loads torch, which an ONNX-only replica avoids).
+    on_gpu = settings.backend == "auto" and resolve_device(settings.device, cuda_device_count()).startswith("cuda")
+    revision = content_revision(require_model_dir(settings.model_path))
+    cache = SelectionCache(
+        Path(settings.onnx_cache_dir) / "selection", cache_key(revision, settings.inference_threads, CPU_CANDIDATES)
+    )
+    return select_backend(settings.backend, partial(load_encoder, settings), on_gpu=on_gpu, cache=cache)
 
 
 class EmbedderApp:
@@ -57,7 +75,18 @@ class EmbedderApp:
 
     async def start(self) -> None:
         settings = self.settings
-        encoder = await asyncio.to_thread(load_encoder, settings)
+        encoder, selection = await asyncio.to_thread(choose_encoder, settings)
+        metrics.report_backend(selection)
+        log.info(
+            "backend chosen",
+            extra={
+                "backend": selection.backend,
+                "requested": selection.requested,
+                "reason": selection.reason,
+                "cached": selection.cached,
+                "candidates": [asdict(c) for c in selection.candidates],
+            },
+        )
         self._batcher = Batcher(
             encoder,
             max_batch_size=settings.max_batch_size,
@@ -71,6 +100,7 @@ class EmbedderApp:
         service = EmbeddingService(
             self._batcher,
             encoder.info,
+            selection,
             Limits(settings.max_texts_per_request, settings.max_text_bytes, settings.max_request_bytes),
         )
         for texts in (_WARMUP_TEXTS, _WARMUP_TEXTS, _WARMUP_BATCH):

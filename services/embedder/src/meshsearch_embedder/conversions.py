@@ -8,6 +8,7 @@ from meshsearch_common import vectors
 from meshsearch_embedder.batcher import Embedded
 from meshsearch_embedder.embedding import EmbedOptions
 from meshsearch_embedder.model import ModelInfo
+from meshsearch_embedder.selection import Selection
 
 
 def options_in(message: pb.EmbedOptions) -> EmbedOptions:
@@ -34,4 +35,24 @@ def embeddings_out(result: Embedded, info: ModelInfo) -> pb.Embeddings:
             inference_ms=result.inference_s * 1000,
             backlog_ms=result.backlog_s * 1000,
         ),
+    )
+
+
+def selection_out(selection: Selection) -> pb.BackendSelection:
+    return pb.BackendSelection(
+        requested=selection.requested,
+        reason=selection.reason,
+        cached=selection.cached,
+        cpu=selection.cpu,
+        candidates=[
+            pb.BackendCandidate(
+                backend=c.backend,
+                short_texts_per_second=c.short_per_s,
+                long_texts_per_second=c.long_per_s,
+                mean_cosine_to_reference=c.mean_cosine,
+                eligible=c.eligible,
+                rejected_because=c.rejected_because,
+            )
+            for c in selection.candidates
+        ],
     )

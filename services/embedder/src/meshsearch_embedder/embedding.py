@@ -16,6 +16,7 @@ from meshsearch_common.errors import InvalidArgument, ResourceExhausted
 from meshsearch_embedder import metrics
 from meshsearch_embedder.batcher import Batcher, Embedded, Overloaded
 from meshsearch_embedder.model import ModelInfo
+from meshsearch_embedder.selection import Selection
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,10 @@ class Limits:
 
 
 class EmbeddingService:
-    def __init__(self, batcher: Batcher, info: ModelInfo, limits: Limits) -> None:
+    def __init__(self, batcher: Batcher, info: ModelInfo, selection: Selection, limits: Limits) -> None:
         self._batcher = batcher
         self.info = info
+        self.selection = selection
         self.limits = limits
 
     def _validate(self, texts: list[str], options: EmbedOptions) -> str:

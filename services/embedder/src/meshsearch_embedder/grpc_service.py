@@ -80,6 +80,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             max_texts_per_request=self._service.limits.max_texts_per_request,
             numerics=info.numerics,
             tokens_per_second=self._service.measured_tokens_per_s,
+            backend_selection=conversions.selection_out(self._service.selection),
         )
 
     async def Tokenize(

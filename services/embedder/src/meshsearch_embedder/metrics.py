@@ -1,6 +1,13 @@
 """Prometheus metrics of the embedder's batching pipeline."""
 
-from prometheus_client import Counter, Gauge, Histogram
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+if TYPE_CHECKING:
+    from meshsearch_embedder.selection import Selection
 
 QUEUE_SIZE = Gauge("meshsearch_embedder_queue_size", "Texts waiting for a batch.")
 QUEUE_SECONDS = Histogram(
@@ -36,3 +43,23 @@ INFERENCE_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 REJECTIONS = Counter("meshsearch_embedder_rejections_total", "Texts or requests refused, by reason.", ["reason"])
+BACKEND = Info("meshsearch_embedder_backend", "The backend this replica runs, what was asked for and why.")
+CALIBRATION_TEXTS_PER_SECOND = Gauge(
+    "meshsearch_embedder_calibration_texts_per_second",
+    "Throughput the auto backend measured for each candidate at its calibration, by text length.",
+    ["backend", "length"],
+)
+
+
+def report_backend(selection: Selection) -> None:
+    BACKEND.info(
+        {
+            "backend": selection.backend,
+            "requested": selection.requested,
+            "reason": selection.reason,
+            "cached": str(selection.cached).lower(),
+        }
+    )
+    for candidate in selection.candidates:
+        CALIBRATION_TEXTS_PER_SECOND.labels(candidate.backend, "short").set(candidate.short_per_s)
+        CALIBRATION_TEXTS_PER_SECOND.labels(candidate.backend, "long").set(candidate.long_per_s)

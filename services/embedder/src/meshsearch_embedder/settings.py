@@ -34,11 +34,17 @@ class EmbedderSettings(ServiceSettings):
     )
     model_id: str = Field("", description="Name reported for the model; empty derives it from the path.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch", description="torch (any device), onnx or onnx-int8 (fast CPU backends built locally)."
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="auto: torch float16 on a GPU; on a CPU the fastest of torch, onnx and onnx-int8 that agrees "
+        "with torch (measured at the first start per model revision and CPU, then cached). Or name one: torch "
+        "(any device), onnx or onnx-int8 (CPU backends built locally). Replicas on unlike CPUs may choose "
+        "differently; name the backend where every replica must produce the same numerics.",
     )
     onnx_cache_dir: str = Field(
-        str(Path.home() / ".cache" / "meshsearch" / "onnx"), description="Where exported ONNX models are cached."
+        str(Path.home() / ".cache" / "meshsearch" / "onnx"),
+        description="Where exported ONNX models and the auto backend's measured choices are cached "
+        "(share it between replicas on one node so they build and measure once).",
     )
     max_batch_size: int = Field(32, ge=1, description="Most texts in one forward pass.")
     max_batch_tokens: int = Field(4096, ge=1, description="Most padded tokens (rows x longest row) in one pass.")

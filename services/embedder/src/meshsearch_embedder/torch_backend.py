@@ -28,6 +28,13 @@ def resolve_device(requested: str, cuda_devices: int) -> str:
     return requested
 
 
+def cuda_device_count() -> int:
+    """CUDA devices torch can use (0 on a CPU build or a machine without a GPU)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def precision_for(device: str) -> str:
     """float16 on CUDA (half the memory, tensor cores), float32 on CPU (no fast float16 there)."""
     return "float16" if device.startswith("cuda") else "float32"
@@ -39,7 +46,7 @@ class TorchEncoder(EncoderBackend):
         import torch
         from sentence_transformers import SentenceTransformer
 
-        device = resolve_device(device, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        device = resolve_device(device, cuda_device_count())
         if threads:
             torch.set_num_threads(threads)
         path = require_model_dir(model_path)

@@ -97,7 +97,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "model_revision", "dimension", "max_tokens", "dtype", "backend", "device", "prompt_names", "max_texts_per_request", "numerics", "tokens_per_second")
+    __slots__ = ("model_id", "model_revision", "dimension", "max_tokens", "dtype", "backend", "device", "prompt_names", "max_texts_per_request", "numerics", "tokens_per_second", "backend_selection")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_REVISION_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class InfoResponse(_message.Message):
     MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     NUMERICS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_SELECTION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_revision: str
     dimension: int
@@ -120,7 +121,38 @@ class InfoResponse(_message.Message):
     max_texts_per_request: int
     numerics: str
     tokens_per_second: float
-    def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., dimension: _Optional[int] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., max_texts_per_request: _Optional[int] = ..., numerics: _Optional[str] = ..., tokens_per_second: _Optional[float] = ...) -> None: ...
+    backend_selection: BackendSelection
+    def __init__(self, model_id: _Optional[str] = ..., model_revision: _Optional[str] = ..., dimension: _Optional[int] = ..., max_tokens: _Optional[int] = ..., dtype: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., prompt_names: _Optional[_Iterable[str]] = ..., max_texts_per_request: _Optional[int] = ..., numerics: _Optional[str] = ..., tokens_per_second: _Optional[float] = ..., backend_selection: _Optional[_Union[BackendSelection, _Mapping]] = ...) -> None: ...
+
+class BackendSelection(_message.Message):
+    __slots__ = ("requested", "reason", "cached", "cpu", "candidates")
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    requested: str
+    reason: str
+    cached: bool
+    cpu: str
+    candidates: _containers.RepeatedCompositeFieldContainer[BackendCandidate]
+    def __init__(self, requested: _Optional[str] = ..., reason: _Optional[str] = ..., cached: _Optional[bool] = ..., cpu: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[BackendCandidate, _Mapping]]] = ...) -> None: ...
+
+class BackendCandidate(_message.Message):
+    __slots__ = ("backend", "short_texts_per_second", "long_texts_per_second", "mean_cosine_to_reference", "eligible", "rejected_because")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    SHORT_TEXTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LONG_TEXTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    MEAN_COSINE_TO_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_BECAUSE_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    short_texts_per_second: float
+    long_texts_per_second: float
+    mean_cosine_to_reference: float
+    eligible: bool
+    rejected_because: str
+    def __init__(self, backend: _Optional[str] = ..., short_texts_per_second: _Optional[float] = ..., long_texts_per_second: _Optional[float] = ..., mean_cosine_to_reference: _Optional[float] = ..., eligible: _Optional[bool] = ..., rejected_because: _Optional[str] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
     __slots__ = ("texts", "prompt_name", "chunk_tokens", "chunk_overlap_tokens")

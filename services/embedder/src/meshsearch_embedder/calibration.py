@@ -1,0 +1,118 @@
+"""The texts and measurements behind the auto backend: how fast a backend embeds short and long
+texts on this machine, and how closely it agrees with the torch float32 reference.
+
+The texts are written for this purpose (no dataset ships in the image): short ones are a
+sentence each, like search queries; long ones fill a whole window of the model, like passages.
+Both matter because the candidates' speed ranks differently by length (int8 matrix products win
+on short texts; on long ones attention, which stays float, takes a growing share).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from meshsearch_embedder.model import EncoderBackend
+
+SHORT_TEXTS = (
+    "How do migrating birds find their way home?",
+    "The bakery on the corner opens at seven every morning.",
+    "Which vitamins does the body fail to make on its own?",
+    "She parked the bicycle beside the library steps.",
+    "Interest rates rose for the third month in a row.",
+    "A short guide to pruning apple trees in winter",
+    "The committee postponed its vote until next week.",
+    "Why does bread go stale faster in the fridge?",
+    "Two hikers were rescued from the ridge after the storm.",
+    "Symptoms of iron deficiency in young children",
+    "The orchestra tuned their instruments before the concert.",
+    "Can a database index slow down writes?",
+    "Volcanic ash grounded flights across the region.",
+    "He translated the letter from Portuguese into English.",
+    "Best practices for storing passwords on a server",
+    "The river flooded the lower fields in early spring.",
+)
+
+_PASSAGE_SENTENCES = (
+    "The survey followed several thousand households over a decade and recorded how they spent "
+    "their income on food, housing, transport and schooling.",
+    "Researchers noticed that families who moved closer to their work spent less on fuel but "
+    "more on rent, and that the balance depended strongly on the size of the city.",
+    "In smaller towns the savings on transport outweighed the higher rents within two years.",
+    "In the largest cities, by contrast, rents rose faster than wages throughout the period, so "
+    "that moving closer to work rarely paid for itself.",
+    "The authors caution that households were not assigned to cities at random and that people "
+    "who expected to gain from a move were more likely to make it.",
+    "They therefore compare each household with similar ones that stayed, matched on income, "
+    "age, number of children and the kind of work they did before the move.",
+    "Even after this adjustment the pattern held: commuting costs fell, housing costs rose, and "
+    "the net effect varied with local prices more than with any trait of the family itself.",
+    "The study ends with a list of open questions about schooling, which it could not measure "
+    "well, and about how the results would change under different transport policies.",
+)
+
+
+def long_texts(count: int = 8) -> list[str]:
+    """`count` passages long enough to fill a 256-token window, each starting at another sentence
+    so that no two are identical."""
+    sentences = list(_PASSAGE_SENTENCES) * 3
+    size = len(_PASSAGE_SENTENCES)
+    return [" ".join(sentences[i % size : i % size + 2 * size]) for i in range(count)]
+
+
+PAUSE_S = 0.3  # lets the previous engine's spinning threads go to sleep
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Throughput on short and long texts (texts per second) and the rows it embedded."""
+
+    short_per_s: float
+    long_per_s: float
+    vectors: npt.NDArray[np.float32]  # unit rows, SHORT_TEXTS then long_texts()
+
+
+def _embed(encoder: EncoderBackend, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    rows = encoder.encode(encoder.tokenize(list(texts), truncate=True))
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit: npt.NDArray[np.float32] = (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
+
+
+def _seconds(encoder: EncoderBackend, texts: Sequence[str]) -> float:
+    started = time.perf_counter()
+    _embed(encoder, texts)
+    return time.perf_counter() - started
+
+
+def calibrate(encoders: dict[str, EncoderBackend], repeats: int = 3) -> dict[str, Calibration]:
+    """Measure every encoder on the same texts, keeping each one's best time: the least disturbed
+    by whatever else runs on a shared machine. Each is measured in a block of its own after a
+    pause: the engines' worker threads spin for a while after a call, and an engine measured
+    while another's threads still spin loses a core to them (interleaving call by call made
+    every candidate 2-3x slower here). Two passes in opposite orders, so a machine that drifts
+    during the measurement favours none of them."""
+    short, long = list(SHORT_TEXTS), long_texts()
+    names = list(encoders)
+    vectors = {name: np.concatenate([_embed(encoders[name], short), _embed(encoders[name], long)]) for name in names}
+    best_short = dict.fromkeys(names, float("inf"))
+    best_long = dict.fromkeys(names, float("inf"))
+    for order in (names, names[::-1]):
+        for name in order:
+            time.sleep(PAUSE_S)
+            _embed(encoders[name], short)  # wake its threads
+            for _ in range(repeats):
+                best_short[name] = min(best_short[name], _seconds(encoders[name], short))
+                best_long[name] = min(best_long[name], _seconds(encoders[name], long))
+    return {
+        name: Calibration(len(short) / best_short[name], len(long) / best_long[name], vectors[name]) for name in names
+    }
+
+
+def mean_cosine(vectors: npt.NDArray[np.float32], reference: npt.NDArray[np.float32]) -> float:
+    """Mean cosine similarity of matching unit rows."""
+    return float((vectors * reference).sum(axis=1).mean())
