@@ -7,8 +7,9 @@ Scores the 300 test queries in each search mode: exact vector search, HNSW, keyw
 hybrid. Prints nDCG@10 and recall@100 beside the published figures and the CPU.
 Targets: exact on the truncated layout within 0.002 of 0.64508 (MTEB, all-MiniLM-L6-v2); HNSW
 within 0.005 of exact; keyword >= 0.62 (BM25 0.665, BEIR paper); hybrid above both.
-Usage:
-  .venv/bin/python bench/quality/run.py [--api HOST:PORT]
+The embedded stack runs the torch backend unless told otherwise: the published figures are
+float32, and the other backends are compared with torch, not with them. Usage:
+  .venv/bin/python bench/quality/run.py [--api HOST:PORT] [--backend torch|auto|onnx|onnx-int8]
 """
 
 from __future__ import annotations
@@ -69,12 +70,20 @@ async def run(api_target: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--api", help="use a running api at HOST:PORT instead of starting the embedded stack")
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        help="embedder backend of the embedded stack: torch (default; the published figures are float32), "
+        "or auto, onnx, onnx-int8 to measure what they cost in retrieval quality",
+    )
     args = parser.parse_args()
     if args.api:
         asyncio.run(run(args.api))
         return
     with tempfile.TemporaryDirectory(prefix="meshsearch-quality-") as directory:
-        stack = EmbeddedStack(Path(directory), Ports.ephemeral())
+        stack = EmbeddedStack(
+            Path(directory), Ports.ephemeral(), extra_env={"MESHSEARCH_EMBEDDER_BACKEND": args.backend}
+        )
         stack.start()
         try:
             asyncio.run(run(f"127.0.0.1:{stack.ports.api}"))
