@@ -77,3 +77,10 @@ class WorkerSettings(MeshClientSettings):
     orphan_after_s: float = Field(
         30.0, gt=0, description="A pending batch untouched this long, and held by no one, is queued again."
     )
+    abandon_upload_after_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="An upload that has sent nothing for this long, while every batch it sent is processed, is "
+        "abandoned: its job fails with the reason (what was stored stays) instead of staying RUNNING forever. "
+        "A client resuming after a break shorter than this continues the job.",
+    )

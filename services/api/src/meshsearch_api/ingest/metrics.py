@@ -16,6 +16,10 @@ RECONCILED = Counter(
     "meshsearch_ingest_requeued_batches_total",
     "Batches queued again by the reconciler because no live task would run them.",
 )
+ABANDONED = Counter(
+    "meshsearch_ingest_abandoned_uploads_total",
+    "Jobs failed by the reconciler because their upload stopped without completing (see ABANDON_UPLOAD_AFTER_S).",
+)
 STALLED = Counter("meshsearch_ingest_stalled_tasks_total", "Tasks of dead workers retried by the reconciler.")
 BATCH_SECONDS = Histogram(
     "meshsearch_ingest_batch_seconds",

@@ -9,7 +9,8 @@ a row lock and finished once (see `store`), so a duplicate task finds nothing to
 matter is that every pending batch eventually gets a task, which the reconciler ensures:
 a periodic task (without a lock: procrastinate issue #1408) that
 - retries the tasks of workers whose heartbeat stopped (`get_stalled_jobs`), and
-- queues a task again for batches that none will run (see JobStore.orphaned_batches).
+- queues a task again for batches that none will run (see JobStore.orphaned_batches), and
+- fails the jobs whose upload stopped without completing (JobStore.abandon_idle_uploads).
 """
 
 from __future__ import annotations
@@ -98,11 +99,19 @@ async def enqueue(app: procrastinate.App, store: JobStore, batch_ids: list[int],
 class Reconciler:
     """The periodic repairs (see the module's docstring)."""
 
-    def __init__(self, app: procrastinate.App, store: JobStore, stalled_after_s: float, orphan_after_s: float) -> None:
+    def __init__(
+        self,
+        app: procrastinate.App,
+        store: JobStore,
+        stalled_after_s: float,
+        orphan_after_s: float,
+        abandon_upload_after_s: float,
+    ) -> None:
         self._app = app
         self._store = store
         self._stalled_after_s = stalled_after_s
         self._orphan_after_s = orphan_after_s
+        self._abandon_upload_after_s = abandon_upload_after_s
 
     async def __call__(self) -> None:
         manager = self._app.job_manager
@@ -118,3 +127,7 @@ class Reconciler:
             log.warning("queueing orphaned batches again", extra={"batches": len(batch_ids)})
             metrics.RECONCILED.inc(len(batch_ids))
             await enqueue(self._app, self._store, batch_ids, priority)
+        for job_id in await self._store.abandon_idle_uploads(self._abandon_upload_after_s, ORPHANS_PER_ROUND):
+            log.warning("upload abandoned; job failed", extra={"job_id": job_id})
+            metrics.ABANDONED.inc()
+            await self._store.forget_staged(job_id)

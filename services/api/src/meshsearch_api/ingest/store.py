@@ -516,6 +516,31 @@ class JobStore:
             )
             return [(int(row[0]), Priority(row[1])) for row in await cursor.fetchall()]
 
+    async def abandon_idle_uploads(self, idle_s: float, limit: int) -> list[str]:
+        """Fail the running jobs whose upload is incomplete, silent for `idle_s`, and whose
+        batches are all processed: their client is gone. The job-row lock orders this against a
+        late upload message, which then finds the job ended (FAILED_PRECONDITION, JOB_ENDED)."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                """
+                UPDATE meshsearch_ingest_jobs j SET state = 'failed', finish_time = clock_timestamp(),
+                    update_time = clock_timestamp(),
+                    error = format('upload abandoned: no upload message for %%s s and every document received '
+                                   'is processed; the %%s stored stay; upload the rest in a new job',
+                                   %s::bigint, j.done)
+                WHERE j.id IN (
+                    SELECT id FROM meshsearch_ingest_jobs
+                    WHERE state = 'running' AND NOT upload_complete
+                      AND update_time < clock_timestamp() - make_interval(secs => %s)
+                    ORDER BY update_time LIMIT %s FOR UPDATE SKIP LOCKED)
+                  AND NOT EXISTS (
+                    SELECT 1 FROM meshsearch_ingest_batches b WHERE b.job_id = j.id AND b.state = 'pending')
+                RETURNING j.id
+                """,
+                (round(idle_s), idle_s, limit),
+            )
+            return [str(row[0]) for row in await cursor.fetchall()]
+
     async def ping(self) -> None:
         async with self._connection() as conn:
             await conn.execute("SELECT 1")

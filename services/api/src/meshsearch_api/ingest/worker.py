@@ -81,7 +81,9 @@ class WorkerApp:
             settings.jobs_database_url,
             QUEUE_CONNECTIONS,
             run_batch,
-            lambda app: queue.Reconciler(app, store, settings.stalled_after_s, settings.orphan_after_s),
+            lambda app: queue.Reconciler(
+                app, store, settings.stalled_after_s, settings.orphan_after_s, settings.abandon_upload_after_s
+            ),
             settings.reconcile_every_s,
         )
         await app.open_async()
