@@ -9,7 +9,7 @@ PY        := $(VENV)/bin/python
 BUF       := $(VENV)/bin/buf
 # The CPU build of torch lies on local disk here; unpinned, pip may fetch a multi-GB CUDA build.
 TORCH     ?= torch==2.13.0
-PACKAGES  := -e libs/common[dev] -e services/embedder[onnx] -e services/search -e services/api -e libs/cli[embedded]
+PACKAGES  := -e libs/common[dev] -e services/embedder[onnx,openvino] -e services/search -e services/api -e libs/cli[embedded]
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 

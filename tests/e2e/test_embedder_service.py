@@ -79,13 +79,10 @@ async def test_stream_answers_by_correlation_id_and_survives_a_bad_request(embed
     assert answers["bad"].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert matrix(answers["b"].embeddings).shape == (2, 384)
     unary = (await embedder.Embed(pb.EmbedRequest(texts=["first text"]))).embeddings
-    streamed = matrix(answers["a"].embeddings)
-    if unary.model_numerics.endswith("int8"):
-        # int8 quantizes activations per batch, so a text's vector moves slightly with its
-        # batch-mates (docs/architecture.md): the same text, not the same bits.
-        assert float((streamed * matrix(unary)).sum()) >= 0.98
-    else:
-        assert np.allclose(streamed, matrix(unary), atol=1e-5)
+    cosine = float((matrix(answers["a"].embeddings) * matrix(unary)).sum())
+    # int8 quantizes activations per batch, so a text's vector moves slightly with its
+    # batch-mates (docs/architecture.md); float backends agree to rounding whatever the batch.
+    assert cosine >= (0.98 if unary.model_numerics.endswith("int8") else 0.99999), (unary.model_numerics, cosine)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -11,8 +11,10 @@ import pytest
 from scipy.stats import spearmanr
 
 from meshsearch_embedder.app import choose_encoder
+from meshsearch_embedder.cpu import simd_flags
 from meshsearch_embedder.model import EncoderBackend
 from meshsearch_embedder.onnx_backend import OnnxEncoder
+from meshsearch_embedder.openvino_backend import OpenVinoEncoder
 from meshsearch_embedder.settings import EmbedderSettings, default_model_path
 from meshsearch_embedder.torch_backend import TorchEncoder
 from tests.data import sts_pairs
@@ -53,10 +55,21 @@ def onnx_encoder(onnx_cache: Path) -> OnnxEncoder:
     return OnnxEncoder(default_model_path(), cache_dir=str(onnx_cache), quantize=False)
 
 
+@pytest.fixture(scope="module")
+def openvino_encoder(onnx_cache: Path) -> OpenVinoEncoder:
+    return OpenVinoEncoder(default_model_path(), cache_dir=str(onnx_cache))
+
+
 def test_torch_backend_matches_sentence_transformers_encode(torch_encoder: TorchEncoder) -> None:
     texts = [a for a, _, _ in sts_pairs()[:64]]
     reference = torch_encoder.sentence_transformer.encode(texts, normalize_embeddings=True)
     assert np.abs(embed_all(torch_encoder, texts) - reference).max() < 1e-5
+
+
+def test_openvino_matches_torch_in_float32(torch_encoder: TorchEncoder, openvino_encoder: OpenVinoEncoder) -> None:
+    texts = [a for a, _, _ in sts_pairs()[:200]]
+    assert openvino_encoder.info.numerics == "openvino-float32"
+    assert np.abs(embed_all(openvino_encoder, texts) - embed_all(torch_encoder, texts)).max() < 1e-4
 
 
 def test_onnx_int8_agrees_with_torch_on_real_sentences(
@@ -69,13 +82,13 @@ def test_onnx_int8_agrees_with_torch_on_real_sentences(
     assert cosines.mean() >= 0.99, cosines.mean()
 
 
-@pytest.mark.parametrize("candidate", ["onnx_encoder", "onnx_int8_encoder"])
-def test_every_onnx_candidate_keeps_sts_benchmark_quality(
+@pytest.mark.parametrize("candidate", ["onnx_encoder", "onnx_int8_encoder", "openvino_encoder"])
+def test_every_cpu_candidate_keeps_sts_benchmark_quality(
     torch_encoder: TorchEncoder, candidate: str, request: pytest.FixtureRequest
 ) -> None:
     """The offline half of the auto backend's quality gate: STS-b dev Spearman within 0.005 of
     torch float32 (the other half, agreement with torch, runs at every calibration)."""
-    encoder: OnnxEncoder = request.getfixturevalue(candidate)
+    encoder: EncoderBackend = request.getfixturevalue(candidate)
     pairs = sts_pairs("dev")
     assert len(pairs) == 1500
     torch_score = sts_spearman(lambda texts: embed_all(torch_encoder, texts), pairs)
@@ -85,11 +98,30 @@ def test_every_onnx_candidate_keeps_sts_benchmark_quality(
     assert abs(score - torch_score) <= 0.005
 
 
+def test_openvino_bf16_runs_where_the_cpu_has_bfloat16_and_keeps_sts_quality(
+    torch_encoder: TorchEncoder, onnx_cache: Path
+) -> None:
+    has_bfloat16 = bool({"avx512_bf16", "amx_bf16"} & set(simd_flags()))
+    if not has_bfloat16:
+        with pytest.raises(RuntimeError, match="no bfloat16 units"):
+            OpenVinoEncoder(default_model_path(), cache_dir=str(onnx_cache), bfloat16=True)
+        return
+    encoder = OpenVinoEncoder(default_model_path(), cache_dir=str(onnx_cache), bfloat16=True)
+    assert encoder.info.numerics == "openvino-bfloat16"
+    pairs = sts_pairs("dev")
+    torch_score = sts_spearman(lambda texts: embed_all(torch_encoder, texts), pairs)
+    score = sts_spearman(lambda texts: embed_all(encoder, texts), pairs)
+    print(f"STS-b dev Spearman: torch {torch_score:.4f}, openvino-bf16 {score:.4f}")
+    assert abs(score - torch_score) <= 0.005
+
+
 def test_auto_measures_every_candidate_here_and_keeps_the_fastest(onnx_cache: Path) -> None:
     settings = EmbedderSettings(backend="auto", device="cpu", onnx_cache_dir=str(onnx_cache))
     encoder, selection = choose_encoder(settings)
-    assert [c.backend for c in selection.candidates] == ["torch", "onnx", "onnx-int8"]
-    assert all(c.eligible and c.mean_cosine >= 0.99 and c.short_per_s > c.long_per_s > 0 for c in selection.candidates)
+    assert [c.backend for c in selection.candidates] == ["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"]
+    # openvino-bf16 needs bfloat16 units; every other candidate loads and passes on any x86 CPU.
+    measured = [c for c in selection.candidates if c.backend != "openvino-bf16" or c.eligible]
+    assert all(c.eligible and c.mean_cosine >= 0.99 and c.short_per_s > c.long_per_s > 0 for c in measured)
     fastest = min(selection.candidates, key=lambda c: c.seconds_per_mix)
     assert selection.backend == fastest.backend == encoder.info.backend and not selection.cached
     print(f"auto on {selection.cpu}: {selection.backend}; {selection.candidates}")

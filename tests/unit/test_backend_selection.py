@@ -59,6 +59,8 @@ def fakes(**overrides: FakeEncoder | Exception) -> Loads:
         "torch": FakeEncoder("torch", 0.002, 0.00002),
         "onnx": FakeEncoder("onnx", 0.001, 0.00001),
         "onnx-int8": FakeEncoder("onnx-int8", 0.0004, 0.000005, noise=0.02),
+        "openvino": FakeEncoder("openvino", 0.0007, 0.000007),
+        "openvino-bf16": RuntimeError("this CPU has no bfloat16 units (AVX512_BF16 or AMX)"),
     }
     encoders.update({name.replace("_", "-"): encoder for name, encoder in overrides.items()})
     return Loads(encoders)
@@ -82,7 +84,9 @@ def test_auto_on_a_cpu_takes_the_fastest_candidate_that_agrees_with_torch() -> N
     assert selection.backend == "onnx-int8" and encoder.info.backend == "onnx-int8"
     rates = {c.backend: c.short_per_s for c in selection.candidates}
     assert rates["onnx-int8"] > rates["onnx"] > rates["torch"] > 0
-    assert all(c.eligible and c.mean_cosine >= 0.99 for c in selection.candidates)
+    assert all(c.eligible and c.mean_cosine >= 0.99 for c in selection.candidates if c.backend != "openvino-bf16")
+    no_bf16 = next(c for c in selection.candidates if c.backend == "openvino-bf16")
+    assert no_bf16.rejected_because == "failed to load: this CPU has no bfloat16 units (AVX512_BF16 or AMX)"
     assert "AMD" in selection.cpu or "flags" in selection.cpu
 
 
@@ -91,15 +95,22 @@ def test_a_fast_candidate_whose_vectors_drift_from_torch_is_not_eligible() -> No
     _, selection = select_backend("auto", loads, on_gpu=False)
     drifted = next(c for c in selection.candidates if c.backend == "onnx-int8")
     assert not drifted.eligible and "mean cosine" in drifted.rejected_because
-    assert selection.backend == "onnx"
+    assert selection.backend == "openvino"
 
 
 def test_a_candidate_that_cannot_load_is_reported_and_skipped() -> None:
     missing = ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime")
-    _, selection = select_backend("auto", fakes(onnx=missing, onnx_int8=missing), on_gpu=False)
+    no_openvino = ModuleNotFoundError("No module named 'openvino'", name="openvino")
+    loads = fakes(onnx=missing, onnx_int8=missing, openvino=no_openvino)
+    _, selection = select_backend("auto", loads, on_gpu=False)
     assert selection.backend == "torch"
     skipped = {c.backend: c.rejected_because for c in selection.candidates if not c.eligible}
-    assert skipped == {"onnx": "onnxruntime is not installed", "onnx-int8": "onnxruntime is not installed"}
+    assert skipped == {
+        "onnx": "onnxruntime is not installed",
+        "onnx-int8": "onnxruntime is not installed",
+        "openvino": "openvino is not installed",
+        "openvino-bf16": "failed to load: this CPU has no bfloat16 units (AVX512_BF16 or AMX)",
+    }
 
 
 def test_the_choice_weighs_long_texts_too() -> None:
@@ -107,6 +118,7 @@ def test_the_choice_weighs_long_texts_too() -> None:
     loads = fakes(
         onnx=FakeEncoder("onnx", 0.0005, 0.0001),
         onnx_int8=FakeEncoder("onnx-int8", 0.0005, 0.0001, noise=0.02),
+        openvino=FakeEncoder("openvino", 0.0005, 0.0001),
     )
     _, selection = select_backend("auto", loads, on_gpu=False)
     assert selection.backend == "torch"
@@ -116,7 +128,7 @@ def test_the_choice_weighs_long_texts_too() -> None:
 
 
 def test_a_cached_choice_is_reused_without_loading_or_measuring_the_others(tmp_path: Path) -> None:
-    cache = SelectionCache(tmp_path, cache_key("r1", 0, ("torch", "onnx", "onnx-int8")))
+    cache = SelectionCache(tmp_path, cache_key("r1", 0, ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")))
     _, first = select_backend("auto", fakes(), on_gpu=False, cache=cache)
     assert not first.cached
     loads = fakes()
@@ -130,7 +142,7 @@ def test_a_cached_choice_that_no_longer_loads_is_measured_again(tmp_path: Path) 
     select_backend("auto", fakes(), on_gpu=False, cache=cache)
     broken = RuntimeError("the cached ONNX file is corrupt")
     _, again = select_backend("auto", fakes(onnx_int8=broken), on_gpu=False, cache=cache)
-    assert not again.cached and again.backend == "onnx"
+    assert not again.cached and again.backend == "openvino"
 
 
 def test_the_cache_key_changes_with_the_model_and_the_threads() -> None:

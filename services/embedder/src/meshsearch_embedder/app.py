@@ -37,6 +37,16 @@ def load_encoder(settings: EmbedderSettings, backend: str) -> EncoderBackend:
         return TorchEncoder(
             settings.model_path, model_id=settings.model_id, device=settings.device, threads=settings.inference_threads
         )
+    if backend.startswith("openvino"):
+        from meshsearch_embedder.openvino_backend import OpenVinoEncoder
+
+        return OpenVinoEncoder(
+            settings.model_path,
+            cache_dir=settings.onnx_cache_dir,
+            model_id=settings.model_id,
+            threads=settings.inference_threads,
+            bfloat16=backend == "openvino-bf16",
+        )
     from meshsearch_embedder.onnx_backend import OnnxEncoder
 
     return OnnxEncoder(

@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 
 # The SIMD features that decide CPU inference speed.
-SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 @cache

@@ -50,7 +50,7 @@ _SUPPORTED_MODULES = {
 }
 
 
-def _check_pipeline(path: Path) -> dict:  # type: ignore[type-arg]
+def check_pipeline(path: Path) -> dict:  # type: ignore[type-arg]
     """The Pooling config, after checking the model is Transformer -> Pooling (-> Normalize)."""
     modules = read_json(path / "modules.json")
     kinds: set[str] = {module["type"] for module in modules} if isinstance(modules, list) else set()
@@ -147,14 +147,22 @@ def quantize_onnx(fp32: Path, target: Path, reduce_range: bool = True) -> None:
     )
 
 
+def exported_onnx_model(model_path: Path, cache_dir: Path, revision: str) -> Path:
+    """Path of the (cached) plain ONNX export of this revision, exporting it when missing: the
+    input of the ONNX Runtime recipes and of the OpenVINO backend."""
+    exported = cache_dir / revision / BUILD / "exported.onnx"
+    if not exported.exists():
+        log.info("exporting model to ONNX", extra={"target": str(exported)})
+        _atomic_build(exported, lambda partial: export_onnx(model_path, partial))
+    return exported
+
+
 def build_onnx_model(model_path: Path, cache_dir: Path, revision: str, quantize: bool) -> Path:
     """Path of the (cached) ONNX model for this revision and recipe, building it when missing."""
     directory = cache_dir / revision / BUILD
-    exported, fp32, int8 = directory / "exported.onnx", directory / "model.onnx", directory / "model-int8.onnx"
+    fp32, int8 = directory / "model.onnx", directory / "model-int8.onnx"
     if not fp32.exists():
-        if not exported.exists():
-            log.info("exporting model to ONNX", extra={"target": str(exported)})
-            _atomic_build(exported, lambda partial: export_onnx(model_path, partial))
+        exported = exported_onnx_model(model_path, cache_dir, revision)
         config = read_json(model_path / "config.json")
         _atomic_build(fp32, lambda partial: fuse_onnx(exported, partial, config))
     if not quantize:
@@ -173,7 +181,7 @@ class OnnxEncoder(EncoderBackend):
         from transformers import AutoTokenizer
 
         path = require_model_dir(model_path)
-        self._pooling = _check_pipeline(path)
+        self._pooling = check_pipeline(path)
         st_config = read_json(path / "sentence_bert_config.json")
         max_tokens = int(st_config.get("max_seq_length", 512))
         super().__init__(AutoTokenizer.from_pretrained(str(path), local_files_only=True), max_tokens)
@@ -201,12 +209,22 @@ class OnnxEncoder(EncoderBackend):
         padded = self.pad(batch)
         feeds = {name: getattr(padded, name) for name in _INPUTS if name in self._input_names}
         hidden: npt.NDArray[np.float32] = self._session.run(None, feeds)[0]
-        mask = padded.attention_mask[..., None].astype(hidden.dtype)
-        pooled: npt.NDArray[np.float32]
-        if self._pooling.get("pooling_mode_cls_token"):
-            pooled = hidden[:, 0]
-        elif self._pooling.get("pooling_mode_max_tokens"):
-            pooled = np.where(mask > 0, hidden, -np.inf).max(axis=1)
-        else:
-            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-        return pooled.astype(np.float32)
+        return pool_hidden_states(hidden, padded.attention_mask, self._pooling)
+
+
+def pool_hidden_states(
+    hidden: npt.NDArray[np.float32],
+    attention_mask: npt.NDArray[np.int64],
+    pooling: dict,  # type: ignore[type-arg]
+) -> npt.NDArray[np.float32]:
+    """The sentence-transformers Pooling module in numpy (mean, CLS or max, per its config),
+    for backends that run the transformer alone."""
+    mask = attention_mask[..., None].astype(hidden.dtype)
+    pooled: npt.NDArray[np.float32]
+    if pooling.get("pooling_mode_cls_token"):
+        pooled = hidden[:, 0]
+    elif pooling.get("pooling_mode_max_tokens"):
+        pooled = np.where(mask > 0, hidden, -np.inf).max(axis=1)
+    else:
+        pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+    return pooled.astype(np.float32)

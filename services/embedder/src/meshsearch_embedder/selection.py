@@ -2,7 +2,9 @@
 
 A backend named explicitly is loaded as named. `auto`, the default:
 - on a CUDA device, torch in float16 (the only GPU backend; it is fastest there);
-- on a CPU, every candidate (torch float32, ONNX fused float32, ONNX int8) is loaded and must
+- on a CPU, every candidate (torch float32, ONNX Runtime fused float32 and int8, OpenVINO
+  float32 and bfloat16; those whose library or CPU support is missing are skipped, with the
+  reason) is loaded and must
   first agree with the torch reference on the calibration texts (mean cosine >= 0.99): that
   catches a build or kernel that misbehaves on this CPU. The recipes themselves passed the full
   quality gate, STS-b dev Spearman within 0.005 of torch, offline
@@ -38,7 +40,7 @@ from meshsearch_embedder.model import EncoderBackend
 
 log = logging.getLogger(__name__)
 
-CPU_CANDIDATES = ("torch", "onnx", "onnx-int8")
+CPU_CANDIDATES = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")
 REFERENCE = "torch"
 MIN_MEAN_COSINE = 0.99
 SHORT_PER_LONG = 4  # the workload the choice is for: four short texts per long one
@@ -111,6 +113,7 @@ def cache_key(revision: str, threads: int, candidates: Sequence[str]) -> str:
 
     facts = {
         "revision": revision,
+        "openvino": version("openvino"),
         "cpu": cpu_model(),
         "flags": simd_flags(),
         "cores": os.cpu_count(),
