@@ -22,6 +22,7 @@ config) runs in numpy.
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import tempfile
@@ -173,43 +174,68 @@ def build_onnx_model(model_path: Path, cache_dir: Path, revision: str, quantize:
     return int8
 
 
-class OnnxEncoder(EncoderBackend):
+class ExportedModelEncoder(EncoderBackend):
+    """What the backends that run the exported transformer share (ONNX Runtime, OpenVINO): the
+    tokenizer, the model's identity, and pooling in numpy. A subclass sets `_input_names` and
+    runs the graph in `_hidden_states`."""
+
+    _input_names: set[str]
+
+    def __init__(self, model_path: str) -> None:
+        from transformers import AutoTokenizer
+
+        self._path = require_model_dir(model_path)
+        self._pooling = check_pipeline(self._path)
+        max_tokens = int(read_json(self._path / "sentence_bert_config.json").get("max_seq_length", 512))
+        super().__init__(AutoTokenizer.from_pretrained(str(self._path), local_files_only=True), max_tokens)
+        self._revision = content_revision(self._path)
+
+    def _describe(self, *, model_id: str, output_dimension: int, dtype: str, backend: str) -> ModelInfo:
+        return ModelInfo(
+            model_id=model_id or derive_model_id(self._path),
+            revision=self._revision,
+            dimension=int(self._pooling.get("word_embedding_dimension", 0)) or int(output_dimension),
+            max_tokens=self._max_tokens,
+            dtype=dtype,
+            backend=backend,
+            device="cpu",
+            prompts=dict(read_json(self._path / "config_sentence_transformers.json").get("prompts", {})),
+        )
+
+    @abc.abstractmethod
+    def _hidden_states(self, feeds: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
+        """The transformer's last hidden state for one padded batch."""
+
+    def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
+        padded = self.pad(batch)
+        feeds = {name: getattr(padded, name) for name in _INPUTS if name in self._input_names}
+        return pool_hidden_states(self._hidden_states(feeds), padded.attention_mask, self._pooling)
+
+
+class OnnxEncoder(ExportedModelEncoder):
     def __init__(
         self, model_path: str, *, cache_dir: str, quantize: bool = True, model_id: str = "", threads: int = 0
     ) -> None:
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
-        path = require_model_dir(model_path)
-        self._pooling = check_pipeline(path)
-        st_config = read_json(path / "sentence_bert_config.json")
-        max_tokens = int(st_config.get("max_seq_length", 512))
-        super().__init__(AutoTokenizer.from_pretrained(str(path), local_files_only=True), max_tokens)
-        revision = content_revision(path)
-        onnx_path = build_onnx_model(path, Path(cache_dir), revision, quantize)
+        super().__init__(model_path)
+        onnx_path = build_onnx_model(self._path, Path(cache_dir), self._revision, quantize)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._input_names = {i.name for i in self._session.get_inputs()}
-        dimension = int(self._pooling.get("word_embedding_dimension", 0)) or self._session.get_outputs()[0].shape[-1]
-        self.info = ModelInfo(
-            model_id=model_id or derive_model_id(path),
-            revision=revision,
-            dimension=int(dimension),
-            max_tokens=max_tokens,
+        self.info = self._describe(
+            model_id=model_id,
+            output_dimension=self._session.get_outputs()[0].shape[-1],
             dtype="int8" if quantize else "float32",
             backend="onnx-int8" if quantize else "onnx",
-            device="cpu",
-            prompts=dict(read_json(path / "config_sentence_transformers.json").get("prompts", {})),
         )
 
-    def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
-        padded = self.pad(batch)
-        feeds = {name: getattr(padded, name) for name in _INPUTS if name in self._input_names}
+    def _hidden_states(self, feeds: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
         hidden: npt.NDArray[np.float32] = self._session.run(None, feeds)[0]
-        return pool_hidden_states(hidden, padded.attention_mask, self._pooling)
+        return hidden
 
 
 def pool_hidden_states(

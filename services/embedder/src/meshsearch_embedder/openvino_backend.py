@@ -20,34 +20,20 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from meshsearch_embedder.model import (
-    EncoderBackend,
-    ModelInfo,
-    content_revision,
-    derive_model_id,
-    read_json,
-    require_model_dir,
-)
-from meshsearch_embedder.onnx_backend import check_pipeline, exported_onnx_model, pool_hidden_states
+from meshsearch_embedder.onnx_backend import ExportedModelEncoder, exported_onnx_model
 
 
-class OpenVinoEncoder(EncoderBackend):
+class OpenVinoEncoder(ExportedModelEncoder):
     def __init__(
         self, model_path: str, *, cache_dir: str, model_id: str = "", threads: int = 0, bfloat16: bool = False
     ) -> None:
         import openvino
-        from transformers import AutoTokenizer
 
         core = openvino.Core()
         if bfloat16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise RuntimeError("this CPU has no bfloat16 units (AVX512_BF16 or AMX)")
-
-        path = require_model_dir(model_path)
-        self._pooling = check_pipeline(path)
-        max_tokens = int(read_json(path / "sentence_bert_config.json").get("max_seq_length", 512))
-        super().__init__(AutoTokenizer.from_pretrained(str(path), local_files_only=True), max_tokens)
-        revision = content_revision(path)
-        exported = exported_onnx_model(path, Path(cache_dir), revision)
+        super().__init__(model_path)
+        exported = exported_onnx_model(self._path, Path(cache_dir), self._revision)
         self._model = core.compile_model(
             str(exported),
             "CPU",
@@ -60,23 +46,13 @@ class OpenVinoEncoder(EncoderBackend):
             },
         )
         self._input_names = {port.get_any_name() for port in self._model.inputs}
-        self.info = ModelInfo(
-            model_id=model_id or derive_model_id(path),
-            revision=revision,
-            dimension=int(self._pooling.get("word_embedding_dimension", 0)) or int(self._model.outputs[0].shape[-1]),
-            max_tokens=max_tokens,
+        self.info = self._describe(
+            model_id=model_id,
+            output_dimension=self._model.outputs[0].partial_shape[-1].get_length(),
             dtype="bfloat16" if bfloat16 else "float32",
             backend="openvino-bf16" if bfloat16 else "openvino",
-            device="cpu",
-            prompts=dict(read_json(path / "config_sentence_transformers.json").get("prompts", {})),
         )
 
-    def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
-        padded = self.pad(batch)
-        feeds = {
-            name: getattr(padded, name)
-            for name in ("input_ids", "attention_mask", "token_type_ids")
-            if name in self._input_names
-        }
+    def _hidden_states(self, feeds: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
         hidden: npt.NDArray[np.float32] = self._model(feeds)[0]
-        return pool_hidden_states(hidden, padded.attention_mask, self._pooling)
+        return hidden
