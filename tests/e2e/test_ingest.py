@@ -14,7 +14,7 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_cli.stack import EmbeddedStack
 from meshsearch_cli.uploads import upload
 from tests.e2e.clients import ApiClient, error_details
-from tests.e2e.ingest_helpers import assert_stored_exactly_once, sentences, wait_job
+from tests.e2e.ingest_helpers import assert_stored_exactly_once, sentences, stored_hashes, wait_job
 
 
 @pytest.fixture
@@ -269,3 +269,27 @@ async def test_a_job_whose_collection_is_deleted_fails_with_the_reason(
     job = await wait_job(api.channel, result.job_id, 120)
     assert job.state == pb.JOB_STATE_FAILED and "does not exist" in job.error, job
     assert job.done < 2000
+
+
+async def test_a_job_does_not_write_into_a_collection_created_again_under_its_name(
+    api: ApiClient, ingest: pb_grpc.IngestServiceStub
+) -> None:
+    await api.create("ingest_reborn")
+    documents = sentences(60, salt="reborn-")
+    call = ingest.StartIngest()
+    await call.write(pb.StartIngestRequest(start=pb.IngestOptions(collection="ingest_reborn")))
+    job_id = (await call.read()).job_id
+    await call.write(pb.StartIngestRequest(batch=pb.IngestBatch(first_sequence=0, documents=documents[:50])))
+    assert (await call.read()).acknowledged == 50
+    call.cancel()  # the client goes away mid-upload, its 50 documents are stored in the background
+    deadline = time.monotonic() + 120
+    while (job := (await ingest.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10)).job).done < 50:
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.2)
+
+    await api.collections.DeleteCollection(pb.DeleteCollectionRequest(name="ingest_reborn"), timeout=30)
+    await api.create("ingest_reborn")
+    result = await upload(api.channel, documents, collection="ingest_reborn", job_id=job_id)
+    job = await wait_job(api.channel, result.job_id, 120)
+    assert job.state == pb.JOB_STATE_FAILED and "created again" in job.error, job
+    assert await stored_hashes(api.channel, "ingest_reborn") == {}

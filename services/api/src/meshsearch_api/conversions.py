@@ -4,7 +4,7 @@ and clients call these; nothing else builds or reads those messages field by fie
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import numpy as np
@@ -165,7 +165,7 @@ def collection_from_search(message: spb.Collection) -> CollectionInfo:
             message.model.id, message.model.revision, message.model.dimension, numerics=message.model.numerics
         ),
         document_count=message.point_count,
-        create_time=message.create_time.ToDatetime() if message.HasField("create_time") else None,
+        create_time=message.create_time.ToDatetime(tzinfo=UTC) if message.HasField("create_time") else None,
         half_precision=message.storage == spb.STORAGE_FLOAT16,
         hnsw_m=message.hnsw.m,
         hnsw_ef_construction=message.hnsw.ef_construction,

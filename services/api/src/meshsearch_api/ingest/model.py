@@ -36,6 +36,7 @@ class Job:
     update_time: datetime
     finish_time: datetime | None
     error: str
+    collection_create_time: datetime | None = None  # None for jobs from before it was recorded
 
     @property
     def ended(self) -> bool:

@@ -92,6 +92,13 @@ class BatchRunner:
                 return None
             documents = [Document(d.id, d.text, dict(d.metadata)) for d in claim.documents]
             info = await self._search.get_collection(job.collection)
+            if job.collection_create_time and info.create_time and info.create_time != job.collection_create_time:
+                raise FailedPrecondition(
+                    f"collection '{job.collection}' was deleted and created again after the job started; the job "
+                    "does not write into the new collection: start a new job for it",
+                    field="collection",
+                    reason="COLLECTION_RECREATED",
+                )
             chunking = resolve(info.chunking, await self._embedder.window_tokens())
             embedded = await embed_documents(self._embedder, documents, chunking, background=True)
             written = await self._search.upsert(job.collection, embedded, receipt)

@@ -82,6 +82,9 @@ MIGRATIONS: list[tuple[int, migrations.Migration]] = [
         );
         """,
     ),
+    # The collection's creation time when the job started: a collection deleted and created
+    # again under the same name is another collection, which the job must not write into.
+    (3, "ALTER TABLE meshsearch_ingest_jobs ADD COLUMN collection_create_time timestamptz"),
 ]
 
 

@@ -59,8 +59,9 @@ class Ingest:
     async def start(self, collection: str, priority: Priority) -> Job:
         if not collection:
             raise InvalidArgument("start.collection is required", field="start.collection")
-        await self._search.get_collection(collection)  # NOT_FOUND now, not in every batch later
-        job = await self._store.create_job(collection, priority)
+        # NOT_FOUND now, not in every batch later; its creation time tells it from a namesake.
+        info = await self._search.get_collection(collection)
+        job = await self._store.create_job(collection, priority, info.create_time)
         log.info("ingest job created", extra={"job": job.id, "collection": collection})
         return job
 

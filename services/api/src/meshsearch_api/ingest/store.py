@@ -34,7 +34,7 @@ from meshsearch_common.errors import FailedPrecondition, NotFound, Unavailable
 
 _JOB_COLUMNS = (
     "id, collection, state, priority, upload_complete, received, done, failed, "
-    "create_time, update_time, finish_time, error"
+    "create_time, update_time, finish_time, error, collection_create_time"
 )
 RECEIPT_PREFIX = "ingest:"
 CLAIM_WAIT_MS = 2000
@@ -75,6 +75,7 @@ def _job(row: dict[str, Any]) -> Job:
         update_time=row["update_time"],
         finish_time=row["finish_time"],
         error=row["error"],
+        collection_create_time=row["collection_create_time"],
     )
 
 
@@ -242,13 +243,15 @@ class JobStore:
             raise NotFound(f"job '{job_id}' does not exist", field="job_id")
         return _job(row)
 
-    async def create_job(self, collection: str, priority: Priority) -> Job:
+    async def create_job(
+        self, collection: str, priority: Priority, collection_create_time: datetime | None = None
+    ) -> Job:
         async with self._transaction() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
-                f"INSERT INTO meshsearch_ingest_jobs (id, collection, priority) VALUES (%s, %s, %s) "
-                f"RETURNING {_JOB_COLUMNS}",
-                (uuid.uuid4().hex, collection, int(priority)),
+                f"INSERT INTO meshsearch_ingest_jobs (id, collection, priority, collection_create_time) "
+                f"VALUES (%s, %s, %s, %s) RETURNING {_JOB_COLUMNS}",
+                (uuid.uuid4().hex, collection, int(priority), collection_create_time),
             )
             row = await cursor.fetchone()
             assert row is not None
