@@ -282,10 +282,8 @@ async def test_a_job_does_not_write_into_a_collection_created_again_under_its_na
     await call.write(pb.StartIngestRequest(batch=pb.IngestBatch(first_sequence=0, documents=documents[:50])))
     assert (await call.read()).acknowledged == 50
     call.cancel()  # the client goes away mid-upload, its 50 documents are stored in the background
-    deadline = time.monotonic() + 120
-    while (job := (await ingest.GetJob(pb.GetJobRequest(job_id=job_id), timeout=10)).job).done < 50:
-        assert time.monotonic() < deadline, job
-        await asyncio.sleep(0.2)
+    stored = await wait_job(api.channel, job_id, 120, until_done=50)
+    assert (stored.state, stored.done) == (pb.JOB_STATE_RUNNING, 50), stored
 
     await api.collections.DeleteCollection(pb.DeleteCollectionRequest(name="ingest_reborn"), timeout=30)
     await api.create("ingest_reborn")

@@ -60,15 +60,20 @@ def load_encoder(settings: EmbedderSettings, backend: str) -> EncoderBackend:
 
 def choose_encoder(settings: EmbedderSettings) -> tuple[EncoderBackend, Selection]:
     """The configured backend, or for `auto` the one selection.py picks; blocking."""
+    load = partial(load_encoder, settings)
+    if settings.backend != "auto":
+        return select_backend(settings.backend, load, on_gpu=False)
     from meshsearch_embedder.torch_backend import cuda_device_count, resolve_device
 
-    # Only auto needs to know about GPUs (asking loads torch, which an ONNX-only replica avoids).
-    on_gpu = settings.backend == "auto" and resolve_device(settings.device, cuda_device_count()).startswith("cuda")
+    # Only auto asks about GPUs (that loads torch, which a replica named onnx or openvino avoids),
+    # and only auto on a CPU measures, so only it needs the cache of measured choices.
+    if resolve_device(settings.device, cuda_device_count()).startswith("cuda"):
+        return select_backend(settings.backend, load, on_gpu=True)
     revision = content_revision(require_model_dir(settings.model_path))
     cache = SelectionCache(
         Path(settings.onnx_cache_dir) / "selection", cache_key(revision, settings.inference_threads, CPU_CANDIDATES)
     )
-    return select_backend(settings.backend, partial(load_encoder, settings), on_gpu=on_gpu, cache=cache)
+    return select_backend(settings.backend, load, on_gpu=False, cache=cache)
 
 
 class EmbedderApp:

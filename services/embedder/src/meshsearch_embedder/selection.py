@@ -113,7 +113,6 @@ def cache_key(revision: str, threads: int, candidates: Sequence[str]) -> str:
 
     facts = {
         "revision": revision,
-        "openvino": version("openvino"),
         "cpu": cpu_model(),
         "flags": simd_flags(),
         "cores": os.cpu_count(),
@@ -121,6 +120,7 @@ def cache_key(revision: str, threads: int, candidates: Sequence[str]) -> str:
         "candidates": list(candidates),
         "torch": version("torch"),
         "onnxruntime": version("onnxruntime"),
+        "openvino": version("openvino"),
         "selection": SELECTION_VERSION,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20]
