@@ -77,6 +77,7 @@ bench: setup
 	$(PY) bench/ingest/jobs.py
 	$(PY) bench/quality/run.py
 	$(PY) bench/e2e/run.py
+	$(PY) bench/auth/run.py
 
 clean:
 	rm -rf $(VENV) .meshsearch .pytest_cache

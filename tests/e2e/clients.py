@@ -56,9 +56,9 @@ async def status_of(call) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-def error_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+def error_details(error: Any) -> dict[str, Any]:
     """The standard google.rpc details of a failed call (BadRequest, ErrorInfo, RetryInfo,
-    PreconditionFailure), by
+    PreconditionFailure, QuotaFailure), by
     message name, decoded from its grpc-status-details-bin trailer as any client would."""
     found: dict[str, Any] = {}
     for key, value in error.trailing_metadata() or ():
@@ -69,6 +69,7 @@ def error_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
                     error_details_pb2.ErrorInfo,
                     error_details_pb2.RetryInfo,
                     error_details_pb2.PreconditionFailure,
+                    error_details_pb2.QuotaFailure,
                 ):
                     if detail.Is(kind.DESCRIPTOR):
                         message = kind()

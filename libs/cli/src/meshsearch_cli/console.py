@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import grpc
 import typer
 from rich.console import Console
+
+from meshsearch_cli.credentials import open_channel
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -75,4 +77,18 @@ def run_async(command: Callable[P, Awaitable[T]]) -> Callable[P, T]:
 
 
 def channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target or os.environ.get(TARGET_VARIABLE, DEFAULT_TARGET))
+    """A channel to the api, with the API key and TLS settings of the environment (see
+    `credentials`)."""
+    return open_channel(target or os.environ.get(TARGET_VARIABLE, DEFAULT_TARGET))
+
+
+async def every_page(fetch: Callable[[str], Awaitable[Any]], items: Callable[[Any], Sequence[T]]) -> list[T]:
+    """Everything a paged List call returns: `fetch(page_token)` until next_page_token is empty."""
+    found: list[T] = []
+    token = ""
+    while True:
+        page = await fetch(token)
+        found.extend(items(page))
+        token = page.next_page_token
+        if not token:
+            return found

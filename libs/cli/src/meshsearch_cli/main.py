@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from meshsearch_cli.commands import collections, jobs
+from meshsearch_cli.commands import collections, jobs, keys
 from meshsearch_cli.commands.ingest import ingest
 from meshsearch_cli.commands.search import search
 
@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(collections.app, name="collections")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(keys.app, name="keys")
 app.command(help=ingest.__doc__)(ingest)
 app.command(help=search.__doc__)(search)
 
@@ -97,6 +98,13 @@ def up() -> None:
         "Ctrl-C stops everything.",
         flush=True,
     )
+    if not stack.auth_enabled:
+        print(
+            "WARNING: auth is off: any local caller acts as tenant 'default' with every role and no rate limit. "
+            "Set MESHSEARCH_API_AUTH_ENABLED=true (and MESHSEARCH_API_BOOTSTRAP_KEY) to require API keys.",
+            file=sys.stderr,
+            flush=True,
+        )
     supervisor = Supervisor(stack, notify=lambda message: print(message, file=sys.stderr, flush=True))
     exit_code = 0
     try:

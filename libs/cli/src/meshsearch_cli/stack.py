@@ -27,6 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshsearch_api.settings import ApiSettings, WorkerSettings
+from meshsearch_cli.credentials import tls_credentials
 from meshsearch_common.settings import ServiceSettings, env_name
 from meshsearch_embedder.settings import EmbedderSettings
 from meshsearch_search.settings import SearchSettings
@@ -80,11 +81,17 @@ def free_port() -> int:
 
 
 def wait_serving(
-    address: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None, log: Path | None = None
+    address: str,
+    timeout_s: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
-    """Poll grpc.health.v1 until the server reports SERVING; raise if it dies or times out."""
+    """Poll grpc.health.v1 until the server reports SERVING; raise if it dies or times out.
+    With `credentials`, over TLS."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    opened = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    with opened as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
@@ -238,8 +245,14 @@ class EmbeddedStack:
             env[service_env_name(client, "jobs_database_url")] = self.database_url
         env[service_env_name("api", "redis_url")] = self.redis_url
         env[service_env_name("search", "database_url")] = self.database_url
+        # The embedded stack is a trusted local machine: auth is off unless asked for.
+        env.setdefault(service_env_name("api", "auth_enabled"), "false")
         env.update(self.extra_env)
         return env
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.service_env("api")[service_env_name("api", "auth_enabled")].lower() in ("1", "true", "yes", "on")
 
     def log_path(self, name: str) -> Path:
         """Where process `name` (a service or redis) writes its log."""
@@ -283,7 +296,8 @@ class EmbeddedStack:
         """Wait until service `name` reports SERVING; the error names it and its log."""
         port = getattr(self.ports, name)
         try:
-            wait_serving(f"127.0.0.1:{port}", timeout_s, self.processes[name], self.log_path(name))
+            credentials = tls_credentials(self.service_env(name))
+            wait_serving(f"127.0.0.1:{port}", timeout_s, self.processes[name], self.log_path(name), credentials)
         except (RuntimeError, TimeoutError) as exc:
             log = self.log_path(name)
             raise type(exc)(f"the {name} service did not become ready (its log: {log}): {exc}") from None

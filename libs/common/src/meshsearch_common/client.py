@@ -31,7 +31,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import Counter, Gauge
 
-from meshsearch_common import context, deadlines
+from meshsearch_common import context, deadlines, tls
 from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
 from meshsearch_common.errors import (
     CALLER_ERROR_CODES,
@@ -42,6 +42,7 @@ from meshsearch_common.errors import (
 )
 from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
 from meshsearch_common.settings import UpstreamPolicy
+from meshsearch_common.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -271,25 +272,31 @@ def connect_upstream(
     services: Sequence[ServiceDescriptor],
     policy: UpstreamPolicy,
     max_message_bytes: int = GRPC_MAX_MESSAGE_BYTES,
+    client_tls: ClientTls | None = None,
 ) -> Upstream:
     """Open the channel every call from this process to upstream `name` must use.
 
     `target` is any gRPC target ("host:port", "dns:///name:port"); `services` are the
-    descriptors of the services called on it, whose idempotency options drive retries.
+    descriptors of the services called on it, whose idempotency options drive retries;
+    `client_tls` makes the channel TLS (mutual with a client certificate).
     """
     guard = UpstreamGuard(name, policy)
-    channel = grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.service_config", service_config(services, policy)),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            # Reconnect quickly after an upstream restarts, so the half-open trial can succeed.
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 2_000),
-        ],
-        interceptors=[_UnaryUnaryGuard(guard), _StreamStreamGuard(guard)],
-    )
+    client_tls = client_tls or ClientTls()
+    options: list[tuple[str, Any]] = [
+        ("grpc.service_config", service_config(services, policy)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        # Reconnect quickly after an upstream restarts, so the half-open trial can succeed.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        *tls.channel_options(client_tls),
+    ]
+    interceptors = [_UnaryUnaryGuard(guard), _StreamStreamGuard(guard)]
+    if client_tls.enabled:
+        credentials = tls.channel_credentials(client_tls)
+        channel = grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+    else:
+        channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return Upstream(name, channel, guard)

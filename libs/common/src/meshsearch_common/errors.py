@@ -83,13 +83,24 @@ class Cancelled(MeshError):
 
 
 class ResourceExhausted(MeshError):
-    """A quota, rate limit or capacity bound is reached; retry later (after `retry_after_s`)."""
+    """A quota, rate limit or capacity bound is reached; retry later (after `retry_after_s`).
+    `quota_subject` names the quota spent (a google.rpc.QuotaFailure), such as `key:<id>:read`
+    or `tenant:<name>:documents`."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, retry_after_s: float | None = None, *, field: str = "", reason: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after_s: float | None = None,
+        *,
+        field: str = "",
+        reason: str = "",
+        quota_subject: str = "",
+    ) -> None:
         super().__init__(message, field=field, reason=reason)
         self.retry_after_s = retry_after_s
+        self.quota_subject = quota_subject
 
 
 class Unavailable(MeshError):
@@ -175,6 +186,7 @@ def status_details(error: MeshError) -> status_pb2.Status:
     - BadRequest (the field at fault) on INVALID_ARGUMENT;
     - PreconditionFailure (which state is wrong, and where) on FAILED_PRECONDITION;
     - RetryInfo (when to retry) on RESOURCE_EXHAUSTED and UNAVAILABLE;
+    - QuotaFailure (which quota) on RESOURCE_EXHAUSTED from a rate limit or quota;
     - ErrorInfo (reason, domain) on every error.
     """
     status = status_pb2.Status(code=error.code.value[0], message=error.message)
@@ -201,6 +213,9 @@ def status_details(error: MeshError) -> status_pb2.Status:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(max(1, int(retry_after * 1000)))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    if isinstance(error, ResourceExhausted) and error.quota_subject:
+        violation = error_details_pb2.QuotaFailure.Violation(subject=error.quota_subject, description=error.message)
+        status.details.add().Pack(error_details_pb2.QuotaFailure(violations=[violation]))
     status.details.add().Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
     return status
 

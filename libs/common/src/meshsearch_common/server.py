@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
+from meshsearch_common import tls
 from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
 from meshsearch_common.logs import configure_logging
 from meshsearch_common.reflection import enable_reflection
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class ServiceApp(Protocol):
-    """What a service provides to the bootstrap."""
+    """What a service provides to the bootstrap. An app may also have `interceptors()`,
+    returning server interceptors to run inside the common one (the api's authentication)."""
 
     name: str
 
@@ -69,8 +71,9 @@ class RunningService:
 
 async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningService:
     """Start `app` and return once it reports SERVING."""
+    own_interceptors = getattr(app, "interceptors", lambda: ())()
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(settings.read_deadline_s, settings.write_deadline_s)],
+        interceptors=[ServerInterceptor(settings.read_deadline_s, settings.write_deadline_s), *own_interceptors],
         options=[
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -83,13 +86,25 @@ async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningSe
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     enable_reflection(server, [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls.enabled:
+        port = server.add_secure_port(address, tls.server_credentials(settings.tls))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {app.name} to {settings.host}:{settings.port}")
     metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
     metrics_port = metrics_server.server_port
     await server.start()
-    log.info("listening", extra={"port": port, "metrics_port": metrics_port, "state": "NOT_SERVING"})
+    log.info(
+        "listening",
+        extra={
+            "port": port,
+            "metrics_port": metrics_port,
+            "state": "NOT_SERVING",
+            "tls": "mutual" if settings.tls.client_ca_file else "on" if settings.tls.enabled else "off",
+        },
+    )
     await app.start()
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

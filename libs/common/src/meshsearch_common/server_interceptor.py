@@ -54,8 +54,10 @@ def _ended_code(servicer_context: grpc.aio.ServicerContext[Any, Any]) -> grpc.St
 async def _abort_with(servicer_context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, method: str) -> None:
     if isinstance(exc, MeshError):
         details = status_details(exc)
+        # Keep what the handler set already (the rate-limit headers) beside the details.
+        earlier = tuple(item for item in servicer_context.trailing_metadata() or () if item[0] != STATUS_DETAILS_KEY)
         await servicer_context.abort(
-            exc.code, exc.message, trailing_metadata=((STATUS_DETAILS_KEY, details.SerializeToString()),)
+            exc.code, exc.message, trailing_metadata=(*earlier, (STATUS_DETAILS_KEY, details.SerializeToString()))
         )
     log.exception("unhandled error in %s", method)
     await servicer_context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see server logs")
@@ -81,6 +83,32 @@ def _record(
     log.info("rpc", extra={"method": method, "code": code, "duration_ms": round(elapsed * 1000, 2)})
 
 
+Wrapper = Callable[[Callable[..., Any], bool], Callable[..., Any]]
+
+
+def rebuild_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], answered_once: Wrapper, streamed: Wrapper
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` with its behavior wrapped: by `answered_once` for unary and client-streaming
+    calls, by `streamed` for calls that stream responses. Each wrapper gets the behavior and
+    whether the request is a single message. (Interceptors of other services use this too, so
+    that the four kinds of gRPC handler are told apart in one place.)"""
+    kinds = (
+        (handler.unary_unary, grpc.unary_unary_rpc_method_handler, answered_once, True),
+        (handler.unary_stream, grpc.unary_stream_rpc_method_handler, streamed, True),
+        (handler.stream_unary, grpc.stream_unary_rpc_method_handler, answered_once, False),
+        (handler.stream_stream, grpc.stream_stream_rpc_method_handler, streamed, False),
+    )
+    for behavior, make, wrap, unary_request in kinds:
+        if behavior is not None:
+            return make(
+                wrap(behavior, unary_request),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    raise ValueError("a gRPC method handler has no behavior")
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler; see the module docstring. `read_deadline_s` / `write_deadline_s`
     bound unary calls that arrive without a deadline."""
@@ -98,29 +126,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, bounded=True),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method, bounded=False),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        assert handler.stream_stream is not None  # a handler has exactly one of the four kinds
-        return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return rebuild_handler(
+            handler,
+            lambda behavior, unary_request: self._wrap_unary(behavior, method, bounded=unary_request),
+            lambda behavior, _: self._wrap_stream(behavior, method),
         )
 
     def _adopt_deadline(self, servicer_context: grpc.aio.ServicerContext[Any, Any], method: str, bounded: bool) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from meshsearch_common.tls import ServerTls
+
 
 class UpstreamPolicy(BaseModel, frozen=True):
     """How one service calls another: deadline, retries and circuit breaker.
@@ -56,6 +58,7 @@ class ServiceSettings(BaseSettings):
     write_deadline_s: float = Field(
         120.0, gt=0, description="Deadline given to any other inbound unary call sent without one."
     )
+    tls: ServerTls = Field(default_factory=ServerTls)
 
 
 def env_name(settings: type[BaseSettings], field: str) -> str:

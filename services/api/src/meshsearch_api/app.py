@@ -8,9 +8,19 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from meshsearch.api.v1 import api_pb2, api_pb2_grpc
 from meshsearch_api import upstreams
+from meshsearch_api.auth.admin import KeyAdmin
+from meshsearch_api.auth.authenticator import Authenticator
+from meshsearch_api.auth.gate import Gate
+from meshsearch_api.auth.grpc_service import KeyServicer
+from meshsearch_api.auth.interceptor import AuthInterceptor
+from meshsearch_api.auth.key_store import KeyStore
+from meshsearch_api.auth.quotas import TenantQuotas
+from meshsearch_api.auth.rate_limits import RateLimiter
 from meshsearch_api.catalog import Catalog
 from meshsearch_api.documents import DocumentLimits, Documents
 from meshsearch_api.embedder_client import EmbedderClient
@@ -25,6 +35,7 @@ from meshsearch_api.request_keys import RequestKeys
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import ApiSettings
 from meshsearch_common.client import Upstream
+from meshsearch_common.errors import FailedPrecondition
 from meshsearch_common.readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -37,6 +48,10 @@ class ApiApp:
         self.settings = settings
         self._core: Readiness[Core] = Readiness("api")
         self._ingest: Readiness[Ingest] = Readiness("bulk ingestion (its jobs database)")
+        self._gate: Readiness[Gate] = Readiness("api")
+        self._keys: Readiness[KeyStore] = Readiness("the API key store (in the jobs database)")
+        self._key_admin: Readiness[KeyAdmin] = Readiness("API key management (in the jobs database)")
+        self._authenticator: Authenticator | None = None
         self._upstreams: list[Upstream] = []
         self._redis: redis.Redis | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -46,9 +61,27 @@ class ApiApp:
         api_pb2_grpc.add_CollectionServiceServicer_to_server(CollectionServicer(self._core), server)
         api_pb2_grpc.add_DocumentServiceServicer_to_server(DocumentServicer(self._core), server)
         api_pb2_grpc.add_SearchServiceServicer_to_server(SearchServicer(self._core), server)
-        ingest = self._ingest if self.settings.jobs_database_url else None
-        api_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(ingest), server)
+        if not self.settings.jobs_database_url:
+            self._ingest.disable(
+                FailedPrecondition(
+                    "bulk ingestion is not enabled on this server: set MESHSEARCH_API_JOBS_DATABASE_URL; "
+                    "IndexDocuments works without it",
+                    reason="INGEST_DISABLED",
+                )
+            )
+            self._key_admin.disable(
+                FailedPrecondition(
+                    "API keys are not enabled on this server: they are kept in the jobs database "
+                    "(MESHSEARCH_API_JOBS_DATABASE_URL)",
+                    reason="KEYS_DISABLED",
+                )
+            )
+        api_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(self._ingest), server)
+        api_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(self._key_admin), server)
         return [service.full_name for service in api_pb2.DESCRIPTOR.services_by_name.values()]
+
+    def interceptors(self) -> Sequence[grpc.aio.ServerInterceptor]:
+        return [AuthInterceptor(self._gate)]
 
     async def start(self) -> None:
         """Open channels and the cache. Upstreams are not required to be up: the api is ready
@@ -61,6 +94,10 @@ class ApiApp:
                 settings.redis_url,
                 socket_timeout=settings.cache_timeout_s,
                 socket_connect_timeout=settings.cache_timeout_s,
+                # One quick retry (a pooled connection gone stale after a Redis restart), then the
+                # caller's fallback: redis-py's default of 10 backed-off retries would turn a Redis
+                # outage into seconds of delay on every call.
+                retry=Retry(NoBackoff(), 1),
             )
 
         def cache_for(namespace: str) -> EmbeddingCache:
@@ -75,17 +112,43 @@ class ApiApp:
             max_searches_per_batch=settings.max_searches_per_batch,
         )
         search_client = SearchClient(search)
+        self._quotas = TenantQuotas(
+            self._redis, search_client, settings.tenant_max_documents, settings.tenant_max_ingest_bytes_per_day
+        )
         self._core.set(
             Core(
                 Catalog(search_client, embedder_client),
                 Documents(search_client, embedder_client, limits),
                 RequestKeys(self._redis, settings.request_key_ttl_s),
+                self._quotas,
             )
         )
+        self._open_gate()
         if settings.jobs_database_url:
             # The jobs database is not required to start: ingestion answers UNAVAILABLE until
             # it is reached, and everything else works meanwhile.
             self._opening = asyncio.create_task(self._open_ingest(search_client, embedder_client))
+
+    def _open_gate(self) -> None:
+        settings = self.settings
+        if settings.auth_enabled:
+            if not settings.jobs_database_url:
+                raise RuntimeError(
+                    "auth needs the jobs database, where API keys are kept: set MESHSEARCH_API_JOBS_DATABASE_URL, "
+                    "or turn auth off with MESHSEARCH_API_AUTH_ENABLED=false"
+                )
+            self._authenticator = Authenticator(
+                self._keys, settings.auth_cache_ttl_s, settings.bootstrap_key.get_secret_value()
+            )
+        else:
+            log.warning(
+                "auth is OFF: every caller acts as tenant 'default' with every role and no rate limit; "
+                "set MESHSEARCH_API_AUTH_ENABLED=true anywhere but a trusted local machine"
+            )
+        limiter = RateLimiter(self._redis, settings.rate_limit_burst_s, settings.rate_limit_fallback_s)
+        self._gate.set(
+            Gate(self._authenticator, limiter, settings.rate_limit_read_per_s, settings.rate_limit_write_per_s)
+        )
 
     async def _open_ingest(self, search: SearchClient, embedder: EmbedderClient) -> None:
         settings = self.settings
@@ -102,8 +165,19 @@ class ApiApp:
         self._closers.append(app.close_async)
         store = JobStore(pool, settings.ingest_batch_documents, settings.ingest_batch_bytes)
         self._ingest.set(
-            Ingest(store, app, search, embedder, settings.max_documents_per_request, settings.max_text_bytes)
+            Ingest(
+                store,
+                app,
+                search,
+                embedder,
+                settings.max_documents_per_request,
+                settings.max_text_bytes,
+                self._quotas,
+            )
         )
+        key_store = KeyStore(pool)
+        self._keys.set(key_store)
+        self._key_admin.set(KeyAdmin(key_store, self._authenticator))
         log.info("bulk ingestion ready")
 
     async def stop(self) -> None:

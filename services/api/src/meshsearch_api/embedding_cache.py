@@ -15,6 +15,7 @@ import numpy.typing as npt
 import redis.asyncio as redis
 from prometheus_client import Counter
 
+from meshsearch_api.auth import principal
 from meshsearch_common import vectors
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ class EmbeddingCache:
         self._skip_until = 0.0
 
     def _key(self, text: str) -> str:
-        return f"meshsearch:emb:{self._namespace}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+        # Per tenant: a hit shared across tenants would tell one, by its speed, what another indexed.
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return f"meshsearch:emb:{principal.tenant()}:{self._namespace}:{digest}"
 
     def _usable(self) -> bool:
         return self._client is not None and time.monotonic() >= self._skip_until

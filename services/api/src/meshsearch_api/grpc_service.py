@@ -11,6 +11,7 @@ import grpc
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_api import conversions
+from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.catalog import Catalog
 from meshsearch_api.documents import Documents
 from meshsearch_api.request_keys import RequestKeys
@@ -22,6 +23,7 @@ class Core:
     catalog: Catalog
     documents: Documents
     request_keys: RequestKeys
+    quotas: TenantQuotas
 
 
 class CollectionServicer(pb_grpc.CollectionServiceServicer):
@@ -66,6 +68,7 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
         documents = [conversions.document_in(message) for message in request.documents]
 
         async def index() -> bytes:
+            await core.quotas.admit(len(documents), sum(len(d.text.encode()) for d in documents))
             outcome = await core.documents.index(request.collection, documents)
             return conversions.index_outcome_out(outcome).SerializeToString()
 

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as redis
 from prometheus_client import Counter
 
+from meshsearch_api.auth import principal
 from meshsearch_common import context
 from meshsearch_common.errors import DeadlineExceeded, InvalidArgument
 
@@ -50,7 +51,7 @@ class RequestKeys:
         if self._client is None:
             return await work()
         digest = hashlib.sha256(request).hexdigest().encode()
-        name = f"meshsearch:request:{scope}:{key}"
+        name = f"meshsearch:request:{principal.tenant()}:{scope}:{key}"  # keys are the tenant's own
         try:
             while True:
                 remaining = context.remaining_seconds()

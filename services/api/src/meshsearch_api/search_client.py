@@ -2,11 +2,18 @@
 
 It owns the stub, builds every request (through `conversions`), and returns plain types; the
 client layer under it (`meshsearch_common.client`) adds deadlines, retries and the breaker.
+
+It is also where tenants are kept apart: every collection name it is given is the current
+tenant's (`auth.principal`), sent as that tenant's stored name, and every name that comes back
+(in a collection, or in an error message) is turned back into the tenant's own. Another
+tenant's collections are never listed and cannot be named.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -14,10 +21,14 @@ import numpy.typing as npt
 from meshsearch.search.v1 import search_pb2 as spb
 from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_api import conversions
+from meshsearch_api.auth import principal
 from meshsearch_api.chunking import EmbeddedBatch
 from meshsearch_api.domain import Chunking, CollectionInfo, CollectionSpec, Document, Hit, ModelIdentity, SearchQuery
 from meshsearch_common import vectors
 from meshsearch_common.client import Upstream
+from meshsearch_common.errors import MeshError
+
+ResponseT = TypeVar("ResponseT")
 
 
 @dataclass(frozen=True)
@@ -36,9 +47,26 @@ class SearchClient:
         """UNAVAILABLE at once while the search service's breaker rejects calls."""
         self._upstream.fail_fast_if_open()
 
+    async def _call(self, rpc: Callable[[Any], Awaitable[ResponseT]], request: Any, collection: str = "") -> ResponseT:
+        """One call about `collection` (its public name), whose errors speak of that name
+        rather than the stored one."""
+        try:
+            return await self._upstream.call(rpc, request)
+        except MeshError as exc:
+            stored = principal.stored_collection(collection) if collection else ""
+            if stored and stored != collection:
+                exc.message = exc.message.replace(f"'{stored}'", f"'{collection}'")
+                exc.args = (exc.message,)
+            raise
+
+    @staticmethod
+    def _public(info: CollectionInfo) -> CollectionInfo:
+        name = principal.public_collection(info.name)
+        return info if name == info.name or name is None else replace(info, name=name)
+
     async def create_collection(self, spec: CollectionSpec, chunking: Chunking, model: ModelIdentity) -> CollectionInfo:
         collection = spb.Collection(
-            name=spec.name,
+            name=principal.stored_collection(spec.name, "collection.name"),
             dimension=model.dimension,
             metric=vectors.metric_to_wire(spb.Metric, spec.metric),
             storage=spb.STORAGE_FLOAT16 if spec.half_precision else spb.STORAGE_FLOAT32,
@@ -49,57 +77,66 @@ class SearchClient:
             chunk_truncate=chunking.truncate,
             mixed_numerics=spec.mixed_numerics,
         )
-        response = await self._upstream.call(
-            self._stub.CreateCollection, spb.CreateCollectionRequest(collection=collection)
+        response = await self._call(
+            self._stub.CreateCollection, spb.CreateCollectionRequest(collection=collection), spec.name
         )
-        return conversions.collection_from_search(response.collection)
+        return self._public(conversions.collection_from_search(response.collection))
 
     async def get_collection(self, name: str) -> CollectionInfo:
-        response = await self._upstream.call(self._stub.GetCollection, spb.GetCollectionRequest(name=name))
-        return conversions.collection_from_search(response.collection)
+        request = spb.GetCollectionRequest(name=principal.stored_collection(name, "name"))
+        response = await self._call(self._stub.GetCollection, request, name)
+        return self._public(conversions.collection_from_search(response.collection))
 
     async def list_collections(self) -> list[CollectionInfo]:
+        """The current tenant's collections."""
         response = await self._upstream.call(self._stub.ListCollections, spb.ListCollectionsRequest())
-        return [conversions.collection_from_search(c) for c in response.collections]
+        infos = [conversions.collection_from_search(c) for c in response.collections]
+        return [self._public(info) for info in infos if principal.public_collection(info.name) is not None]
 
     async def delete_collection(self, name: str) -> None:
-        await self._upstream.call(self._stub.DeleteCollection, spb.DeleteCollectionRequest(name=name))
+        request = spb.DeleteCollectionRequest(name=principal.stored_collection(name, "name"))
+        await self._call(self._stub.DeleteCollection, request, name)
 
     async def upsert(self, collection: str, batch: EmbeddedBatch, receipt: str = "") -> UpsertResult:
         """Store `batch`; with a receipt, at most once (see the search service's receipts)."""
         request = spb.UpsertRequest(
-            collection=collection,
+            collection=principal.stored_collection(collection),
             points=[conversions.point_to_search(item, batch.model.dimension) for item in batch.documents],
             model=conversions.model_to_search(batch.model),
             receipt=receipt,
         )
-        response = await self._upstream.call(self._stub.Upsert, request)
+        response = await self._call(self._stub.Upsert, request, collection)
         return UpsertResult(
             response.upserted_count, [(item.index, item.message) for item in response.errors], response.already_applied
         )
 
     async def recorded_receipts(self, collection: str, receipts: list[str]) -> list[str]:
-        request = spb.GetReceiptsRequest(collection=collection, receipts=receipts)
-        return list((await self._upstream.call(self._stub.GetReceipts, request)).recorded)
+        request = spb.GetReceiptsRequest(collection=principal.stored_collection(collection), receipts=receipts)
+        return list((await self._call(self._stub.GetReceipts, request, collection)).recorded)
 
     async def delete_receipts(self, collection: str, prefix: str) -> int:
-        request = spb.DeleteReceiptsRequest(collection=collection, prefix=prefix)
-        return int((await self._upstream.call(self._stub.DeleteReceipts, request)).deleted_count)
+        request = spb.DeleteReceiptsRequest(collection=principal.stored_collection(collection), prefix=prefix)
+        return int((await self._call(self._stub.DeleteReceipts, request, collection)).deleted_count)
 
     async def get(self, collection: str, ids: list[str]) -> tuple[list[Document], list[str]]:
-        response = await self._upstream.call(self._stub.Get, spb.GetRequest(collection=collection, ids=ids))
+        request = spb.GetRequest(collection=principal.stored_collection(collection), ids=ids)
+        response = await self._call(self._stub.Get, request, collection)
         return [conversions.document_from_search(p) for p in response.points], list(response.missing_ids)
 
     async def delete(self, collection: str, ids: list[str], filter_wire: bytes = b"") -> int:
-        request = spb.DeleteRequest(collection=collection, ids=ids, filter=conversions.filter_to_search(filter_wire))
-        response = await self._upstream.call(self._stub.Delete, request)
+        stored = principal.stored_collection(collection)
+        request = spb.DeleteRequest(collection=stored, ids=ids, filter=conversions.filter_to_search(filter_wire))
+        response = await self._call(self._stub.Delete, request, collection)
         return int(response.deleted_count)
 
     async def scroll(self, collection: str, filter_wire: bytes, limit: int, cursor: str) -> tuple[list[Document], str]:
         request = spb.ScrollRequest(
-            collection=collection, filter=conversions.filter_to_search(filter_wire), limit=limit, cursor=cursor
+            collection=principal.stored_collection(collection),
+            filter=conversions.filter_to_search(filter_wire),
+            limit=limit,
+            cursor=cursor,
         )
-        response = await self._upstream.call(self._stub.Scroll, request)
+        response = await self._call(self._stub.Scroll, request, collection)
         return [conversions.document_from_search(p) for p in response.points], response.next_cursor
 
     async def query(
@@ -111,6 +148,7 @@ class SearchClient:
     ) -> list[Hit]:
         """Vector search (`vector` given, mode vector), hybrid (`vector` given, mode hybrid) or
         keyword search (no vector)."""
-        request = conversions.query_to_search(query, k, vector, model)
-        response = await self._upstream.call(self._stub.Query, request)
+        stored = replace(query, collection=principal.stored_collection(query.collection))
+        request = conversions.query_to_search(stored, k, vector, model)
+        response = await self._call(self._stub.Query, request, query.collection)
         return [conversions.hit_from_search(hit) for hit in response.points]

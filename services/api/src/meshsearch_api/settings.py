@@ -7,10 +7,11 @@ call deadline, MESHSEARCH_API_SEARCH_POLICY__BREAKER_FAIL_MAX=3 the search break
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from meshsearch_common.settings import ServiceSettings, UpstreamPolicy
+from meshsearch_common.tls import ClientTls
 
 
 class MeshClientSettings(ServiceSettings):
@@ -27,6 +28,7 @@ class MeshClientSettings(ServiceSettings):
         "", description="PostgreSQL of ingest jobs and their queue; empty disables bulk ingestion."
     )
     max_text_bytes: int = Field(65_536, ge=1, description="Largest document or query text, in UTF-8 bytes.")
+    upstream_tls: ClientTls = Field(default_factory=ClientTls)
 
 
 class ApiSettings(MeshClientSettings):
@@ -53,6 +55,46 @@ class ApiSettings(MeshClientSettings):
         65_536, ge=1, description="Most text per batch, in UTF-8 bytes (long documents make smaller batches)."
     )
     jobs_pool_size: int = Field(8, ge=2, description="Connections to the jobs database.")
+    auth_enabled: bool = Field(
+        True,
+        description="Require an API key on every public call (keys live in the jobs database). `meshsearch up` "
+        "turns it off, with a warning: every caller then acts as tenant 'default' with every role, unlimited.",
+    )
+    bootstrap_key: SecretStr = Field(
+        SecretStr(""),
+        description="A secret of at least 32 characters that may manage the API keys of every tenant (and reach "
+        "no data): how the first admin key is made. Empty: none.",
+    )
+    auth_cache_ttl_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How long a verified key is trusted without a look at the database: the "
+        "longest a revoked key keeps working on a replica.",
+    )
+    rate_limit_read_per_s: float = Field(100.0, gt=0, description="Reads per second of a key without its own limit.")
+    rate_limit_write_per_s: float = Field(20.0, gt=0, description="Writes per second of a key without its own limit.")
+    rate_limit_burst_s: float = Field(
+        2.0, gt=0, description="A key may burst this many seconds' worth of calls at once (its bucket's size)."
+    )
+    rate_limit_fallback_s: float = Field(
+        5.0,
+        gt=0,
+        description="After Redis fails, how long rate limits are kept by this replica alone before "
+        "Redis is tried again.",
+    )
+
+    @field_validator("bootstrap_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value()) < 32:
+            raise ValueError("must be empty or at least 32 characters (make one with: openssl rand -hex 32)")
+        return value
+
+    tenant_max_documents: int = Field(0, ge=0, description="Documents one tenant may store; 0: no quota.")
+    tenant_max_ingest_bytes_per_day: int = Field(
+        0, ge=0, description="UTF-8 bytes of text one tenant may write per UTC day; 0: no quota."
+    )
 
 
 class WorkerSettings(MeshClientSettings):

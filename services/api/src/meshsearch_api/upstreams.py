@@ -16,11 +16,13 @@ def connect(settings: MeshClientSettings) -> tuple[Upstream, Upstream]:
         settings.embedder_target,
         [embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"]],
         settings.embedder_policy,
+        client_tls=settings.upstream_tls,
     )
     search = connect_upstream(
         "search",
         settings.search_target,
         [search_pb2.DESCRIPTOR.services_by_name["VectorStoreService"]],
         settings.search_policy,
+        client_tls=settings.upstream_tls,
     )
     return embedder, search

@@ -12,7 +12,6 @@ once when its table is gone (the points store invalidates and retries).
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import replace
 
@@ -20,6 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from meshsearch_common import names
 from meshsearch_common.errors import AlreadyExists, InvalidArgument, NotFound
 from meshsearch_search import keyword
 from meshsearch_search.db import Database
@@ -33,8 +33,6 @@ from meshsearch_search.domain import (
     Storage,
 )
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
 # pgvector distance operator and operator-class suffix per metric.
 METRIC_OPERATORS: dict[Metric, tuple[str, str]] = {
     Metric.COSINE: ("<=>", "cosine_ops"),
@@ -47,10 +45,10 @@ CACHE_TTL_S = 2.0
 
 
 def validate_name(name: str) -> None:
-    if not NAME_PATTERN.match(name):
-        raise InvalidArgument(
-            f"invalid collection name {name!r}: use 1-63 characters of a-z, 0-9 and _, starting with a letter"
-        )
+    """Accepts public names and the api's tenant-qualified ones (`tenant/name`, see
+    meshsearch_common.names)."""
+    if not names.STORED_COLLECTION_NAME.match(name):
+        raise InvalidArgument(f"invalid collection name {name!r}: use {names.COLLECTION_NAME_RULE}")
 
 
 def hnsw_index_sql(collection: Collection, concurrently: bool = False) -> sql.Composed:

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_cli.console import TargetOption, channel, fail, out, run_async
+from meshsearch_cli.console import TargetOption, channel, every_page, fail, out, run_async
 
 app = typer.Typer(help="Create, list, describe and delete collections.", no_args_is_help=True)
 METRICS = {"cosine": pb.METRIC_COSINE, "dot": pb.METRIC_DOT, "l2": pb.METRIC_L2}
@@ -33,14 +33,10 @@ async def list_(target: str = TargetOption) -> None:
     """List every collection."""
     async with channel(target) as opened:
         stub = pb_grpc.CollectionServiceStub(opened)
-        found: list[pb.Collection] = []
-        token = ""
-        while True:
-            page = await stub.ListCollections(pb.ListCollectionsRequest(page_token=token), timeout=30)
-            found.extend(page.collections)
-            token = page.next_page_token
-            if not token:
-                break
+        found = await every_page(
+            lambda token: stub.ListCollections(pb.ListCollectionsRequest(page_token=token), timeout=30),
+            lambda page: page.collections,
+        )
     out.print(_table(found) if found else "no collections")
 
 

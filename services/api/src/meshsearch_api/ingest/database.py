@@ -1,10 +1,16 @@
-"""Opening the jobs database: a pool, and the schema brought up to date."""
+"""The api's database (jobs, their queue, API keys): opening a pool with the schema brought
+up to date, and what its failures mean to callers."""
 
 from __future__ import annotations
 
-from psycopg_pool import AsyncConnectionPool
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from meshsearch_api.ingest import schema
+from meshsearch_common.errors import Unavailable
 
 
 async def open_pool(conninfo: str, size: int, timeout_s: float = 30.0) -> AsyncConnectionPool:
@@ -18,3 +24,12 @@ async def open_pool(conninfo: str, size: int, timeout_s: float = 30.0) -> AsyncC
         await pool.close()
         raise
     return pool
+
+
+@asynccontextmanager
+async def database_errors() -> AsyncIterator[None]:
+    """The database failing is UNAVAILABLE to callers (retry later), never INTERNAL."""
+    try:
+        yield
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise Unavailable(f"the jobs database is unavailable: {exc}", reason="JOBS_DATABASE_UNAVAILABLE") from exc

@@ -12,24 +12,13 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_api import conversions
 from meshsearch_api.domain import Document
 from meshsearch_api.ingest.service import Ingest
-from meshsearch_common.errors import FailedPrecondition, InvalidArgument
+from meshsearch_common.errors import InvalidArgument
 from meshsearch_common.readiness import Readiness
 
 
-class _Disabled:
-    """Stands in for Readiness when no jobs database is configured."""
-
-    def get(self) -> Ingest:
-        raise FailedPrecondition(
-            "bulk ingestion is not enabled on this server: set MESHSEARCH_API_JOBS_DATABASE_URL; "
-            "IndexDocuments works without it",
-            reason="INGEST_DISABLED",
-        )
-
-
 class IngestServicer(pb_grpc.IngestServiceServicer):
-    def __init__(self, ingest: Readiness[Ingest] | None) -> None:
-        self._ingest: Readiness[Ingest] | _Disabled = ingest if ingest is not None else _Disabled()
+    def __init__(self, ingest: Readiness[Ingest]) -> None:
+        self._ingest = ingest
 
     async def StartIngest(
         self, request_iterator: AsyncIterator[pb.StartIngestRequest], context: grpc.aio.ServicerContext[Any, Any]

@@ -37,6 +37,7 @@ class Job:
     finish_time: datetime | None
     error: str
     collection_create_time: datetime | None = None  # None for jobs from before it was recorded
+    tenant: str = "default"  # whose job it is: its collection is that tenant's
 
     @property
     def ended(self) -> bool:

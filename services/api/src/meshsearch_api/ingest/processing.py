@@ -18,11 +18,12 @@ import logging
 import random
 from dataclasses import dataclass
 
+from meshsearch_api.auth import principal
 from meshsearch_api.chunking import embed_documents, resolve
 from meshsearch_api.domain import Document
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.ingest import metrics
-from meshsearch_api.ingest.model import Rejected
+from meshsearch_api.ingest.model import Job, Rejected
 from meshsearch_api.ingest.store import Claim, JobStore, batch_receipt, job_receipt_prefix
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common.errors import (
@@ -66,17 +67,19 @@ class BatchRunner:
 
     async def run(self, batch_id: int) -> None:
         """Process batch `batch_id` if it is claimable; raise RetryBatch to be run again later."""
-        completed_job: tuple[str, str] | None = None
+        completed_job: Job | None = None
         with metrics.BATCH_SECONDS.time():
             async with self._store.claim(batch_id) as claim:
                 if claim is None:
                     metrics.BATCHES.labels("skipped").inc()
                     return
-                retry = await self._process(claim)  # the outcome commits with the claim
+                with principal.acting_as(claim.job.tenant):  # the job's collection is its tenant's
+                    retry = await self._process(claim)  # the outcome commits with the claim
                 if claim.completed_job:
-                    completed_job = (claim.job.id, claim.job.collection)
+                    completed_job = claim.job
         if completed_job is not None:
-            await self._tidy(*completed_job)
+            with principal.acting_as(completed_job.tenant):
+                await self._tidy(completed_job.id, completed_job.collection)
         if retry is not None:
             raise retry
 

@@ -1,4 +1,4 @@
-"""Tables of ingest jobs, and procrastinate's own (version 1: the one of the pinned release; see
+"""Tables of ingest jobs and API keys, and procrastinate's own (version 1: the one of the pinned release; see
 docs/ingestion.md before upgrading it). The api and the workers apply them at start through
 `meshsearch_common.migrations`: once, under an advisory lock, append-only."""
 
@@ -85,6 +85,27 @@ MIGRATIONS: list[tuple[int, migrations.Migration]] = [
     # The collection's creation time when the job started: a collection deleted and created
     # again under the same name is another collection, which the job must not write into.
     (3, "ALTER TABLE meshsearch_ingest_jobs ADD COLUMN collection_create_time timestamptz"),
+    # Tenants: a job belongs to the tenant of the key that started it (jobs from before are the
+    # default tenant's); API keys are stored as argon2id hashes, found by their public id.
+    (
+        4,
+        """
+        ALTER TABLE meshsearch_ingest_jobs ADD COLUMN tenant text NOT NULL DEFAULT 'default';
+        CREATE INDEX meshsearch_ingest_jobs_by_tenant ON meshsearch_ingest_jobs (tenant, create_time DESC, id DESC);
+        CREATE TABLE meshsearch_api_keys (
+            key_id      text PRIMARY KEY,
+            tenant      text NOT NULL,
+            roles       text[] NOT NULL,
+            name        text NOT NULL DEFAULT '',
+            secret_hash text NOT NULL,
+            read_per_s  double precision NOT NULL DEFAULT 0,
+            write_per_s double precision NOT NULL DEFAULT 0,
+            create_time timestamptz NOT NULL DEFAULT clock_timestamp(),
+            revoke_time timestamptz
+        );
+        CREATE INDEX meshsearch_api_keys_by_tenant ON meshsearch_api_keys (tenant, create_time, key_id);
+        """,
+    ),
 ]
 
 

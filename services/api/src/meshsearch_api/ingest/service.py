@@ -13,6 +13,7 @@ from datetime import datetime
 
 import procrastinate
 
+from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.chunking import resolve
 from meshsearch_api.documents import document_problem
 from meshsearch_api.domain import Document
@@ -42,8 +43,10 @@ class Ingest:
         embedder: EmbedderClient,
         max_documents_per_message: int,
         max_text_bytes: int,
+        quotas: TenantQuotas,
     ) -> None:
         self._store = store
+        self._quotas = quotas
         self._app = app
         self._search = search
         self._embedder = embedder
@@ -91,6 +94,7 @@ class Ingest:
             found = document_problem(document, self._max_text_bytes)
             return found.message if found else None
 
+        await self._quotas.admit(len(documents), sum(len(d.text.encode()) for d in documents))
         staged = await self._store.stage(job_id, first_sequence, documents, problem)
         metrics.UPLOADED.inc(max(0, staged.acknowledged - first_sequence))
         try:

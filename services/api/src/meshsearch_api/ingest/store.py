@@ -26,15 +26,17 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
+from meshsearch_api.auth import principal
 from meshsearch_api.domain import Document
+from meshsearch_api.ingest.database import database_errors
 from meshsearch_api.ingest.model import DeadLetter, Job, JobState, Priority, Rejected, StagedDocument
-from meshsearch_common.errors import FailedPrecondition, NotFound, Unavailable
+from meshsearch_common.errors import FailedPrecondition, NotFound
 
 _JOB_COLUMNS = (
     "id, collection, state, priority, upload_complete, received, done, failed, "
-    "create_time, update_time, finish_time, error, collection_create_time"
+    "create_time, update_time, finish_time, error, collection_create_time, tenant"
 )
 RECEIPT_PREFIX = "ingest:"
 CLAIM_WAIT_MS = 2000
@@ -76,6 +78,7 @@ def _job(row: dict[str, Any]) -> Job:
         finish_time=row["finish_time"],
         error=row["error"],
         collection_create_time=row["collection_create_time"],
+        tenant=row["tenant"],
     )
 
 
@@ -187,15 +190,6 @@ async def _complete_if_drained(conn: psycopg.AsyncConnection, job_id: str) -> bo
     return await cursor.fetchone() is not None
 
 
-@asynccontextmanager
-async def _database_errors() -> AsyncIterator[None]:
-    """The jobs database failing is UNAVAILABLE to callers (retry later), never INTERNAL."""
-    try:
-        yield
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise Unavailable(f"the jobs database is unavailable: {exc}", reason="JOBS_DATABASE_UNAVAILABLE") from exc
-
-
 def batches_of(sizes: Sequence[int], max_documents: int, max_bytes: int) -> list[list[int]]:
     """Positions grouped into consecutive batches of at most `max_documents` documents and
     `max_bytes` of text (a single larger document gets a batch of its own): long texts make
@@ -223,7 +217,7 @@ class JobStore:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        async with _database_errors(), self._pool.connection() as conn:
+        async with database_errors(), self._pool.connection() as conn:
             yield conn
 
     @asynccontextmanager
@@ -233,11 +227,13 @@ class JobStore:
 
     @staticmethod
     async def _read_job(conn: psycopg.AsyncConnection, job_id: str, *, lock: bool = False) -> Job:
-        """The job's row (locked against concurrent writers until the transaction ends if
-        `lock`), or NOT_FOUND."""
+        """The current tenant's job (locked against concurrent writers until the transaction
+        ends if `lock`), or NOT_FOUND: another tenant's job is absent, by the same query."""
         cursor = conn.cursor(row_factory=dict_row)
-        query = f"SELECT {_JOB_COLUMNS} FROM meshsearch_ingest_jobs WHERE id = %s" + (" FOR UPDATE" if lock else "")
-        await cursor.execute(query, (job_id,))
+        query = f"SELECT {_JOB_COLUMNS} FROM meshsearch_ingest_jobs WHERE id = %s AND tenant = %s" + (
+            " FOR UPDATE" if lock else ""
+        )
+        await cursor.execute(query, (job_id, principal.tenant()))
         row = await cursor.fetchone()
         if row is None:
             raise NotFound(f"job '{job_id}' does not exist", field="job_id")
@@ -249,9 +245,9 @@ class JobStore:
         async with self._transaction() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
-                f"INSERT INTO meshsearch_ingest_jobs (id, collection, priority, collection_create_time) "
-                f"VALUES (%s, %s, %s, %s) RETURNING {_JOB_COLUMNS}",
-                (uuid.uuid4().hex, collection, int(priority), collection_create_time),
+                f"INSERT INTO meshsearch_ingest_jobs (id, collection, priority, collection_create_time, tenant) "
+                f"VALUES (%s, %s, %s, %s, %s) RETURNING {_JOB_COLUMNS}",
+                (uuid.uuid4().hex, collection, int(priority), collection_create_time, principal.tenant()),
             )
             row = await cursor.fetchone()
             assert row is not None
@@ -264,9 +260,10 @@ class JobStore:
     async def list_jobs(
         self, collection: str, limit: int, after: tuple[datetime, str] | None
     ) -> tuple[list[Job], tuple[datetime, str] | None]:
-        """Newest first; `after` is the (create_time, id) of the last job of the previous page."""
-        conditions: list[str] = ["true"]
-        params: list[object] = []
+        """The current tenant's jobs, newest first; `after` is the (create_time, id) of the last
+        job of the previous page."""
+        conditions: list[str] = ["tenant = %s"]
+        params: list[object] = [principal.tenant()]
         if collection:
             conditions.append("collection = %s")
             params.append(collection)
@@ -276,7 +273,7 @@ class JobStore:
         async with self._connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
-                f"SELECT {_JOB_COLUMNS} FROM meshsearch_ingest_jobs WHERE {' AND '.join(conditions)} "  # noqa: S608
+                f"SELECT {_JOB_COLUMNS} FROM meshsearch_ingest_jobs WHERE {' AND '.join(conditions)} "
                 "ORDER BY create_time DESC, id DESC LIMIT %s",
                 (*params, limit + 1),
             )

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class CollectionServiceStub:
-    """CollectionService manages collections.
+    """CollectionService manages collections. Roles: Get and List need read; Create and Delete
+    need write.
     """
 
     def __init__(self, channel):
@@ -58,7 +59,8 @@ class CollectionServiceStub:
 
 
 class CollectionServiceServicer:
-    """CollectionService manages collections.
+    """CollectionService manages collections. Roles: Get and List need read; Create and Delete
+    need write.
     """
 
     def CreateCollection(self, request, context):
@@ -121,7 +123,8 @@ def add_CollectionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CollectionService:
-    """CollectionService manages collections.
+    """CollectionService manages collections. Roles: Get and List need read; Create and Delete
+    need write.
     """
 
     @staticmethod
@@ -234,7 +237,8 @@ class CollectionService:
 
 
 class DocumentServiceStub:
-    """DocumentService writes, reads and removes documents.
+    """DocumentService writes, reads and removes documents. Roles: Get and List need read;
+    Index and Delete need write.
     """
 
     def __init__(self, channel):
@@ -266,7 +270,8 @@ class DocumentServiceStub:
 
 
 class DocumentServiceServicer:
-    """DocumentService writes, reads and removes documents.
+    """DocumentService writes, reads and removes documents. Roles: Get and List need read;
+    Index and Delete need write.
     """
 
     def IndexDocuments(self, request, context):
@@ -332,7 +337,8 @@ def add_DocumentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DocumentService:
-    """DocumentService writes, reads and removes documents.
+    """DocumentService writes, reads and removes documents. Roles: Get and List need read;
+    Index and Delete need write.
     """
 
     @staticmethod
@@ -445,7 +451,7 @@ class DocumentService:
 
 
 class SearchServiceStub:
-    """SearchService finds documents by meaning.
+    """SearchService finds documents by meaning. Role: read.
     """
 
     def __init__(self, channel):
@@ -467,7 +473,7 @@ class SearchServiceStub:
 
 
 class SearchServiceServicer:
-    """SearchService finds documents by meaning.
+    """SearchService finds documents by meaning. Role: read.
     """
 
     def Search(self, request, context):
@@ -508,7 +514,7 @@ def add_SearchServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SearchService:
-    """SearchService finds documents by meaning.
+    """SearchService finds documents by meaning. Role: read.
     """
 
     @staticmethod
@@ -570,6 +576,8 @@ class IngestServiceStub:
     """IngestService loads many documents durably: an upload is stored before it is acknowledged,
     and workers embed and store it in the background, resuming after any crash. Every document
     of a job is stored exactly once; documents that keep failing are set aside as dead letters.
+    Roles: GetJob, ListJobs, WatchJob, EstimateIngest and ListDeadLetters need read; the others
+    need write.
     """
 
     def __init__(self, channel):
@@ -624,6 +632,8 @@ class IngestServiceServicer:
     """IngestService loads many documents durably: an upload is stored before it is acknowledged,
     and workers embed and store it in the background, resuming after any crash. Every document
     of a job is stored exactly once; documents that keep failing are set aside as dead letters.
+    Roles: GetJob, ListJobs, WatchJob, EstimateIngest and ListDeadLetters need read; the others
+    need write.
     """
 
     def StartIngest(self, request_iterator, context):
@@ -748,6 +758,8 @@ class IngestService:
     """IngestService loads many documents durably: an upload is stored before it is acknowledged,
     and workers embed and store it in the background, resuming after any crash. Every document
     of a job is stored exactly once; documents that keep failing are set aside as dead letters.
+    Roles: GetJob, ListJobs, WatchJob, EstimateIngest and ListDeadLetters need read; the others
+    need write.
     """
 
     @staticmethod
@@ -956,6 +968,178 @@ class IngestService:
             '/meshsearch.api.v1.IngestService/RedriveDeadLetters',
             meshsearch_dot_api_dot_v1_dot_api__pb2.RedriveDeadLettersRequest.SerializeToString,
             meshsearch_dot_api_dot_v1_dot_api__pb2.RedriveDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class KeyServiceStub:
+    """KeyService manages API keys. Role: admin. An admin key manages the keys of its own tenant;
+    the bootstrap key (a secret the operator configures) manages the keys of every tenant and
+    nothing else.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateApiKey = channel.unary_unary(
+                '/meshsearch.api.v1.KeyService/CreateApiKey',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/meshsearch.api.v1.KeyService/ListApiKeys',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/meshsearch.api.v1.KeyService/RevokeApiKey',
+                request_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+
+
+class KeyServiceServicer:
+    """KeyService manages API keys. Role: admin. An admin key manages the keys of its own tenant;
+    the bootstrap key (a secret the operator configures) manages the keys of every tenant and
+    nothing else.
+    """
+
+    def CreateApiKey(self, request, context):
+        """CreateApiKey makes a key. Its secret is in this response only: the server keeps a slow
+        hash of it, never the secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """ListApiKeys pages through a tenant's keys (without secrets), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """RevokeApiKey disables a key for good. Every api replica refuses it within
+        `MESHSEARCH_API_AUTH_CACHE_TTL_S` seconds (5 by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_KeyServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=meshsearch_dot_api_dot_v1_dot_api__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=meshsearch_dot_api_dot_v1_dot_api__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'meshsearch.api.v1.KeyService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('meshsearch.api.v1.KeyService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class KeyService:
+    """KeyService manages API keys. Role: admin. An admin key manages the keys of its own tenant;
+    the bootstrap key (a secret the operator configures) manages the keys of every tenant and
+    nothing else.
+    """
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.KeyService/CreateApiKey',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.CreateApiKeyRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.KeyService/ListApiKeys',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.ListApiKeysRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.api.v1.KeyService/RevokeApiKey',
+            meshsearch_dot_api_dot_v1_dot_api__pb2.RevokeApiKeyRequest.SerializeToString,
+            meshsearch_dot_api_dot_v1_dot_api__pb2.RevokeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

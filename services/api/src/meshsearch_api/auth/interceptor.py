@@ -1,0 +1,83 @@
+"""Runs the Gate before every public RPC, streaming ones included (a stream is admitted once,
+when it opens), and makes its principal the call's (`principal.current()`).
+
+It sits inside the common server interceptor, which turns the gate's errors into statuses
+with their details and keeps the rate-limit headers set here in the trailing metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from meshsearch_api.auth import permissions, principal
+from meshsearch_api.auth.gate import Gate, RateLimited
+from meshsearch_api.auth.rate_limits import Decision
+from meshsearch_common.readiness import Readiness
+from meshsearch_common.server_interceptor import rebuild_handler
+
+AUTHORIZATION = "authorization"
+
+
+def _authorization(servicer_context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in servicer_context.invocation_metadata() or ():
+        if key == AUTHORIZATION:
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _rate_headers(rate: Decision | None, kind: str) -> tuple[tuple[str, str], ...]:
+    if rate is None:
+        return ()
+    return (
+        ("x-ratelimit-limit", f"{rate.limit_per_s:g}"),
+        ("x-ratelimit-remaining", str(rate.remaining)),
+        ("x-ratelimit-class", kind),
+    )
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, gate: Readiness[Gate]) -> None:
+        self._gate = gate
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or permissions.is_open(method):
+            return handler
+        return rebuild_handler(
+            handler, lambda behavior, _: self._answered_once(behavior, method), lambda b, _: self._streamed(b, method)
+        )
+
+    async def _admit(self, method: str, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        # The call runs in its own task, so the principal set here is this call's alone.
+        try:
+            admission = await self._gate.get().admit(method, _authorization(servicer_context))
+        except RateLimited as refused:
+            servicer_context.set_trailing_metadata(_rate_headers(refused.decision, refused.kind))
+            raise
+        principal.set_current(admission.principal)
+        headers = _rate_headers(admission.rate, admission.rate_kind)
+        if headers:
+            servicer_context.set_trailing_metadata(headers)
+
+    def _answered_once(self, behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
+        async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await self._admit(method, servicer_context)
+            return await behavior(request, servicer_context)
+
+        return wrapped
+
+    def _streamed(self, behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            await self._admit(method, servicer_context)
+            async for response in behavior(request, servicer_context):
+                yield response
+
+        return wrapped

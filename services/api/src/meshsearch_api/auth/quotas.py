@@ -1,0 +1,102 @@
+"""Per-tenant quotas on what is stored and on how much is written per day.
+
+- Documents stored: the tenant's collections' document counts (read from the search service,
+  cached for a few seconds) plus the documents a write brings must stay within
+  `max_documents`. Every document of a write counts, replacements of existing ids included,
+  and concurrent writes can pass the quota by what they carry: it is a soft bound.
+- Ingest volume: UTF-8 bytes of text written per UTC day (IndexDocuments and ingest uploads),
+  counted in Redis so that every replica sees one total; a replica whose Redis fails counts
+  on its own until it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import redis.asyncio as redis
+from cachetools import TTLCache
+from prometheus_client import Counter
+
+from meshsearch_api.auth import principal
+from meshsearch_api.search_client import SearchClient
+from meshsearch_common.errors import ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+REFUSED = Counter("meshsearch_api_quota_refusals_total", "Writes refused by a tenant quota, by quota.", ["quota"])
+COUNT_TTL_S = 2.0
+DOCUMENTS_RETRY_AFTER_S = 60.0  # a full tenant frees room only by deleting
+
+
+def _seconds_to_midnight(now: datetime) -> float:
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - now).total_seconds()
+
+
+class TenantQuotas:
+    def __init__(
+        self, client: redis.Redis | None, search: SearchClient, max_documents: int, max_ingest_bytes_per_day: int
+    ) -> None:
+        self._client = client
+        self._search = search
+        self._max_documents = max_documents
+        self._max_bytes = max_ingest_bytes_per_day
+        self._counts: TTLCache[str, int] = TTLCache(10_000, COUNT_TTL_S, timer=time.monotonic)
+        self._local_bytes: dict[str, int] = {}
+
+    async def admit(self, documents: int, text_bytes: int) -> None:
+        """RESOURCE_EXHAUSTED (with QuotaFailure) unless the current tenant may write
+        `documents` more documents holding `text_bytes` of text."""
+        if documents <= 0:
+            return
+        tenant = principal.tenant()
+        if self._max_documents:
+            await self._admit_documents(tenant, documents)
+        if self._max_bytes:
+            await self._admit_bytes(tenant, text_bytes)
+
+    async def _admit_documents(self, tenant: str, documents: int) -> None:
+        stored = self._counts.get(tenant)
+        if stored is None:
+            stored = sum(info.document_count for info in await self._search.list_collections())
+            self._counts[tenant] = stored
+        if stored + documents > self._max_documents:
+            REFUSED.labels("documents").inc()
+            raise ResourceExhausted(
+                f"tenant '{tenant}' stores {stored} documents; {documents} more would pass its quota of "
+                f"{self._max_documents}: delete documents, or ask the operator for a larger quota",
+                DOCUMENTS_RETRY_AFTER_S,
+                reason="DOCUMENT_QUOTA_EXCEEDED",
+                quota_subject=f"tenant:{tenant}:documents",
+            )
+        self._counts[tenant] = stored + documents
+
+    async def _admit_bytes(self, tenant: str, text_bytes: int) -> None:
+        now = datetime.now(UTC)
+        key = f"meshsearch:quota:ingest:{tenant}:{now:%Y%m%d}"
+        total = await self._add_bytes(key, text_bytes)
+        if total > self._max_bytes:
+            await self._add_bytes(key, -text_bytes)
+            REFUSED.labels("ingest_bytes").inc()
+            raise ResourceExhausted(
+                f"tenant '{tenant}' has written {total - text_bytes} bytes of text today (UTC); {text_bytes} more "
+                f"would pass its daily ingest quota of {self._max_bytes} bytes: retry after midnight UTC",
+                _seconds_to_midnight(now),
+                reason="INGEST_QUOTA_EXCEEDED",
+                quota_subject=f"tenant:{tenant}:ingest_bytes_per_day",
+            )
+
+    async def _add_bytes(self, key: str, amount: int) -> int:
+        if self._client is not None:
+            try:
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.incrby(key, amount)
+                    pipe.expire(key, 2 * 86_400)
+                    total, _ = await pipe.execute()
+                return int(total)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("ingest quota counted locally: Redis failed", extra={"error": str(exc)})
+        self._local_bytes[key] = self._local_bytes.get(key, 0) + amount
+        return self._local_bytes[key]

@@ -1,0 +1,584 @@
+"""API keys, roles, tenant isolation, rate limits and quotas, against two real api replicas
+sharing one Redis (see auth_stack). The contract is walked by server reflection, so an RPC
+added without an access rule or a tenant check fails these tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from meshsearch.api.v1 import api_pb2 as pb
+from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch_api.auth.permissions import METHOD_ROLES, OPEN_SERVICES
+from meshsearch_cli.stack import EmbeddedStack
+from tests.e2e import raw_http2
+from tests.e2e.auth_stack import CACHE_TTL_S, MAX_DOCUMENTS, MAX_INGEST_BYTES, SecuredApis, bearer, start_secured_apis
+from tests.e2e.clients import error_details
+
+TIMEOUT_S = 30
+
+
+@pytest.fixture(scope="module")
+def secured(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredApis]:
+    yield from start_secured_apis(stack, tmp_path_factory.mktemp("secured"))
+
+
+def tenant_name() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def served_methods(target: str) -> list[MethodDescriptor]:
+    """Every method the server offers, as it describes itself through reflection."""
+    with grpc.insecure_channel(target) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        pool = descriptor_pool.DescriptorPool(database)
+        services = [pool.FindServiceByName(name) for name in database.get_services() if name not in OPEN_SERVICES]
+        return [method for service in services for method in service.methods]
+
+
+def invoke(
+    channel: grpc.Channel, method: MethodDescriptor, request: Any, metadata: tuple[tuple[str, str], ...] = ()
+) -> Any:
+    """Call any method generically: one request (a stream of one when the method takes a
+    stream), and the first response of a response stream."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    response_class = message_factory.GetMessageClass(method.output_type)
+    kinds: dict[tuple[bool, bool], Callable[..., Any]] = {
+        (False, False): channel.unary_unary,
+        (False, True): channel.unary_stream,
+        (True, False): channel.stream_unary,
+        (True, True): channel.stream_stream,
+    }
+    callable_ = kinds[(method.client_streaming, method.server_streaming)](
+        path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=response_class.FromString
+    )
+    sent = iter([request]) if method.client_streaming else request
+    answer = callable_(sent, metadata=metadata, timeout=TIMEOUT_S)
+    return next(iter(answer)) if method.server_streaming else answer
+
+
+def failure(call: Callable[..., Any], *args: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args)
+    return caught.value
+
+
+def reason_of(error: grpc.RpcError) -> str:
+    return str(error_details(error)["ErrorInfo"].reason)
+
+
+# --- authentication over the whole contract --------------------------------------------------
+
+
+def test_every_served_method_has_an_access_rule(secured: SecuredApis) -> None:
+    methods = served_methods(secured.target())
+    paths = {f"/{m.containing_service.full_name}/{m.name}" for m in methods}
+    assert len(paths) >= 21  # 18 data RPCs and 3 of KeyService
+    assert paths <= set(METHOD_ROLES), sorted(paths - set(METHOD_ROLES))
+
+
+@pytest.mark.parametrize(
+    ("credentials", "reason"),
+    [
+        ((), "MISSING_CREDENTIALS"),
+        (bearer("msk_0123456789abcdef_" + "A" * 43), "INVALID_API_KEY"),
+        ((("authorization", "Basic dXNlcjpwYXNz"),), "MALFORMED_CREDENTIALS"),
+    ],
+    ids=["no-key", "unknown-key", "not-bearer"],
+)
+def test_every_rpc_refuses_a_caller_without_a_valid_key(
+    secured: SecuredApis, credentials: tuple[tuple[str, str], ...], reason: str
+) -> None:
+    methods = served_methods(secured.target())
+    with grpc.insecure_channel(secured.target()) as channel:
+        for method in methods:
+            request = message_factory.GetMessageClass(method.input_type)()
+            error = failure(invoke, channel, method, request, credentials)
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED, (method.full_name, error)
+            assert reason_of(error) == reason, method.full_name
+
+
+def test_health_and_reflection_stay_open_for_probes(secured: SecuredApis) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(secured.target()) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = health.Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S)  # type: ignore[attr-defined]
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Bearer " + "x" * 600,  # past the length limit
+        "Bearer msk_zzzzzzzzzzzzzzzz_" + "A" * 43,  # a key id that is not hex
+        "Bearer ",
+        "Bearer msk_0123456789abcdef_" + "A" * 43 + " trailing",
+        "Token abc",
+        "B" * 4000,
+    ],
+)
+def test_malformed_credentials_get_only_documented_codes(secured: SecuredApis, value: str) -> None:
+    with grpc.insecure_channel(secured.target()) as channel:
+        stub = pb_grpc.CollectionServiceStub(channel)
+        try:
+            stub.ListCollections(pb.ListCollectionsRequest(), metadata=(("authorization", value),), timeout=TIMEOUT_S)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
+            assert reason_of(error) in {"MALFORMED_CREDENTIALS", "INVALID_API_KEY"}
+        except ValueError as refused_by_client:  # grpc refuses to send some values at all
+            assert "metadata" in str(refused_by_client).lower()
+        else:
+            pytest.fail("a malformed credential was accepted")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Bearer msk_0123456789abcdef_" + "é".encode() * 21 + b"A",  # non-ASCII bytes
+        b"Bearer \xff\xfe\x00\x01",  # invalid UTF-8, a NUL
+        b"Bearer msk_0123456789abcdef_" + b"A" * 43 + b"\r\nx-injected: 1",
+        b"\x80" * 300,
+        b"bearer\tmsk_0123456789abcdef_" + b"A" * 43,
+    ],
+)
+def test_raw_hostile_authorization_bytes_get_only_documented_codes(secured: SecuredApis, value: bytes) -> None:
+    """Bytes that gRPC clients refuse to send, sent on raw HTTP/2: the server refuses the
+    call (UNAUTHENTICATED, or gRPC's own header validation resetting the stream), never runs it."""
+    port = secured.replicas[0].ports.api
+    path = "/meshsearch.api.v1.CollectionService/ListCollections"
+    status, message = raw_http2.call(port, path, [(b"authorization", value)])
+    documented = {str(grpc.StatusCode.UNAUTHENTICATED.value[0]), "RESET", str(grpc.StatusCode.INTERNAL.value[0])}
+    assert status in documented, (status, message)
+    if status == str(grpc.StatusCode.INTERNAL.value[0]):
+        assert "metadata" in message.lower() or "header" in message.lower(), message  # the transport's, not a handler's
+
+
+def test_oversized_metadata_is_refused_by_the_transport(secured: SecuredApis) -> None:
+    """Past gRPC's 8 KiB default header limit the server never sees the call."""
+    with grpc.insecure_channel(secured.target()) as channel:
+        stub = pb_grpc.CollectionServiceStub(channel)
+        error = failure(
+            lambda: stub.ListCollections(
+                pb.ListCollectionsRequest(), metadata=(("authorization", "Bearer " + "y" * 20_000),), timeout=5
+            )
+        )
+    assert error.code() in {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL}
+
+
+# --- roles --------------------------------------------------------------------------------------
+
+
+def test_roles_are_enforced_and_the_bootstrap_key_reaches_no_data(secured: SecuredApis) -> None:
+    tenant = tenant_name()
+    reader = secured.new_key(tenant, pb.ROLE_READ)
+    writer = secured.new_key(tenant, pb.ROLE_WRITE)
+    with grpc.insecure_channel(secured.target()) as channel:
+        collections = pb_grpc.CollectionServiceStub(channel)
+        create = pb.CreateCollectionRequest(collection=pb.Collection(name="docs"))
+        denied = failure(lambda: collections.CreateCollection(create, metadata=bearer(reader), timeout=TIMEOUT_S))
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert reason_of(denied) == "MISSING_ROLE"
+        assert "write" in (denied.details() or "")
+        collections.CreateCollection(create, metadata=bearer(writer), timeout=TIMEOUT_S)
+        read = failure(
+            lambda: collections.ListCollections(pb.ListCollectionsRequest(), metadata=bearer(writer), timeout=30)
+        )
+        assert read.code() == grpc.StatusCode.PERMISSION_DENIED
+        listed = collections.ListCollections(pb.ListCollectionsRequest(), metadata=bearer(reader), timeout=30)
+        assert [c.name for c in listed.collections] == ["docs"]
+        boot = failure(
+            lambda: collections.ListCollections(
+                pb.ListCollectionsRequest(), metadata=bearer(secured.bootstrap_key), timeout=30
+            )
+        )
+        assert boot.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert reason_of(boot) == "BOOTSTRAP_KEY_MANAGES_KEYS_ONLY"
+        keys = pb_grpc.KeyServiceStub(channel)
+        not_admin = failure(lambda: keys.ListApiKeys(pb.ListApiKeysRequest(), metadata=bearer(reader), timeout=30))
+        assert not_admin.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_an_admin_manages_its_own_tenants_keys_only(secured: SecuredApis) -> None:
+    tenant, other = tenant_name(), tenant_name()
+    admin = secured.new_key(tenant, pb.ROLE_ADMIN)
+    secured.new_key(other, pb.ROLE_READ)
+    with grpc.insecure_channel(secured.target()) as channel:
+        keys = pb_grpc.KeyServiceStub(channel)
+        made = keys.CreateApiKey(
+            pb.CreateApiKeyRequest(roles=[pb.ROLE_READ], name="reporting"), metadata=bearer(admin), timeout=30
+        )
+        assert made.api_key.tenant == tenant and made.secret.startswith("msk_")
+        listed = keys.ListApiKeys(pb.ListApiKeysRequest(), metadata=bearer(admin), timeout=30).api_keys
+        assert {k.key_id for k in listed} >= {made.api_key.key_id} and all(k.tenant == tenant for k in listed)
+        assert all(made.secret not in str(k) for k in listed)
+        foreign = failure(
+            lambda: keys.ListApiKeys(pb.ListApiKeysRequest(tenant=other), metadata=bearer(admin), timeout=30)
+        )
+        assert foreign.code() == grpc.StatusCode.PERMISSION_DENIED
+        bad = failure(lambda: keys.CreateApiKey(pb.CreateApiKeyRequest(), metadata=bearer(admin), timeout=30))
+        assert (
+            bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and error_details(bad)["BadRequest"].field_violations[0].field == "roles"
+        )
+
+
+def test_a_revoked_key_is_refused_by_every_replica_within_the_cache_ttl(secured: SecuredApis) -> None:
+    tenant = tenant_name()
+    admin = secured.new_key(tenant, pb.ROLE_ADMIN)
+    victim = secured.new_key(tenant, pb.ROLE_READ)
+    request = pb.ListCollectionsRequest()
+    with grpc.insecure_channel(secured.target(0)) as first, grpc.insecure_channel(secured.target(1)) as second:
+        for channel in (first, second):  # both replicas now hold the key as verified
+            pb_grpc.CollectionServiceStub(channel).ListCollections(request, metadata=bearer(victim), timeout=30)
+        key_id = victim.split("_")[1]
+        pb_grpc.KeyServiceStub(first).RevokeApiKey(
+            pb.RevokeApiKeyRequest(key_id=key_id), metadata=bearer(admin), timeout=30
+        )
+        revoked_at = time.monotonic()
+        at_once = failure(
+            lambda: pb_grpc.CollectionServiceStub(first).ListCollections(request, metadata=bearer(victim), timeout=30)
+        )
+        assert at_once.code() == grpc.StatusCode.UNAUTHENTICATED  # the replica that revoked it forgets at once
+        while True:
+            try:
+                pb_grpc.CollectionServiceStub(second).ListCollections(request, metadata=bearer(victim), timeout=30)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+                break
+            assert time.monotonic() - revoked_at < CACHE_TTL_S + 2, "the other replica still accepts a revoked key"
+            time.sleep(0.05)
+
+
+# --- tenant isolation -------------------------------------------------------------------------
+
+
+def _start_job(channel: grpc.Channel, key: str, collection: str) -> str:
+    stub = pb_grpc.IngestServiceStub(channel)
+    requests = iter([pb.StartIngestRequest(start=pb.IngestOptions(collection=collection))])
+    first = next(iter(stub.StartIngest(requests, metadata=bearer(key), timeout=TIMEOUT_S)))
+    return first.job_id
+
+
+def _probes(collection: str, job_id: str, key_id: str) -> dict[str, Any]:
+    """For every data method and KeyService's revoke: a request naming `collection`, `job_id`
+    or `key_id`."""
+    doc = pb.Document(id="x", text="probe")
+    return {
+        "CreateCollection": None,  # creates in the caller's own namespace: checked apart
+        "GetCollection": pb.GetCollectionRequest(name=collection),
+        "ListCollections": None,  # checked apart: lists only the caller's
+        "DeleteCollection": pb.DeleteCollectionRequest(name=collection),
+        "IndexDocuments": pb.IndexDocumentsRequest(collection=collection, documents=[doc]),
+        "GetDocuments": pb.GetDocumentsRequest(collection=collection, ids=["a"]),
+        "DeleteDocuments": pb.DeleteDocumentsRequest(collection=collection, ids=["a"]),
+        "ListDocuments": pb.ListDocumentsRequest(collection=collection),
+        "Search": pb.SearchRequest(collection=collection, query="cells"),
+        "SearchBatch": pb.SearchBatchRequest(searches=[pb.SearchRequest(collection=collection, query="cells")]),
+        "StartIngest": pb.StartIngestRequest(start=pb.IngestOptions(collection=collection)),
+        "GetJob": pb.GetJobRequest(job_id=job_id),
+        "ListJobs": pb.ListJobsRequest(collection=collection),
+        "CancelJob": pb.CancelJobRequest(job_id=job_id),
+        "WatchJob": pb.WatchJobRequest(job_id=job_id),
+        "EstimateIngest": pb.EstimateIngestRequest(collection=collection, documents=[doc]),
+        "ListDeadLetters": pb.ListDeadLettersRequest(job_id=job_id),
+        "RedriveDeadLetters": pb.RedriveDeadLettersRequest(job_id=job_id),
+        "CreateApiKey": None,  # an admin names no other tenant's key: checked in the admin test
+        "ListApiKeys": None,
+        "RevokeApiKey": pb.RevokeApiKeyRequest(key_id=key_id),
+    }
+
+
+def _outcome(names: tuple[str, ...], call: Callable[..., Any], *args: Any) -> tuple[str, str, str]:
+    """A call's code, message and details with the probed names blanked out."""
+    try:
+        answer = call(*args)
+    except grpc.RpcError as error:
+        message = error.details() or ""
+        details = str(error_details(error))
+        for name in names:
+            message, details = message.replace(name, "<name>"), details.replace(name, "<name>")
+        return error.code().name, message, details
+    return "OK", type(answer).__name__, str(answer)
+
+
+def test_another_tenants_data_is_indistinguishable_from_absent_data(secured: SecuredApis) -> None:
+    owner, prober = tenant_name(), tenant_name()
+    owner_key = secured.new_key(owner)
+    owner_admin = secured.new_key(owner, pb.ROLE_ADMIN)
+    prober_key = secured.new_key(prober, pb.ROLE_READ, pb.ROLE_WRITE, pb.ROLE_ADMIN)
+    with grpc.insecure_channel(secured.target()) as channel:
+        collections = pb_grpc.CollectionServiceStub(channel)
+        collections.CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name="secret_docs")), metadata=bearer(owner_key)
+        )
+        pb_grpc.DocumentServiceStub(channel).IndexDocuments(
+            pb.IndexDocumentsRequest(collection="secret_docs", documents=[pb.Document(id="a", text="cell biology")]),
+            metadata=bearer(owner_key),
+            timeout=60,
+        )
+        job_id = _start_job(channel, owner_key, "secret_docs")
+        owner_key_id = owner_admin.split("_")[1]
+        methods = {m.name: m for m in served_methods(secured.target())}
+        probes_of_owned = _probes("secret_docs", job_id, owner_key_id)
+        probes_of_absent = _probes("absent_docs", uuid.uuid4().hex, "0123456789abcdef")
+        assert set(probes_of_owned) == set(methods), "a served method has no isolation probe"
+        for name, request in probes_of_owned.items():
+            if request is None:
+                continue
+            names: tuple[str, ...] = ("secret_docs", "absent_docs", job_id, probes_of_absent["GetJob"].job_id)
+            names += (owner_key_id, "0123456789abcdef")
+            owned = _outcome(names, invoke, channel, methods[name], request, bearer(prober_key))
+            absent = _outcome(names, invoke, channel, methods[name], probes_of_absent[name], bearer(prober_key))
+            assert owned == absent, (name, owned, absent)
+            assert owned[0] != "OK" or name in ("ListJobs", "SearchBatch", "EstimateIngest"), (name, owned)
+        listed = collections.ListCollections(pb.ListCollectionsRequest(), metadata=bearer(prober_key), timeout=30)
+        assert "secret_docs" not in [c.name for c in listed.collections]
+        jobs = pb_grpc.IngestServiceStub(channel).ListJobs(pb.ListJobsRequest(), metadata=bearer(prober_key))
+        assert job_id not in [j.id for j in jobs.jobs]
+        # The same name in the prober's namespace is its own collection, empty.
+        collections.CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name="secret_docs")), metadata=bearer(prober_key)
+        )
+        hits = pb_grpc.SearchServiceStub(channel).Search(
+            pb.SearchRequest(collection="secret_docs", query="cell biology"), metadata=bearer(prober_key)
+        )
+        assert list(hits.hits) == []
+        # ... and the owner's data is untouched by all of the above.
+        got = pb_grpc.DocumentServiceStub(channel).GetDocuments(
+            pb.GetDocumentsRequest(collection="secret_docs", ids=["a"]), metadata=bearer(owner_key)
+        )
+        assert [d.text for d in got.documents] == ["cell biology"]
+        job = pb_grpc.IngestServiceStub(channel).GetJob(pb.GetJobRequest(job_id=job_id), metadata=bearer(owner_key))
+        assert job.job.state == pb.JOB_STATE_RUNNING
+
+
+# --- rate limits and quotas --------------------------------------------------------------------
+
+
+def _rate_headers(call: Any) -> dict[str, str]:
+    return {k: v for k, v in call.trailing_metadata() or () if k.startswith("x-ratelimit")}
+
+
+def test_rate_limits_hold_across_replicas_and_say_when_to_retry(secured: SecuredApis) -> None:
+    tenant = tenant_name()
+    key = secured.new_key(tenant, pb.ROLE_READ, pb.ROLE_WRITE, read_per_s=2)  # a bucket of 4 reads
+    allowed, refused = 0, []
+    with grpc.insecure_channel(secured.target(0)) as first, grpc.insecure_channel(secured.target(1)) as second:
+        stubs = [pb_grpc.CollectionServiceStub(first), pb_grpc.CollectionServiceStub(second)]
+        _, call = stubs[0].ListCollections.with_call(pb.ListCollectionsRequest(), metadata=bearer(key), timeout=30)
+        headers = _rate_headers(call)
+        assert headers["x-ratelimit-limit"] == "2" and headers["x-ratelimit-class"] == "read"
+        assert int(headers["x-ratelimit-remaining"]) == 3
+        started = time.monotonic()
+        for i in range(20):
+            try:
+                stubs[i % 2].ListCollections(pb.ListCollectionsRequest(), metadata=bearer(key), timeout=30)
+                allowed += 1
+            except grpc.RpcError as error:
+                refused.append(error)
+        elapsed = time.monotonic() - started
+        # One shared bucket: 3 left, plus what refills meanwhile; two buckets would allow 7 or more.
+        assert allowed <= 3 + int(2 * elapsed) + 1, (allowed, elapsed)
+        assert refused
+        first_refusal = refused[0]
+        assert first_refusal.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = error_details(first_refusal)
+        assert details["ErrorInfo"].reason == "RATE_LIMITED"
+        assert 0 < details["RetryInfo"].retry_delay.ToMilliseconds() <= 501
+        assert details["QuotaFailure"].violations[0].subject.endswith(":read")
+        assert set(_rate_headers(first_refusal)) >= {"x-ratelimit-remaining", "x-ratelimit-limit"}
+        # Writes have their own bucket: reads used up do not stop them.
+        stubs[0].CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name="writes_ok")), metadata=bearer(key), timeout=30
+        )
+
+
+def test_tenant_quotas_on_documents_and_daily_ingest(secured: SecuredApis) -> None:
+    tenant = tenant_name()
+    key = secured.new_key(tenant)
+    with grpc.insecure_channel(secured.target()) as channel:
+        pb_grpc.CollectionServiceStub(channel).CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name="quota")), metadata=bearer(key), timeout=30
+        )
+        documents = pb_grpc.DocumentServiceStub(channel)
+
+        def index(count: int, offset: int, size: int = 20) -> Any:
+            docs = [pb.Document(id=f"d{offset + i}", text=f"document {offset + i} {'w' * size}") for i in range(count)]
+            return documents.IndexDocuments(
+                pb.IndexDocumentsRequest(collection="quota", documents=docs), metadata=bearer(key), timeout=60
+            )
+
+        index(MAX_DOCUMENTS - 5, 0)
+        time.sleep(2.5)  # the stored count is cached for 2 s
+        over = failure(lambda: index(10, 1000))
+        assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = error_details(over)
+        assert details["ErrorInfo"].reason == "DOCUMENT_QUOTA_EXCEEDED"
+        assert details["QuotaFailure"].violations[0].subject == f"tenant:{tenant}:documents"
+        index(5, 2000)  # what still fits is accepted
+
+    volume_tenant = tenant_name()
+    volume_key = secured.new_key(volume_tenant)
+    with grpc.insecure_channel(secured.target(1)) as channel:
+        pb_grpc.CollectionServiceStub(channel).CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name="volume")), metadata=bearer(volume_key)
+        )
+        stub = pb_grpc.DocumentServiceStub(channel)
+        big = "v" * (MAX_INGEST_BYTES // 3)
+        for i in range(2):
+            stub.IndexDocuments(
+                pb.IndexDocumentsRequest(collection="volume", documents=[pb.Document(id=f"v{i}", text=big)]),
+                metadata=bearer(volume_key),
+                timeout=60,
+            )
+        over = failure(
+            lambda: stub.IndexDocuments(
+                pb.IndexDocumentsRequest(collection="volume", documents=[pb.Document(id="v9", text=big + big)]),
+                metadata=bearer(volume_key),
+                timeout=60,
+            )
+        )
+        assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_details(over)["ErrorInfo"].reason == "INGEST_QUOTA_EXCEEDED"
+        assert error_details(over)["RetryInfo"].retry_delay.seconds > 0
+
+
+def _fallback_count(metrics_port: int) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith("meshsearch_api_rate_limit_fallback_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_with_redis_down_each_replica_still_limits_on_its_own(secured: SecuredApis) -> None:
+    """Run last in this module: it stops the replicas' Redis (and starts it again)."""
+    tenant = tenant_name()
+    key = secured.new_key(tenant, pb.ROLE_READ, read_per_s=1)  # a bucket of 2
+    owner = secured.replicas[0]
+    before = _fallback_count(owner.ports.api_metrics)
+    owner.kill("redis")
+    try:
+        outcomes = []
+        with grpc.insecure_channel(secured.target(0)) as channel:
+            stub = pb_grpc.CollectionServiceStub(channel)
+            for _ in range(8):
+                try:
+                    stub.ListCollections(pb.ListCollectionsRequest(), metadata=bearer(key), timeout=30)
+                    outcomes.append("OK")
+                except grpc.RpcError as error:
+                    outcomes.append(error.code().name)
+        assert "RESOURCE_EXHAUSTED" in outcomes, outcomes  # limited, not a free-for-all
+        assert outcomes.count("OK") <= 4, outcomes
+        assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED"}, outcomes
+        assert _fallback_count(owner.ports.api_metrics) > before
+    finally:
+        owner.restart("redis")
+
+
+def test_a_tenants_ingest_job_is_run_by_the_worker_into_that_tenants_collection(secured: SecuredApis) -> None:
+    tenant = tenant_name()
+    key = secured.new_key(tenant)
+    texts = {f"doc{i}": f"tenant document number {i} about proteins" for i in range(5)}
+    with grpc.insecure_channel(secured.target()) as channel:
+        pb_grpc.CollectionServiceStub(channel).CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name="ingested")), metadata=bearer(key), timeout=30
+        )
+        requests = [
+            pb.StartIngestRequest(start=pb.IngestOptions(collection="ingested")),
+            pb.StartIngestRequest(
+                batch=pb.IngestBatch(first_sequence=0, documents=[pb.Document(id=i, text=t) for i, t in texts.items()])
+            ),
+            pb.StartIngestRequest(complete=pb.UploadComplete(total_documents=len(texts))),
+        ]
+        answers = list(pb_grpc.IngestServiceStub(channel).StartIngest(iter(requests), metadata=bearer(key), timeout=60))
+        job_id = answers[0].job_id
+        ingest = pb_grpc.IngestServiceStub(channel)
+        deadline = time.monotonic() + 120
+        while (job := ingest.GetJob(pb.GetJobRequest(job_id=job_id), metadata=bearer(key)).job).state != (
+            pb.JOB_STATE_COMPLETED
+        ):
+            assert job.state == pb.JOB_STATE_RUNNING, job
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        got = pb_grpc.DocumentServiceStub(channel).GetDocuments(
+            pb.GetDocumentsRequest(collection="ingested", ids=list(texts)), metadata=bearer(key)
+        )
+        assert {d.id: d.text for d in got.documents} == texts
+
+
+def test_a_node_client_authenticates_and_reads_rate_limit_details(secured: SecuredApis) -> None:
+    node = shutil.which("node")
+    assert node, "Node.js is required (make test installs it)"
+    key = secured.new_key(tenant_name(), pb.ROLE_READ, read_per_s=1)
+    run = subprocess.run(
+        [node, str(Path(__file__).parent / "node" / "auth_client.mjs"), secured.target(1), key],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    refused = {d["type"]: d["value"] for d in seen["without_key"]["details"]}
+    assert seen["without_key"]["code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert refused["google.rpc.ErrorInfo"]["reason"] == "MISSING_CREDENTIALS"
+    assert seen["with_key"]["ok"] and seen["with_key"]["trailers"]["x-ratelimit-limit"] == "1"
+    assert int(seen["with_key"]["trailers"]["x-ratelimit-remaining"]) >= 0
+    limited = seen["limited"]
+    assert limited["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    details = {d["type"]: d["value"] for d in limited["details"]}
+    assert details["google.rpc.ErrorInfo"]["reason"] == "RATE_LIMITED"
+    assert details["google.rpc.QuotaFailure"]["violations"][0]["subject"].endswith(":read")
+    delay = details["google.rpc.RetryInfo"]["retry_delay"]
+    assert 0 < int(delay["seconds"]) * 1000 + int(delay["nanos"]) / 1e6 <= 1000
+    assert limited["trailers"]["x-ratelimit-remaining"] == "0"
+
+
+def _meshsearch(secured: SecuredApis, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MESHSEARCH_TARGET": secured.target(), "MESHSEARCH_API_KEY": key, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "meshsearch_cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_cli_manages_keys_and_a_revoked_key_exits_77(secured: SecuredApis) -> None:
+    tenant = tenant_name()
+    made = _meshsearch(secured, secured.bootstrap_key, "keys", "create", "--tenant", tenant, "--role", "admin")
+    assert made.returncode == 0, made.stderr
+    admin = made.stdout.strip()
+    assert admin.startswith("msk_") and "shown once" in made.stderr
+    reader = _meshsearch(secured, admin, "keys", "create", "--role", "read", "--name", "dashboards")
+    assert reader.returncode == 0, reader.stderr
+    reader_key = reader.stdout.strip()
+    listed = _meshsearch(secured, admin, "keys", "list")
+    assert listed.returncode == 0 and "dashboards" in listed.stdout and tenant in listed.stdout
+    assert reader_key not in listed.stdout and admin not in listed.stdout
+    assert _meshsearch(secured, reader_key, "collections", "list").returncode == 0
+    revoked = _meshsearch(secured, admin, "keys", "revoke", reader_key.split("_")[1])
+    assert revoked.returncode == 0, revoked.stderr
+    refused = _meshsearch(secured, reader_key, "collections", "list")
+    assert refused.returncode == 77 and "UNAUTHENTICATED" in refused.stderr
+    bad_role = _meshsearch(secured, admin, "keys", "create", "--role", "root")
+    assert bad_role.returncode == 2 and "unknown role" in bad_role.stderr

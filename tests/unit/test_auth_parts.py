@@ -1,0 +1,182 @@
+"""The parts of authentication, isolation and rate limiting, each alone (a fake key store
+stands in for PostgreSQL; the e2e tests run them together against real servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+import redis.asyncio as redis
+from google.rpc import error_details_pb2
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from meshsearch.api.v1 import api_pb2
+from meshsearch_api.auth import keys, principal
+from meshsearch_api.auth.authenticator import Authenticator
+from meshsearch_api.auth.gate import Gate, RateLimited
+from meshsearch_api.auth.key_store import StoredKey
+from meshsearch_api.auth.permissions import METHOD_ROLES
+from meshsearch_api.auth.principal import Role
+from meshsearch_api.auth.rate_limits import FALLBACKS, RateLimiter
+from meshsearch_common.errors import InvalidArgument, MeshError, ResourceExhausted, status_details
+from meshsearch_common.readiness import Readiness
+
+
+def test_every_rpc_of_the_compiled_contract_has_an_access_rule() -> None:
+    contract = {
+        f"/{service.full_name}/{method.name}"
+        for service in api_pb2.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+    assert contract == set(METHOD_ROLES)
+
+
+async def test_a_method_without_a_rule_is_refused_to_everyone() -> None:
+    gate = Gate(None, RateLimiter(None, 1, 1), 10, 10)
+    with pytest.raises(MeshError) as refused:
+        await gate.admit("/meshsearch.api.v1.CollectionService/DropEverything", None)
+    assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_tenants_get_their_own_namespace_and_the_default_tenant_keeps_bare_names() -> None:
+    assert principal.stored_collection("docs") == "docs"
+    assert principal.public_collection("docs") == "docs"
+    assert principal.public_collection("acme/docs") is None
+    with principal.acting_as("acme"):
+        assert principal.stored_collection("docs") == "acme/docs"
+        assert principal.public_collection("acme/docs") == "docs"
+        assert principal.public_collection("docs") is None
+        assert principal.public_collection("other/docs") is None
+    for bad in ("acme/docs", "Docs", "", "a" * 64, "../x"):
+        with pytest.raises(InvalidArgument):
+            principal.stored_collection(bad)
+
+
+def test_keys_have_a_public_id_and_a_slow_hash() -> None:
+    key_id, key = keys.new_key()
+    assert keys.key_id_of(key) == key_id
+    assert keys.key_id_of(key + "x") is None and keys.key_id_of("msk_" + key_id) is None
+    digest = keys.hash_key(key)
+    assert digest.startswith("$argon2id$") and key not in digest
+    assert keys.verify_key(digest, key) and not keys.verify_key(digest, key[:-1] + "x")
+    assert not keys.verify_key("not a hash", key)
+
+
+class FakeKeyStore:
+    """Stands in for the PostgreSQL key store; counts lookups."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, StoredKey] = {}
+        self.lookups = 0
+
+    def add(self, tenant: str, *roles: Role) -> str:
+        key_id, key = keys.new_key()
+        self.keys[key_id] = StoredKey(key_id, tenant, frozenset(roles), "", keys.hash_key(key))
+        return key
+
+    async def find(self, key_id: str) -> StoredKey | None:
+        self.lookups += 1
+        await asyncio.sleep(0.01)
+        return self.keys.get(key_id)
+
+
+def authenticator(store: FakeKeyStore, ttl_s: float = 60, bootstrap: str = "") -> Authenticator:
+    ready: Readiness[object] = Readiness("keys")
+    ready.set(store)
+    return Authenticator(ready, ttl_s, bootstrap)  # type: ignore[arg-type]
+
+
+async def test_concurrent_first_calls_with_one_key_share_one_verification() -> None:
+    store = FakeKeyStore()
+    key = store.add("acme", Role.READ)
+    auth = authenticator(store)
+    found = await asyncio.gather(*(auth.authenticate(f"Bearer {key}") for _ in range(20)))
+    assert {p.tenant for p in found} == {"acme"} and store.lookups == 1
+    await auth.authenticate(f"bearer {key}")
+    assert store.lookups == 1  # cached
+
+
+async def test_revocation_is_seen_once_the_cache_entry_expires() -> None:
+    store = FakeKeyStore()
+    key = store.add("acme", Role.READ)
+    auth = authenticator(store, ttl_s=0.1)
+    await auth.authenticate(f"Bearer {key}")
+    key_id = keys.key_id_of(key)
+    assert key_id is not None
+    old = store.keys[key_id]
+    store.keys[key_id] = StoredKey(
+        old.key_id, old.tenant, old.roles, "", old.secret_hash, revoke_time=datetime.now(UTC)
+    )
+    await auth.authenticate(f"Bearer {key}")  # still cached
+    await asyncio.sleep(0.15)
+    with pytest.raises(MeshError) as refused:
+        await auth.authenticate(f"Bearer {key}")
+    assert refused.value.reason == "INVALID_API_KEY"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "MISSING_CREDENTIALS"),
+        ("", "MISSING_CREDENTIALS"),
+        ("Basic abc", "MALFORMED_CREDENTIALS"),
+        ("Bearer", "MALFORMED_CREDENTIALS"),
+        ("Bearer " + "x" * 1000, "MALFORMED_CREDENTIALS"),
+        ("Bearer msk_0123456789abcdef_" + "A" * 43, "INVALID_API_KEY"),
+        ("Bearer something-else", "INVALID_API_KEY"),
+        ("Bearer \udcff\udcfe", "INVALID_API_KEY"),
+    ],
+)
+async def test_bad_credentials_are_unauthenticated_with_a_reason(value: str | None, reason: str) -> None:
+    with pytest.raises(MeshError) as refused:
+        await authenticator(FakeKeyStore()).authenticate(value)
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED and refused.value.reason == reason
+
+
+async def test_the_bootstrap_key_is_a_system_principal_that_reaches_no_data() -> None:
+    bootstrap = "b" * 40
+    gate = Gate(authenticator(FakeKeyStore(), bootstrap=bootstrap), RateLimiter(None, 1, 1), 10, 10)
+    admitted = await gate.admit("/meshsearch.api.v1.KeyService/ListApiKeys", f"Bearer {bootstrap}")
+    assert admitted.principal.system
+    with pytest.raises(MeshError) as refused:
+        await gate.admit("/meshsearch.api.v1.SearchService/Search", f"Bearer {bootstrap}")
+    assert refused.value.reason == "BOOTSTRAP_KEY_MANAGES_KEYS_ONLY"
+
+
+async def test_a_key_gets_its_burst_then_waits_and_refills() -> None:
+    limiter = RateLimiter(None, burst_s=1.0, fallback_s=1.0)
+    decisions = [await limiter.take("k", "read", rate=5) for _ in range(7)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
+    assert 0 < decisions[-1].retry_after_s <= 0.2
+    assert (await limiter.take("k", "write", rate=5)).allowed  # writes have their own bucket
+    await asyncio.sleep(0.25)
+    assert (await limiter.take("k", "read", rate=5)).allowed
+
+
+async def test_a_failing_redis_falls_back_to_a_local_limit_not_to_none() -> None:
+    client = redis.Redis(
+        host="127.0.0.1", port=1, socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 1)
+    )
+    limiter = RateLimiter(client, burst_s=1.0, fallback_s=30)
+    before = FALLBACKS._value.get()
+    started = time.monotonic()
+    decisions = [await limiter.take("k", "read", rate=3) for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True] * 3 + [False] * 2
+    assert FALLBACKS._value.get() - before == 5
+    assert time.monotonic() - started < 1.0  # Redis is not retried on every call while it is down
+    await client.aclose()
+
+
+def test_a_rate_limit_refusal_carries_retry_info_and_quota_failure() -> None:
+    error = ResourceExhausted("slow down", 0.25, reason="RATE_LIMITED", quota_subject="key:abc:read")
+    status = status_details(error)
+    kinds = {detail.type_url.rsplit(".", 1)[-1] for detail in status.details}
+    assert kinds == {"RetryInfo", "QuotaFailure", "ErrorInfo"}
+    quota = error_details_pb2.QuotaFailure()
+    next(d for d in status.details if d.type_url.endswith("QuotaFailure")).Unpack(quota)
+    assert quota.violations[0].subject == "key:abc:read"
+    assert isinstance(RateLimited, type) and issubclass(RateLimited, ResourceExhausted)
