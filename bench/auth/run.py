@@ -124,7 +124,7 @@ def main() -> None:
         stack = EmbeddedStack(Path(tmp) / "stack", Ports.ephemeral())
         stack.start(services=("embedder", "search", "api"))
         try:
-            secured_apis = start_secured_apis(stack, Path(tmp) / "secured")
+            secured_apis = start_secured_apis(stack, Path(tmp) / "secured", cache_ttl_s=5.0)  # the default
             secured = next(secured_apis)
             try:
                 run(stack, secured, args.rounds)

@@ -100,11 +100,37 @@ async def test_concurrent_first_calls_with_one_key_share_one_verification() -> N
     assert store.lookups == 1  # cached
 
 
+async def test_a_busy_key_pays_the_slow_hash_once_while_its_row_is_rechecked_every_ttl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = FakeKeyStore()
+    key = store.add("acme", Role.READ)
+    verifications: list[str] = []
+    real_verify = keys.verify_key
+
+    def counted(key_hash: str, key: str) -> bool:
+        verifications.append(key)
+        return real_verify(key_hash, key)
+
+    monkeypatch.setattr(keys, "verify_key", counted)
+    auth = authenticator(store, ttl_s=0.05)
+    for _ in range(4):
+        await auth.authenticate(f"Bearer {key}")
+        await asyncio.sleep(0.06)
+    assert store.lookups == 4 and len(verifications) == 1
+    wrong = key[:-1] + ("B" if key[-1] != "B" else "C")
+    for _ in range(3):
+        with pytest.raises(MeshError):
+            await auth.authenticate(f"Bearer {wrong}")
+    assert len(verifications) == 2  # a wrong secret is hashed once, then refused from the cache
+
+
 async def test_revocation_is_seen_once_the_cache_entry_expires() -> None:
     store = FakeKeyStore()
     key = store.add("acme", Role.READ)
-    auth = authenticator(store, ttl_s=0.1)
+    auth = authenticator(store, ttl_s=1.0)
     await auth.authenticate(f"Bearer {key}")
+    await auth.authenticate(f"Bearer {key}")  # row cached now, after the slow first verification
     key_id = keys.key_id_of(key)
     assert key_id is not None
     old = store.keys[key_id]
@@ -112,7 +138,7 @@ async def test_revocation_is_seen_once_the_cache_entry_expires() -> None:
         old.key_id, old.tenant, old.roles, "", old.secret_hash, revoke_time=datetime.now(UTC)
     )
     await auth.authenticate(f"Bearer {key}")  # still cached
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(1.05)
     with pytest.raises(MeshError) as refused:
         await auth.authenticate(f"Bearer {key}")
     assert refused.value.reason == "INVALID_API_KEY"

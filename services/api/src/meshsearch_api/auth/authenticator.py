@@ -1,10 +1,16 @@
 """From an `authorization` header to a Principal, paying the slow hash once per key.
 
-Verified answers (a key's principal, or "not valid") are cached for `cache_ttl_s`, keyed by
-a SHA-256 of the presented key, so a busy key costs one argon2 verification per TTL and a
-revoked key stops working on every replica within that TTL. Concurrent first calls with one
-key share one verification, and at most `max_concurrent_verifications` run at a time: a flood
-of made-up keys costs a bounded share of CPU, not every core.
+Two caches, because the two facts they hold age differently:
+- a key's row (tenant, roles, limits, revoked or not) is read from the database at most once per
+  `cache_ttl_s` per key id: a cheap indexed lookup, and the bound on how long a revoked key keeps
+  working on a replica that did not revoke it;
+- that a presented secret matches a row's argon2id hash never changes while the hash does not,
+  so it is remembered for an hour (by a SHA-256 of the key, never the key). A busy key therefore
+  pays the tens of milliseconds of argon2 once, not once per TTL.
+Failed verifications are remembered for `cache_ttl_s` too, so a repeated wrong key costs no CPU.
+Concurrent first calls share one lookup and one verification, and at most
+`max_concurrent_verifications` run at a time: a flood of made-up keys costs a bounded share of
+CPU, not every core.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TypeVar, cast
 
 from cachetools import TTLCache
 from prometheus_client import Counter
@@ -31,6 +39,8 @@ AUTHENTICATIONS = Counter(
 )
 SCHEME = "bearer"
 CACHE_ENTRIES = 10_000
+VERIFIED_TTL_S = 3600.0
+T = TypeVar("T")
 HOW_TO = "send 'authorization: Bearer <API key>' metadata (meshsearch keys create makes a key)"
 
 
@@ -48,13 +58,15 @@ class Authenticator:
     ) -> None:
         self._store = store
         self._bootstrap_digest = hashlib.sha256(bootstrap_key.encode()).digest() if bootstrap_key else b""
-        self._cache: TTLCache[bytes, Principal | None] = TTLCache(CACHE_ENTRIES, cache_ttl_s, timer=time.monotonic)
-        self._pending: dict[bytes, asyncio.Future[Principal | None]] = {}
+        self._rows: TTLCache[str, StoredKey | None] = TTLCache(CACHE_ENTRIES, cache_ttl_s, timer=time.monotonic)
+        self._verified: TTLCache[bytes, str] = TTLCache(CACHE_ENTRIES, VERIFIED_TTL_S, timer=time.monotonic)
+        self._refused: TTLCache[bytes, str] = TTLCache(CACHE_ENTRIES, cache_ttl_s, timer=time.monotonic)
+        self._pending: dict[Hashable, asyncio.Future[object]] = {}
         self._verifications = asyncio.Semaphore(max_concurrent_verifications)
 
     def forget_all(self) -> None:
-        """Drop every cached answer (after a revocation, so this replica refuses the key at once)."""
-        self._cache.clear()
+        """Drop every cached row (after a revocation, so this replica refuses the key at once)."""
+        self._rows.clear()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an `authorization` metadata value, or UNAUTHENTICATED with a reason:
@@ -72,45 +84,58 @@ class Authenticator:
         if self._bootstrap_digest and hmac.compare_digest(digest, self._bootstrap_digest):
             AUTHENTICATIONS.labels("bootstrap", "no").inc()
             return Principal("", "bootstrap", frozenset({Role.ADMIN}), system=True)
-        if digest in self._cache:
-            found = self._cache[digest]
-            AUTHENTICATIONS.labels("valid" if found else "invalid", "yes").inc()
-        else:
-            found = await self._verify_once(digest, key)
-            AUTHENTICATIONS.labels("valid" if found else "invalid", "no").inc()
+        found = await self._principal(key, digest)
         if found is None:
             raise _refused("INVALID_API_KEY", "the API key is not valid (unknown, revoked or mistyped)")
         return found
 
-    async def _verify_once(self, digest: bytes, key: str) -> Principal | None:
-        """One verification of `key` however many calls present it at once."""
-        pending = self._pending.get(digest)
+    async def _principal(self, key: str, digest: bytes) -> Principal | None:
+        key_id = keys.key_id_of(key)
+        if key_id is None:
+            AUTHENTICATIONS.labels("invalid", "yes").inc()
+            return None
+        row = self._rows.get(key_id) if key_id in self._rows else await self._once(key_id, self._load_row)
+        if row is None or row.revoke_time is not None:
+            AUTHENTICATIONS.labels("invalid", "yes").inc()
+            return None
+        if self._verified.get(digest) == row.secret_hash:
+            AUTHENTICATIONS.labels("valid", "yes").inc()
+            return principal_of(row)
+        if self._refused.get(digest) == row.secret_hash:
+            AUTHENTICATIONS.labels("invalid", "yes").inc()
+            return None
+        valid = await self._once(digest, lambda _: self._verify(key, digest, row.secret_hash))
+        AUTHENTICATIONS.labels("valid" if valid else "invalid", "no").inc()
+        return principal_of(row) if valid else None
+
+    async def _load_row(self, key_id: object) -> StoredKey | None:
+        row = await self._store.get().find(str(key_id))
+        self._rows[str(key_id)] = row
+        return row
+
+    async def _verify(self, key: str, digest: bytes, secret_hash: str) -> bool:
+        async with self._verifications:
+            valid = await asyncio.to_thread(keys.verify_key, secret_hash, key)
+        (self._verified if valid else self._refused)[digest] = secret_hash
+        return valid
+
+    async def _once(self, name: Hashable, work: Callable[[Hashable], Awaitable[T]]) -> T:
+        """`work(name)` run once however many calls ask for `name` at the same time."""
+        pending = self._pending.get(name)
         if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
-        self._pending[digest] = future
+            return cast(T, await asyncio.shield(pending))
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._pending[name] = future
         try:
-            found = await self._verify(key)
-            self._cache[digest] = found
-            future.set_result(found)
-            return found
+            result = await work(name)
+            future.set_result(result)
+            return result
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # marks it retrieved when no one else waits
             raise
         finally:
-            del self._pending[digest]
-
-    async def _verify(self, key: str) -> Principal | None:
-        key_id = keys.key_id_of(key)
-        if key_id is None:
-            return None
-        stored = await self._store.get().find(key_id)
-        if stored is None or stored.revoke_time is not None:
-            return None
-        async with self._verifications:
-            valid = await asyncio.to_thread(keys.verify_key, stored.secret_hash, key)
-        return principal_of(stored) if valid else None
+            del self._pending[name]
 
 
 def principal_of(stored: StoredKey) -> Principal:
