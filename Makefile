@@ -13,7 +13,13 @@ PACKAGES  := -e libs/common[dev] -e services/embedder[onnx,openvino] -e services
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 
-.PHONY: setup node-client demo up test unit chaos lint typecheck protos protos-check buf-lint buf-breaking bench clean
+.PHONY: setup node-client demo up test unit chaos lint typecheck protos protos-check buf-lint buf-breaking bench clean \
+	deploy-check images compose-test locks
+# The Kubernetes version the manifests are validated against.
+K8S_VERSION ?= 1.33.0
+IMAGE_TAG   ?= dev
+DOCKERFILES := services/api/Dockerfile services/embedder/Dockerfile services/search/Dockerfile \
+	libs/common/scripts/images/postgres.Containerfile libs/common/scripts/images/redis.Containerfile
 
 setup: $(VENV)/.installed
 
@@ -29,8 +35,8 @@ demo: setup
 up: setup
 	$(VENV)/bin/meshsearch up
 
-test: setup node-client protos-check lint typecheck
-	$(PY) -m pytest -c tests/pytest.ini tests
+test: setup node-client protos-check lint typecheck deploy-check
+	$(PY) -m pytest -c tests/pytest.ini tests --ignore=tests/deploy
 
 # The Node.js client the e2e tests drive (tests/e2e/node), installed from its lock file.
 node-client: tests/e2e/node/node_modules/.installed
@@ -78,6 +84,30 @@ bench: setup
 	$(PY) bench/quality/run.py
 	$(PY) bench/e2e/run.py
 	$(PY) bench/auth/run.py
+
+# Offline checks of how meshsearch is deployed: Dockerfiles (hadolint), compose.yaml (the Compose
+# specification's schema), and every Kubernetes overlay rendered by kustomize (the API schemas of
+# K8S_VERSION, strict). tests/unit/test_deployment_files.py checks their settings.
+deploy-check: setup
+	$(VENV)/bin/hadolint $(DOCKERFILES)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+	for overlay in k8s/overlays/*/; do \
+	  $(VENV)/bin/kubectl kustomize $$overlay > .venv/rendered.yaml && \
+	  $(VENV)/bin/kubernetes-validate -k $(K8S_VERSION) --strict --quiet .venv/rendered.yaml || exit 1; \
+	done
+
+# Every image, built with podman from base images made of Debian's packages (no registry needed):
+# localhost/meshsearch-{api,worker,embedder,search,postgres,redis}:$(IMAGE_TAG).
+images: setup
+	libs/common/scripts/images/build.sh $(IMAGE_TAG)
+
+# compose.yaml run for real under podman-compose on those images: index, search, scale, tear down.
+compose-test: images
+	$(PY) -m pytest -c tests/pytest.ini tests/deploy
+
+# Regenerate services/*/requirements.lock (what the images install) after a pyproject.toml change.
+locks:
+	PYTHON=python3 libs/common/scripts/lock_images.sh
 
 clean:
 	rm -rf $(VENV) .meshsearch .pytest_cache

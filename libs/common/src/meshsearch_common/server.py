@@ -69,6 +69,15 @@ class RunningService:
         await self.app.stop()
 
 
+def connection_age_options(max_age_s: float) -> list[tuple[str, int]]:
+    """Bound a connection's life (with ±10% jitter from gRPC), so that clients balancing over
+    DNS re-resolve and reach replicas added since they connected; calls in flight get an hour
+    to finish on the old connection."""
+    if max_age_s <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", int(max_age_s * 1000)), ("grpc.max_connection_age_grace_ms", 3_600_000)]
+
+
 async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningService:
     """Start `app` and return once it reports SERVING."""
     own_interceptors = getattr(app, "interceptors", lambda: ())()
@@ -78,6 +87,7 @@ async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningSe
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            *connection_age_options(settings.max_connection_age_s),
         ],
     )
     service_names = list(app.register(server))

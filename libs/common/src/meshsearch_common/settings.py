@@ -58,6 +58,12 @@ class ServiceSettings(BaseSettings):
     write_deadline_s: float = Field(
         120.0, gt=0, description="Deadline given to any other inbound unary call sent without one."
     )
+    max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="Clients are asked to reconnect after this long (gRPC GOAWAY), so that balancing "
+        "clients find new replicas (gRFC A9); calls in flight finish first. 0: never.",
+    )
     tls: ServerTls = Field(default_factory=ServerTls)
 
 

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Entry point of the PostgreSQL image `make images` builds from Debian's packages (for machines
+# that cannot pull docker.io/pgvector/pgvector): the same POSTGRES_USER, POSTGRES_PASSWORD and
+# POSTGRES_DB variables and data directory as the official image, so compose.yaml runs either.
+set -eu
+bin=$(echo /usr/lib/postgresql/*/bin)
+data=/var/lib/postgresql/data
+if [ ! -s "$data/PG_VERSION" ]; then
+  printf '%s\n' "$POSTGRES_PASSWORD" >/tmp/pwfile
+  "$bin/initdb" -D "$data" -U "$POSTGRES_USER" --pwfile=/tmp/pwfile --auth-host=scram-sha-256 --auth-local=trust >/dev/null
+  rm -f /tmp/pwfile
+  echo "host all all all scram-sha-256" >>"$data/pg_hba.conf"
+  "$bin/pg_ctl" -D "$data" -o "-c listen_addresses='' -c unix_socket_directories=/tmp" -w start >/dev/null
+  if [ "$POSTGRES_DB" != postgres ]; then "$bin/createdb" -h /tmp -U "$POSTGRES_USER" "$POSTGRES_DB"; fi
+  "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+fi
+exec "$bin/postgres" -D "$data" -c listen_addresses='*' -c unix_socket_directories=/tmp "$@"

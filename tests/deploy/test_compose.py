@@ -1,0 +1,143 @@
+"""compose.yaml run for real (make compose-test): podman-compose brings the mesh up on the images
+`make images` built (PostgreSQL and Redis included, from Debian's packages), with auth on. The
+test makes a tenant key with the bootstrap key, loads the demo's corpus through an ingest job
+(the worker stores it), answers the demo's queries, scales the embedder to two replicas and
+checks that both serve, then tears everything down."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from meshsearch.api.v1 import api_pb2 as pb
+from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch_cli.corpus import stdlib_docstrings
+from meshsearch_cli.demo import QUERIES
+from meshsearch_cli.stack import free_port, wait_serving
+
+ROOT = Path(__file__).parents[2]
+COMPOSE = [sys.executable, "-m", "podman_compose"]
+TAG = os.environ.get("MESHSEARCH_TAG", "dev")
+EMBED_OK = re.compile(
+    r'meshsearch_rpc_handled_total\{code="OK",method="/meshsearch.embedder.v1.EmbedderService/Embed"\} (\d+)'
+)
+
+
+class Mesh:
+    def __init__(self, project: str, port: int, bootstrap_key: str) -> None:
+        self.project, self.port, self.bootstrap_key = project, port, bootstrap_key
+        self.env = {
+            **os.environ,
+            "MESHSEARCH_TAG": TAG,
+            "MESHSEARCH_POSTGRES_IMAGE": f"localhost/meshsearch-postgres:{TAG}",
+            "MESHSEARCH_REDIS_IMAGE": f"localhost/meshsearch-redis:{TAG}",
+            "MESHSEARCH_BOOTSTRAP_KEY": bootstrap_key,
+            "MESHSEARCH_API_PUBLISH": f"127.0.0.1:{port}",
+            "MESHSEARCH_EMBEDDER_MAX_CONNECTION_AGE_S": "5",
+        }
+
+    def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*COMPOSE, "-f", str(ROOT / "compose.yaml"), "-p", self.project, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def containers(self, service: str) -> list[str]:
+        listed = subprocess.run(
+            ["podman", "ps", "--format", "json", "--filter", f"label=io.podman.compose.project={self.project}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return sorted(
+            c["Names"][0]
+            for c in json.loads(listed.stdout or "[]")
+            if c.get("Labels", {}).get("com.docker.compose.service") == service
+        )
+
+    def embed_calls(self, container: str) -> int:
+        body = subprocess.run(
+            ["podman", "exec", container, "python", "-c",
+             "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9092/metrics').read().decode())"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+        found = EMBED_OK.search(body)
+        return int(float(found.group(1))) if found else 0
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[Mesh]:
+    running = Mesh(f"mstest{uuid.uuid4().hex[:6]}", free_port(), secrets.token_hex(32))
+    try:
+        up = running.compose("up", "-d", timeout=900)
+        assert up.returncode == 0, up.stdout + up.stderr
+        wait_serving(f"127.0.0.1:{running.port}", 600)
+        yield running
+    finally:
+        logs = running.compose("logs", "--tail", "30", timeout=120)
+        print(logs.stdout[-6000:])  # shown by pytest when a test failed
+        running.compose("down", "-v", "-t", "10", timeout=300)
+
+
+def _meshsearch(mesh: Mesh, key: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MESHSEARCH_TARGET": f"127.0.0.1:{mesh.port}", "MESHSEARCH_API_KEY": key, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "meshsearch_cli", *args],
+        env=env, input=stdin, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_the_mesh_from_compose_indexes_answers_and_scales_the_embedder(mesh: Mesh, tmp_path: Path) -> None:
+    made = _meshsearch(
+        mesh, mesh.bootstrap_key, "keys", "create", "--tenant", "demo", "--role", "read", "--role", "write"
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    anonymous = _meshsearch(mesh, "", "collections", "list")
+    assert anonymous.returncode == 77, "auth must be on in compose"
+
+    documents = stdlib_docstrings(400)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in documents))
+    ingested = _meshsearch(mesh, key, "ingest", str(corpus), "-c", "stdlib_docs", "--create")
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+    answers = [_meshsearch(mesh, key, "search", query, "-c", "stdlib_docs") for query in QUERIES[:3]]
+    assert all(a.returncode == 0 for a in answers), [a.stderr for a in answers]
+    assert "argparse" in answers[0].stdout  # "parse command line options and arguments"
+
+    scaled = mesh.compose("up", "-d", "--scale", "embedder=2", timeout=600)
+    assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+    replicas = mesh.containers("embedder")
+    assert len(replicas) == 2, replicas
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.port}") as channel:
+        wait_serving(f"127.0.0.1:{mesh.port}", 300)
+        search = pb_grpc.SearchServiceStub(channel)
+        before = {replica: mesh.embed_calls(replica) for replica in replicas}
+        deadline = time.monotonic() + 240
+        while True:  # until the api's connections have been re-established to both replicas
+            for i in range(10):
+                search.Search(
+                    pb.SearchRequest(collection="stdlib_docs", query=f"question {i} {uuid.uuid4().hex}"),
+                    metadata=(("authorization", f"Bearer {key}"),),
+                    timeout=60,
+                )
+            served = {replica: mesh.embed_calls(replica) - before[replica] for replica in replicas}
+            if min(served.values()) > 0:
+                break
+            assert time.monotonic() < deadline, f"one embedder replica never served: {served}"
+            time.sleep(2)
