@@ -7,7 +7,7 @@ bin=$(echo /usr/lib/postgresql/*/bin)
 data=/var/lib/postgresql/data
 if [ ! -s "$data/PG_VERSION" ]; then
   printf '%s\n' "$POSTGRES_PASSWORD" >/tmp/pwfile
-  "$bin/initdb" -D "$data" -U "$POSTGRES_USER" --pwfile=/tmp/pwfile --auth-host=scram-sha-256 --auth-local=trust >/dev/null
+  "$bin/initdb" -D "$data" --encoding=UTF8 --locale=C.UTF-8 -U "$POSTGRES_USER" --pwfile=/tmp/pwfile --auth-host=scram-sha-256 --auth-local=trust >/dev/null
   rm -f /tmp/pwfile
   echo "host all all all scram-sha-256" >>"$data/pg_hba.conf"
   "$bin/pg_ctl" -D "$data" -o "-c listen_addresses='' -c unix_socket_directories=/tmp" -w start >/dev/null
