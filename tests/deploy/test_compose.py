@@ -119,7 +119,12 @@ def test_the_mesh_from_compose_indexes_answers_and_scales_the_embedder(mesh: Mes
     documents = stdlib_docstrings(400)
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in documents))
-    ingested = _meshsearch(mesh, key, "ingest", str(corpus), "-c", "stdlib_docs", "--create")
+    deadline = time.monotonic() + 300
+    while True:  # the embedder may still be loading (UNAVAILABLE, exit 69)
+        ingested = _meshsearch(mesh, key, "ingest", str(corpus), "-c", "stdlib_docs", "--create")
+        if ingested.returncode != 69 or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert ingested.returncode == 0, ingested.stdout + ingested.stderr
     answers = [_meshsearch(mesh, key, "search", query, "-c", "stdlib_docs") for query in QUERIES[:3]]
     assert all(a.returncode == 0 for a in answers), [a.stderr for a in answers]
