@@ -563,6 +563,14 @@ def _meshsearch(secured: SecuredApis, key: str, *args: str) -> subprocess.Comple
     )
 
 
+def _meshsearch_stdin(secured: SecuredApis, key: str, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MESHSEARCH_TARGET": secured.target(), "MESHSEARCH_API_KEY": key, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "meshsearch_cli", *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+
 def test_the_cli_manages_keys_and_a_revoked_key_exits_77(secured: SecuredApis) -> None:
     tenant = tenant_name()
     made = _meshsearch(secured, secured.bootstrap_key, "keys", "create", "--tenant", tenant, "--role", "admin")
@@ -576,6 +584,10 @@ def test_the_cli_manages_keys_and_a_revoked_key_exits_77(secured: SecuredApis) -
     assert listed.returncode == 0 and "dashboards" in listed.stdout and tenant in listed.stdout
     assert reader_key not in listed.stdout and admin not in listed.stdout
     assert _meshsearch(secured, reader_key, "collections", "list").returncode == 0
+    writer = _meshsearch(secured, admin, "keys", "create", "--role", "read", "--role", "write").stdout.strip()
+    lines = "".join(json.dumps({"id": f"d{i}", "text": f"streamed document {i}"}) + "\n" for i in range(3))
+    streamed = _meshsearch_stdin(secured, writer, lines, "ingest", "-", "-c", "streamed", "--create")
+    assert streamed.returncode == 0, streamed.stderr  # the key rides on streaming calls too
     revoked = _meshsearch(secured, admin, "keys", "revoke", reader_key.split("_")[1])
     assert revoked.returncode == 0, revoked.stderr
     refused = _meshsearch(secured, reader_key, "collections", "list")

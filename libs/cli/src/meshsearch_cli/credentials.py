@@ -18,13 +18,8 @@ CERT_VARIABLE = "MESHSEARCH_TLS_CERT_FILE"
 PRIVATE_KEY_VARIABLE = "MESHSEARCH_TLS_KEY_FILE"
 
 
-class BearerKey(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds the key to every call, of every kind."""
+class _BearerKey:
+    """Adds the key to a call's metadata."""
 
     def __init__(self, key: str) -> None:
         self._header = ("authorization", f"Bearer {key}")
@@ -35,17 +30,32 @@ class BearerKey(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# One class per kind of call: grpc.aio files each interceptor under the first kind it
+# implements, so one class implementing all four would only ever see unary calls.
+class _UnaryUnaryKey(_BearerKey, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_key(details), request)
 
+
+class _UnaryStreamKey(_BearerKey, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_key(details), request)
 
+
+class _StreamUnaryKey(_BearerKey, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._with_key(details), requests)
 
+
+class _StreamStreamKey(_BearerKey, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._with_key(details), requests)
+
+
+def bearer_key_interceptors(key: str) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that send `key` on every call, of every kind."""
+    return [_UnaryUnaryKey(key), _UnaryStreamKey(key), _StreamUnaryKey(key), _StreamStreamKey(key)]
 
 
 def tls_credentials(env: Mapping[str, str]) -> grpc.ChannelCredentials | None:
@@ -65,7 +75,7 @@ def tls_credentials(env: Mapping[str, str]) -> grpc.ChannelCredentials | None:
 def open_channel(target: str) -> grpc.aio.Channel:
     """A channel to the api with the credentials the environment gives."""
     key = os.environ.get(KEY_VARIABLE, "")
-    interceptors: Sequence[grpc.aio.ClientInterceptor] = [BearerKey(key)] if key else []
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = bearer_key_interceptors(key) if key else []
     credentials = tls_credentials(os.environ)
     if credentials is None:
         return grpc.aio.insecure_channel(target, interceptors=interceptors)
