@@ -551,19 +551,9 @@ def test_a_node_client_authenticates_and_reads_rate_limit_details(secured: Secur
     assert limited["trailers"]["x-ratelimit-remaining"] == "0"
 
 
-def _meshsearch(secured: SecuredApis, key: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MESHSEARCH_TARGET": secured.target(), "MESHSEARCH_API_KEY": key, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "meshsearch_cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
-def _meshsearch_stdin(secured: SecuredApis, key: str, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _meshsearch(
+    secured: SecuredApis, key: str, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MESHSEARCH_TARGET": secured.target(), "MESHSEARCH_API_KEY": key, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "meshsearch_cli", *args],
@@ -586,7 +576,7 @@ def test_the_cli_manages_keys_and_a_revoked_key_exits_77(secured: SecuredApis) -
     assert _meshsearch(secured, reader_key, "collections", "list").returncode == 0
     writer = _meshsearch(secured, admin, "keys", "create", "--role", "read", "--role", "write").stdout.strip()
     lines = "".join(json.dumps({"id": f"d{i}", "text": f"streamed document {i}"}) + "\n" for i in range(3))
-    streamed = _meshsearch_stdin(secured, writer, lines, "ingest", "-", "-c", "streamed", "--create")
+    streamed = _meshsearch(secured, writer, "ingest", "-", "-c", "streamed", "--create", stdin=lines)
     assert streamed.returncode == 0, streamed.stderr  # the key rides on streaming calls too
     revoked = _meshsearch(secured, admin, "keys", "revoke", reader_key.split("_")[1])
     assert revoked.returncode == 0, revoked.stderr
