@@ -58,7 +58,7 @@ lint: setup buf-lint
 
 # mypy --strict over every package and the tests (relaxed there); generated stubs excluded.
 typecheck: setup
-	$(VENV)/bin/mypy --config-file libs/common/mypy.ini libs/common/src/meshsearch_common libs/cli/src/meshsearch_cli \
+	$(VENV)/bin/mypy --config-file libs/common/mypy.ini libs/common/src/meshsearch_common libs/common/src/meshsearch/client libs/cli/src/meshsearch_cli \
 	  services/api/src/meshsearch_api services/embedder/src/meshsearch_embedder services/search/src/meshsearch_search tests
 
 protos: setup
@@ -67,7 +67,7 @@ protos: setup
 # Fails when the committed stubs differ from what protos/ generates.
 protos-check: setup
 	@tmp=$$(mktemp -d) && PYTHON=$(abspath $(PY)) libs/common/scripts/generate_protos.sh $$tmp \
-	  && diff -r -x __pycache__ $$tmp/meshsearch libs/common/src/meshsearch \
+	  && diff -r -x __pycache__ -x client $$tmp/meshsearch libs/common/src/meshsearch \
 	  && echo "generated stubs match protos/" ; status=$$?; rm -rf $$tmp; exit $$status
 
 buf-lint: setup

@@ -37,12 +37,12 @@ from machine import cpu_description  # noqa: E402
 
 from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc  # noqa: E402
+from meshsearch.client.uploads import upload  # noqa: E402
 from meshsearch.embedder.v1 import embedder_pb2 as epb  # noqa: E402
 from meshsearch.embedder.v1 import embedder_pb2_grpc as epb_grpc  # noqa: E402
 from meshsearch_api.settings import ApiSettings, WorkerSettings  # noqa: E402
 from meshsearch_cli.indexing import refusal_delay  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
-from meshsearch_cli.uploads import upload  # noqa: E402
 
 EMBED_BATCH = 128
 TOKENIZE_BATCH = 256

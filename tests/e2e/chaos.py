@@ -18,9 +18,9 @@ import grpc
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch.client.uploads import upload
 from meshsearch_cli.stack import EmbeddedStack
 from meshsearch_cli.supervisor import RestartPolicy, Supervisor
-from meshsearch_cli.uploads import upload
 from tests.e2e.ingest_helpers import assert_stored_exactly_once, wait_job
 
 # Killed one after another while the job runs (the api during the upload).

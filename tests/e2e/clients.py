@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
@@ -54,25 +52,3 @@ async def status_of(call) -> grpc.StatusCode:
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
-
-
-def error_details(error: Any) -> dict[str, Any]:
-    """The standard google.rpc details of a failed call (BadRequest, ErrorInfo, RetryInfo,
-    PreconditionFailure, QuotaFailure), by
-    message name, decoded from its grpc-status-details-bin trailer as any client would."""
-    found: dict[str, Any] = {}
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                for kind in (
-                    error_details_pb2.BadRequest,
-                    error_details_pb2.ErrorInfo,
-                    error_details_pb2.RetryInfo,
-                    error_details_pb2.PreconditionFailure,
-                    error_details_pb2.QuotaFailure,
-                ):
-                    if detail.Is(kind.DESCRIPTOR):
-                        message = kind()
-                        detail.Unpack(message)
-                        found[kind.DESCRIPTOR.name] = message
-    return found

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch.client import error_details
 from meshsearch_api.auth.permissions import METHOD_ROLES, OPEN_SERVICES
-from meshsearch_cli.stack import EmbeddedStack
 from tests.e2e import raw_http2
-from tests.e2e.auth_stack import CACHE_TTL_S, MAX_DOCUMENTS, MAX_INGEST_BYTES, SecuredApis, bearer, start_secured_apis
-from tests.e2e.clients import error_details
+from tests.e2e.auth_stack import CACHE_TTL_S, MAX_DOCUMENTS, MAX_INGEST_BYTES, SecuredApis, bearer
 
 TIMEOUT_S = 30
-
-
-@pytest.fixture(scope="module")
-def secured(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredApis]:
-    yield from start_secured_apis(stack, tmp_path_factory.mktemp("secured"))
 
 
 def tenant_name() -> str:

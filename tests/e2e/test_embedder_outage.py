@@ -12,8 +12,9 @@ import grpc
 import pytest
 
 from meshsearch.api.v1 import api_pb2 as pb
+from meshsearch.client import error_details
 from meshsearch_cli.stack import EmbeddedStack, Ports
-from tests.e2e.clients import ApiClient, error_details
+from tests.e2e.clients import ApiClient
 
 RESET_TIMEOUT_S = 2.0
 

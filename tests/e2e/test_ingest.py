@@ -11,9 +11,10 @@ import pytest
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch.client import error_details
+from meshsearch.client.uploads import upload
 from meshsearch_cli.stack import EmbeddedStack
-from meshsearch_cli.uploads import upload
-from tests.e2e.clients import ApiClient, error_details
+from tests.e2e.clients import ApiClient
 from tests.e2e.ingest_helpers import assert_stored_exactly_once, sentences, stored_hashes, wait_job
 
 

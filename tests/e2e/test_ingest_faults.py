@@ -14,8 +14,8 @@ import pytest
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch.client.uploads import upload
 from meshsearch_cli.stack import EmbeddedStack, Ports
-from meshsearch_cli.uploads import upload
 from tests.e2e.chaos import SupervisedStack, ingest_through_faults
 from tests.e2e.ingest_helpers import assert_stored_exactly_once, sentences, wait_job
 

@@ -15,8 +15,9 @@ import pytest
 from google.protobuf import struct_pb2
 
 from meshsearch.api.v1 import api_pb2 as pb
+from meshsearch.client import error_details
 from meshsearch_cli.stack import EmbeddedStack
-from tests.e2e.clients import ApiClient, error_details
+from tests.e2e.clients import ApiClient
 
 UNDEFINED_MODE: Any = 9  # a number a newer client could send; this contract does not define it
 LONG_TEXT = (

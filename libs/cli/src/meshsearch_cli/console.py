@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -25,13 +24,12 @@ import grpc
 import typer
 from rich.console import Console
 
-from meshsearch_cli.credentials import open_channel
+from meshsearch.client import AsyncClient, Connection
+from meshsearch.client.connection import DEFAULT_TARGET, TARGET_VARIABLE
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-TARGET_VARIABLE = "MESHSEARCH_TARGET"
-DEFAULT_TARGET = "127.0.0.1:50051"
 PARTIAL, DATA_ERROR, NO_INPUT, UNAVAILABLE, SOFTWARE, NO_PERMISSION, INTERRUPTED = 1, 65, 66, 69, 70, 77, 130
 
 EXIT_CODES = {
@@ -76,10 +74,11 @@ def run_async(command: Callable[P, Awaitable[T]]) -> Callable[P, T]:
     return wrapper
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    """A channel to the api, with the API key and TLS settings of the environment (see
-    `credentials`)."""
-    return open_channel(target or os.environ.get(TARGET_VARIABLE, DEFAULT_TARGET))
+def connect(target: str) -> AsyncClient:
+    """A client of the api at `target` (or MESHSEARCH_TARGET), with the API key and TLS
+    settings of the environment (MESHSEARCH_API_KEY, MESHSEARCH_TLS_*; see
+    `meshsearch.client.Connection.from_env`)."""
+    return AsyncClient(Connection.from_env(target=target))
 
 
 async def every_page(fetch: Callable[[str], Awaitable[Any]], items: Callable[[Any], Sequence[T]]) -> list[T]:

@@ -18,16 +18,15 @@ import grpc
 from rich.console import Console
 
 from meshsearch.api.v1 import api_pb2 as pb
-from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch.client import AsyncClient, Connection
+from meshsearch.client.uploads import UploadFailed
 from meshsearch_cli.commands.jobs import follow, progress_bar
 from meshsearch_cli.corpus import CorpusDocument, stdlib_docstrings
 from meshsearch_cli.indexing import IndexingFailed
 from meshsearch_cli.stack import EmbeddedStack, Ports
 from meshsearch_cli.supervisor import GaveUp, Supervisor
-from meshsearch_cli.uploads import UploadFailed, upload
 
 COLLECTION = "stdlib_docs"
-QUERY_TIMEOUT_S = 30
 QUERIES = (
     "parse command line options and arguments",
     "compute the greatest common divisor of two integers",
@@ -40,7 +39,7 @@ QUERIES = (
 )
 
 
-async def _index(channel: grpc.aio.Channel, documents: list[CorpusDocument], console: Console) -> None:
+async def _index(api: AsyncClient, documents: list[CorpusDocument], console: Console) -> None:
     """Load the corpus as a durable ingest job: upload (each document stored before it is
     acknowledged), then follow the workers storing it, with a progress bar from WatchJob."""
     messages = []
@@ -48,11 +47,11 @@ async def _index(channel: grpc.aio.Channel, documents: list[CorpusDocument], con
         message = pb.Document(id=document.id, text=document.text)
         message.metadata.update({"module": document.module, "kind": document.kind})
         messages.append(message)
-    result = await upload(channel, messages, collection=COLLECTION, priority=pb.JOB_PRIORITY_INTERACTIVE)
+    result = await api.upload(messages, collection=COLLECTION, priority=pb.JOB_PRIORITY_INTERACTIVE)
     console.print(f"uploaded {result.acknowledged} documents to ingest job {result.job_id}")
     with progress_bar() as progress:
         task = progress.add_task("indexing", total=result.acknowledged, rate="")
-        job = await follow(pb_grpc.IngestServiceStub(channel), result.job_id, progress, task)
+        job = await follow(api.ingest, result.job_id, progress, task)
     if job.state != pb.JOB_STATE_COMPLETED or job.failed:
         raise IndexingFailed(
             grpc.StatusCode.ABORTED,
@@ -63,18 +62,13 @@ async def _index(channel: grpc.aio.Channel, documents: list[CorpusDocument], con
 
 async def _run(address: str, limit: int, console: Console) -> None:
     documents = stdlib_docstrings(limit)
-    async with grpc.aio.insecure_channel(address) as channel:
-        collections = pb_grpc.CollectionServiceStub(channel)
+    async with AsyncClient(Connection(address)) as api:
         try:
-            collection = (await collections.GetCollection(pb.GetCollectionRequest(name=COLLECTION))).collection
+            collection = (await api.collections.GetCollection(pb.GetCollectionRequest(name=COLLECTION))).collection
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-            collection = (
-                await collections.CreateCollection(
-                    pb.CreateCollectionRequest(collection=pb.Collection(name=COLLECTION))
-                )
-            ).collection
+            collection = await api.create_collection(COLLECTION)
         console.print(
             f"collection [bold]{COLLECTION}[/]: model {collection.model.id} ({collection.model.dimension} dims)"
         )
@@ -82,16 +76,13 @@ async def _run(address: str, limit: int, console: Console) -> None:
             console.print(f"{collection.document_count} documents already indexed by a previous run; skipping indexing")
         else:
             started = time.perf_counter()
-            await _index(channel, documents, console)
+            await _index(api, documents, console)
             elapsed = time.perf_counter() - started
             console.print(
                 f"indexed {len(documents)} documents in {elapsed:.1f}s ({len(documents) / elapsed:.0f} docs/s)"
             )
-        search = pb_grpc.SearchServiceStub(channel)
         for query in QUERIES:
-            response = await search.Search(
-                pb.SearchRequest(collection=COLLECTION, query=query, top_k=3), timeout=QUERY_TIMEOUT_S
-            )
+            response = await api.query(COLLECTION, query, top_k=3)
             console.print(f"\n[bold]query:[/] {query}")
             for rank, hit in enumerate(response.hits, start=1):
                 text = hit.document.text if len(hit.document.text) <= 90 else hit.document.text[:87] + "..."

@@ -26,8 +26,8 @@ from types import ModuleType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshsearch.client import Connection
 from meshsearch_api.settings import ApiSettings, WorkerSettings
-from meshsearch_cli.credentials import tls_credentials
 from meshsearch_common.settings import ServiceSettings, env_name
 from meshsearch_embedder.settings import EmbedderSettings
 from meshsearch_search.settings import SearchSettings
@@ -296,7 +296,7 @@ class EmbeddedStack:
         """Wait until service `name` reports SERVING; the error names it and its log."""
         port = getattr(self.ports, name)
         try:
-            credentials = tls_credentials(self.service_env(name))
+            credentials = Connection.from_env(self.service_env(name)).credentials()
             wait_serving(f"127.0.0.1:{port}", timeout_s, self.processes[name], self.log_path(name), credentials)
         except (RuntimeError, TimeoutError) as exc:
             log = self.log_path(name)

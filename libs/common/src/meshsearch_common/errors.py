@@ -8,10 +8,11 @@ Layout: the hierarchy first, then the tables that relate it to gRPC codes, then 
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 # --- the hierarchy ---------------------------------------------------------------------------
@@ -137,14 +138,11 @@ CALLER_ERRORS: dict[grpc.StatusCode, type[MeshError]] = {
 }
 CALLER_ERROR_CODES: frozenset[grpc.StatusCode] = frozenset(CALLER_ERRORS)
 
-RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 ERROR_DOMAIN = "meshsearch.io"  # google.rpc.ErrorInfo.domain of every error we send
 DEFAULT_RETRY_AFTER_S = 1.0  # RetryInfo delay of an UNAVAILABLE with no better estimate
-ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
-BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 
 
 def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
@@ -220,37 +218,53 @@ def status_details(error: MeshError) -> status_pb2.Status:
     return status
 
 
-def _details(error: grpc.aio.AioRpcError) -> list[Any]:
+class FailedCall(Protocol):
+    """What a failed call offers in both gRPC APIs (grpc.RpcError from a sync call is a
+    grpc.Call; grpc.aio.AioRpcError has the same methods)."""
+
+    def code(self) -> grpc.StatusCode: ...
+    def details(self) -> str | None: ...
+    def trailing_metadata(self) -> Any: ...
+
+
+# The standard google.rpc details meshsearch sends, by message name.
+DETAIL_TYPES: tuple[type[Message], ...] = (
+    error_details_pb2.BadRequest,
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.RetryInfo,
+    error_details_pb2.PreconditionFailure,
+    error_details_pb2.QuotaFailure,
+)
+
+
+def error_details(error: FailedCall) -> dict[str, Any]:
+    """The google.rpc details of a failed call, decoded from its grpc-status-details-bin
+    trailer and keyed by message name ("RetryInfo", "ErrorInfo", "BadRequest", ...)."""
+    found: dict[str, Any] = {}
     for key, value in error.trailing_metadata() or ():
-        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            return list(status_pb2.Status.FromString(value).details)
-    return []
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            for kind in DETAIL_TYPES:
+                if detail.Is(kind.DESCRIPTOR):
+                    message = kind()
+                    detail.Unpack(message)
+                    found[kind.DESCRIPTOR.name] = message
+    return found
 
 
-def _field_and_reason(error: grpc.aio.AioRpcError) -> tuple[str, str]:
+def _field_and_reason(error: FailedCall) -> tuple[str, str]:
     """The BadRequest field and ErrorInfo reason an upstream sent, or empty strings."""
-    field, reason = "", ""
-    for detail in _details(error):
-        if detail.type_url == BAD_REQUEST_TYPE:
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            if bad_request.field_violations:
-                field = bad_request.field_violations[0].field
-        elif detail.type_url == ERROR_INFO_TYPE:
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-    return field, reason
+    details = error_details(error)
+    bad_request, info = details.get("BadRequest"), details.get("ErrorInfo")
+    field = bad_request.field_violations[0].field if bad_request and bad_request.field_violations else ""
+    return field, info.reason if info else ""
 
 
-def retry_after_of(error: grpc.aio.AioRpcError) -> float | None:
-    """The RetryInfo delay in seconds carried by an upstream's error, if any."""
-    for detail in _details(error):
-        if detail.type_url == RETRY_INFO_TYPE:
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return float(info.retry_delay.ToMilliseconds()) / 1000
-    return None
+def retry_after_of(error: FailedCall) -> float | None:
+    """The RetryInfo delay in seconds carried by a failed call, if any."""
+    info = error_details(error).get("RetryInfo")
+    return None if info is None else float(info.retry_delay.ToMilliseconds()) / 1000
 
 
 # --- validation helpers ----------------------------------------------------------------------

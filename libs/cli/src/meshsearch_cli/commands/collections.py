@@ -6,8 +6,7 @@ import typer
 from rich.table import Table
 
 from meshsearch.api.v1 import api_pb2 as pb
-from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_cli.console import TargetOption, channel, every_page, fail, out, run_async
+from meshsearch_cli.console import TargetOption, connect, every_page, fail, out, run_async
 
 app = typer.Typer(help="Create, list, describe and delete collections.", no_args_is_help=True)
 METRICS = {"cosine": pb.METRIC_COSINE, "dot": pb.METRIC_DOT, "l2": pb.METRIC_L2}
@@ -31,8 +30,8 @@ def _table(collections: list[pb.Collection]) -> Table:
 @run_async
 async def list_(target: str = TargetOption) -> None:
     """List every collection."""
-    async with channel(target) as opened:
-        stub = pb_grpc.CollectionServiceStub(opened)
+    async with connect(target) as api:
+        stub = api.collections
         found = await every_page(
             lambda token: stub.ListCollections(pb.ListCollectionsRequest(page_token=token), timeout=30),
             lambda page: page.collections,
@@ -44,10 +43,8 @@ async def list_(target: str = TargetOption) -> None:
 @run_async
 async def show(name: str = typer.Argument(..., help="Collection name."), target: str = TargetOption) -> None:
     """Describe one collection."""
-    async with channel(target) as opened:
-        answer = await pb_grpc.CollectionServiceStub(opened).GetCollection(
-            pb.GetCollectionRequest(name=name), timeout=30
-        )
+    async with connect(target) as api:
+        answer = await api.collections.GetCollection(pb.GetCollectionRequest(name=name), timeout=30)
     out.print(_table([answer.collection]))
 
 
@@ -61,8 +58,8 @@ async def create(
     """Create an empty collection bound to the server's embedding model."""
     if metric not in METRICS:
         raise fail(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}", 2)
-    async with channel(target) as opened:
-        answer = await pb_grpc.CollectionServiceStub(opened).CreateCollection(
+    async with connect(target) as api:
+        answer = await api.collections.CreateCollection(
             pb.CreateCollectionRequest(collection=pb.Collection(name=name, metric=METRICS[metric])), timeout=30
         )
     out.print(_table([answer.collection]))
@@ -78,6 +75,6 @@ async def delete(
     """Delete a collection and every document in it."""
     if not yes and not typer.confirm(f"delete collection {name!r} and all its documents?"):
         raise typer.Exit(1)
-    async with channel(target) as opened:
-        await pb_grpc.CollectionServiceStub(opened).DeleteCollection(pb.DeleteCollectionRequest(name=name), timeout=60)
+    async with connect(target) as api:
+        await api.collections.DeleteCollection(pb.DeleteCollectionRequest(name=name), timeout=60)
     out.print(f"deleted {name}")

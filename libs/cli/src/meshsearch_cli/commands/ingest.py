@@ -1,6 +1,6 @@
 """`meshsearch ingest PATH`: upload documents to a durable ingest job and follow it to the end.
 
-The upload resumes by itself after a broken connection (see `meshsearch_cli.uploads`), and a
+The upload resumes by itself after a broken connection (see `meshsearch.client.uploads`), and a
 later run resumes it with `--job ID` when this one was stopped. Two progress bars: documents
 the server has acknowledged (stored durably, safe from any crash), and documents stored in the
 collection (from WatchJob).
@@ -14,7 +14,8 @@ import grpc
 import typer
 
 from meshsearch.api.v1 import api_pb2 as pb
-from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch.client import AsyncClient
+from meshsearch.client.uploads import UploadFailed, upload
 from meshsearch_cli.commands.jobs import follow, outcome, progress_bar
 from meshsearch_cli.console import (
     DATA_ERROR,
@@ -22,13 +23,12 @@ from meshsearch_cli.console import (
     NO_INPUT,
     SOFTWARE,
     TargetOption,
-    channel,
+    connect,
     fail,
     out,
     run_async,
 )
 from meshsearch_cli.sources import Fields, Source, SourceError
-from meshsearch_cli.uploads import UploadFailed, upload
 
 PRIORITIES = {
     "bulk": pb.JOB_PRIORITY_BULK,
@@ -37,8 +37,8 @@ PRIORITIES = {
 }
 
 
-async def _ensure_collection(opened: grpc.aio.Channel, name: str) -> None:
-    stub = pb_grpc.CollectionServiceStub(opened)
+async def _ensure_collection(api: AsyncClient, name: str) -> None:
+    stub = api.collections
     try:
         await stub.GetCollection(pb.GetCollectionRequest(name=name), timeout=30)
     except grpc.aio.AioRpcError as error:
@@ -80,9 +80,9 @@ async def ingest(
     def resume_hint() -> str:
         return f"resume with: meshsearch ingest {path} -c {collection} --job {job_id}" if job_id else ""
 
-    async with channel(target) as opened:
+    async with connect(target) as api:
         if create and not job:
-            await _ensure_collection(opened, collection)
+            await _ensure_collection(api, collection)
         with progress_bar() as progress:
             uploading = progress.add_task("uploaded", total=total, rate="")
             storing = progress.add_task("stored  ", total=None, rate="")
@@ -95,12 +95,12 @@ async def ingest(
 
             async def follow_when_known() -> pb.Job:
                 await known.wait()
-                return await follow(pb_grpc.IngestServiceStub(opened), job_id, progress, storing)
+                return await follow(api.ingest, job_id, progress, storing)
 
             watcher = asyncio.create_task(follow_when_known()) if wait else None
             try:
                 result = await upload(
-                    opened,
+                    api.channel,
                     source,
                     collection=collection,
                     priority=PRIORITIES[priority],

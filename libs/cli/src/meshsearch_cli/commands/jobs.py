@@ -11,7 +11,7 @@ from rich.table import Column, Table
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_cli.console import PARTIAL, TargetOption, channel, out, run_async
+from meshsearch_cli.console import PARTIAL, TargetOption, connect, out, run_async
 
 app = typer.Typer(
     help="Follow, list, cancel ingest jobs, and read or redrive their dead letters.", no_args_is_help=True
@@ -110,10 +110,8 @@ async def list_(
     target: str = TargetOption,
 ) -> None:
     """List jobs, newest first."""
-    async with channel(target) as opened:
-        page = await pb_grpc.IngestServiceStub(opened).ListJobs(
-            pb.ListJobsRequest(collection=collection, page_size=limit), timeout=30
-        )
+    async with connect(target) as api:
+        page = await api.ingest.ListJobs(pb.ListJobsRequest(collection=collection, page_size=limit), timeout=30)
     out.print(_jobs_table(list(page.jobs)) if page.jobs else "no jobs")
 
 
@@ -121,8 +119,8 @@ async def list_(
 @run_async
 async def show(job_id: str = JobArgument, target: str = TargetOption) -> None:
     """Describe one job."""
-    async with channel(target) as opened:
-        job = (await pb_grpc.IngestServiceStub(opened).GetJob(pb.GetJobRequest(job_id=job_id), timeout=30)).job
+    async with connect(target) as api:
+        job = (await api.ingest.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30)).job
     out.print(_jobs_table([job]))
     if job.error:
         out.print(f"error: {job.error}")
@@ -132,10 +130,10 @@ async def show(job_id: str = JobArgument, target: str = TargetOption) -> None:
 @run_async
 async def watch(job_id: str = JobArgument, target: str = TargetOption) -> None:
     """Show a job's progress until it ends."""
-    async with channel(target) as opened:
+    async with connect(target) as api:
         with progress_bar() as progress:
             task = progress.add_task("storing", total=None, rate="")
-            job = await follow(pb_grpc.IngestServiceStub(opened), job_id, progress, task)
+            job = await follow(api.ingest, job_id, progress, task)
     raise typer.Exit(outcome(job))
 
 
@@ -143,8 +141,8 @@ async def watch(job_id: str = JobArgument, target: str = TargetOption) -> None:
 @run_async
 async def cancel(job_id: str = JobArgument, target: str = TargetOption) -> None:
     """Cancel a job: what is stored stays, the rest is not processed."""
-    async with channel(target) as opened:
-        job = (await pb_grpc.IngestServiceStub(opened).CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)).job
+    async with connect(target) as api:
+        job = (await api.ingest.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)).job
     out.print(_jobs_table([job]))
 
 
@@ -157,8 +155,8 @@ async def dead_letter(
     target: str = TargetOption,
 ) -> None:
     """List the documents of a job that were not stored, with reasons; or redrive them."""
-    async with channel(target) as opened:
-        stub = pb_grpc.IngestServiceStub(opened)
+    async with connect(target) as api:
+        stub = api.ingest
         if redrive:
             answer = await stub.RedriveDeadLetters(pb.RedriveDeadLettersRequest(job_id=job_id), timeout=60)
             out.print(f"queued {answer.redriven:,} documents again; follow with `meshsearch jobs watch {job_id}`")

@@ -7,8 +7,7 @@ import typer
 from rich.table import Table
 
 from meshsearch.api.v1 import api_pb2 as pb
-from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_cli.console import TargetOption, channel, err, every_page, out, run_async
+from meshsearch_cli.console import TargetOption, connect, err, every_page, out, run_async
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 ROLES = {"read": pb.ROLE_READ, "write": pb.ROLE_WRITE, "admin": pb.ROLE_ADMIN}
@@ -52,8 +51,8 @@ async def create(
     request = pb.CreateApiKeyRequest(
         tenant=tenant, roles=[ROLES[r] for r in role], name=name, read_per_s=read_per_s, write_per_s=write_per_s
     )
-    async with channel(target) as opened:
-        answer = await pb_grpc.KeyServiceStub(opened).CreateApiKey(request, timeout=30)
+    async with connect(target) as api:
+        answer = await api.keys.CreateApiKey(request, timeout=30)
     err.print(
         f"created key {answer.api_key.key_id} of tenant {answer.api_key.tenant} ({_roles(answer.api_key)}); "
         "its secret follows, shown once:"
@@ -65,8 +64,8 @@ async def create(
 @run_async
 async def list_(tenant: str = TenantOption, target: str = TargetOption) -> None:
     """List a tenant's keys, revoked ones included (never their secrets)."""
-    async with channel(target) as opened:
-        stub = pb_grpc.KeyServiceStub(opened)
+    async with connect(target) as api:
+        stub = api.keys
         found = await every_page(
             lambda token: stub.ListApiKeys(pb.ListApiKeysRequest(tenant=tenant, page_token=token), timeout=30),
             lambda page: page.api_keys,
@@ -80,6 +79,6 @@ async def revoke(
     key_id: str = typer.Argument(..., help="The key's id (from `keys list`)."), target: str = TargetOption
 ) -> None:
     """Revoke a key for good; every api replica refuses it within seconds."""
-    async with channel(target) as opened:
-        answer = await pb_grpc.KeyServiceStub(opened).RevokeApiKey(pb.RevokeApiKeyRequest(key_id=key_id), timeout=30)
+    async with connect(target) as api:
+        answer = await api.keys.RevokeApiKey(pb.RevokeApiKeyRequest(key_id=key_id), timeout=30)
     out.print(f"revoked key {answer.api_key.key_id} of tenant {answer.api_key.tenant}")

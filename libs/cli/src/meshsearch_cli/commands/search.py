@@ -6,8 +6,7 @@ import typer
 from rich.table import Table
 
 from meshsearch.api.v1 import api_pb2 as pb
-from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_cli.console import TargetOption, channel, fail, out, run_async
+from meshsearch_cli.console import TargetOption, connect, fail, out, run_async
 
 MODES = {"vector": pb.SEARCH_MODE_VECTOR, "keyword": pb.SEARCH_MODE_KEYWORD, "hybrid": pb.SEARCH_MODE_HYBRID}
 SNIPPET_CHARS = 160
@@ -33,8 +32,8 @@ async def search(
     """Search a collection and print the best matches, best first."""
     if mode not in MODES:
         raise fail(f"unknown mode {mode!r}; use one of {', '.join(MODES)}", 2)
-    async with channel(target) as opened:
-        answer = await pb_grpc.SearchServiceStub(opened).Search(
+    async with connect(target) as api:
+        answer = await api.search.Search(
             pb.SearchRequest(collection=collection, query=query, top_k=top_k, mode=MODES[mode]), timeout=30
         )
     if answer.degraded:

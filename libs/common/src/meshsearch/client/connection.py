@@ -1,0 +1,62 @@
+"""Where and how to reach the api: target, key and TLS, given directly or read from the
+environment the CLI and the demo share."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from meshsearch_common import tls
+from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
+from meshsearch_common.tls import ClientTls
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_VARIABLE = "MESHSEARCH_TARGET"
+KEY_VARIABLE = "MESHSEARCH_API_KEY"
+CA_VARIABLE = "MESHSEARCH_TLS_CA_FILE"
+CERT_VARIABLE = "MESHSEARCH_TLS_CERT_FILE"
+PRIVATE_KEY_VARIABLE = "MESHSEARCH_TLS_KEY_FILE"
+SERVER_NAME_VARIABLE = "MESHSEARCH_TLS_SERVER_NAME"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """`target` is any gRPC target ("host:port", "dns:///name:port"); with `tls.ca_file` set the
+    channel is TLS, mutual when a client certificate is given too."""
+
+    target: str = DEFAULT_TARGET
+    api_key: str = ""
+    tls: ClientTls = field(default_factory=ClientTls)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, target: str = "") -> Connection:
+        """MESHSEARCH_TARGET, MESHSEARCH_API_KEY and MESHSEARCH_TLS_{CA,CERT,KEY}_FILE (and
+        MESHSEARCH_TLS_SERVER_NAME); an explicit `target` wins over the environment's."""
+        env = os.environ if env is None else env
+        return cls(
+            target=target or env.get(TARGET_VARIABLE) or DEFAULT_TARGET,
+            api_key=env.get(KEY_VARIABLE, ""),
+            tls=ClientTls(
+                ca_file=env.get(CA_VARIABLE, ""),
+                cert_file=env.get(CERT_VARIABLE, ""),
+                key_file=env.get(PRIVATE_KEY_VARIABLE, ""),
+                server_name=env.get(SERVER_NAME_VARIABLE, ""),
+            ),
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials, or None for plaintext."""
+        return tls.channel_credentials(self.tls) if self.tls.enabled else None
+
+    def options(self) -> list[tuple[str, Any]]:
+        return [
+            # Balance over every address the name resolves to (api replicas behind one name).
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+            *tls.channel_options(self.tls),
+        ]
