@@ -13,8 +13,8 @@ PACKAGES  := -e libs/common[dev] -e services/embedder[onnx,openvino] -e services
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 
-.PHONY: setup node-client demo up test unit chaos lint typecheck protos protos-check buf-lint buf-breaking bench clean \
-	deploy-check images compose-test locks
+.PHONY: setup node-client node-check demo up test unit chaos lint typecheck protos protos-check buf-lint buf-breaking bench clean \
+	deploy-check images compose-test locks dashboard
 # The Kubernetes version the manifests are validated against.
 K8S_VERSION ?= 1.33.0
 IMAGE_TAG   ?= dev
@@ -35,16 +35,20 @@ demo: setup
 up: setup
 	$(VENV)/bin/meshsearch up
 
-test: setup node-client protos-check lint typecheck deploy-check
+test: setup node-client protos-check lint typecheck node-check deploy-check
 	$(PY) -m pytest -c tests/pytest.ini tests --ignore=tests/deploy
 
-# The Node.js client the e2e tests drive (tests/e2e/node), installed from its lock file.
-node-client: tests/e2e/node/node_modules/.installed
+# The Node.js client (clients/node), installed from its lock file; the e2e tests drive it.
+node-client: clients/node/node_modules/.installed
 
-tests/e2e/node/node_modules/.installed: tests/e2e/node/package-lock.json
+clients/node/node_modules/.installed: clients/node/package-lock.json
 	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
-	npm ci --prefix tests/e2e/node --no-audit --no-fund --loglevel=error
+	npm ci --prefix clients/node --no-audit --no-fund --loglevel=error
 	touch $@
+
+# Regenerates the Node client's message types from protos/ and type-checks it and its tests.
+node-check: node-client
+	npm run --silent --prefix clients/node check
 
 unit: setup
 	$(PY) -m pytest -c tests/pytest.ini tests/unit
@@ -60,6 +64,10 @@ lint: setup buf-lint
 typecheck: setup
 	$(VENV)/bin/mypy --config-file libs/common/mypy.ini libs/common/src/meshsearch_common libs/common/src/meshsearch/client libs/cli/src/meshsearch_cli \
 	  services/api/src/meshsearch_api services/embedder/src/meshsearch_embedder services/search/src/meshsearch_search tests
+
+# Rebuilds k8s/base/dashboards/meshsearch.json (tests/unit/test_dashboard.py fails when it drifts).
+dashboard: setup
+	$(PY) libs/common/scripts/dashboard.py
 
 protos: setup
 	PYTHON=$(abspath $(PY)) libs/common/scripts/generate_protos.sh

@@ -522,7 +522,7 @@ def test_a_node_client_authenticates_and_reads_rate_limit_details(secured: Secur
     assert node, "Node.js is required (make test installs it)"
     key = secured.new_key(tenant_name(), pb.ROLE_READ, read_per_s=1)
     run = subprocess.run(
-        [node, str(Path(__file__).parent / "node" / "auth_client.mjs"), secured.target(1), key],
+        [node, str(Path(__file__).parents[2] / "clients" / "node" / "test" / "auth.mjs"), secured.target(1), key],
         capture_output=True,
         text=True,
         timeout=120,
@@ -543,6 +543,8 @@ def test_a_node_client_authenticates_and_reads_rate_limit_details(secured: Secur
     delay = details["google.rpc.RetryInfo"]["retry_delay"]
     assert 0 < int(delay["seconds"]) * 1000 + int(delay["nanos"]) / 1e6 <= 1000
     assert limited["trailers"]["x-ratelimit-remaining"] == "0"
+    # With retries on, a burst past the bucket (1 read per second, now empty) completes, paced by RetryInfo.
+    assert seen["paced"]["completed"] == 4 and seen["paced"]["elapsed_ms"] >= 2000
 
 
 def _meshsearch(

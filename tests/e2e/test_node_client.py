@@ -1,5 +1,6 @@
-"""A Node.js client built from protos/ alone (@grpc/proto-loader, no code from this repository)
-uses every RPC of the public api and reads the google.rpc details of an error."""
+"""The Node.js client (clients/node, which loads the contract from protos/ at run time) uses
+every unary RPC of the data path against the live api and reads the google.rpc details of an
+error."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from meshsearch_cli.stack import EmbeddedStack
 
-CLIENT = Path(__file__).parent / "node" / "client.mjs"
+CLIENT = Path(__file__).parents[2] / "clients" / "node" / "test" / "every_rpc.mjs"
 
 
 def test_a_node_client_from_the_protos_uses_every_rpc_and_reads_error_details(stack: EmbeddedStack) -> None:
