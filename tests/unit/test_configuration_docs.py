@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings
 from meshsearch_api.settings import ApiSettings, WorkerSettings
 from meshsearch_common.settings import ServiceSettings, UpstreamPolicy
 from meshsearch_common.tls import ClientTls, ServerTls
+from meshsearch_common.tracing import TracingSettings
 from meshsearch_embedder.settings import EmbedderSettings
 from meshsearch_search.settings import SearchSettings
 
@@ -22,8 +23,8 @@ SHARED = set(ServiceSettings.model_fields)
 def test_every_service_setting_is_documented(settings: type[BaseSettings]) -> None:
     prefix = settings.model_config["env_prefix"]
     for field in settings.model_fields:
-        if field == "tls":
-            assert "`TLS__<FIELD>`" in DOC, field
+        if field in ("tls", "tracing"):
+            assert f"`{field.upper()}__<FIELD>`" in DOC, field
         elif field in SHARED:
             assert f"`{field.upper()}`" in DOC, field
         elif field.endswith("_policy") or field == "upstream_tls":
@@ -32,7 +33,7 @@ def test_every_service_setting_is_documented(settings: type[BaseSettings]) -> No
             assert f"`{prefix}{field.upper()}`" in DOC, field
 
 
-@pytest.mark.parametrize("nested", [UpstreamPolicy, ServerTls, ClientTls])
+@pytest.mark.parametrize("nested", [UpstreamPolicy, ServerTls, ClientTls, TracingSettings])
 def test_every_field_of_a_nested_setting_is_documented(nested: type[BaseModel]) -> None:
     for field in nested.model_fields:
         assert f"`{field.upper()}`" in DOC, field

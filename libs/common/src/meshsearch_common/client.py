@@ -31,7 +31,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import Counter, Gauge
 
-from meshsearch_common import context, deadlines, tls
+from meshsearch_common import context, deadlines, tls, tracing
 from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
 from meshsearch_common.errors import (
     CALLER_ERROR_CODES,
@@ -293,7 +293,8 @@ def connect_upstream(
         ("grpc.max_reconnect_backoff_ms", 2_000),
         *tls.channel_options(client_tls),
     ]
-    interceptors = [_UnaryUnaryGuard(guard), _StreamStreamGuard(guard)]
+    # Tracing (when on) outermost: a client span covers the breaker and the deadline budget too.
+    interceptors = [*tracing.client_interceptors(), _UnaryUnaryGuard(guard), _StreamStreamGuard(guard)]
     if client_tls.enabled:
         credentials = tls.channel_credentials(client_tls)
         channel = grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

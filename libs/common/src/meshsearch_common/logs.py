@@ -22,7 +22,7 @@ import threading
 from datetime import UTC, datetime
 from typing import TextIO
 
-from meshsearch_common import context
+from meshsearch_common import context, tracing
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is emitted.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -50,6 +50,9 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or context.request_id.get()
         if request_id:
             entry["request_id"] = request_id
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            entry["trace_id"] = trace_id
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
                 entry[key] = value
@@ -66,6 +69,10 @@ class _StampRequestId(logging.Filter):
             request_id = context.request_id.get()
             if request_id:
                 record.request_id = request_id
+        if not hasattr(record, "trace_id"):
+            trace_id = tracing.current_trace_id()
+            if trace_id:
+                record.trace_id = trace_id
         return True
 
 

@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
-from meshsearch_common import tls
+from meshsearch_common import tls, tracing
 from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
 from meshsearch_common.logs import configure_logging
 from meshsearch_common.reflection import enable_reflection
@@ -82,7 +82,11 @@ async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningSe
     """Start `app` and return once it reports SERVING."""
     own_interceptors = getattr(app, "interceptors", lambda: ())()
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(settings.read_deadline_s, settings.write_deadline_s), *own_interceptors],
+        interceptors=[
+            *tracing.server_interceptors(),  # outermost, so a server span covers everything below
+            ServerInterceptor(settings.read_deadline_s, settings.write_deadline_s),
+            *own_interceptors,
+        ],
         options=[
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -139,6 +143,7 @@ async def serve(app: ServiceApp, settings: ServiceSettings) -> None:
     await stop_wait
     log.info("draining", extra={"grace_s": settings.shutdown_grace_s})
     await running.stop(settings.shutdown_grace_s)
+    tracing.shutdown()
     log.info("stopped")
 
 
@@ -146,4 +151,5 @@ def run(app: ServiceApp) -> None:
     """Run `app` in this process until SIGTERM or SIGINT, logging as JSON lines: what each
     service's `python -m meshsearch_<service>` (and so its image) does."""
     configure_logging(app.name, app.settings.log_level)
+    tracing.configure(app.name, app.settings.tracing)
     asyncio.run(serve(app, app.settings))

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meshsearch_common.tls import ServerTls
+from meshsearch_common.tracing import TracingSettings
 
 
 class UpstreamPolicy(BaseModel, frozen=True):
@@ -65,6 +66,7 @@ class ServiceSettings(BaseSettings):
         "clients find new replicas (gRFC A9); calls in flight finish first. 0: never.",
     )
     tls: ServerTls = Field(default_factory=ServerTls)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
 
 def env_name(settings: type[BaseSettings], field: str) -> str:
