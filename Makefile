@@ -109,9 +109,11 @@ deploy-check: setup
 images: setup
 	libs/common/scripts/images/build.sh $(IMAGE_TAG)
 
-# compose.yaml run for real under podman-compose on those images: index, search, scale, tear down.
+# Those images run for real (as root, with podman; CI's second step): each alone in a pod (non-root
+# user, torch only in the embedder, gRPC health, exit 0 on SIGTERM), then compose.yaml under
+# podman-compose: index, search, scale the embedder, tear down.
 compose-test: images
-	$(PY) -m pytest -c tests/pytest.ini tests/deploy
+	MESHSEARCH_TAG=$(IMAGE_TAG) $(PY) -m pytest -c tests/pytest.ini tests/deploy
 
 # Regenerate services/*/requirements.lock (what the images install) after a pyproject.toml change.
 locks:
