@@ -70,6 +70,21 @@ class Mesh:
             if c.get("Labels", {}).get("com.docker.compose.service") == service
         )
 
+    def remove_leftovers(self) -> None:
+        """podman-compose `down` removes as many replicas as compose.yaml declares, so the ones
+        `--scale` added outlive it (with the network and volumes they hold): remove every
+        container of the project, then what `down` could not."""
+        label = f"label=io.podman.compose.project={self.project}"
+        listed = subprocess.run(["podman", "ps", "-aq", "--filter", label], capture_output=True, text=True, check=False)
+        if ids := listed.stdout.split():
+            subprocess.run(["podman", "rm", "-f", "-t", "5", *ids], capture_output=True, check=False, timeout=120)
+        for kind in ("network", "volume"):
+            listed = subprocess.run(
+                ["podman", kind, "ls", "-q", "--filter", label], capture_output=True, text=True, check=False
+            )
+            if names := listed.stdout.split():
+                subprocess.run(["podman", kind, "rm", "-f", *names], capture_output=True, check=False, timeout=60)
+
     def embed_calls(self, container: str) -> int:
         body = subprocess.run(
             ["podman", "exec", container, "python", "-c",
@@ -92,6 +107,7 @@ def mesh() -> Iterator[Mesh]:
         logs = running.compose("logs", "--tail", "30", timeout=120)
         print(logs.stdout[-6000:])  # shown by pytest when a test failed
         running.compose("down", "-v", "-t", "10", timeout=300)
+        running.remove_leftovers()
 
 
 def _meshsearch(mesh: Mesh, key: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
