@@ -75,15 +75,17 @@ class Mesh:
         `--scale` added outlive it (with the network and volumes they hold): remove every
         container of the project, then what `down` could not."""
         label = f"label=io.podman.compose.project={self.project}"
-        listed = subprocess.run(["podman", "ps", "-aq", "--filter", label], capture_output=True, text=True, check=False)
-        if ids := listed.stdout.split():
-            subprocess.run(["podman", "rm", "-f", "-t", "5", *ids], capture_output=True, check=False, timeout=120)
-        for kind in ("network", "volume"):
+        # Containers first: they hold the networks and volumes.
+        for kind, list_all in (("container", ["--all"]), ("network", []), ("volume", [])):
             listed = subprocess.run(
-                ["podman", kind, "ls", "-q", "--filter", label], capture_output=True, text=True, check=False
+                ["podman", kind, "ls", "--quiet", *list_all, "--filter", label],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
             )
             if names := listed.stdout.split():
-                subprocess.run(["podman", kind, "rm", "-f", *names], capture_output=True, check=False, timeout=60)
+                subprocess.run(["podman", kind, "rm", "--force", *names], capture_output=True, check=False, timeout=120)
 
     def embed_calls(self, container: str) -> int:
         body = subprocess.run(
