@@ -4,9 +4,11 @@ them with a key."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from meshsearch_cli.stack import EmbeddedStack, Ports
 CACHE_TTL_S = 1.0  # the revocation test waits this long; benchmarks pass their own
 MAX_DOCUMENTS = 40
 MAX_INGEST_BYTES = 30_000
+LARGE_TENANT = "large-tenant"  # its document quota is raised above MAX_DOCUMENTS by configuration
+LARGE_TENANT_MAX_DOCUMENTS = 3 * MAX_DOCUMENTS
 
 
 def bearer(key: str) -> tuple[tuple[str, str], ...]:
@@ -33,18 +37,22 @@ class SecuredApis:
     def target(self, replica: int = 0) -> str:
         return f"127.0.0.1:{self.replicas[replica].ports.api}"
 
-    def new_key(self, tenant: str, *roles: Any, read_per_s: float = 0, write_per_s: float = 0) -> str:
-        """A key of `tenant` with `roles` (read and write by default), made with the bootstrap key."""
+    def new_key(
+        self, tenant: str, *roles: Any, read_per_s: float = 0, write_per_s: float = 0, ttl: timedelta | None = None
+    ) -> str:
+        """A key of `tenant` with `roles` (read and write by default), made with the bootstrap key;
+        it expires after `ttl` (None: never)."""
+        request = pb.CreateApiKeyRequest(
+            tenant=tenant,
+            roles=list(roles or (pb.ROLE_READ, pb.ROLE_WRITE)),
+            read_per_s=read_per_s,
+            write_per_s=write_per_s,
+        )
+        if ttl is not None:
+            request.ttl.FromTimedelta(ttl)
         with grpc.insecure_channel(self.target()) as channel:
             answer = pb_grpc.KeyServiceStub(channel).CreateApiKey(
-                pb.CreateApiKeyRequest(
-                    tenant=tenant,
-                    roles=list(roles or (pb.ROLE_READ, pb.ROLE_WRITE)),
-                    read_per_s=read_per_s,
-                    write_per_s=write_per_s,
-                ),
-                metadata=bearer(self.bootstrap_key),
-                timeout=30,
+                request, metadata=bearer(self.bootstrap_key), timeout=30
             )
         return answer.secret
 
@@ -60,6 +68,7 @@ def start_secured_apis(stack: EmbeddedStack, data_dir: Path, cache_ttl_s: float 
         "MESHSEARCH_API_RATE_LIMIT_FALLBACK_S": "1",
         "MESHSEARCH_API_TENANT_MAX_DOCUMENTS": str(MAX_DOCUMENTS),
         "MESHSEARCH_API_TENANT_MAX_INGEST_BYTES_PER_DAY": str(MAX_INGEST_BYTES),
+        "MESHSEARCH_API_TENANT_QUOTAS": json.dumps({LARGE_TENANT: {"max_documents": LARGE_TENANT_MAX_DOCUMENTS}}),
     }
     replicas = [
         EmbeddedStack(data_dir / f"api{i}", Ports.ephemeral(), database_url=stack.database_url, extra_env=env)

@@ -13,12 +13,13 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool, duration_pb2, message_factory, timestamp_pb2
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -27,7 +28,15 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch.client import error_details
 from meshsearch_api.auth.permissions import METHOD_ROLES, OPEN_SERVICES
 from tests.e2e import raw_http2
-from tests.e2e.auth_stack import CACHE_TTL_S, MAX_DOCUMENTS, MAX_INGEST_BYTES, SecuredApis, bearer
+from tests.e2e.auth_stack import (
+    CACHE_TTL_S,
+    LARGE_TENANT,
+    LARGE_TENANT_MAX_DOCUMENTS,
+    MAX_DOCUMENTS,
+    MAX_INGEST_BYTES,
+    SecuredApis,
+    bearer,
+)
 
 TIMEOUT_S = 30
 
@@ -311,6 +320,55 @@ def _outcome(names: tuple[str, ...], call: Callable[..., Any], *args: Any) -> tu
     return "OK", type(answer).__name__, str(answer)
 
 
+def test_a_key_stops_working_when_it_expires_and_says_so_only_to_its_holder(secured: SecuredApis) -> None:
+    tenant = tenant_name()
+    admin = secured.new_key(tenant, pb.ROLE_ADMIN)
+    short_lived = secured.new_key(tenant, pb.ROLE_READ, ttl=timedelta(seconds=3))
+    request = pb.ListCollectionsRequest()
+    with grpc.insecure_channel(secured.target(0)) as first, grpc.insecure_channel(secured.target(1)) as second:
+        listed = pb_grpc.KeyServiceStub(first).ListApiKeys(pb.ListApiKeysRequest(), metadata=bearer(admin), timeout=30)
+        described = {key.key_id: key for key in listed.api_keys}[short_lived.split("_")[1]]
+        lifetime = described.expire_time.ToDatetime() - described.create_time.ToDatetime()
+        assert timedelta(seconds=2) < lifetime <= timedelta(seconds=4)
+        assert not {key.key_id: key for key in listed.api_keys}[admin.split("_")[1]].HasField("expire_time")
+        for channel in (first, second):  # valid until then, on both replicas (and cached as verified)
+            pb_grpc.CollectionServiceStub(channel).ListCollections(request, metadata=bearer(short_lived), timeout=30)
+        time.sleep(max(0.0, described.expire_time.ToDatetime(tzinfo=UTC).timestamp() + 0.2 - time.time()))
+        for channel in (first, second):  # expiry needs no cache to lapse: a verified row is checked per call
+            expired = failure(
+                lambda channel=channel: pb_grpc.CollectionServiceStub(channel).ListCollections(
+                    request, metadata=bearer(short_lived), timeout=30
+                )
+            )
+            assert expired.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert reason_of(expired) == "API_KEY_EXPIRED"
+        # Someone who knows the key id but not the secret learns nothing about its expiry.
+        forged = short_lived[: -len("x")] + ("A" if short_lived[-1] != "A" else "B")
+        wrong = failure(
+            lambda: pb_grpc.CollectionServiceStub(first).ListCollections(request, metadata=bearer(forged), timeout=30)
+        )
+        assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert reason_of(wrong) == "INVALID_API_KEY"
+
+        keys = pb_grpc.KeyServiceStub(first)
+        read = [pb.ROLE_READ]
+        for bad, field in (
+            (pb.CreateApiKeyRequest(roles=read, ttl=duration_pb2.Duration(seconds=-5)), "ttl"),
+            (pb.CreateApiKeyRequest(roles=read, ttl=duration_pb2.Duration(seconds=11 * 366 * 86_400)), "ttl"),
+            (pb.CreateApiKeyRequest(roles=read, expire_time=timestamp_pb2.Timestamp(seconds=1)), "expire_time"),
+            (pb.CreateApiKeyRequest(roles=read, expire_time=timestamp_pb2.Timestamp(seconds=2**62)), "expire_time"),
+        ):
+            refused = failure(lambda bad=bad: keys.CreateApiKey(bad, metadata=bearer(admin), timeout=30))
+            assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+            assert field in (refused.details() or "")
+        at = timestamp_pb2.Timestamp()
+        at.FromDatetime(datetime.now(UTC) + timedelta(days=30))
+        made = keys.CreateApiKey(
+            pb.CreateApiKeyRequest(roles=[pb.ROLE_READ], expire_time=at), metadata=bearer(admin), timeout=30
+        )
+        assert made.api_key.expire_time.seconds == at.seconds
+
+
 def test_another_tenants_data_is_indistinguishable_from_absent_data(secured: SecuredApis) -> None:
     owner, prober = tenant_name(), tenant_name()
     owner_key = secured.new_key(owner)
@@ -453,6 +511,29 @@ def test_tenant_quotas_on_documents_and_daily_ingest(secured: SecuredApis) -> No
         assert error_details(over)["RetryInfo"].retry_delay.seconds > 0
 
 
+def test_a_tenant_named_in_the_configuration_has_its_own_document_quota(secured: SecuredApis) -> None:
+    """MESHSEARCH_API_TENANT_QUOTAS raises one tenant's document quota; the others keep the default."""
+    key = secured.new_key(LARGE_TENANT)
+    with grpc.insecure_channel(secured.target()) as channel:
+        pb_grpc.CollectionServiceStub(channel).CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name="large")), metadata=bearer(key), timeout=30
+        )
+        documents = pb_grpc.DocumentServiceStub(channel)
+
+        def index(count: int, offset: int) -> Any:
+            docs = [pb.Document(id=f"d{offset + i}", text=f"document {offset + i}") for i in range(count)]
+            return documents.IndexDocuments(
+                pb.IndexDocumentsRequest(collection="large", documents=docs), metadata=bearer(key), timeout=60
+            )
+
+        index(MAX_DOCUMENTS + 10, 0)  # past the default quota: accepted for this tenant
+        time.sleep(2.5)  # the stored count is cached for 2 s
+        over = failure(lambda: index(LARGE_TENANT_MAX_DOCUMENTS, 1000))
+        assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_details(over)["ErrorInfo"].reason == "DOCUMENT_QUOTA_EXCEEDED"
+        assert f"quota of {LARGE_TENANT_MAX_DOCUMENTS}" in (over.details() or "")
+
+
 def _fallback_count(metrics_port: int) -> float:
     body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     for line in body.splitlines():
@@ -563,11 +644,16 @@ def test_the_cli_manages_keys_and_a_revoked_key_exits_77(secured: SecuredApis) -
     assert made.returncode == 0, made.stderr
     admin = made.stdout.strip()
     assert admin.startswith("msk_") and "shown once" in made.stderr
-    reader = _meshsearch(secured, admin, "keys", "create", "--role", "read", "--name", "dashboards")
+    reader = _meshsearch(
+        secured, admin, "keys", "create", "--role", "read", "--name", "dashboards", "--expires-in", "30d"
+    )
     assert reader.returncode == 0, reader.stderr
+    in_30_days = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%d")
+    assert f"expires {in_30_days}" in reader.stderr
     reader_key = reader.stdout.strip()
     listed = _meshsearch(secured, admin, "keys", "list")
     assert listed.returncode == 0 and "dashboards" in listed.stdout and tenant in listed.stdout
+    assert in_30_days in listed.stdout and "never" in listed.stdout  # the reader expires, the admin key not
     assert reader_key not in listed.stdout and admin not in listed.stdout
     assert _meshsearch(secured, reader_key, "collections", "list").returncode == 0
     writer = _meshsearch(secured, admin, "keys", "create", "--role", "read", "--role", "write").stdout.strip()
@@ -580,3 +666,5 @@ def test_the_cli_manages_keys_and_a_revoked_key_exits_77(secured: SecuredApis) -
     assert refused.returncode == 77 and "UNAUTHENTICATED" in refused.stderr
     bad_role = _meshsearch(secured, admin, "keys", "create", "--role", "root")
     assert bad_role.returncode == 2 and "unknown role" in bad_role.stderr
+    bad_lifetime = _meshsearch(secured, admin, "keys", "create", "--expires-in", "soon")
+    assert bad_lifetime.returncode == 2 and "not a duration" in bad_lifetime.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -16,12 +16,15 @@ from redis.backoff import NoBackoff
 
 from meshsearch.api.v1 import api_pb2
 from meshsearch_api.auth import keys, principal
+from meshsearch_api.auth.admin import MAX_LIFETIME, expiry
 from meshsearch_api.auth.authenticator import Authenticator
 from meshsearch_api.auth.gate import Gate, RateLimited
 from meshsearch_api.auth.key_store import StoredKey
 from meshsearch_api.auth.permissions import METHOD_ROLES
 from meshsearch_api.auth.principal import Role
+from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.auth.rate_limits import FALLBACKS, RateLimiter
+from meshsearch_api.settings import ApiSettings, TenantQuota
 from meshsearch_common.errors import InvalidArgument, MeshError, ResourceExhausted, status_details
 from meshsearch_common.readiness import Readiness
 
@@ -73,9 +76,9 @@ class FakeKeyStore:
         self.keys: dict[str, StoredKey] = {}
         self.lookups = 0
 
-    def add(self, tenant: str, *roles: Role) -> str:
+    def add(self, tenant: str, *roles: Role, expire_time: datetime | None = None) -> str:
         key_id, key = keys.new_key()
-        self.keys[key_id] = StoredKey(key_id, tenant, frozenset(roles), "", keys.hash_key(key))
+        self.keys[key_id] = StoredKey(key_id, tenant, frozenset(roles), "", keys.hash_key(key), expire_time=expire_time)
         return key
 
     async def find(self, key_id: str) -> StoredKey | None:
@@ -142,6 +145,68 @@ async def test_revocation_is_seen_once_the_cache_entry_expires() -> None:
     with pytest.raises(MeshError) as refused:
         await auth.authenticate(f"Bearer {key}")
     assert refused.value.reason == "INVALID_API_KEY"
+
+
+async def test_an_expired_key_is_refused_even_while_its_row_and_secret_are_cached() -> None:
+    store = FakeKeyStore()
+    expires = datetime.now(UTC) + timedelta(seconds=3)  # room for a slow argon2 on a busy machine
+    key = store.add("acme", Role.READ, expire_time=expires)
+    auth = authenticator(store, ttl_s=60)
+    assert (await auth.authenticate(f"Bearer {key}")).tenant == "acme"
+    await asyncio.sleep((expires - datetime.now(UTC)).total_seconds() + 0.05)
+    with pytest.raises(MeshError) as refused:
+        await auth.authenticate(f"Bearer {key}")
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED and refused.value.reason == "API_KEY_EXPIRED"
+    assert store.lookups == 1  # the row was cached: expiry is checked on every call, not on a reload
+    wrong = key[:-1] + ("B" if key[-1] != "B" else "C")
+    with pytest.raises(MeshError) as guessed:
+        await auth.authenticate(f"Bearer {wrong}")
+    assert guessed.value.reason == "INVALID_API_KEY"  # only the secret's holder learns it expired
+
+
+def test_a_new_keys_expiry_comes_from_a_time_or_a_ttl_within_ten_years() -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    assert expiry(None, None, now) is None
+    assert expiry(None, timedelta(days=90), now) == now + timedelta(days=90)
+    assert expiry(now + timedelta(hours=1), None, now) == now + timedelta(hours=1)
+    for when, ttl, field in (
+        (now, None, "expire_time"),
+        (now - timedelta(seconds=1), None, "expire_time"),
+        (now + MAX_LIFETIME + timedelta(seconds=1), None, "expire_time"),
+        (None, timedelta(0), "ttl"),
+        (None, timedelta(seconds=-1), "ttl"),
+        (None, MAX_LIFETIME + timedelta(seconds=1), "ttl"),
+    ):
+        with pytest.raises(InvalidArgument) as refused:
+            expiry(when, ttl, now)
+        assert refused.value.field == field
+
+
+def test_tenant_quotas_from_the_environment_replace_the_defaults_field_by_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MESHSEARCH_API_TENANT_MAX_DOCUMENTS", "100")
+    monkeypatch.setenv("MESHSEARCH_API_TENANT_MAX_INGEST_BYTES_PER_DAY", "5000")
+    monkeypatch.setenv(
+        "MESHSEARCH_API_TENANT_QUOTAS",
+        '{"big": {"max_documents": 1000000}, "unbounded": {"max_documents": 0, "max_ingest_bytes_per_day": 0}}',
+    )
+    settings = ApiSettings()
+    assert settings.tenant_quotas["big"] == TenantQuota(max_documents=1_000_000)
+    quotas = TenantQuotas(
+        None,
+        None,  # type: ignore[arg-type]  # limits() reads no counts
+        settings.tenant_max_documents,
+        settings.tenant_max_ingest_bytes_per_day,
+        settings.tenant_quotas,
+    )
+    assert quotas.limits("big") == (1_000_000, 5000)
+    assert quotas.limits("unbounded") == (0, 0)
+    assert quotas.limits("anyone-else") == (100, 5000)
+    for wrong in ('{"Not A Tenant": {}}', '{"ok": {"max_documents": -1}}', '{"ok": {"max_docs": 5}}'):
+        monkeypatch.setenv("MESHSEARCH_API_TENANT_QUOTAS", wrong)
+        with pytest.raises(ValueError):
+            ApiSettings()
 
 
 @pytest.mark.parametrize(

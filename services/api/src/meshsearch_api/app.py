@@ -113,7 +113,11 @@ class ApiApp:
         )
         search_client = SearchClient(search)
         self._quotas = TenantQuotas(
-            self._redis, search_client, settings.tenant_max_documents, settings.tenant_max_ingest_bytes_per_day
+            self._redis,
+            search_client,
+            settings.tenant_max_documents,
+            settings.tenant_max_ingest_bytes_per_day,
+            settings.tenant_quotas,
         )
         self._core.set(
             Core(

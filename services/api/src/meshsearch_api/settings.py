@@ -7,11 +7,22 @@ call deadline, MESHSEARCH_API_SEARCH_POLICY__BREAKER_FAIL_MAX=3 the search break
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from meshsearch_common import names
 from meshsearch_common.settings import ServiceSettings, UpstreamPolicy
 from meshsearch_common.tls import ClientTls
+
+
+class TenantQuota(BaseModel):
+    """One tenant's quotas, replacing the defaults field by field (a field left out keeps the
+    default; 0 means no quota)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_documents: int | None = Field(None, ge=0)
+    max_ingest_bytes_per_day: int | None = Field(None, ge=0)
 
 
 class MeshClientSettings(ServiceSettings):
@@ -95,6 +106,19 @@ class ApiSettings(MeshClientSettings):
     tenant_max_ingest_bytes_per_day: int = Field(
         0, ge=0, description="UTF-8 bytes of text one tenant may write per UTC day; 0: no quota."
     )
+    tenant_quotas: dict[str, TenantQuota] = Field(
+        default_factory=dict,
+        description='Quotas of named tenants, in place of the two defaults above, as JSON: {"team-a": '
+        '{"max_documents": 5000000, "max_ingest_bytes_per_day": 0}}.',
+    )
+
+    @field_validator("tenant_quotas")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, TenantQuota]) -> dict[str, TenantQuota]:
+        wrong = sorted(tenant for tenant in value if not names.TENANT.match(tenant))
+        if wrong:
+            raise ValueError(f"invalid tenant name(s) {wrong}: use {names.TENANT_RULE}")
+        return value
 
 
 class WorkerSettings(MeshClientSettings):

@@ -3,6 +3,9 @@ MESHSEARCH_API_KEY)."""
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+
 import typer
 from rich.table import Table
 
@@ -12,6 +15,18 @@ from meshsearch_cli.console import TargetOption, connect, err, every_page, out, 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 ROLES = {"read": pb.ROLE_READ, "write": pb.ROLE_WRITE, "admin": pb.ROLE_ADMIN}
 TenantOption = typer.Option("", "--tenant", help="Tenant (default: the calling key's own).")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def lifetime(text: str) -> timedelta | None:
+    """'90d', '12h', '30m' or '3600s' as a duration; '' as None (the key does not expire)."""
+    if not text:
+        return None
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a duration like 90d, 12h, 30m or 3600s", param_hint="--expires-in")
+    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
 
 
 def _roles(key: pb.ApiKey) -> str:
@@ -19,7 +34,7 @@ def _roles(key: pb.ApiKey) -> str:
 
 
 def _table(keys: list[pb.ApiKey]) -> Table:
-    table = Table("key id", "tenant", "roles", "name", "read/s", "write/s", "created", "revoked")
+    table = Table("key id", "tenant", "roles", "name", "read/s", "write/s", "created", "expires", "revoked")
     for key in keys:
         table.add_row(
             key.key_id,
@@ -29,6 +44,7 @@ def _table(keys: list[pb.ApiKey]) -> Table:
             f"{key.read_per_s:g}" if key.read_per_s else "default",
             f"{key.write_per_s:g}" if key.write_per_s else "default",
             key.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M"),
+            key.expire_time.ToDatetime().strftime("%Y-%m-%d %H:%M") if key.HasField("expire_time") else "never",
             key.revoke_time.ToDatetime().strftime("%Y-%m-%d %H:%M") if key.HasField("revoke_time") else "",
         )
     return table
@@ -42,6 +58,9 @@ async def create(
     name: str = typer.Option("", "--name", help="A label: which team or program holds the key."),
     read_per_s: float = typer.Option(0, "--read-per-s", help="Reads per second (0: the server's default)."),
     write_per_s: float = typer.Option(0, "--write-per-s", help="Writes per second (0: the server's default)."),
+    expires_in: str = typer.Option(
+        "", "--expires-in", help="The key stops working after this long: 90d, 12h, 30m or 3600s (default: never)."
+    ),
     target: str = TargetOption,
 ) -> None:
     """Make a key and print its secret, once: store it now, the server cannot show it again."""
@@ -51,10 +70,18 @@ async def create(
     request = pb.CreateApiKeyRequest(
         tenant=tenant, roles=[ROLES[r] for r in role], name=name, read_per_s=read_per_s, write_per_s=write_per_s
     )
+    ttl = lifetime(expires_in)
+    if ttl is not None:
+        request.ttl.FromTimedelta(ttl)
     async with connect(target) as api:
         answer = await api.keys.CreateApiKey(request, timeout=30)
+    expires = (
+        f", expires {answer.api_key.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC"
+        if answer.api_key.HasField("expire_time")
+        else ""
+    )
     err.print(
-        f"created key {answer.api_key.key_id} of tenant {answer.api_key.tenant} ({_roles(answer.api_key)}); "
+        f"created key {answer.api_key.key_id} of tenant {answer.api_key.tenant} ({_roles(answer.api_key)}{expires}); "
         "its secret follows, shown once:"
     )
     print(answer.secret)  # alone on stdout, so that `KEY=$(meshsearch keys create ...)` works

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
 from meshsearch_api.auth import keys, principal
 from meshsearch_api.auth.authenticator import Authenticator
@@ -20,6 +21,23 @@ from meshsearch_common.errors import InvalidArgument, PermissionDenied, finite
 log = logging.getLogger(__name__)
 
 MAX_NAME_CHARS = 200
+MAX_LIFETIME = timedelta(days=3653)  # ten years: further is a typo, or a key meant never to expire
+
+
+def expiry(expire_time: datetime | None, ttl: timedelta | None, now: datetime) -> datetime | None:
+    """When a new key made at `now` stops working (None: never), from one of the two ways a
+    caller may say it; INVALID_ARGUMENT for a time that is past or more than ten years away."""
+    if ttl is not None:
+        if not timedelta(0) < ttl <= MAX_LIFETIME:
+            raise InvalidArgument(f"ttl must be positive and at most {MAX_LIFETIME.days} days", field="ttl")
+        return now + ttl
+    if expire_time is not None and not now < expire_time <= now + MAX_LIFETIME:
+        raise InvalidArgument(
+            f"expire_time must be in the future and at most {MAX_LIFETIME.days} days away "
+            f"(it is {expire_time.isoformat()}, the server's time is {now.isoformat()})",
+            field="expire_time",
+        )
+    return expire_time
 
 
 class KeyAdmin:
@@ -44,10 +62,19 @@ class KeyAdmin:
         return tenant
 
     async def create(
-        self, tenant: str, roles: list[Role], name: str, read_per_s: float, write_per_s: float
+        self,
+        tenant: str,
+        roles: list[Role],
+        name: str,
+        read_per_s: float,
+        write_per_s: float,
+        expire_time: datetime | None = None,
+        ttl: timedelta | None = None,
     ) -> tuple[StoredKey, str]:
-        """A new key and its secret (returned once, never stored)."""
+        """A new key and its secret (returned once, never stored); it expires at `expire_time`
+        or `ttl` after now (neither: never)."""
         owner = self._tenant(tenant)
+        expires = expiry(expire_time, ttl, datetime.now(UTC))
         if not roles:
             raise InvalidArgument("roles must hold at least one role", field="roles")
         if len(name) > MAX_NAME_CHARS:
@@ -58,9 +85,17 @@ class KeyAdmin:
         key_id, secret = keys.new_key()
         key_hash = await asyncio.to_thread(keys.hash_key, secret)
         stored = await self._store.insert(
-            StoredKey(key_id, owner, frozenset(roles), name, key_hash, read_per_s, write_per_s)
+            StoredKey(key_id, owner, frozenset(roles), name, key_hash, read_per_s, write_per_s, expire_time=expires)
         )
-        log.info("API key created", extra={"key_id": key_id, "tenant": owner, "roles": sorted(r.value for r in roles)})
+        log.info(
+            "API key created",
+            extra={
+                "key_id": key_id,
+                "tenant": owner,
+                "roles": sorted(r.value for r in roles),
+                "expire_time": expires.isoformat() if expires else None,
+            },
+        )
         return stored, secret
 
     async def list(self, tenant: str, page_size: int, page_token: str) -> tuple[list[StoredKey], str]:

@@ -21,6 +21,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from datetime import UTC, datetime
 from typing import TypeVar, cast
 
 from cachetools import TTLCache
@@ -99,14 +100,14 @@ class Authenticator:
             AUTHENTICATIONS.labels("invalid", "yes").inc()
             return None
         if self._verified.get(digest) == row.secret_hash:
-            AUTHENTICATIONS.labels("valid", "yes").inc()
-            return principal_of(row)
+            return _unexpired(row, cached="yes")
         if self._refused.get(digest) == row.secret_hash:
             AUTHENTICATIONS.labels("invalid", "yes").inc()
             return None
-        valid = await self._once(digest, lambda _: self._verify(key, digest, row.secret_hash))
-        AUTHENTICATIONS.labels("valid" if valid else "invalid", "no").inc()
-        return principal_of(row) if valid else None
+        if not await self._once(digest, lambda _: self._verify(key, digest, row.secret_hash)):
+            AUTHENTICATIONS.labels("invalid", "no").inc()
+            return None
+        return _unexpired(row, cached="no")
 
     async def _load_row(self, key_id: object) -> StoredKey | None:
         row = await self._store.get().find(str(key_id))
@@ -136,6 +137,22 @@ class Authenticator:
             raise
         finally:
             del self._pending[name]
+
+
+def _unexpired(row: StoredKey, cached: str) -> Principal:
+    """The principal of a key whose secret was verified, unless the key has expired. Only the
+    holder of the secret learns that it expired (an unverified caller gets INVALID_API_KEY), so
+    this tells nothing to someone who merely knows a key id."""
+    if row.expired(datetime.now(UTC)):
+        AUTHENTICATIONS.labels("expired", cached).inc()
+        assert row.expire_time is not None
+        raise _refused(
+            "API_KEY_EXPIRED",
+            f"the API key expired at {row.expire_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}: "
+            "ask an admin of your tenant for a new one (meshsearch keys create)",
+        )
+    AUTHENTICATIONS.labels("valid", cached).inc()
+    return principal_of(row)
 
 
 def principal_of(stored: StoredKey) -> Principal:

@@ -14,7 +14,7 @@ from meshsearch_api.auth.principal import Role
 from meshsearch_api.ingest.database import database_errors
 from meshsearch_common.errors import NotFound
 
-_COLUMNS = "key_id, tenant, roles, name, secret_hash, read_per_s, write_per_s, create_time, revoke_time"
+_COLUMNS = "key_id, tenant, roles, name, secret_hash, read_per_s, write_per_s, create_time, revoke_time, expire_time"
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class StoredKey:
     write_per_s: float = 0.0
     create_time: datetime | None = None
     revoke_time: datetime | None = None
+    expire_time: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expire_time is not None and now >= self.expire_time
 
 
 def _key(row: dict[str, Any]) -> StoredKey:
@@ -41,6 +45,7 @@ def _key(row: dict[str, Any]) -> StoredKey:
         write_per_s=row["write_per_s"],
         create_time=row["create_time"],
         revoke_time=row["revoke_time"],
+        expire_time=row["expire_time"],
     )
 
 
@@ -52,8 +57,9 @@ class KeyStore:
         async with database_errors(), self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
-                f"INSERT INTO meshsearch_api_keys (key_id, tenant, roles, name, secret_hash, read_per_s, write_per_s) "
-                f"VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                "INSERT INTO meshsearch_api_keys "
+                "(key_id, tenant, roles, name, secret_hash, read_per_s, write_per_s, expire_time) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
                 (
                     key.key_id,
                     key.tenant,
@@ -62,6 +68,7 @@ class KeyStore:
                     key.secret_hash,
                     key.read_per_s,
                     key.write_per_s,
+                    key.expire_time,
                 ),
             )
             row = await cursor.fetchone()

@@ -7,6 +7,9 @@
 - Ingest volume: UTF-8 bytes of text written per UTC day (IndexDocuments and ingest uploads),
   counted in Redis so that every replica sees one total; a replica whose Redis fails counts
   on its own until it is back.
+Both have one default for every tenant (0: none), which the operator may replace for named
+tenants (`MESHSEARCH_API_TENANT_QUOTAS`): a team that bulk-loads gets room without lifting
+everyone's bound.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from prometheus_client import Counter
 
 from meshsearch_api.auth import principal
 from meshsearch_api.search_client import SearchClient
+from meshsearch_api.settings import TenantQuota
 from meshsearch_common.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -37,12 +41,17 @@ def _seconds_to_midnight(now: datetime) -> float:
 
 class TenantQuotas:
     def __init__(
-        self, client: redis.Redis | None, search: SearchClient, max_documents: int, max_ingest_bytes_per_day: int
+        self,
+        client: redis.Redis | None,
+        search: SearchClient,
+        max_documents: int,
+        max_ingest_bytes_per_day: int,
+        overrides: dict[str, TenantQuota] | None = None,
     ) -> None:
         self._client = client
         self._search = search
-        self._max_documents = max_documents
-        self._max_bytes = max_ingest_bytes_per_day
+        self._default = TenantQuota(max_documents=max_documents, max_ingest_bytes_per_day=max_ingest_bytes_per_day)
+        self._overrides = overrides or {}
         self._counts: TTLCache[str, int] = TTLCache(10_000, COUNT_TTL_S, timer=time.monotonic)
         self._local_bytes: dict[str, int] = {}
 
@@ -52,37 +61,44 @@ class TenantQuotas:
         if documents <= 0:
             return
         tenant = principal.tenant()
-        if self._max_documents:
-            await self._admit_documents(tenant, documents)
-        if self._max_bytes:
-            await self._admit_bytes(tenant, text_bytes)
+        max_documents, max_bytes = self.limits(tenant)
+        if max_documents:
+            await self._admit_documents(tenant, documents, max_documents)
+        if max_bytes:
+            await self._admit_bytes(tenant, text_bytes, max_bytes)
 
-    async def _admit_documents(self, tenant: str, documents: int) -> None:
+    def limits(self, tenant: str) -> tuple[int, int]:
+        """`tenant`'s (documents, ingest bytes per day) quotas; 0: none."""
+        override = self._overrides.get(tenant)
+        quota = self._default.model_copy(update=override.model_dump(exclude_none=True)) if override else self._default
+        return quota.max_documents or 0, quota.max_ingest_bytes_per_day or 0
+
+    async def _admit_documents(self, tenant: str, documents: int, quota: int) -> None:
         stored = self._counts.get(tenant)
         if stored is None:
             stored = sum(info.document_count for info in await self._search.list_collections())
             self._counts[tenant] = stored
-        if stored + documents > self._max_documents:
+        if stored + documents > quota:
             REFUSED.labels("documents").inc()
             raise ResourceExhausted(
                 f"tenant '{tenant}' stores {stored} documents; {documents} more would pass its quota of "
-                f"{self._max_documents}: delete documents, or ask the operator for a larger quota",
+                f"{quota}: delete documents, or ask the operator for a larger quota",
                 DOCUMENTS_RETRY_AFTER_S,
                 reason="DOCUMENT_QUOTA_EXCEEDED",
                 quota_subject=f"tenant:{tenant}:documents",
             )
         self._counts[tenant] = stored + documents
 
-    async def _admit_bytes(self, tenant: str, text_bytes: int) -> None:
+    async def _admit_bytes(self, tenant: str, text_bytes: int, quota: int) -> None:
         now = datetime.now(UTC)
         key = f"meshsearch:quota:ingest:{tenant}:{now:%Y%m%d}"
         total = await self._add_bytes(key, text_bytes)
-        if total > self._max_bytes:
+        if total > quota:
             await self._add_bytes(key, -text_bytes)
             REFUSED.labels("ingest_bytes").inc()
             raise ResourceExhausted(
                 f"tenant '{tenant}' has written {total - text_bytes} bytes of text today (UTC); {text_bytes} more "
-                f"would pass its daily ingest quota of {self._max_bytes} bytes: retry after midnight UTC",
+                f"would pass its daily ingest quota of {quota} bytes: retry after midnight UTC",
                 _seconds_to_midnight(now),
                 reason="INGEST_QUOTA_EXCEEDED",
                 quota_subject=f"tenant:{tenant}:ingest_bytes_per_day",

@@ -106,6 +106,8 @@ MIGRATIONS: list[tuple[int, migrations.Migration]] = [
         CREATE INDEX meshsearch_api_keys_by_tenant ON meshsearch_api_keys (tenant, create_time, key_id);
         """,
     ),
+    # Keys may expire (NULL: never); keys made before never do.
+    (5, "ALTER TABLE meshsearch_api_keys ADD COLUMN expire_time timestamptz"),
 ]
 
 
