@@ -461,6 +461,35 @@ def test_rate_limits_hold_across_replicas_and_say_when_to_retry(secured: Secured
         )
 
 
+def test_a_search_batch_counts_one_read_per_search(secured: SecuredApis) -> None:
+    """Batching must not multiply a key's search rate: 1.5 reads/s, a bucket of 3 (2 s)."""
+    key = secured.new_key(tenant_name(), pb.ROLE_READ, read_per_s=1.5)
+    with grpc.insecure_channel(secured.target()) as channel:
+        search = pb_grpc.SearchServiceStub(channel)
+
+        def search_batch(size: int) -> tuple[grpc.StatusCode, Any]:
+            """Outcome of a batch of `size` searches (of a collection that does not exist: what
+            matters is whether the gate let it through) and the call or error, for its trailers."""
+            request = pb.SearchBatchRequest(searches=[pb.SearchRequest(collection="absent", query="q")] * size)
+            try:
+                _, call = search.SearchBatch.with_call(request, metadata=bearer(key), timeout=30)
+                return grpc.StatusCode.OK, call
+            except grpc.RpcError as error:
+                return error.code(), error
+
+        code, admitted = search_batch(3)
+        assert code != grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _rate_headers(admitted)["x-ratelimit-remaining"] == "0"  # the gate took 3 reads
+        # Counted per call, 2 reads would be left; counted per search, none are, for 2 s.
+        code, refused = search_batch(3)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "counts as 3" in (refused.details() or "")
+        # A batch larger than the whole bucket is not refused for good: it waits for a full one.
+        time.sleep(error_details(refused)["RetryInfo"].retry_delay.ToMilliseconds() / 1000 + 0.5)
+        code, _ = search_batch(20)
+        assert code != grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_tenant_quotas_on_documents_and_daily_ingest(secured: SecuredApis) -> None:
     tenant = tenant_name()
     key = secured.new_key(tenant)

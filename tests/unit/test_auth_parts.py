@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from meshsearch.api.v1 import api_pb2
-from meshsearch_api.auth import keys, principal
+from meshsearch_api.auth import keys, permissions, principal
 from meshsearch_api.auth.admin import MAX_LIFETIME, expiry
 from meshsearch_api.auth.authenticator import Authenticator
 from meshsearch_api.auth.gate import Gate, RateLimited
@@ -246,6 +246,21 @@ async def test_a_key_gets_its_burst_then_waits_and_refills() -> None:
     assert (await limiter.take("k", "write", rate=5)).allowed  # writes have their own bucket
     await asyncio.sleep(0.25)
     assert (await limiter.take("k", "read", rate=5)).allowed
+
+
+async def test_a_call_costs_its_bundled_reads_capped_at_the_bucket() -> None:
+    search_batch = "/meshsearch.api.v1.SearchService/SearchBatch"
+    request = api_pb2.SearchBatchRequest(searches=[api_pb2.SearchRequest(query="q")] * 6)
+    assert permissions.cost(search_batch, request) == 6
+    assert permissions.cost(search_batch, api_pb2.SearchBatchRequest()) == 1
+    assert permissions.cost("/meshsearch.api.v1.SearchService/Search", api_pb2.SearchRequest()) == 1
+    limiter = RateLimiter(None, burst_s=1.0, fallback_s=1.0)
+    first = await limiter.take("k", "read", rate=10, cost=6)
+    assert first.allowed and first.remaining == 4
+    second = await limiter.take("k", "read", rate=10, cost=6)
+    assert not second.allowed and 0.1 < second.retry_after_s <= 0.2
+    whole = await limiter.take("other", "read", rate=10, cost=50)  # larger than the bucket: takes it all
+    assert whole.allowed and whole.remaining == 0
 
 
 async def test_a_failing_redis_falls_back_to_a_local_limit_not_to_none() -> None:

@@ -42,7 +42,9 @@ class Gate:
         self._read_per_s = default_read_per_s
         self._write_per_s = default_write_per_s
 
-    async def admit(self, method: str, authorization: str | None) -> Admission:
+    async def admit(self, method: str, authorization: str | None, cost: int = 1) -> Admission:
+        """Who calls `method`, if it may, and its rate-limit decision for a call of `cost` units
+        (permissions.cost)."""
         role = permissions.METHOD_ROLES.get(method)
         if role is None:
             raise PermissionDenied(f"{method} has no access rule on this server", reason="NO_ACCESS_RULE")
@@ -61,11 +63,12 @@ class Gate:
                 f"{method} needs the {role.value} role; this key holds: {held}", reason="MISSING_ROLE"
             )
         rate = (caller.read_per_s or self._read_per_s) if kind == "read" else (caller.write_per_s or self._write_per_s)
-        decision = await self._limiter.take(caller.key_id, kind, rate)
+        decision = await self._limiter.take(caller.key_id, kind, rate, cost)
         if not decision.allowed:
             raise RateLimited(
-                f"rate limit of this key reached: {rate:g} {kind} calls per second; retry after "
-                f"{decision.retry_after_s:.3f} s",
+                f"rate limit of this key reached: {rate:g} {kind}s per second"
+                + (f" (this call counts as {cost})" if cost > 1 else "")
+                + f"; retry after {decision.retry_after_s:.3f} s",
                 decision,
                 kind,
                 f"key:{caller.key_id}:{kind}",

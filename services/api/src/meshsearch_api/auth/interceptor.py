@@ -55,10 +55,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             handler, lambda behavior, _: self._answered_once(behavior, method), lambda b, _: self._streamed(b, method)
         )
 
-    async def _admit(self, method: str, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _admit(self, method: str, servicer_context: grpc.aio.ServicerContext[Any, Any], cost: int = 1) -> None:
         # The call runs in its own task, so the principal set here is this call's alone.
         try:
-            admission = await self._gate.get().admit(method, _authorization(servicer_context))
+            admission = await self._gate.get().admit(method, _authorization(servicer_context), cost)
         except RateLimited as refused:
             servicer_context.set_trailing_metadata(_rate_headers(refused.decision, refused.kind))
             raise
@@ -69,7 +69,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _answered_once(self, behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await self._admit(method, servicer_context)
+            await self._admit(method, servicer_context, permissions.cost(method, request))
             return await behavior(request, servicer_context)
 
         return wrapped

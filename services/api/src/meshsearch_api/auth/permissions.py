@@ -5,6 +5,8 @@ them without keys, and they reveal only the public contract."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from meshsearch_api.auth.principal import Role
 
 OPEN_SERVICES = frozenset(
@@ -55,3 +57,13 @@ def is_open(method: str) -> bool:
 def rate_class(role: Role) -> str:
     """Reads and writes are limited apart: a bulk writer does not use up a key's searches."""
     return "read" if role is Role.READ else "write"
+
+
+def cost(method: str, request: Any) -> int:
+    """Units of a key's rate limit a call takes: one, except where one call bundles several
+    reads of the same kind, which take one each (a SearchBatch of 32 searches counts as 32
+    searches, so batching cannot multiply a key's search rate). Writes count calls; their
+    volume is bounded by the tenant's quotas."""
+    if method == "/meshsearch.api.v1.SearchService/SearchBatch":
+        return max(1, len(request.searches))
+    return 1

@@ -88,27 +88,32 @@ class RateLimiter:
         """Bucket size: `burst_s` seconds of calls, and at least one."""
         return max(1.0, rate * self._burst_s)
 
-    async def take(self, key_id: str, kind: str, rate: float) -> Decision:
-        """Take one call of `kind` (read or write) from key `key_id`'s bucket of `rate` calls/s."""
+    async def take(self, key_id: str, kind: str, rate: float, cost: int = 1) -> Decision:
+        """Take `cost` calls of `kind` (read or write) from key `key_id`'s bucket of `rate` calls/s.
+        A cost above the bucket's size takes the whole bucket: such a call waits for a full
+        bucket rather than being refused for good."""
         bucket = f"meshsearch:rate:{key_id}:{kind}"
         capacity = self.capacity(rate)
-        result = await self._take_shared(bucket, rate, capacity)
+        units = min(float(cost), capacity)
+        result = await self._take_shared(bucket, rate, capacity, units)
         if result is None:
             FALLBACKS.inc()
             local = self._local.get(bucket)
             if local is None:
                 local = self._local[bucket] = _LocalBucket(capacity)
-            result = local.take(rate, capacity, 1.0)
+            result = local.take(rate, capacity, units)
         allowed, tokens, wait_s = result
         DECISIONS.labels(kind, "allowed" if allowed else "refused").inc()
         return Decision(allowed, rate, int(tokens), wait_s)
 
-    async def _take_shared(self, bucket: str, rate: float, capacity: float) -> tuple[bool, float, float] | None:
+    async def _take_shared(
+        self, bucket: str, rate: float, capacity: float, units: float
+    ) -> tuple[bool, float, float] | None:
         """The shared bucket's answer, or None when Redis is off, failing, or failed lately."""
         if self._script is None or time.monotonic() - self._redis_failed_at < self._fallback_s:
             return None
         try:
-            allowed, tokens, wait_ms = await self._script(keys=[bucket], args=[rate, capacity, 1])
+            allowed, tokens, wait_ms = await self._script(keys=[bucket], args=[rate, capacity, units])
         except (redis.RedisError, OSError) as exc:
             self._redis_failed_at = time.monotonic()
             log.warning(
