@@ -50,8 +50,14 @@ class TenantQuotas:
     ) -> None:
         self._client = client
         self._search = search
-        self._default = TenantQuota(max_documents=max_documents, max_ingest_bytes_per_day=max_ingest_bytes_per_day)
-        self._overrides = overrides or {}
+        self._default = (max_documents, max_ingest_bytes_per_day)
+        self._overrides = {  # merged over the defaults once here, not on every write
+            tenant: (
+                max_documents if quota.max_documents is None else quota.max_documents,
+                max_ingest_bytes_per_day if quota.max_ingest_bytes_per_day is None else quota.max_ingest_bytes_per_day,
+            )
+            for tenant, quota in (overrides or {}).items()
+        }
         self._counts: TTLCache[str, int] = TTLCache(10_000, COUNT_TTL_S, timer=time.monotonic)
         self._local_bytes: dict[str, int] = {}
 
@@ -69,9 +75,7 @@ class TenantQuotas:
 
     def limits(self, tenant: str) -> tuple[int, int]:
         """`tenant`'s (documents, ingest bytes per day) quotas; 0: none."""
-        override = self._overrides.get(tenant)
-        quota = self._default.model_copy(update=override.model_dump(exclude_none=True)) if override else self._default
-        return quota.max_documents or 0, quota.max_ingest_bytes_per_day or 0
+        return self._overrides.get(tenant, self._default)
 
     async def _admit_documents(self, tenant: str, documents: int, quota: int) -> None:
         stored = self._counts.get(tenant)
