@@ -11,8 +11,14 @@ neither side:
 During the first (b) a searcher sends one vector search every 0.5 s; its latency is compared
 with the same searches on the idle mesh. Corpora: SciFact abstracts (long: chunked) and
 synthetic short texts (sentences drawn from STS-b words). Target: (b)/(a) >= 0.9.
+
+For a corpus too large to pass through everything four times (1M short texts take hours on two
+cores), `--job-passes 1 --alone-sample N` runs (a) (b) (a) with the embedder alone on a random
+sample of N of the same documents, and compares throughputs (texts per second). The job path's
+rate is also printed by tenth of the load, which shows whether it slows as the collection grows.
 Usage:
   .venv/bin/python bench/ingest/jobs.py [--scifact 1000] [--synthetic 20000]
+  .venv/bin/python bench/ingest/jobs.py --scifact 0 --synthetic 1000000 --job-passes 1 --alone-sample 100000
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -136,19 +143,62 @@ def cpu_split(before: dict[str, float], after: dict[str, float]) -> str:
     return f"{total:.1f} CPU-s: {shares}"
 
 
-async def job_path(channel: grpc.aio.Channel, documents: list[pb.Document]) -> tuple[float, pb.Job]:
-    """Seconds from the start of the upload until the job completed, and the job."""
+@dataclass
+class JobRun:
+    """One pass of the job path: how long it took, the finished job, and its progress over time."""
+
+    seconds: float
+    job: pb.Job
+    progress: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, done)
+
+    def rates_by_tenth(self) -> list[float]:
+        """Documents per second over each tenth of the documents stored. Progress arrives in
+        steps of whole batches, so the moment each tenth was reached is interpolated between
+        the reports around it."""
+        total = self.job.done
+        points = [(0.0, 0), *self.progress, (self.seconds, total)]
+        reached: list[float] = [0.0]
+        for tenth in range(1, 11):
+            goal = total * tenth / 10
+            after = next(i for i, (_, done) in enumerate(points) if done >= goal)
+            (s0, d0), (s1, d1) = points[max(after - 1, 0)], points[after]
+            reached.append(s1 if d1 == d0 else s0 + (s1 - s0) * (goal - d0) / (d1 - d0))
+        return [total / 10 / max(end - start, 1e-9) for start, end in zip(reached, reached[1:], strict=False)]
+
+
+async def job_path(channel: grpc.aio.Channel, documents: list[pb.Document], report_every_s: float = 60.0) -> JobRun:
+    """Upload through StartIngest and follow the job, from its first acknowledgement, until it
+    ends; a progress line goes to stderr every `report_every_s` so that a run of hours can be
+    watched."""
     name = f"bench_{uuid.uuid4().hex[:8]}"
     await pb_grpc.CollectionServiceStub(channel).CreateCollection(
         pb.CreateCollectionRequest(collection=pb.Collection(name=name)), timeout=30
     )
     started = time.perf_counter()
-    result = await upload(channel, documents, collection=name, priority=pb.JOB_PRIORITY_BULK)
-    stub = pb_grpc.IngestServiceStub(channel)
-    job = pb.Job()
-    async for report in stub.WatchJob(pb.WatchJobRequest(job_id=result.job_id)):
-        job = report.job
-    return time.perf_counter() - started, job
+    opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_acknowledged(job_id: str, count: int) -> None:
+        if not opened.done():
+            opened.set_result(job_id)
+
+    async def follow() -> JobRun:
+        run = JobRun(seconds=0.0, job=pb.Job())
+        next_report = report_every_s
+        stub = pb_grpc.IngestServiceStub(channel)
+        async for report in stub.WatchJob(pb.WatchJobRequest(job_id=await opened)):
+            run.job = report.job
+            elapsed = time.perf_counter() - started
+            run.progress.append((elapsed, report.job.done))
+            if elapsed >= next_report:
+                next_report += report_every_s
+                line = f"  {elapsed:7.0f} s: {report.job.done:,} of {len(documents):,} stored"
+                print(line, file=sys.stderr, flush=True)
+        run.seconds = time.perf_counter() - started
+        return run
+
+    follower = asyncio.create_task(follow())
+    await upload(channel, documents, collection=name, priority=pb.JOB_PRIORITY_BULK, on_acknowledged=on_acknowledged)
+    return await follower
 
 
 async def search_latencies(channel: grpc.aio.Channel, collection: str, stop: asyncio.Event) -> list[float]:
@@ -167,15 +217,23 @@ async def search_latencies(channel: grpc.aio.Channel, collection: str, stop: asy
     return latencies
 
 
-async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]]) -> None:
+def alone_sample(documents: list[pb.Document], size: int, seed: int = 5) -> list[pb.Document]:
+    """The documents the embedder alone is timed on: all of them, or a random sample of `size`."""
+    if not size or size >= len(documents):
+        return documents
+    return random.Random(seed).sample(documents, size)
+
+
+async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], job_passes: int, sample: int) -> None:
     clients = WorkerSettings().concurrency
     print(
-        "| corpus | documents | texts embedded | embedder alone s (a, a) | job path s (b, b) "
-        "| job / embedder (throughput) | stored, failed (both job passes) |"
+        "| corpus | documents | texts embedded | embedder alone: texts, s (a, a) | job path s (b, b) "
+        "| job / embedder (throughput) | stored, failed (all job passes) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     latency_rows = []
     splits: list[tuple[str, str]] = []
+    tenths: list[tuple[str, list[float]]] = []
     async with (
         grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.embedder}") as embedder_channel,
         grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.api}") as api_channel,
@@ -191,36 +249,49 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]]) -
             pb.IndexDocumentsRequest(collection=probe, documents=list(corpora.values())[0][:64]), timeout=120
         )
         for label, documents in corpora.items():
-            texts = await chunk_texts(embedder, [d.text for d in documents])
+            timed = alone_sample(documents, sample)
+            texts = await chunk_texts(embedder, [d.text for d in timed])
+            # Texts the job path embeds: counted when the embedder alone sees every document,
+            # estimated from the sample's texts per document otherwise.
+            path_texts = len(texts) * len(documents) / len(timed)
             before = cpu_seconds(stack)
             a1 = await embedder_alone(embedder, texts, clients)
             splits.append((f"{label}, embedder alone", cpu_split(before, cpu_seconds(stack))))
             stop = asyncio.Event()
             searcher = asyncio.create_task(search_latencies(api_channel, probe, stop))
             before = cpu_seconds(stack)
-            b1, job1 = await job_path(api_channel, documents)
+            runs = [await job_path(api_channel, documents)]
             splits.append((label, cpu_split(before, cpu_seconds(stack))))
             stop.set()
             busy = await searcher
-            b2, job2 = await job_path(api_channel, documents)
+            for _ in range(job_passes - 1):
+                runs.append(await job_path(api_channel, documents))
             a2 = await embedder_alone(embedder, texts, clients)
             stop = asyncio.Event()
             idle_probe = asyncio.create_task(search_latencies(api_channel, probe, stop))
             await asyncio.sleep(min(30.0, len(busy) * SEARCH_EVERY_S))
             stop.set()
             idle = await idle_probe
-            alone_s, path_s = (a1 + a2) / 2, (b1 + b2) / 2
+            alone_s = (a1 + a2) / 2
+            path_s = sum(run.seconds for run in runs) / len(runs)
+            ratio = (path_texts / path_s) / (len(texts) / alone_s)
+            embedded = f"{len(texts):,}" if timed is documents else f"~{path_texts:,.0f}"
             print(
-                f"| {label} | {len(documents):,} | {len(texts):,} | {alone_s:.1f} ({a1:.1f}, {a2:.1f}) "
-                f"| {path_s:.1f} ({b1:.1f}, {b2:.1f}) | {alone_s / path_s:.2f} "
-                f"| {job1.done + job2.done:,}, {job1.failed + job2.failed:,} |",
+                f"| {label} | {len(documents):,} | {embedded} | {len(texts):,}, {alone_s:.1f} ({a1:.1f}, {a2:.1f}) "
+                f"| {path_s:.1f} ({', '.join(f'{run.seconds:.1f}' for run in runs)}) | {ratio:.2f} "
+                f"| {sum(run.job.done for run in runs):,}, {sum(run.job.failed for run in runs):,} |",
                 flush=True,
             )
             latency_rows.append((label, idle, busy))
+            tenths.append((label, runs[0].rates_by_tenth()))
     print()
     print("CPU time of the job path, by process (both cores are shared by all of them):")
     for label, split in splits:
         print(f"- {label}: {split}")
+    print()
+    print("Job path documents per second, by tenth of the load (first pass):")
+    for label, rates in tenths:
+        print(f"- {label}: " + ", ".join(f"{rate:.0f}" for rate in rates))
     print()
     print("| search latency, ms | idle p50 | idle p99 | during bulk load p50 | during bulk load p99 | searches |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -235,6 +306,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scifact", type=int, default=1000, help="SciFact abstracts (0 skips them)")
     parser.add_argument("--synthetic", type=int, default=20000, help="synthetic short texts (0 skips them)")
+    parser.add_argument("--job-passes", type=int, choices=(1, 2), default=2, help="job path passes per corpus")
+    parser.add_argument(
+        "--alone-sample", type=int, default=0, help="time the embedder alone on this many of the documents (0: all)"
+    )
     args = parser.parse_args()
     corpora: dict[str, list[pb.Document]] = {}
     if args.scifact:
@@ -252,7 +327,7 @@ def main() -> None:
         stack = EmbeddedStack(Path(workdir), Ports.ephemeral())
         try:
             stack.start()
-            asyncio.run(measure(stack, corpora))
+            asyncio.run(measure(stack, corpora, args.job_passes, args.alone_sample))
         finally:
             stack.stop()
 

@@ -127,3 +127,16 @@ def test_auto_measures_every_candidate_here_and_keeps_the_fastest(onnx_cache: Pa
     print(f"auto on {selection.cpu}: {selection.backend}; {selection.candidates}")
     again, reused = choose_encoder(settings)
     assert reused.cached and reused.backend == selection.backend == again.info.backend
+
+
+def test_onnx_threads_sleep_between_operators_unless_spinning_is_asked_for(
+    onnx_cache: Path, onnx_int8_encoder: OnnxEncoder
+) -> None:
+    # Spinning threads take the cores PostgreSQL and the other services need on a shared machine,
+    # so they are off by default; turning them on must change nothing but scheduling.
+    spinning = OnnxEncoder(default_model_path(), cache_dir=str(onnx_cache), quantize=True, spinning=True)
+    key = "session.intra_op.allow_spinning"
+    assert onnx_int8_encoder._session.get_session_options().get_session_config_entry(key) == "0"
+    assert spinning._session.get_session_options().get_session_config_entry(key) == "1"
+    texts = [a for a, _, _ in sts_pairs()[:32]]
+    assert np.abs(embed_all(spinning, texts) - embed_all(onnx_int8_encoder, texts)).max() < 1e-6

@@ -55,6 +55,7 @@ def load_encoder(settings: EmbedderSettings, backend: str) -> EncoderBackend:
         quantize=backend == "onnx-int8",
         model_id=settings.model_id,
         threads=settings.inference_threads,
+        spinning=settings.thread_spinning,
     )
 
 

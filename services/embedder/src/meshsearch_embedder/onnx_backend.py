@@ -214,7 +214,14 @@ class ExportedModelEncoder(EncoderBackend):
 
 class OnnxEncoder(ExportedModelEncoder):
     def __init__(
-        self, model_path: str, *, cache_dir: str, quantize: bool = True, model_id: str = "", threads: int = 0
+        self,
+        model_path: str,
+        *,
+        cache_dir: str,
+        quantize: bool = True,
+        model_id: str = "",
+        threads: int = 0,
+        spinning: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -224,6 +231,10 @@ class OnnxEncoder(ExportedModelEncoder):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
+        # ONNX Runtime's threads spin by default. On cores shared with PostgreSQL and the other
+        # services, the spinning takes the CPU the others need: a bulk load on two cores stored
+        # 162 instead of 215 short texts/s (docs/benchmarks.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._input_names = {i.name for i in self._session.get_inputs()}
         self.info = self._describe(
