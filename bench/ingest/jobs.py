@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import sys
@@ -163,7 +164,7 @@ class JobRun:
             after = next(i for i, (_, done) in enumerate(points) if done >= goal)
             (s0, d0), (s1, d1) = points[max(after - 1, 0)], points[after]
             reached.append(s1 if d1 == d0 else s0 + (s1 - s0) * (goal - d0) / (d1 - d0))
-        return [total / 10 / max(end - start, 1e-9) for start, end in zip(reached, reached[1:], strict=False)]
+        return [total / 10 / max(end - start, 1e-9) for start, end in itertools.pairwise(reached)]
 
 
 async def job_path(channel: grpc.aio.Channel, documents: list[pb.Document], report_every_s: float = 60.0) -> JobRun:
