@@ -13,6 +13,8 @@ from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch.client import error_details
 from meshsearch.client.uploads import upload
+from meshsearch.search.v1 import search_pb2 as spb
+from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_api.settings import ApiSettings, WorkerSettings
 from meshsearch_cli.stack import EmbeddedStack
 from tests.e2e.clients import ApiClient
@@ -313,3 +315,40 @@ async def test_a_job_does_not_write_into_a_collection_created_again_under_its_na
     job = await wait_job(api.channel, result.job_id, 120)
     assert job.state == pb.JOB_STATE_FAILED and "created again" in job.error, job
     assert await stored_hashes(api.channel, "ingest_reborn") == {}
+
+
+async def test_a_job_into_an_empty_collection_defers_its_index_until_the_job_ends(
+    api: ApiClient, ingest: pb_grpc.IngestServiceStub, stack: EmbeddedStack
+) -> None:
+    await api.create("ingest_deferred")
+    documents = sentences(300, salt="deferred-")
+    call = ingest.StartIngest()
+    await call.write(pb.StartIngestRequest(start=pb.IngestOptions(collection="ingest_deferred")))
+    job_id = (await call.read()).job_id
+    for start in (0, 150):
+        batch = pb.IngestBatch(first_sequence=start, documents=documents[start : start + 150])
+        await call.write(pb.StartIngestRequest(batch=batch))
+        assert (await call.read()).acknowledged == start + 150
+    assert (await wait_job(api.channel, job_id, 120, until_done=300)).done == 300
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+        search = search_pb2_grpc.VectorStoreServiceStub(channel)
+
+        async def index_state() -> int:
+            answer = await search.GetCollection(spb.GetCollectionRequest(name="ingest_deferred"), timeout=10)
+            return answer.collection.index_state
+
+        # The upload is still open: the job runs, its collection unindexed, searches still right.
+        assert await index_state() == spb.INDEX_STATE_DEFERRED
+        hits = await api.query("ingest_deferred", documents[42].text, top_k=1)
+        assert hits[0].document.id == documents[42].id
+
+        await call.write(pb.StartIngestRequest(complete=pb.UploadComplete(total_documents=300)))
+        await call.read()
+        assert (await wait_job(api.channel, job_id, 120)).state == pb.JOB_STATE_COMPLETED
+        deadline = time.monotonic() + 60
+        while await index_state() != spb.INDEX_STATE_READY and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert await index_state() == spb.INDEX_STATE_READY
+    call.cancel()
+    await assert_stored_exactly_once(api.channel, "ingest_deferred", documents)

@@ -3,6 +3,7 @@ and reading documents from files."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from google.protobuf import json_format
 from procrastinate.jobs import Job as QueuedJob
 
+from meshsearch_api.ingest.index_leases import IndexLeases
 from meshsearch_api.ingest.processing import RetryBatch, RetryPolicy
 from meshsearch_api.ingest.queue import BatchRetry
 from meshsearch_api.ingest.store import batch_receipt, batches_of, job_receipt_prefix
@@ -102,3 +104,45 @@ def test_bad_input_names_the_line(tmp_path: Path) -> None:
         list(Source(str(path)))
     with pytest.raises(FileNotFoundError):
         Source(str(tmp_path / "missing.jsonl")).check()
+
+
+class _SearchLeases:
+    """Records the DeferIndex calls of IndexLeases; grants while `empty`."""
+
+    def __init__(self, empty: bool) -> None:
+        self.empty = empty
+        self.calls: list[str] = []
+
+    async def defer_index(self, collection: str, lease_s: float) -> bool:
+        self.calls.append(f"defer {collection} {lease_s:g}")
+        await asyncio.sleep(0.01)  # concurrent batches overlap here
+        return self.empty
+
+
+async def test_index_leases_are_asked_once_renewed_when_due_and_ended_with_the_job() -> None:
+    search = _SearchLeases(empty=True)
+    now = [1000.0]
+    leases = IndexLeases(search, lease_s=300, enabled=True, clock=lambda: now[0])  # type: ignore[arg-type]
+    await asyncio.gather(*(leases.hold("job1", "docs") for _ in range(4)))  # a worker's concurrent batches
+    assert search.calls == ["defer docs 300"]
+    now[0] += 99  # within a third of the lease: nothing to do
+    await leases.hold("job1", "docs")
+    now[0] += 2
+    await leases.hold("job1", "docs")
+    assert search.calls == ["defer docs 300"] * 2
+    leases.forget("job1")  # the job ended: a job of that id would ask again
+    await leases.hold("job1", "docs")
+    assert search.calls == ["defer docs 300"] * 3
+
+
+async def test_a_collection_holding_points_is_not_asked_again_and_deferral_can_be_off() -> None:
+    search = _SearchLeases(empty=False)
+    leases = IndexLeases(search, lease_s=300, enabled=True)  # type: ignore[arg-type]
+    for _ in range(3):
+        await leases.hold("job2", "full")
+    assert search.calls == ["defer full 300"]
+
+    off = _SearchLeases(empty=True)
+    disabled = IndexLeases(off, lease_s=300, enabled=False)  # type: ignore[arg-type]
+    await disabled.hold("job3", "docs")
+    assert off.calls == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -117,6 +118,18 @@ class SearchClient:
     async def delete_receipts(self, collection: str, prefix: str) -> int:
         request = spb.DeleteReceiptsRequest(collection=principal.stored_collection(collection), prefix=prefix)
         return int((await self._call(self._stub.DeleteReceipts, request, collection)).deleted_count)
+
+    async def defer_index(self, collection: str, lease_s: float) -> bool:
+        """Hold off the collection's HNSW index for `lease_s` while loading it, or renew the
+        deferral; False when the collection already holds points (see index_keeper)."""
+        request = spb.DeferIndexRequest(collection=principal.stored_collection(collection))
+        request.lease.FromTimedelta(timedelta(seconds=lease_s))
+        return bool((await self._call(self._stub.DeferIndex, request, collection)).deferred)
+
+    async def build_index(self, collection: str) -> None:
+        """End a deferral: the collection's index is built in the background."""
+        request = spb.BuildIndexRequest(collection=principal.stored_collection(collection))
+        await self._call(self._stub.BuildIndex, request, collection)
 
     async def get(self, collection: str, ids: list[str]) -> tuple[list[Document], list[str]]:
         request = spb.GetRequest(collection=principal.stored_collection(collection), ids=ids)

@@ -131,6 +131,18 @@ class WorkerSettings(MeshClientSettings):
     port: int = Field(50054, ge=0, le=65535, description="gRPC port (health and reflection only).")
     metrics_port: int = Field(9094, ge=0, le=65535)
     concurrency: int = Field(4, ge=1, description="Batches one worker runs at once.")
+    defer_index: bool = Field(
+        True,
+        description="A job loading an empty collection holds off its HNSW index and has it built once at the end "
+        "(several times less database work; searches of that collection scan exactly until then).",
+    )
+    index_lease_s: float = Field(
+        300.0,
+        ge=10,
+        le=3600,
+        description="Lease of a deferred index, renewed while the job's batches run; if the workers stop, the "
+        "search service builds the index when it runs out.",
+    )
     batch_deadline_s: float = Field(300.0, gt=0, description="Time one batch may take (embedding and storing).")
     max_attempts: int = Field(8, ge=1, description="Failed attempts before a batch's documents become dead letters.")
     retry_initial_backoff_s: float = Field(1.0, gt=0)

@@ -18,6 +18,7 @@ from meshsearch_search.bulk import BulkLoader, BulkSettings
 from meshsearch_search.collections import CollectionStore
 from meshsearch_search.db import Database
 from meshsearch_search.grpc_service import Stores, VectorStoreServicer
+from meshsearch_search.index_keeper import IndexKeeper
 from meshsearch_search.points import PointLimits, PointStore
 from meshsearch_search.retrieval import Retriever
 from meshsearch_search.schema import migrate
@@ -83,15 +84,16 @@ class SearchApp:
         db = Database(write_pool, read_pool, connect_timeout_s=settings.pool_timeout_s)
         collections = CollectionStore(db, settings.max_dimension)
         points = PointStore(db, collections, PointLimits.from_settings(settings))
-        bulk = BulkLoader(db, collections, points, BulkSettings.from_settings(settings))
+        keeper = IndexKeeper(db, collections, settings.index_build_memory, settings.index_build_workers)
+        bulk = BulkLoader(db, collections, points, keeper, BulkSettings.from_settings(settings))
         # A batch may use all but one of the read connections, so single queries still get one.
         concurrency = max(1, settings.pool_max_size - 1)
         self._stores.set(
-            Stores(collections, points, Retriever(db, points), bulk, settings.max_request_bytes, concurrency)
+            Stores(collections, points, Retriever(db, points), bulk, keeper, settings.max_request_bytes, concurrency)
         )
-        repair = asyncio.create_task(bulk.repair_indexes(), name="repair-indexes")
-        self._background.add(repair)
-        repair.add_done_callback(self._background.discard)
+        sweeper = asyncio.create_task(keeper.keep(settings.index_sweep_interval_s), name="index-sweep")
+        self._background.add(sweeper)
+        sweeper.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
         for task in self._background:

@@ -1,10 +1,9 @@
 """Bulk loads with binary COPY, in one transaction: all points are written, or none.
 
 Two paths, chosen by whether the collection is empty when the load starts:
-- empty (the initial load, the common case): the HNSW index is dropped (concurrently, so
-  queries are never blocked; they use exact search meanwhile), rows are COPYed straight into
-  the collection's table, and the index is built once at the end: building an HNSW index once
-  is several times cheaper than inserting the same rows into a live one (pgvector issue #430).
+- empty (the initial load, the common case): the HNSW index is deferred (`index_keeper`:
+  dropped concurrently, so queries are never blocked; they use exact search meanwhile), rows
+  are COPYed straight into the collection's table, and the index is built once at the end.
   Later duplicates of an id are kept aside and applied after the COPY, so the last one wins;
 - not empty: rows are COPYed into a temporary staging table and merged with ON CONFLICT into
   the live index (sorted to keep the last duplicate only when the stream had duplicates).
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +23,11 @@ import psycopg
 from psycopg import sql
 
 from meshsearch_common.errors import InvalidArgument
-from meshsearch_search.collections import CollectionStore, hnsw_index_sql
+from meshsearch_search.collections import CollectionStore
 from meshsearch_search.copy_format import pack_vectors, use_json_text, use_packed_vectors
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ModelIdentity, PointBatch
+from meshsearch_search.index_keeper import MAX_LEASE_S, IndexKeeper
 from meshsearch_search.points import PointStore, check_model
 from meshsearch_search.settings import SearchSettings
 
@@ -108,23 +107,30 @@ class _Rows:
 
 
 class BulkLoader:
-    def __init__(self, db: Database, collections: CollectionStore, points: PointStore, settings: BulkSettings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        collections: CollectionStore,
+        points: PointStore,
+        keeper: IndexKeeper,
+        settings: BulkSettings,
+    ) -> None:
         self._db = db
         self._collections = collections
         self._points = points
+        self._keeper = keeper
         self._settings = settings
 
     async def load(self, name: str, batches: AsyncIterator[PointBatch], model: ModelIdentity | None) -> BulkResult:
         collection = await self._collections.get(name, count=True)
         check_model(collection, model, writing=True)
-        initial = collection.point_count == 0
-        if initial:
-            await self._drop_index(collection)
+        lease_s = min(self._settings.max_statement_s, MAX_LEASE_S)
+        initial = collection.point_count == 0 and await self._keeper.defer(name, lease_s) is not None
         try:
             written = await self._write(collection, batches, initial)
         finally:
             # Never leave a collection without its index, whether the load succeeded or not.
-            build_s = await self.build_index(collection) if initial else 0.0
+            build_s = await self._keeper.build(await self._keeper.end_deferral(name)) if initial else 0.0
         return BulkResult(written, build_s)
 
     async def _write(self, collection: Collection, batches: AsyncIterator[PointBatch], initial: bool) -> int:
@@ -210,57 +216,3 @@ class BulkLoader:
             ).format(table=table, source=sql.SQL(source))
         )
         return int(cursor.rowcount)
-
-    async def _drop_index(self, collection: Collection) -> None:
-        async with self._db.write_pool.connection() as conn:
-            await conn.set_autocommit(True)  # DROP INDEX CONCURRENTLY cannot run in a transaction
-            try:
-                await conn.execute(
-                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(collection.hnsw_index))
-                )
-            finally:
-                await conn.set_autocommit(False)
-
-    async def build_index(self, collection: Collection) -> float:
-        """Refresh planner statistics, then (re)build the HNSW index without blocking queries;
-        returns the seconds it took. Statistics come first (filtered queries plan with them
-        while the build runs) and outside the load's transaction, so the write lock is released
-        as soon as the rows are in."""
-        started = time.perf_counter()
-        async with self._db.write_pool.connection() as conn:
-            await conn.set_autocommit(True)  # CREATE INDEX CONCURRENTLY cannot run in a transaction
-            try:
-                await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(collection.table)))
-                await conn.execute(
-                    "SELECT set_config('maintenance_work_mem', %s, false), "
-                    "set_config('max_parallel_maintenance_workers', %s, false)",
-                    (self._settings.index_build_memory, str(self._settings.index_build_workers)),
-                )
-                if await _index_state(conn, collection) == "invalid":  # left behind by a crashed build
-                    await conn.execute(
-                        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(collection.hnsw_index))
-                    )
-                await conn.execute(hnsw_index_sql(collection, concurrently=True))
-            finally:
-                await conn.execute("RESET maintenance_work_mem; RESET max_parallel_maintenance_workers")
-                await conn.set_autocommit(False)
-        elapsed = time.perf_counter() - started
-        log.info("hnsw index built", extra={"collection": collection.spec.name, "seconds": round(elapsed, 2)})
-        return elapsed
-
-    async def repair_indexes(self) -> None:
-        """Rebuild HNSW indexes a crash left missing or invalid (run at start-up, in the background)."""
-        for collection in await self._collections.list():
-            if not collection.index_ready:
-                log.warning("rebuilding hnsw index left unfinished", extra={"collection": collection.spec.name})
-                await self.build_index(collection)
-
-
-async def _index_state(conn, collection: Collection) -> str:  # type: ignore[no-untyped-def]
-    """'valid', 'invalid' or 'missing'."""
-    cursor = await conn.execute(
-        "SELECT i.indisvalid FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid WHERE x.relname = %s",
-        (collection.hnsw_index,),
-    )
-    row = await cursor.fetchone()
-    return "missing" if row is None else ("valid" if row[0] else "invalid")

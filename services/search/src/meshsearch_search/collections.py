@@ -93,6 +93,7 @@ def collection_from_row(row: dict) -> Collection:  # type: ignore[type-arg]
         create_time=row["create_time"],
         point_count=row.get("point_count", 0) or 0,
         index_ready=bool(row["index_ready"]),
+        index_deferred=bool(row.get("index_deferred", False)),
     )
 
 
@@ -101,7 +102,8 @@ _SELECT = f"""
     SELECT c.*,
            EXISTS (SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
                     WHERE x.relname = '{POINTS_TABLE_PREFIX}' || c.id || '{HNSW_INDEX_SUFFIX}'
-                      AND i.indisvalid) AS index_ready
+                      AND i.indisvalid) AS index_ready,
+           coalesce(c.index_deferred_until > now(), false) AS index_deferred
       FROM meshsearch_collections c
 """
 

@@ -60,10 +60,16 @@ def collection_out(collection: Collection) -> pb.Collection:
         chunk_tokens=spec.chunk_tokens,
         chunk_overlap_tokens=spec.chunk_overlap_tokens,
         chunk_truncate=spec.chunk_truncate,
-        index_state=pb.INDEX_STATE_READY if collection.index_ready else pb.INDEX_STATE_BUILDING,
+        index_state=index_state_out(collection),
     )
     message.create_time.FromDatetime(collection.create_time)
     return message
+
+
+def index_state_out(collection: Collection) -> pb.IndexState:
+    if collection.index_ready:
+        return pb.INDEX_STATE_READY
+    return pb.INDEX_STATE_DEFERRED if collection.index_deferred else pb.INDEX_STATE_BUILDING
 
 
 def vector_in(message: pb.Vector, what: str) -> npt.NDArray[np.float32]:

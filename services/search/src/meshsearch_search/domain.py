@@ -64,6 +64,7 @@ class Collection:
     create_time: datetime
     point_count: int = 0
     index_ready: bool = True
+    index_deferred: bool = False  # a loading writer holds off the index (see index_keeper)
 
     @property
     def table(self) -> str:

@@ -24,6 +24,7 @@ from meshsearch_search.domain import (
     CollectionSpec,
     PointBatch,
 )
+from meshsearch_search.index_keeper import IndexKeeper
 from meshsearch_search.points import PointStore
 from meshsearch_search.retrieval import Retriever
 
@@ -34,6 +35,7 @@ class Stores:
     points: PointStore
     retriever: Retriever
     bulk: BulkLoader
+    indexes: IndexKeeper
     max_request_bytes: int
     batch_concurrency: int = 4
 
@@ -141,6 +143,23 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
 
         result = await stores.bulk.load(first.collection, batches(), model)
         return pb.BulkUpsertResponse(upserted_count=result.upserted_count, index_build_seconds=result.index_build_s)
+
+    async def DeferIndex(
+        self, request: pb.DeferIndexRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeferIndexResponse:
+        until = await self._checked(request).indexes.defer(
+            request.collection, request.lease.ToTimedelta().total_seconds()
+        )
+        response = pb.DeferIndexResponse(deferred=until is not None)
+        if until is not None:
+            response.deferred_until.FromDatetime(until)
+        return response
+
+    async def BuildIndex(
+        self, request: pb.BuildIndexRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.BuildIndexResponse:
+        await self._checked(request).indexes.build_soon(request.collection)
+        return pb.BuildIndexResponse()
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetResponse:
         points, missing = await self._checked(request).points.get(

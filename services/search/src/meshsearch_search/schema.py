@@ -74,6 +74,8 @@ MIGRATIONS: list[tuple[int, migrations.Migration]] = [
     ),
     (2, _chunks_and_bm25),
     (3, receipts.SCHEMA),
+    # Version 4: a loading writer's lease on holding off the HNSW index (see index_keeper).
+    (4, "ALTER TABLE meshsearch_collections ADD COLUMN index_deferred_until timestamptz"),
 ]
 
 

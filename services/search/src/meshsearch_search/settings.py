@@ -49,3 +49,9 @@ class SearchSettings(ServiceSettings):
     bulk_max_statement_s: float = Field(3600.0, gt=0, description="Statement timeout of a bulk load without deadline.")
     index_build_memory: str = Field("1GB", description="maintenance_work_mem for HNSW builds.")
     index_build_workers: int = Field(2, ge=0, description="max_parallel_maintenance_workers for HNSW builds.")
+    index_sweep_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often HNSW indexes left unbuilt are looked for and built: deferrals whose lease ran out "
+        "(their writer died or stopped renewing), and builds a crash interrupted.",
+    )

@@ -1,6 +1,8 @@
 """BatchRunner: what a worker does with one batch. Embed it (as background work, so searches
 go first), store it with its receipt, and record the outcome in the job.
 
+A job loading an empty collection defers its HNSW index while it runs (`index_leases`).
+
 Failures are sorted by what they say about the batch:
 - RESOURCE_EXHAUSTED: the embedder is full. Wait its RetryInfo delay; this is not a failure
   of the batch and costs no attempt;
@@ -23,8 +25,10 @@ from meshsearch_api.chunking import embed_documents, resolve
 from meshsearch_api.domain import Document
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.ingest import metrics
+from meshsearch_api.ingest.index_leases import IndexLeases
 from meshsearch_api.ingest.model import Job, Rejected
-from meshsearch_api.ingest.store import Claim, JobStore, batch_receipt, job_receipt_prefix
+from meshsearch_api.ingest.store import Claim, JobStore, batch_receipt
+from meshsearch_api.ingest.tidy import tidy_ended_job
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common.errors import (
     DEFAULT_RETRY_AFTER_S,
@@ -59,10 +63,13 @@ class RetryPolicy:
 
 
 class BatchRunner:
-    def __init__(self, store: JobStore, embedder: EmbedderClient, search: SearchClient, policy: RetryPolicy) -> None:
+    def __init__(
+        self, store: JobStore, embedder: EmbedderClient, search: SearchClient, leases: IndexLeases, policy: RetryPolicy
+    ) -> None:
         self._store = store
         self._embedder = embedder
         self._search = search
+        self._leases = leases
         self._policy = policy
 
     async def run(self, batch_id: int) -> None:
@@ -78,8 +85,9 @@ class BatchRunner:
                 if claim.completed_job:
                     completed_job = claim.job
         if completed_job is not None:
+            self._leases.forget(completed_job.id)
             with principal.acting_as(completed_job.tenant):
-                await self._tidy(completed_job.id, completed_job.collection)
+                await tidy_ended_job(self._store, self._search, completed_job.id, completed_job.collection)
         if retry is not None:
             raise retry
 
@@ -102,6 +110,7 @@ class BatchRunner:
                     field="collection",
                     reason="COLLECTION_RECREATED",
                 )
+            await self._leases.hold(job.id, job.collection)
             chunking = resolve(info.chunking, await self._embedder.window_tokens())
             embedded = await embed_documents(self._embedder, documents, chunking, background=True)
             written = await self._search.upsert(job.collection, embedded, receipt)
@@ -147,11 +156,3 @@ class BatchRunner:
         metrics.BATCHES.labels("retried").inc()
         await claim.retry_later(message, delay, counts=True)
         return RetryBatch(delay, message)
-
-    async def _tidy(self, job_id: str, collection: str) -> None:
-        """After the job's last batch: its staged copies and receipts are no longer needed."""
-        try:
-            await self._store.forget_staged(job_id)
-            await self._search.delete_receipts(collection, job_receipt_prefix(job_id))
-        except Exception:  # noqa: BLE001 (tidying is best effort; the data is stored either way)
-            log.warning("could not tidy a completed job", extra={"job": job_id}, exc_info=True)

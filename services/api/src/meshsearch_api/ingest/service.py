@@ -19,8 +19,9 @@ from meshsearch_api.documents import document_problem
 from meshsearch_api.domain import Document
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.ingest import metrics, queue
-from meshsearch_api.ingest.model import DeadLetter, Estimate, Job, Priority, Progress, Violation
+from meshsearch_api.ingest.model import DeadLetter, Estimate, Job, JobState, Priority, Progress, Violation
 from meshsearch_api.ingest.store import JobStore
+from meshsearch_api.ingest.tidy import tidy_ended_job
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common import pages
 from meshsearch_common.errors import FailedPrecondition, InvalidArgument, MeshError
@@ -104,7 +105,10 @@ class Ingest:
         return staged.acknowledged
 
     async def complete(self, job_id: str, total: int) -> Job:
-        return await self._store.complete_upload(job_id, total)
+        job = await self._store.complete_upload(job_id, total)
+        if job.state is JobState.COMPLETED:  # every batch was stored before the upload's end arrived
+            await tidy_ended_job(self._store, self._search, job.id, job.collection)
+        return job
 
     async def get(self, job_id: str) -> Job:
         return await self._store.get_job(self._job_id(job_id))
@@ -123,9 +127,10 @@ class Ingest:
         return jobs, token
 
     async def cancel(self, job_id: str) -> Job:
-        """Stop the job; its staged copies go (no batch of a cancelled job is claimed again)."""
+        """Stop the job; its staged copies go (no batch of a cancelled job is claimed again), and an
+        index it deferred is built now."""
         job = await self._store.cancel(self._job_id(job_id))
-        await self._store.forget_staged(job.id)
+        await tidy_ended_job(self._store, self._search, job.id, job.collection)
         return job
 
     async def dead_letters(self, job_id: str, page_size: int, page_token: str) -> tuple[list[DeadLetter], str]:

@@ -23,6 +23,7 @@ from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_api.ingest import queue
 from meshsearch_api.ingest.database import open_pool
+from meshsearch_api.ingest.index_leases import IndexLeases
 from meshsearch_api.ingest.processing import BatchRunner, RetryPolicy
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.search_client import SearchClient
@@ -61,10 +62,12 @@ class WorkerApp:
         self._upstreams = [embedder, search]
         # No embedding cache: a bulk load's texts are new, and caching them would evict the
         # queries' embeddings that the cache is for.
+        search_client = SearchClient(search)
         runner = BatchRunner(
             store,
             EmbedderClient(embedder, lambda namespace: EmbeddingCache(None, namespace, 1)),
-            SearchClient(search),
+            search_client,
+            IndexLeases(search_client, settings.index_lease_s, settings.defer_index),
             RetryPolicy(settings.max_attempts, settings.retry_initial_backoff_s, settings.retry_max_backoff_s),
         )
 

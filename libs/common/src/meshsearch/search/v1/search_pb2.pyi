@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -29,6 +30,7 @@ class IndexState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_STATE_UNSPECIFIED: _ClassVar[IndexState]
     INDEX_STATE_READY: _ClassVar[IndexState]
     INDEX_STATE_BUILDING: _ClassVar[IndexState]
+    INDEX_STATE_DEFERRED: _ClassVar[IndexState]
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_DOT: Metric
@@ -39,6 +41,7 @@ STORAGE_FLOAT16: Storage
 INDEX_STATE_UNSPECIFIED: IndexState
 INDEX_STATE_READY: IndexState
 INDEX_STATE_BUILDING: IndexState
+INDEX_STATE_DEFERRED: IndexState
 
 class EmbeddingModel(_message.Message):
     __slots__ = ("id", "revision", "dimension", "normalized", "numerics")
@@ -434,3 +437,29 @@ class BulkUpsertResponse(_message.Message):
     upserted_count: int
     index_build_seconds: float
     def __init__(self, upserted_count: _Optional[int] = ..., index_build_seconds: _Optional[float] = ...) -> None: ...
+
+class DeferIndexRequest(_message.Message):
+    __slots__ = ("collection", "lease")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    lease: _duration_pb2.Duration
+    def __init__(self, collection: _Optional[str] = ..., lease: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class DeferIndexResponse(_message.Message):
+    __slots__ = ("deferred", "deferred_until")
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    deferred: bool
+    deferred_until: _timestamp_pb2.Timestamp
+    def __init__(self, deferred: _Optional[bool] = ..., deferred_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BuildIndexRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class BuildIndexResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -101,6 +101,16 @@ class VectorStoreServiceStub:
                 request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertRequest.SerializeToString,
                 response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertResponse.FromString,
                 _registered_method=True)
+        self.DeferIndex = channel.unary_unary(
+                '/meshsearch.search.v1.VectorStoreService/DeferIndex',
+                request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.DeferIndexRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.DeferIndexResponse.FromString,
+                _registered_method=True)
+        self.BuildIndex = channel.unary_unary(
+                '/meshsearch.search.v1.VectorStoreService/BuildIndex',
+                request_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BuildIndexRequest.SerializeToString,
+                response_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BuildIndexResponse.FromString,
+                _registered_method=True)
 
 
 class VectorStoreServiceServicer:
@@ -203,6 +213,25 @@ class VectorStoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeferIndex(self, request, context):
+        """DeferIndex lets a writer loading an empty collection hold off its HNSW index: the
+        index is dropped, points are stored unindexed (queries search exactly meanwhile), and
+        the index is built once when the writer calls BuildIndex or stops renewing the lease.
+        A collection that already holds points keeps its index (deferred is false). Calling it
+        again while deferred renews the lease.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildIndex(self, request, context):
+        """BuildIndex ends a deferral and builds a missing or invalid index in the background;
+        GetCollection's index_state tells when it is ready.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorStoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +299,16 @@ def add_VectorStoreServiceServicer_to_server(servicer, server):
                     servicer.BulkUpsert,
                     request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertRequest.FromString,
                     response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertResponse.SerializeToString,
+            ),
+            'DeferIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeferIndex,
+                    request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.DeferIndexRequest.FromString,
+                    response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.DeferIndexResponse.SerializeToString,
+            ),
+            'BuildIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildIndex,
+                    request_deserializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BuildIndexRequest.FromString,
+                    response_serializer=meshsearch_dot_search_dot_v1_dot_search__pb2.BuildIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -625,6 +664,60 @@ class VectorStoreService:
             '/meshsearch.search.v1.VectorStoreService/BulkUpsert',
             meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertRequest.SerializeToString,
             meshsearch_dot_search_dot_v1_dot_search__pb2.BulkUpsertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeferIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.search.v1.VectorStoreService/DeferIndex',
+            meshsearch_dot_search_dot_v1_dot_search__pb2.DeferIndexRequest.SerializeToString,
+            meshsearch_dot_search_dot_v1_dot_search__pb2.DeferIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meshsearch.search.v1.VectorStoreService/BuildIndex',
+            meshsearch_dot_search_dot_v1_dot_search__pb2.BuildIndexRequest.SerializeToString,
+            meshsearch_dot_search_dot_v1_dot_search__pb2.BuildIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,
