@@ -45,12 +45,10 @@ class BulkSettings:
     """How bulk loads run; built from SearchSettings, the one source of their values."""
 
     max_statement_s: float
-    index_build_memory: str
-    index_build_workers: int
 
     @classmethod
     def from_settings(cls, settings: SearchSettings) -> BulkSettings:
-        return cls(settings.bulk_max_statement_s, settings.index_build_memory, settings.index_build_workers)
+        return cls(settings.bulk_max_statement_s)
 
 
 class _Rows:

@@ -13,14 +13,16 @@ log = logging.getLogger(__name__)
 
 
 async def tidy_ended_job(store: JobStore, search: SearchClient, job_id: str, collection: str) -> None:
-    """Have the collection's index built (a no-op unless a job deferred it), and drop the job's
-    staged copies and receipts, which only served to store each document once.
+    """Drop the job's staged copies, have the collection's index built (a no-op unless a job
+    deferred it), and drop the job's receipts: copies and receipts only served to store each
+    document once. The staged copies go first: they are in the jobs database, and a search
+    service that is down or a deleted collection must not keep them.
 
     Best effort: the data is stored either way; a deferred index left behind is built when its
     lease lapses, and leftover receipts only take space. Call it acting as the job's tenant."""
     try:
-        await search.build_index(collection)
         await store.forget_staged(job_id)
+        await search.build_index(collection)
         await search.delete_receipts(collection, job_receipt_prefix(job_id))
     except Exception:  # noqa: BLE001
         log.warning("could not tidy an ended job", extra={"job": job_id}, exc_info=True)
