@@ -16,8 +16,13 @@ For a corpus too large to pass through everything four times (1M short texts tak
 cores), `--job-passes 1 --alone-sample N` runs (a) (b) (a) with the embedder alone on a random
 sample of N of the same documents, and compares throughputs (texts per second). The job path's
 rate is also printed by tenth of the load, which shows whether it slows as the collection grows.
+
+`--embedder-cpus 0` pins the embedder to CPU 0 and every other process (PostgreSQL, Redis, the
+other services, this client) to the remaining CPUs, for both (a) and (b): the target's premise,
+database writes overlapping embedding, measured where the embedder has cores of its own, as it
+does on its own nodes in compose or Kubernetes.
 Usage:
-  .venv/bin/python bench/ingest/jobs.py [--scifact 1000] [--synthetic 20000]
+  .venv/bin/python bench/ingest/jobs.py [--scifact 1000] [--synthetic 20000] [--embedder-cpus 0]
   .venv/bin/python bench/ingest/jobs.py --scifact 0 --synthetic 1000000 --job-passes 1 --alone-sample 100000
 """
 
@@ -310,7 +315,7 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
             tenths.append((label, runs[0].rates_by_tenth()))
             builds.append((label, [run.index_build_s for run in runs]))
     print()
-    print("CPU time of the job path, by process (both cores are shared by all of them):")
+    print("CPU time of the job path, by process:")
     for label, split in splits:
         print(f"- {label}: {split}")
     print()
@@ -331,6 +336,23 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
         )
 
 
+def cpu_list(text: str) -> frozenset[int]:
+    """'0', '0,2' or '0-3' (taskset's list form) as a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
+
+
+def pinning(embedder_cpus: frozenset[int]) -> dict[str, frozenset[int]]:
+    """The embedder on `embedder_cpus`, every other process of the stack on the rest."""
+    others = frozenset(os.sched_getaffinity(0)) - embedder_cpus
+    if not embedder_cpus or not others:
+        raise SystemExit(f"--embedder-cpus must leave CPUs for the rest, of {sorted(os.sched_getaffinity(0))}")
+    return {name: others for name in ("api", "worker", "search", "postgres", "redis")} | {"embedder": embedder_cpus}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scifact", type=int, default=1000, help="SciFact abstracts (0 skips them)")
@@ -338,6 +360,9 @@ def main() -> None:
     parser.add_argument("--job-passes", type=int, choices=(1, 2), default=2, help="job path passes per corpus")
     parser.add_argument(
         "--alone-sample", type=int, default=0, help="time the embedder alone on this many of the documents (0: all)"
+    )
+    parser.add_argument(
+        "--embedder-cpus", type=cpu_list, default=None, help="pin the embedder to these CPUs, the rest elsewhere"
     )
     args = parser.parse_args()
     corpora: dict[str, list[pb.Document]] = {}
@@ -347,15 +372,19 @@ def main() -> None:
     if args.synthetic:
         texts = synthetic_texts(args.synthetic)
         corpora["synthetic short texts"] = [pb.Document(id=f"s{i}", text=t) for i, t in enumerate(texts)]
+    cpus = pinning(args.embedder_cpus) if args.embedder_cpus is not None else {}
     print(f"CPU: {cpu_description()}")
     print(
         f"worker concurrency {WorkerSettings().concurrency}, batch {ApiSettings().ingest_batch_documents} documents; "
         "default settings; embedded stack"
+        + (f"; embedder pinned to CPUs {sorted(cpus['embedder'])}, the rest to {sorted(cpus['api'])}" if cpus else "")
     )
     with tempfile.TemporaryDirectory() as workdir:
-        stack = EmbeddedStack(Path(workdir), Ports.ephemeral())
+        stack = EmbeddedStack(Path(workdir), Ports.ephemeral(), cpus=cpus)
         try:
             stack.start()
+            if cpus:
+                os.sched_setaffinity(0, cpus["api"])  # this client too; its gRPC threads start later
             asyncio.run(measure(stack, corpora, args.job_passes, args.alone_sample))
         finally:
             stack.stop()

