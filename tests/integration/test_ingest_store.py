@@ -1,17 +1,27 @@
 """The jobs database's own rules, on the real PostgreSQL of the test stack: an upload whose
-client went away is ended, but only once nothing it sent is left to process."""
+client went away is ended, but only once nothing it sent is left to process; an ended job that
+nobody tidied is tidied by the reconciler, and a redriven job's staged copies are kept."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from meshsearch.api.v1 import api_pb2 as pb
+from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch_api import upstreams
 from meshsearch_api.domain import Document
 from meshsearch_api.ingest.database import open_pool
 from meshsearch_api.ingest.model import JobState, Priority
 from meshsearch_api.ingest.store import JobStore
+from meshsearch_api.ingest.tidy import tidy_leftovers
+from meshsearch_api.search_client import SearchClient
+from meshsearch_api.settings import WorkerSettings
+from meshsearch_cli.stack import EmbeddedStack
 from meshsearch_common.errors import FailedPrecondition
 
 IDLE_S = 3600
@@ -63,3 +73,107 @@ async def test_an_upload_that_stops_is_abandoned_once_what_it_sent_is_processed(
     with pytest.raises(FailedPrecondition, match="failed; start a new job"):
         await store.stage(silent.id, 3, [Document("d3", "text 3")], no_problem)
     assert silent.id not in await store.abandon_idle_uploads(IDLE_S, 100)  # once only
+
+
+@pytest.fixture
+async def search(stack: EmbeddedStack) -> AsyncIterator[SearchClient]:
+    """A client of the stack's real search service, as a worker has."""
+    embedder, upstream = upstreams.connect(
+        WorkerSettings(
+            embedder_target=f"127.0.0.1:{stack.ports.embedder}", search_target=f"127.0.0.1:{stack.ports.search}"
+        )
+    )
+    yield SearchClient(upstream)
+    await embedder.close()
+    await upstream.close()
+
+
+async def create_collection(stack: EmbeddedStack) -> str:
+    name = f"tidy_test_{uuid.uuid4().hex[:8]}"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.api}") as channel:
+        await pb_grpc.CollectionServiceStub(channel).CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name=name)), timeout=30
+        )
+    return name
+
+
+async def staged_count(pool: AsyncConnectionPool, job_id: str) -> int:
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM meshsearch_ingest_documents WHERE job_id = %s", (job_id,))
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def end_without_tidying(pool: AsyncConnectionPool, job_id: str, state: str, ended_ago_s: float) -> None:
+    """What a worker killed right after storing a job's last batch leaves: every batch done,
+    the job ended, its staged copies still there."""
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE meshsearch_ingest_batches SET state = 'done' WHERE job_id = %s", (job_id,))
+        await conn.execute(
+            "UPDATE meshsearch_ingest_jobs SET state = %s, "
+            "finish_time = clock_timestamp() - make_interval(secs => %s) WHERE id = %s",
+            (state, ended_ago_s, job_id),
+        )
+
+
+async def staged_job(store: JobStore, collection: str, documents: int = 3) -> str:
+    job = await store.create_job(collection, Priority.BULK)
+    await store.stage(job.id, 0, [Document(f"d{i}", f"text {i}") for i in range(documents)], no_problem)
+    await store.complete_upload(job.id, documents)
+    return job.id
+
+
+async def test_an_ended_job_nobody_tidied_is_tidied_by_the_reconciler(
+    pool: AsyncConnectionPool, stack: EmbeddedStack, search: SearchClient
+) -> None:
+    store = JobStore(pool, batch_documents=2)
+    collection = await create_collection(stack)
+    completed = await staged_job(store, collection)
+    cancelled_in_deleted_collection = await staged_job(store, "tidy_test_never_created")
+    just_ended = await staged_job(store, collection)
+    running = await staged_job(store, collection)
+    await end_without_tidying(pool, completed, "completed", 120)
+    await end_without_tidying(pool, cancelled_in_deleted_collection, "cancelled", 120)
+    await end_without_tidying(pool, just_ended, "completed", 0)
+
+    await tidy_leftovers(store, search, 60, 1000)
+
+    # Tidied: the staged copies are gone, and the job is not listed again. A collection the
+    # search service does not know (deleted) has no index or receipts left to tidy.
+    for job_id in (completed, cancelled_in_deleted_collection):
+        assert await staged_count(pool, job_id) == 0
+        assert job_id not in {job.id for job in await store.untidy_jobs(60, 1000)}
+    # Left to whoever noticed the end (the orphan delay), and never a running job's copies.
+    assert await staged_count(pool, just_ended) == 3
+    assert just_ended in {job.id for job in await store.untidy_jobs(0, 1000)}
+    assert await staged_count(pool, running) == 3
+    await store.forget_staged(running)
+    assert await staged_count(pool, running) == 3
+
+
+async def test_a_redriven_job_keeps_its_staged_copies_and_is_tidied_again_when_it_ends(
+    pool: AsyncConnectionPool,
+) -> None:
+    store = JobStore(pool, batch_documents=2)
+    job_id = await staged_job(store, "tidy_test_redrive", documents=2)
+    async with pool.connection() as conn:  # the second document kept failing (UNAVAILABLE)
+        await conn.execute(
+            "INSERT INTO meshsearch_ingest_dead_letters (job_id, seq, doc_id, code, reason, attempts) "
+            "VALUES (%s, 1, 'd1', 14, 'embedder unavailable', 8)",
+            (job_id,),
+        )
+        await conn.execute("UPDATE meshsearch_ingest_jobs SET done = 1, failed = 1 WHERE id = %s", (job_id,))
+    await end_without_tidying(pool, job_id, "completed", 120)
+
+    await store.forget_staged(job_id)
+    await store.mark_tidy(job_id)
+    assert await staged_count(pool, job_id) == 1  # the dead letter's copy, for a redrive
+    assert job_id not in {job.id for job in await store.untidy_jobs(0, 1000)}
+
+    redriven, _, _ = await store.redrive(job_id)
+    assert redriven == 1
+    await store.forget_staged(job_id)  # a late tidying of its first end
+    assert await staged_count(pool, job_id) == 1
+    await end_without_tidying(pool, job_id, "completed", 120)
+    assert job_id in {job.id for job in await store.untidy_jobs(60, 1000)}

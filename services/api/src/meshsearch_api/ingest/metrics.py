@@ -16,6 +16,11 @@ RECONCILED = Counter(
     "meshsearch_ingest_requeued_batches_total",
     "Batches queued again by the reconciler because no live task would run them.",
 )
+TIDIED_LATE = Counter(
+    "meshsearch_ingest_tidied_late_jobs_total",
+    "Ended jobs tidied by the reconciler (staged copies and receipts dropped, index built) because "
+    "nobody did when they ended: a killed worker, an outage, or an abandoned upload.",
+)
 ABANDONED = Counter(
     "meshsearch_ingest_abandoned_uploads_total",
     "Jobs failed by the reconciler because their upload stopped without completing (see ABANDON_UPLOAD_AFTER_S).",

@@ -10,7 +10,8 @@ matter is that every pending batch eventually gets a task, which the reconciler 
 a periodic task (without a lock: procrastinate issue #1408) that
 - retries the tasks of workers whose heartbeat stopped (`get_stalled_jobs`), and
 - queues a task again for batches that none will run (see JobStore.orphaned_batches), and
-- fails the jobs whose upload stopped without completing (JobStore.abandon_idle_uploads).
+- fails the jobs whose upload stopped without completing (JobStore.abandon_idle_uploads), and
+- tidies the ended jobs that were not tidied (tidy.tidy_leftovers).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from procrastinate.jobs import Job as QueuedJob
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from procrastinate.types import JSONValue
 
-from meshsearch_api.ingest import metrics
+from meshsearch_api.ingest import metrics, tidy
 from meshsearch_api.ingest.model import Priority
 from meshsearch_api.ingest.processing import RetryBatch
 from meshsearch_api.ingest.store import JobStore
+from meshsearch_api.search_client import SearchClient
 from meshsearch_common.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -103,12 +105,14 @@ class Reconciler:
         self,
         app: procrastinate.App,
         store: JobStore,
+        search: SearchClient,
         stalled_after_s: float,
         orphan_after_s: float,
         abandon_upload_after_s: float,
     ) -> None:
         self._app = app
         self._store = store
+        self._search = search
         self._stalled_after_s = stalled_after_s
         self._orphan_after_s = orphan_after_s
         self._abandon_upload_after_s = abandon_upload_after_s
@@ -130,4 +134,9 @@ class Reconciler:
         for job_id in await self._store.abandon_idle_uploads(self._abandon_upload_after_s, ORPHANS_PER_ROUND):
             log.warning("upload abandoned; job failed", extra={"job_id": job_id})
             metrics.ABANDONED.inc()
-            await self._store.forget_staged(job_id)
+        # An ended job is tidied by whoever notices its end, at once; what is left after the
+        # orphan delay was missed (the abandoned jobs above are tidied here too).
+        tidied = await tidy.tidy_leftovers(self._store, self._search, self._orphan_after_s, ORPHANS_PER_ROUND)
+        if tidied:
+            log.warning("tidied ended jobs left untidy", extra={"jobs": tidied})
+            metrics.TIDIED_LATE.inc(tidied)

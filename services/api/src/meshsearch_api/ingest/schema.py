@@ -108,6 +108,18 @@ MIGRATIONS: list[tuple[int, migrations.Migration]] = [
     ),
     # Keys may expire (NULL: never); keys made before never do.
     (5, "ALTER TABLE meshsearch_api_keys ADD COLUMN expire_time timestamptz"),
+    # When an ended job was tidied (its staged copies and receipts dropped, its index built);
+    # NULL while it runs, and for an ended job whose tidying did not happen yet, which the
+    # reconciler then does. Jobs that ended before had their one best-effort tidying.
+    (
+        6,
+        """
+        ALTER TABLE meshsearch_ingest_jobs ADD COLUMN tidy_time timestamptz;
+        UPDATE meshsearch_ingest_jobs SET tidy_time = finish_time WHERE state <> 'running';
+        CREATE INDEX meshsearch_ingest_jobs_untidy ON meshsearch_ingest_jobs (finish_time)
+            WHERE tidy_time IS NULL AND state <> 'running';
+        """,
+    ),
 ]
 
 

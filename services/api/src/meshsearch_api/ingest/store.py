@@ -439,13 +439,39 @@ class JobStore:
             yield Claim(conn, batch_id, _job(job_row), row["attempts"], documents)
 
     async def forget_staged(self, job_id: str) -> None:
-        """Drop an ended job's staged documents, but those of its dead letters (kept for redrive)."""
+        """Drop an ended job's staged documents, but those of its dead letters (kept for redrive).
+        The job row's lock orders this against a redrive, which runs the job again with the
+        staged copies of its dead letters: those of a running job are never dropped."""
         async with self._transaction() as conn:
+            cursor = await conn.execute("SELECT state FROM meshsearch_ingest_jobs WHERE id = %s FOR SHARE", (job_id,))
+            row = await cursor.fetchone()
+            if row is None or row[0] == JobState.RUNNING.value:
+                return
             await conn.execute(
                 "DELETE FROM meshsearch_ingest_documents d WHERE d.job_id = %s AND NOT EXISTS "
                 "(SELECT 1 FROM meshsearch_ingest_dead_letters l WHERE l.job_id = d.job_id AND l.seq = d.seq)",
                 (job_id,),
             )
+
+    async def mark_tidy(self, job_id: str) -> None:
+        """Record that the ended job was tidied (not if a redrive has run it again meanwhile)."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE meshsearch_ingest_jobs SET tidy_time = clock_timestamp() WHERE id = %s AND state <> 'running'",
+                (job_id,),
+            )
+
+    async def untidy_jobs(self, ended_s: float, limit: int) -> list[Job]:
+        """Jobs, of every tenant, that ended over `ended_s` ago and were never tidied: the one
+        who noticed the end died or met an outage before tidying (see `tidy`)."""
+        async with self._connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"SELECT {_JOB_COLUMNS} FROM meshsearch_ingest_jobs WHERE tidy_time IS NULL AND state <> 'running' "
+                "AND finish_time < clock_timestamp() - make_interval(secs => %s) ORDER BY finish_time LIMIT %s",
+                (ended_s, limit),
+            )
+            return [_job(row) for row in await cursor.fetchall()]
 
     async def dead_letters(self, job_id: str, limit: int, after: int) -> tuple[list[DeadLetter], int | None]:
         await self.get_job(job_id)  # NOT_FOUND for an unknown job
@@ -489,7 +515,7 @@ class JobStore:
             if sequences:
                 await conn.execute(
                     "UPDATE meshsearch_ingest_jobs SET failed = failed - %s, state = 'running', error = '', "
-                    "finish_time = NULL, update_time = clock_timestamp() WHERE id = %s",
+                    "finish_time = NULL, tidy_time = NULL, update_time = clock_timestamp() WHERE id = %s",
                     (len(sequences), job_id),
                 )
             return len(sequences), batch_ids, job.priority

@@ -85,7 +85,12 @@ class WorkerApp:
             QUEUE_CONNECTIONS,
             run_batch,
             lambda app: queue.Reconciler(
-                app, store, settings.stalled_after_s, settings.orphan_after_s, settings.abandon_upload_after_s
+                app,
+                store,
+                search_client,
+                settings.stalled_after_s,
+                settings.orphan_after_s,
+                settings.abandon_upload_after_s,
             ),
             settings.reconcile_every_s,
         )
