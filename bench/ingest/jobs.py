@@ -57,7 +57,7 @@ from meshsearch.search.v1 import search_pb2 as spb  # noqa: E402
 from meshsearch.search.v1 import search_pb2_grpc as spb_grpc  # noqa: E402
 from meshsearch_api.settings import ApiSettings, WorkerSettings  # noqa: E402
 from meshsearch_cli.indexing import refusal_delay  # noqa: E402
-from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
+from meshsearch_cli.stack import EmbeddedStack, Ports, cpu_list, embedder_apart  # noqa: E402
 
 EMBED_BATCH = 128
 TOKENIZE_BATCH = 256
@@ -142,6 +142,43 @@ def cpu_seconds(stack: EmbeddedStack) -> dict[str, float]:
                 pass
         totals[name] = total
     return totals
+
+
+EMBEDDER_TIMES = {
+    "meshsearch_embedder_inference_seconds": "inference",
+    "meshsearch_embedder_tokenize_seconds": "tokenizing",
+}
+
+
+def embedder_times(stack: EmbeddedStack) -> dict[str, float]:
+    """The embedder's own account so far, from its /metrics: seconds in forward passes and in
+    tokenizing, forward passes, and real and padded tokens (from the padding histogram's sum)."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{stack.ports.embedder_metrics}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            label = EMBEDDER_TIMES.get(family.name)
+            if label and sample.name.endswith("_sum"):
+                totals[label] = totals.get(label, 0.0) + sample.value
+            elif family.name == "meshsearch_embedder_inference_seconds" and sample.name.endswith("_count"):
+                totals["passes"] = totals.get("passes", 0.0) + sample.value
+            elif family.name == "meshsearch_embedder_batch_tokens" and sample.name.endswith("_sum"):
+                totals["padded tokens"] = totals.get("padded tokens", 0.0) + sample.value
+    return totals
+
+
+def embedder_split(before: dict[str, float], after: dict[str, float]) -> str:
+    used = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    return (
+        f"inference {used.get('inference', 0):.1f} s in {used.get('passes', 0):,.0f} passes "
+        f"({used.get('padded tokens', 0) / max(used.get('passes', 0), 1):.0f} padded tokens each), "
+        f"tokenizing {used.get('tokenizing', 0):.1f} s"
+    )
 
 
 def cpu_split(before: dict[str, float], after: dict[str, float]) -> str:
@@ -258,6 +295,11 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     latency_rows = []
+
+    def measured(cpu_before: dict[str, float], embedder_before: dict[str, float]) -> str:
+        cpu = cpu_split(cpu_before, cpu_seconds(stack))
+        return f"{cpu}; embedder: {embedder_split(embedder_before, embedder_times(stack))}"
+
     splits: list[tuple[str, str]] = []
     tenths: list[tuple[str, list[float]]] = []
     builds: list[tuple[str, list[float]]] = []
@@ -283,18 +325,20 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
             # Texts the job path embeds: counted when the embedder alone sees every document,
             # estimated from the sample's texts per document otherwise.
             path_texts = len(texts) * len(documents) / len(timed)
-            before = cpu_seconds(stack)
+            before, inside = cpu_seconds(stack), embedder_times(stack)
             a1 = await embedder_alone(embedder, texts, clients)
-            splits.append((f"{label}, embedder alone", cpu_split(before, cpu_seconds(stack))))
+            splits.append((f"{label}, embedder alone", measured(before, inside)))
             stop = asyncio.Event()
             searcher = asyncio.create_task(search_latencies(api_channel, probe, stop))
-            before = cpu_seconds(stack)
+            before, inside = cpu_seconds(stack), embedder_times(stack)
             runs = [await job_path(api_channel, documents, search)]
-            splits.append((label, cpu_split(before, cpu_seconds(stack))))
+            splits.append((f"{label}, job path with the search probe", measured(before, inside)))
             stop.set()
             busy = await searcher
             for _ in range(job_passes - 1):
+                before, inside = cpu_seconds(stack), embedder_times(stack)
                 runs.append(await job_path(api_channel, documents, search))
+                splits.append((f"{label}, job path alone", measured(before, inside)))
             a2 = await embedder_alone(embedder, texts, clients)
             stop = asyncio.Event()
             idle_probe = asyncio.create_task(search_latencies(api_channel, probe, stop))
@@ -315,7 +359,7 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
             tenths.append((label, runs[0].rates_by_tenth()))
             builds.append((label, [run.index_build_s for run in runs]))
     print()
-    print("CPU time of the job path, by process:")
+    print("CPU time by process (a job pass counts its index build):")
     for label, split in splits:
         print(f"- {label}: {split}")
     print()
@@ -334,23 +378,6 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
             f"| {label} | {percentile(idle, 50) * 1000:.1f} | {percentile(idle, 99) * 1000:.1f} "
             f"| {percentile(busy, 50) * 1000:.1f} | {percentile(busy, 99) * 1000:.1f} | {len(idle)}, {len(busy)} |"
         )
-
-
-def cpu_list(text: str) -> frozenset[int]:
-    """'0', '0,2' or '0-3' (taskset's list form) as a set of CPU numbers."""
-    cpus: set[int] = set()
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
-    return frozenset(cpus)
-
-
-def pinning(embedder_cpus: frozenset[int]) -> dict[str, frozenset[int]]:
-    """The embedder on `embedder_cpus`, every other process of the stack on the rest."""
-    others = frozenset(os.sched_getaffinity(0)) - embedder_cpus
-    if not embedder_cpus or not others:
-        raise SystemExit(f"--embedder-cpus must leave CPUs for the rest, of {sorted(os.sched_getaffinity(0))}")
-    return {name: others for name in ("api", "worker", "search", "postgres", "redis")} | {"embedder": embedder_cpus}
 
 
 def main() -> None:
@@ -372,7 +399,7 @@ def main() -> None:
     if args.synthetic:
         texts = synthetic_texts(args.synthetic)
         corpora["synthetic short texts"] = [pb.Document(id=f"s{i}", text=t) for i, t in enumerate(texts)]
-    cpus = pinning(args.embedder_cpus) if args.embedder_cpus is not None else {}
+    cpus = embedder_apart(args.embedder_cpus) if args.embedder_cpus is not None else {}
     print(f"CPU: {cpu_description()}")
     print(
         f"worker concurrency {WorkerSettings().concurrency}, batch {ApiSettings().ingest_batch_documents} documents; "

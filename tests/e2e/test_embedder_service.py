@@ -49,6 +49,22 @@ async def test_options_control_normalization_dimensions_and_report_timing(embedd
     assert list(counts.token_counts) == list(default.token_counts) and counts.max_tokens == 256
 
 
+async def test_chunking_counts_tokens_as_counting_alone_does(embedder) -> None:
+    """Tokenize with chunk_tokens counts in its chunking pass; the counts must not change."""
+    texts = [
+        "a",
+        "Plain words.",
+        "naïve café, Zürich — 東京 and emoji 🚀🚀 too",
+        "  spaced\tout\n\ntext  ",
+        " ".join(f"word{i}" for i in range(400)),  # longer than the model's window
+    ]
+    counted = await embedder.Tokenize(pb.TokenizeRequest(texts=texts))
+    chunked = await embedder.Tokenize(pb.TokenizeRequest(texts=texts, chunk_tokens=128, chunk_overlap_tokens=16))
+    assert list(chunked.token_counts) == list(counted.token_counts)
+    assert counted.token_counts[-1] > 256 and len(chunked.chunks[-1].starts) > 1
+    assert [len(c.starts) for c in chunked.chunks[:-1]] == [1, 1, 1, 1]
+
+
 @pytest.mark.parametrize(
     ("request_message", "fragment"),
     [

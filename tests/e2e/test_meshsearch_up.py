@@ -51,7 +51,13 @@ def _read_lines(up: Up) -> None:
 
 
 @pytest.fixture
-def up(tmp_path: Path) -> Iterator[Up]:
+def extra_env() -> dict[str, str]:
+    """More environment for `meshsearch up`; a test parametrizes it to ask for more."""
+    return {}
+
+
+@pytest.fixture
+def up(tmp_path: Path, extra_env: dict[str, str]) -> Iterator[Up]:
     ports = Ports.ephemeral()
     env = {
         **os.environ,
@@ -66,6 +72,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
         "MESHSEARCH_WORKER_METRICS_PORT": str(ports.worker_metrics),
         "MESHSEARCH_API_EMBEDDER_POLICY__BREAKER_RESET_TIMEOUT_S": "1",
         "MESHSEARCH_API_SEARCH_POLICY__BREAKER_RESET_TIMEOUT_S": "1",
+        **extra_env,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "meshsearch_cli", "up"],
@@ -152,3 +159,36 @@ def test_a_service_killed_under_up_is_restarted_and_searches_succeed_again(up: U
     assert up.process.poll() is None  # the rest kept running
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(60) == 0
+
+
+def thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPU sets that the threads of process `pid` may run on (one per distinct set)."""
+    return {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.parametrize("extra_env", [{"MESHSEARCH_STACK_EMBEDDER_CPUS": "0"}])
+def test_up_runs_the_embedder_on_cpus_of_its_own_even_after_a_restart(up: Up) -> None:
+    others = frozenset(os.sched_getaffinity(0)) - {0}
+    assert others, "this test needs two CPUs"
+    assert thread_cpus(up.service_pid("embedder")) == {frozenset({0})}
+    for name in ("api", "search", "api.ingest.worker"):
+        assert thread_cpus(up.service_pid(name)) == {others}, name
+    postmaster = int((up.data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+    backends = psutil.Process(postmaster).children()
+    assert backends and all(frozenset(p.cpu_affinity()) == others for p in [psutil.Process(postmaster), *backends])
+    redis = [p for p in psutil.Process(up.process.pid).children() if "redis-server" in " ".join(p.cmdline())]
+    assert len(redis) == 1 and thread_cpus(redis[0].pid) == {others}
+
+    killed = up.service_pid("embedder")
+    os.kill(killed, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, f"the embedder was not restarted:\n{up.output}"
+        try:
+            restarted = up.service_pid("embedder")
+        except LookupError:
+            restarted = killed
+        if restarted != killed:
+            break
+        time.sleep(0.2)
+    assert thread_cpus(restarted) == {frozenset({0})}

@@ -23,7 +23,7 @@ from meshsearch.client.uploads import UploadFailed
 from meshsearch_cli.commands.jobs import follow, progress_bar
 from meshsearch_cli.corpus import CorpusDocument, stdlib_docstrings
 from meshsearch_cli.indexing import IndexingFailed
-from meshsearch_cli.stack import EmbeddedStack, Ports
+from meshsearch_cli.stack import EmbeddedStack, Ports, cpus_from_env
 from meshsearch_cli.supervisor import GaveUp, Supervisor
 
 COLLECTION = "stdlib_docs"
@@ -118,7 +118,11 @@ class _SupervisorThread(threading.Thread):
 def run_demo(data_dir: Path, limit: int) -> int:
     """Run the demo; return the process exit code (0 on success)."""
     console = Console()
-    stack = EmbeddedStack(data_dir, Ports.from_env())
+    try:
+        stack = EmbeddedStack(data_dir, Ports.from_env(), cpus=cpus_from_env())
+    except ValueError as exc:
+        console.print(f"[red]MESHSEARCH_STACK_EMBEDDER_CPUS: {exc}[/red]")
+        return 2
     console.print(
         f"starting embedded PostgreSQL, Redis, the three services and a worker (logs in {data_dir / 'logs'}) ..."
     )

@@ -65,10 +65,14 @@ def _data_dir() -> Path:
 @app.command()
 def up() -> None:
     """Run the embedded default stack (PostgreSQL, Redis, the services, a worker) until Ctrl-C."""
-    from meshsearch_cli.stack import EmbeddedStack, Ports
+    from meshsearch_cli.stack import EmbeddedStack, Ports, cpus_from_env
     from meshsearch_cli.supervisor import GaveUp, Supervisor
 
-    stack = EmbeddedStack(_data_dir(), Ports.from_env())
+    try:
+        stack = EmbeddedStack(_data_dir(), Ports.from_env(), cpus=cpus_from_env())
+    except ValueError as exc:
+        print(f"meshsearch up: MESHSEARCH_STACK_EMBEDDER_CPUS: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
     stopping = False
 
     def request_stop(*_: object) -> None:

@@ -127,6 +127,40 @@ def _wait_gone(pid: int, timeout_s: float = 10) -> None:
         time.sleep(0.05)
 
 
+EMBEDDER_CPUS_VARIABLE = "MESHSEARCH_STACK_EMBEDDER_CPUS"
+
+
+def cpu_list(text: str) -> frozenset[int]:
+    """'0', '0,2' or '0-3' (taskset's list form) as a set of CPU numbers."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise ValueError(f"not a CPU list like 0 or 0,2 or 0-3: {text!r}") from None
+    return frozenset(cpus)
+
+
+def embedder_apart(embedder_cpus: frozenset[int]) -> dict[str, frozenset[int]]:
+    """The embedder on `embedder_cpus`, every other process of the stack on the CPUs left.
+
+    Why: on one machine, the embedder's inference threads and PostgreSQL otherwise take
+    turns on the same cores, and both lose (see docs/benchmarks.md, the job path with the
+    embedder on a core of its own)."""
+    available = frozenset(os.sched_getaffinity(0))
+    others = available - embedder_cpus
+    if not embedder_cpus <= available or not others:
+        raise ValueError(f"the embedder's CPUs {sorted(embedder_cpus)} must be some, not all, of {sorted(available)}")
+    return {name: others for name in (*SERVICES, "postgres", "redis")} | {"embedder": embedder_cpus}
+
+
+def cpus_from_env() -> dict[str, frozenset[int]]:
+    """The CPU split asked for by MESHSEARCH_STACK_EMBEDDER_CPUS; none when it is unset."""
+    text = os.environ.get(EMBEDDER_CPUS_VARIABLE, "").strip()
+    return embedder_apart(cpu_list(text)) if text else {}
+
+
 @dataclass
 class Ports:
     """Every port of the stack; defaults are the services' own."""
@@ -295,7 +329,8 @@ class EmbeddedStack:
             self._start_redis()
         elif name == "postgres":
             assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
-            self._postgres.ensure_postgres_running()  # type: ignore[attr-defined]
+            with self._pinned("postgres"):
+                self._postgres.ensure_postgres_running()  # type: ignore[attr-defined]
         else:
             self.start_service(name)
 

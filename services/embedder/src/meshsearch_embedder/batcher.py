@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from meshsearch_embedder import metrics
-from meshsearch_embedder.model import EncoderBackend
+from meshsearch_embedder.model import EncoderBackend, Windows
 
 # Throughput assumed before the first batch has been measured (tokens per second).
 _INITIAL_TOKENS_PER_S = 5_000.0
@@ -168,7 +168,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_pool, self._encoder.tokenize, texts, truncate)
 
-    async def windows(self, texts: list[str], size: int, overlap: int) -> list[list[tuple[int, int]]]:
+    async def windows(self, texts: list[str], size: int, overlap: int) -> list[Windows]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_pool, self._encoder.windows, texts, size, overlap)
 

@@ -15,7 +15,7 @@ from meshsearch_common import context
 from meshsearch_common.errors import InvalidArgument, ResourceExhausted
 from meshsearch_embedder import metrics
 from meshsearch_embedder.batcher import Batcher, Embedded, Overloaded
-from meshsearch_embedder.model import ModelInfo
+from meshsearch_embedder.model import ModelInfo, Windows
 from meshsearch_embedder.selection import Selection
 
 
@@ -72,7 +72,8 @@ class EmbeddingService:
 
     async def count_tokens(self, texts: list[str], prompt_name: str) -> list[int]:
         prefix = self._validate(texts, EmbedOptions(prompt_name=prompt_name))
-        token_ids = await self._batcher.tokenize([prefix + text for text in texts], truncate=False)
+        with metrics.TOKENIZE_SECONDS.time():
+            token_ids = await self._batcher.tokenize([prefix + text for text in texts], truncate=False)
         return [len(ids) for ids in token_ids]
 
     @property
@@ -84,15 +85,16 @@ class EmbeddingService:
         """Throughput the batcher measured (0 until a batch ran), for callers' load estimates."""
         return self._batcher.throughput.tokens_per_s if self._batcher.throughput.measured else 0.0
 
-    async def windows(self, texts: list[str], size: int, overlap: int) -> list[list[tuple[int, int]]]:
-        """Spans of token windows per text (see EncoderBackend.windows); validated here."""
+    async def windows(self, texts: list[str], size: int, overlap: int) -> list[Windows]:
+        """Token counts and spans of token windows per text (see EncoderBackend.windows); validated here."""
         self._validate(texts, EmbedOptions())
         room = self.info.max_tokens - self._batcher.special_tokens
         if not 1 <= size <= room:
             raise InvalidArgument(f"chunk_tokens {size} is out of range: 1 to {room} (the model's window)")
         if overlap >= size:
             raise InvalidArgument(f"chunk_overlap_tokens {overlap} must be less than chunk_tokens {size}")
-        return await self._batcher.windows(texts, size, overlap)
+        with metrics.TOKENIZE_SECONDS.time():
+            return await self._batcher.windows(texts, size, overlap)
 
     async def embed(self, texts: list[str], options: EmbedOptions) -> Embedded:
         prefix = self._validate(texts, options)

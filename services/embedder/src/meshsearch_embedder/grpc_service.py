@@ -87,13 +87,22 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TokenizeResponse:
         texts = list(request.texts)
-        counts = await self._service.count_tokens(texts, request.prompt_name)
+        windows = (
+            await self._service.windows(texts, request.chunk_tokens, request.chunk_overlap_tokens)
+            if request.chunk_tokens
+            else []
+        )
+        # Chunking (ingestion's call) counts tokens in the same pass; a prompt changes the counts.
+        counts = (
+            [cut.tokens for cut in windows]
+            if windows and not request.prompt_name
+            else await self._service.count_tokens(texts, request.prompt_name)
+        )
         response = pb.TokenizeResponse(
             token_counts=counts,
             max_tokens=self._service.info.max_tokens,
             special_tokens=self._service.special_tokens,
         )
-        if request.chunk_tokens:
-            for spans in await self._service.windows(texts, request.chunk_tokens, request.chunk_overlap_tokens):
-                response.chunks.add(starts=[start for start, _ in spans], ends=[end for _, end in spans])
+        for cut in windows:
+            response.chunks.add(starts=[start for start, _ in cut.spans], ends=[end for _, end in cut.spans])
         return response

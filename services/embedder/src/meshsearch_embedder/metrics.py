@@ -34,7 +34,7 @@ PADDING_EFFICIENCY = Histogram(
 )
 TOKENIZE_SECONDS = Histogram(
     "meshsearch_embedder_tokenize_seconds",
-    "Tokenization time per request.",
+    "Tokenization time per request: Embed's, and Tokenize's counting and chunking.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 INFERENCE_SECONDS = Histogram(

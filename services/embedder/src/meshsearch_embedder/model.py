@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +66,14 @@ def read_json(path: Path) -> dict:  # type: ignore[type-arg]
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+class Windows(NamedTuple):
+    """One text cut for chunking: its token count (special tokens included, as `tokenize`
+    counts it) and the character spans of its windows."""
+
+    tokens: int
+    spans: list[tuple[int, int]]
+
+
 class PaddedBatch:
     """One batch as right-padded int64 arrays, the layout every backend feeds its model."""
 
@@ -107,17 +116,19 @@ class EncoderBackend(abc.ABC):
         """Tokens the tokenizer adds to every text (for BERT-like models, [CLS] and [SEP])."""
         return int(self._tokenizer.num_special_tokens_to_add(pair=False))
 
-    def windows(self, texts: list[str], size: int, overlap: int) -> list[list[tuple[int, int]]]:
+    def windows(self, texts: list[str], size: int, overlap: int) -> list[Windows]:
         """Character spans of windows of at most `size` tokens sharing `overlap` tokens, cut on
         token boundaries: a window runs from its first token's first character to its last
-        token's last character. A text that fits is one window over the whole text."""
+        token's last character. A text that fits is one window over the whole text. The token
+        counts come from the same pass, so chunking a text costs one tokenization, not two."""
         encoded = self._tokenizer(
             texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False, verbose=False
         )
+        special = self.special_tokens
         result = []
         for text, offsets in zip(texts, encoded["offset_mapping"], strict=True):
             if len(offsets) <= size:
-                result.append([(0, len(text))])
+                result.append(Windows(len(offsets) + special, [(0, len(text))]))
                 continue
             spans = []
             for first in range(0, len(offsets), size - overlap):
@@ -125,7 +136,7 @@ class EncoderBackend(abc.ABC):
                 spans.append((int(offsets[first][0]), int(offsets[last][1])))
                 if last == len(offsets) - 1:
                     break
-            result.append(spans)
+            result.append(Windows(len(offsets) + special, spans))
         return result
 
     def pad(self, batch: list[list[int]]) -> PaddedBatch:
