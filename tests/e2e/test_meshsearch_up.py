@@ -38,7 +38,10 @@ class Up:
     def service_pid(self, name: str) -> int:
         """The pid of the `python -m meshsearch_NAME` process that `up` runs now."""
         for child in psutil.Process(self.process.pid).children(recursive=True):
-            cmdline = child.cmdline()
+            try:
+                cmdline = child.cmdline()
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                continue  # one just killed, not yet reaped
             if cmdline[-2:] == ["-m", f"meshsearch_{name}"] and child.status() != psutil.STATUS_ZOMBIE:
                 return child.pid
         raise LookupError(f"no running {name} under meshsearch up:\n{self.output}")
