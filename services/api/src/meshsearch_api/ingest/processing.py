@@ -86,8 +86,7 @@ class BatchRunner:
                     completed_job = claim.job
         if completed_job is not None:
             self._leases.forget(completed_job.id)
-            with principal.acting_as(completed_job.tenant):
-                await tidy_ended_job(self._store, self._search, completed_job.id, completed_job.collection)
+            await tidy_ended_job(self._store, self._search, completed_job)
         if retry is not None:
             raise retry
 

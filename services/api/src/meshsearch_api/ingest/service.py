@@ -107,7 +107,7 @@ class Ingest:
     async def complete(self, job_id: str, total: int) -> Job:
         job = await self._store.complete_upload(job_id, total)
         if job.state is JobState.COMPLETED:  # every batch was stored before the upload's end arrived
-            await tidy_ended_job(self._store, self._search, job.id, job.collection)
+            await tidy_ended_job(self._store, self._search, job)
         return job
 
     async def get(self, job_id: str) -> Job:
@@ -130,7 +130,7 @@ class Ingest:
         """Stop the job; its staged copies go (no batch of a cancelled job is claimed again), and an
         index it deferred is built now."""
         job = await self._store.cancel(self._job_id(job_id))
-        await tidy_ended_job(self._store, self._search, job.id, job.collection)
+        await tidy_ended_job(self._store, self._search, job)
         return job
 
     async def dead_letters(self, job_id: str, page_size: int, page_token: str) -> tuple[list[DeadLetter], str]:
