@@ -45,23 +45,23 @@ def cpu_description() -> str:
     return f"{cpu_model()}, {usable_cpus()} CPUs, flags: {' '.join(present)}"
 
 
-# Where a CPU quota can be set: cgroup v2's single file, or cgroup v1's pair. Containers see
-# their own cgroup at these paths (Kubernetes' CPU limit, `docker run --cpus`).
-CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+# Where a CPU quota can be set, under the root: cgroup v2's single file, or cgroup v1's pair.
+# Containers see their own cgroup there (Kubernetes' CPU limit, `docker run --cpus`).
+_CGROUP_V2_CPU_MAX = "sys/fs/cgroup/cpu.max"
+_CGROUP_V1_QUOTA = "sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+_CGROUP_V1_PERIOD = "sys/fs/cgroup/cpu/cpu.cfs_period_us"
 
 
-def _cgroup_quota_cpus(root: Path = Path("/")) -> float | None:
+def _cgroup_quota_cpus(root: Path) -> float | None:
     """CPUs' worth of time the cgroup quota allows per period, or None without a quota."""
     try:
-        quota, period = (root / CGROUP_V2_CPU_MAX.relative_to("/")).read_text().split()[:2]
+        quota, period = (root / _CGROUP_V2_CPU_MAX).read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:
-        quota_us = int((root / CGROUP_V1_QUOTA.relative_to("/")).read_text())
-        period_us = int((root / CGROUP_V1_PERIOD.relative_to("/")).read_text())
+        quota_us = int((root / _CGROUP_V1_QUOTA).read_text())
+        period_us = int((root / _CGROUP_V1_PERIOD).read_text())
         return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
@@ -74,11 +74,9 @@ def usable_cpus(root: Path = Path("/")) -> int:
     Why not os.cpu_count(): it counts the machine's CPUs. An embedder limited to 2 CPUs on a
     64-core node would start 64 inference threads that the quota throttles in turn, and one
     pinned to a core would run two threads that wait for each other on it."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = len(os.sched_getaffinity(0))
     quota = _cgroup_quota_cpus(root)
-    if quota is not None:
-        cpus = min(cpus, max(1, math.ceil(quota)))
-    return max(1, cpus)
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
 
 
 def inference_threads(configured: int) -> int:
