@@ -27,7 +27,7 @@ from meshsearch_search.collections import CollectionStore
 from meshsearch_search.copy_format import pack_vectors, use_json_text, use_packed_vectors
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ModelIdentity, PointBatch
-from meshsearch_search.index_keeper import MAX_LEASE_S, IndexKeeper
+from meshsearch_search.index_keeper import MAX_LEASE_S, MIN_LEASE_S, IndexKeeper
 from meshsearch_search.points import PointStore, check_model
 from meshsearch_search.settings import SearchSettings
 
@@ -122,7 +122,7 @@ class BulkLoader:
     async def load(self, name: str, batches: AsyncIterator[PointBatch], model: ModelIdentity | None) -> BulkResult:
         collection = await self._collections.get(name, count=True)
         check_model(collection, model, writing=True)
-        lease_s = min(self._settings.max_statement_s, MAX_LEASE_S)
+        lease_s = min(max(self._settings.max_statement_s, MIN_LEASE_S), MAX_LEASE_S)
         initial = collection.point_count == 0 and await self._keeper.defer(name, lease_s) is not None
         try:
             written = await self._write(collection, batches, initial)

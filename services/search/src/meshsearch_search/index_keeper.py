@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Advisory lock space of index builds ("hnsw"); the second key is the collection's id.
 _BUILD_LOCK_SPACE = 0x686E7377
-MAX_LEASE_S = 3600.0
+MIN_LEASE_S, MAX_LEASE_S = 1.0, 3600.0
 # A deferral waits this long for another deferral (brief), not for a build (minutes).
 _DEFER_LOCK_WAIT_S = 5.0
 
@@ -91,8 +91,8 @@ class IndexKeeper:
         """Hold off the index of collection `name` for `lease_s` seconds, or renew a deferral in
         force; the lease's end, or None when the collection already holds points (its index
         stays) or its index is being built."""
-        if not 1.0 <= lease_s <= MAX_LEASE_S:
-            raise InvalidArgument(f"lease {lease_s:g} s is out of range: 1 s to {MAX_LEASE_S:g} s")
+        if not MIN_LEASE_S <= lease_s <= MAX_LEASE_S:
+            raise InvalidArgument(f"lease {lease_s:g} s is out of range: {MIN_LEASE_S:g} s to {MAX_LEASE_S:g} s")
         collection = await self._collections.get(name, count=True)
         async with self._session() as conn, self._build_lock(conn, collection, _DEFER_LOCK_WAIT_S) as locked:
             if not locked:
