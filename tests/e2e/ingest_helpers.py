@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import time
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -81,3 +82,11 @@ async def wait_job(channel: grpc.aio.Channel, job_id: str, timeout_s: float, unt
                 return job
         await asyncio.sleep(0.2)
     raise AssertionError(f"job {job_id} did not get there in {timeout_s}s: {job}")
+
+
+async def open_upload(ingest: pb_grpc.IngestServiceStub, collection: str) -> tuple[Any, str]:
+    """A StartIngest stream into `collection`, its start sent, and the new job's id. The stream
+    is typed Any, as the generated stub gives it, so its replies read without EOF checks."""
+    call = ingest.StartIngest()
+    await call.write(pb.StartIngestRequest(start=pb.IngestOptions(collection=collection)))
+    return call, (await call.read()).job_id

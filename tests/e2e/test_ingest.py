@@ -18,7 +18,7 @@ from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_api.settings import ApiSettings, WorkerSettings
 from meshsearch_cli.stack import EmbeddedStack
 from tests.e2e.clients import ApiClient
-from tests.e2e.ingest_helpers import assert_stored_exactly_once, sentences, stored_hashes, wait_job
+from tests.e2e.ingest_helpers import assert_stored_exactly_once, open_upload, sentences, stored_hashes, wait_job
 
 
 @pytest.fixture
@@ -74,9 +74,7 @@ async def test_an_interrupted_upload_resumes_where_the_server_stopped(
 ) -> None:
     await api.create("ingest_resume")
     documents = sentences(600, salt="resume-")
-    call = ingest.StartIngest()
-    await call.write(pb.StartIngestRequest(start=pb.IngestOptions(collection="ingest_resume")))
-    job_id = (await call.read()).job_id
+    call, job_id = await open_upload(ingest, "ingest_resume")
     for start in (0, 200):
         await call.write(
             pb.StartIngestRequest(batch=pb.IngestBatch(first_sequence=start, documents=documents[start : start + 200]))
@@ -109,9 +107,7 @@ async def test_an_interrupted_upload_resumes_where_the_server_stopped(
 
 async def test_complete_must_match_what_the_server_holds(api: ApiClient, ingest: pb_grpc.IngestServiceStub) -> None:
     await api.create("ingest_total")
-    call = ingest.StartIngest()
-    await call.write(pb.StartIngestRequest(start=pb.IngestOptions(collection="ingest_total")))
-    await call.read()
+    call, _ = await open_upload(ingest, "ingest_total")
     await call.write(pb.StartIngestRequest(batch=pb.IngestBatch(documents=sentences(10))))
     await call.read()
     await call.write(pb.StartIngestRequest(complete=pb.UploadComplete(total_documents=12)))
@@ -159,9 +155,7 @@ async def test_cancel_stops_a_job_and_its_upload(api: ApiClient, ingest: pb_grpc
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
     # A job cancelled during its upload takes no more documents, now or on resumption.
-    call = ingest.StartIngest()
-    await call.write(pb.StartIngestRequest(start=pb.IngestOptions(collection="ingest_cancel")))
-    job_id = (await call.read()).job_id
+    call, job_id = await open_upload(ingest, "ingest_cancel")
     await call.write(pb.StartIngestRequest(batch=pb.IngestBatch(documents=documents[:10])))
     await call.read()
     await ingest.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=10)
@@ -300,9 +294,7 @@ async def test_a_job_does_not_write_into_a_collection_created_again_under_its_na
 ) -> None:
     await api.create("ingest_reborn")
     documents = sentences(60, salt="reborn-")
-    call = ingest.StartIngest()
-    await call.write(pb.StartIngestRequest(start=pb.IngestOptions(collection="ingest_reborn")))
-    job_id = (await call.read()).job_id
+    call, job_id = await open_upload(ingest, "ingest_reborn")
     await call.write(pb.StartIngestRequest(batch=pb.IngestBatch(first_sequence=0, documents=documents[:50])))
     assert (await call.read()).acknowledged == 50
     call.cancel()  # the client goes away mid-upload, its 50 documents are stored in the background
@@ -322,9 +314,7 @@ async def test_a_job_into_an_empty_collection_defers_its_index_until_the_job_end
 ) -> None:
     await api.create("ingest_deferred")
     documents = sentences(300, salt="deferred-")
-    call = ingest.StartIngest()
-    await call.write(pb.StartIngestRequest(start=pb.IngestOptions(collection="ingest_deferred")))
-    job_id = (await call.read()).job_id
+    call, job_id = await open_upload(ingest, "ingest_deferred")
     for start in (0, 150):
         batch = pb.IngestBatch(first_sequence=start, documents=documents[start : start + 150])
         await call.write(pb.StartIngestRequest(batch=batch))
