@@ -29,10 +29,22 @@ class MeshError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str, *, field: str = "", reason: str = "") -> None:
+        message, field = _bounded(message), _bounded(field)
         super().__init__(message)
         self.message = message
         self.field = field
         self.reason = reason or self.code.name
+
+
+# A message or field name may quote the caller's input (a name, an id); it goes out in the
+# trailers, which gRPC clients cap (8 KiB by default), so a huge input must not make it huge.
+MAX_MESSAGE_CHARS = 1024
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return f"{text[: MAX_MESSAGE_CHARS - 40]}... ({len(text) - MAX_MESSAGE_CHARS + 40} more characters)"
 
 
 class InvalidArgument(MeshError):
@@ -137,6 +149,12 @@ CALLER_ERRORS: dict[grpc.StatusCode, type[MeshError]] = {
     grpc.StatusCode.CANCELLED: Cancelled,
 }
 CALLER_ERROR_CODES: frozenset[grpc.StatusCode] = frozenset(CALLER_ERRORS)
+# What a client may never retry unchanged: its request is wrong, or the method is unknown to
+# the server. CANCELLED is not among them: a client that did not cancel got it from a server
+# shutting down, and may try again.
+FINAL_CODES: frozenset[grpc.StatusCode] = (CALLER_ERROR_CODES - {grpc.StatusCode.CANCELLED}) | {
+    grpc.StatusCode.UNIMPLEMENTED
+}
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 

@@ -30,6 +30,7 @@ from meshsearch_api.domain import (
 from meshsearch_api.ingest.model import DeadLetter, Estimate, Job, JobState, Priority, Progress
 from meshsearch_common import vectors
 from meshsearch_common.errors import enum_member, finite
+from meshsearch_common.json_values import python_value
 
 # --- shared ----------------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ def collection_out(info: CollectionInfo) -> pb.Collection:
 
 
 def document_in(message: pb.Document) -> Document:
-    metadata = json_format.MessageToDict(message.metadata) if message.HasField("metadata") else {}
+    metadata = python_value(message.metadata, "metadata") if message.HasField("metadata") else {}
     return Document(message.id, message.text, metadata)
 
 

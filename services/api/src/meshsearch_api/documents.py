@@ -22,9 +22,7 @@ from meshsearch_common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-
-MAX_ID_CHARS = 256
-
+from meshsearch_common.identifiers import MAX_DOCUMENT_ID_CHARS, document_id_problem
 
 # Share of a search's remaining time the query's embedding may take when keyword search could
 # answer instead: the rest is kept for the fallback, so a frozen embedder degrades the answer
@@ -48,14 +46,16 @@ class Problem(NamedTuple):
 
 def document_problem(document: Document, max_text_bytes: int) -> Problem | None:
     """The same rules for IndexDocuments, uploads and their estimates."""
-    if not 1 <= len(document.id) <= MAX_ID_CHARS:
-        return Problem("id_length", f"id must be 1 to {MAX_ID_CHARS} characters")
+    id_problem = document_id_problem(document.id)
+    if id_problem:
+        too_long_or_empty = not 1 <= len(document.id) <= MAX_DOCUMENT_ID_CHARS
+        return Problem("id_length" if too_long_or_empty else "nul_characters", id_problem)
     if not document.text.strip():
         return Problem("empty_text", "text is empty; every document needs non-whitespace text")
     if len(document.text.encode("utf-8")) > max_text_bytes:
         return Problem("max_text_bytes", f"text exceeds the limit of {max_text_bytes} bytes")
-    if "\x00" in document.text or "\x00" in document.id:
-        return Problem("nul_characters", "id and text must not contain NUL characters")
+    if "\x00" in document.text:
+        return Problem("nul_characters", "text must not contain NUL characters")
     if "\\u0000" in json.dumps(document.metadata):
         return Problem("nul_characters", "metadata must not contain NUL characters")
     return None

@@ -10,11 +10,11 @@ import json
 import grpc
 import numpy as np
 import numpy.typing as npt
-from google.protobuf import json_format
 
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch_common import vectors
 from meshsearch_common.errors import InvalidArgument, finite
+from meshsearch_common.json_values import python_value
 from meshsearch_search.domain import (
     Chunk,
     Collection,
@@ -90,7 +90,7 @@ def point_in(message: pb.Point) -> Point:
             chunks.append(Chunk(vector_in(chunk.vector, f"chunks[{index}].vector"), chunk.start, chunk.end))
     except InvalidArgument as exc:
         problem = exc.message
-    metadata = json_format.MessageToDict(message.metadata) if message.HasField("metadata") else {}
+    metadata = python_value(message.metadata, "metadata") if message.HasField("metadata") else {}
     return Point(
         id=message.id, text=message.text, metadata=metadata, vector=vector, vector_problem=problem, chunks=tuple(chunks)
     )
@@ -140,8 +140,10 @@ def rows_to_batch(messages) -> PointBatch:  # type: ignore[no-untyped-def]
         vectors=np.stack(rows) if rows else np.zeros((0, 1), np.float32),
         texts=[m.text for m in messages],
         metadata_json=[
-            json.dumps(json_format.MessageToDict(m.metadata), separators=(",", ":")) if m.HasField("metadata") else "{}"
-            for m in messages
+            json.dumps(python_value(m.metadata, f"points[{index}].metadata"), separators=(",", ":"))
+            if m.HasField("metadata")
+            else "{}"
+            for index, m in enumerate(messages)
         ],
     )
 
@@ -193,10 +195,10 @@ def condition_in(message: pb.Condition) -> FieldCondition | Filter:
     field = message.field
     kind = field.WhichOneof("match")
     if kind == "eq":
-        return FieldCondition(field.key, "eq", json_format.MessageToDict(field.eq))
+        return FieldCondition(field.key, "eq", python_value(field.eq, "filter"))
     if kind == "in":
         values = getattr(field, "in").values  # `in` is a Python keyword
-        return FieldCondition(field.key, "in", [json_format.MessageToDict(v) for v in values])
+        return FieldCondition(field.key, "in", [python_value(v, "filter") for v in values])
     if kind == "range":
         bounds = {name: getattr(field.range, name) for name in ("gt", "gte", "lt", "lte") if field.range.HasField(name)}
         return FieldCondition(field.key, "range", bounds)

@@ -13,6 +13,7 @@ from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc as pb_grpc
 from meshsearch_common import vectors
 from meshsearch_common.errors import InvalidArgument, enum_member
+from meshsearch_common.identifiers import check_document_ids
 from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
 from meshsearch_search import conversions
@@ -147,9 +148,10 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
     async def DeferIndex(
         self, request: pb.DeferIndexRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeferIndexResponse:
-        until = await self._checked(request).indexes.defer(
-            request.collection, request.lease.ToTimedelta().total_seconds()
-        )
+        # From the fields, not ToTimedelta(), which overflows on a lease of centuries; the keeper
+        # refuses whatever lies outside its range.
+        lease_s = request.lease.seconds + request.lease.nanos / 1e9
+        until = await self._checked(request).indexes.defer(request.collection, lease_s)
         response = pb.DeferIndexResponse(deferred=until is not None)
         if until is not None:
             response.deferred_until.FromDatetime(until)
@@ -162,6 +164,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         return pb.BuildIndexResponse()
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetResponse:
+        check_document_ids(request.ids, "ids")
         points, missing = await self._checked(request).points.get(
             request.collection, list(request.ids), request.include_vectors
         )
@@ -170,6 +173,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         return response
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.DeleteResponse:
+        check_document_ids(request.ids, "ids")
         node = conversions.filter_in(request.filter) if request.HasField("filter") else None
         count = await self._checked(request).points.delete(request.collection, list(request.ids), node)
         return pb.DeleteResponse(deleted_count=count)

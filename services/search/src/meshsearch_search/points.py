@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from meshsearch_common import pages
 from meshsearch_common.errors import FailedPrecondition, InvalidArgument
+from meshsearch_common.identifiers import document_id_problem
 from meshsearch_search import keyword, receipts
 from meshsearch_search.collections import CollectionStore
 from meshsearch_search.db import Database
@@ -22,7 +23,6 @@ from meshsearch_search.filters import Filter, FilterLimits, compile_filter
 from meshsearch_search.receipts import check_receipt
 from meshsearch_search.settings import SearchSettings
 
-MAX_ID_CHARS = 256
 T = TypeVar("T")
 
 
@@ -196,8 +196,9 @@ class PointStore:
         self, collection: Collection, point_id: str, text: str, metadata_bytes: int, dimension: int
     ) -> str | None:
         """The checks every stored point passes, on plain values (shared by Upsert and bulk loads)."""
-        if not 1 <= len(point_id) <= MAX_ID_CHARS:
-            return f"id must be 1 to {MAX_ID_CHARS} characters"
+        id_problem = document_id_problem(point_id)
+        if id_problem:
+            return id_problem
         if dimension != collection.spec.dimension:
             return (
                 f"vector has dimension {dimension} but collection '{collection.spec.name}' "
@@ -205,8 +206,8 @@ class PointStore:
             )
         if len(text) > self.limits.max_text_bytes // 4 and len(text.encode("utf-8")) > self.limits.max_text_bytes:
             return f"text exceeds the limit of {self.limits.max_text_bytes} bytes"
-        if "\x00" in text or "\x00" in point_id:
-            return "id and text must not contain NUL characters"
+        if "\x00" in text:
+            return "text must not contain NUL characters"
         if metadata_bytes > self.limits.max_metadata_bytes:
             return f"metadata exceeds the limit of {self.limits.max_metadata_bytes} bytes as JSON"
         return None
@@ -281,6 +282,7 @@ class PointStore:
     async def delete_receipts(self, name: str, prefix: str) -> int:
         if not prefix:
             raise InvalidArgument("prefix must not be empty; receipts are forgotten by their writer's prefix")
+        check_receipt(prefix, "prefix")
 
         async def forget(collection: Collection) -> int:
             async with self._db.transaction() as conn:

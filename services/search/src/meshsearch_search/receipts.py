@@ -28,9 +28,10 @@ CREATE TABLE meshsearch_receipts (
 """
 
 
-def check_receipt(receipt: str) -> None:
+def check_receipt(receipt: str, field: str = "receipt") -> None:
+    """A receipt, or a prefix of receipts, has their one form."""
     if not RECEIPT_PATTERN.match(receipt):
-        raise InvalidArgument("a receipt must be 1 to 200 printable ASCII characters without spaces", field="receipt")
+        raise InvalidArgument(f"{field} must be 1 to 200 printable ASCII characters without spaces", field=field)
 
 
 async def record(conn: psycopg.AsyncConnection, collection: Collection, receipt: str, points: int) -> bool:

@@ -17,6 +17,7 @@ from meshsearch_api.auth.key_store import KeyStore, StoredKey
 from meshsearch_api.auth.principal import Role
 from meshsearch_common import names, pages
 from meshsearch_common.errors import InvalidArgument, PermissionDenied, finite
+from meshsearch_common.identifiers import check_key_id
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,16 @@ class KeyAdmin:
     async def list(self, tenant: str, page_size: int, page_token: str) -> tuple[list[StoredKey], str]:
         owner = self._tenant(tenant)
         size = pages.checked_size(page_size)
-        after = pages.decode(page_token, "page_token") if page_token else ""
+        after = pages.decode_position(page_token, "page_token", check_key_id) if page_token else None
         found, more = await self._store.list(owner, size, after)
-        return found, pages.encode(found[-1].key_id) if more else ""
+        if not more:
+            return found, ""
+        last = found[-1]
+        assert last.create_time is not None  # a stored key always has one
+        return found, pages.encode_position(last.create_time, last.key_id)
 
     async def revoke(self, key_id: str) -> StoredKey:
-        if not key_id:
-            raise InvalidArgument("key_id is required", field="key_id")
+        check_key_id(key_id)
         caller = principal.current()
         revoked = await self._store.revoke(key_id, None if caller.system else caller.tenant)
         if self._authenticator is not None:

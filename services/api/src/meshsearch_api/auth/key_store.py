@@ -11,7 +11,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from meshsearch_api.auth.principal import Role
-from meshsearch_api.ingest.database import database_errors
+from meshsearch_api.database import KEYS
+from meshsearch_common.database import database_errors
 from meshsearch_common.errors import NotFound
 
 _COLUMNS = "key_id, tenant, roles, name, secret_hash, read_per_s, write_per_s, create_time, revoke_time, expire_time"
@@ -54,7 +55,7 @@ class KeyStore:
         self._pool = pool
 
     async def insert(self, key: StoredKey) -> StoredKey:
-        async with database_errors(), self._pool.connection() as conn:
+        async with database_errors(self._pool, KEYS), self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
                 "INSERT INTO meshsearch_api_keys "
@@ -76,30 +77,31 @@ class KeyStore:
             return _key(row)
 
     async def find(self, key_id: str) -> StoredKey | None:
-        async with database_errors(), self._pool.connection() as conn:
+        async with database_errors(self._pool, KEYS), self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(f"SELECT {_COLUMNS} FROM meshsearch_api_keys WHERE key_id = %s", (key_id,))
             row = await cursor.fetchone()
             return _key(row) if row else None
 
-    async def list(self, tenant: str, limit: int, after: str) -> tuple[list[StoredKey], bool]:
-        """The tenant's keys oldest first, after key id `after` ("" from the start); and whether
-        more follow."""
-        async with database_errors(), self._pool.connection() as conn:
+    async def list(self, tenant: str, limit: int, after: tuple[datetime, str] | None) -> tuple[list[StoredKey], bool]:
+        """The tenant's keys oldest first, after the (creation time, key id) position `after`
+        (None from the start); and whether more follow. The position is compared, never looked
+        up, so no key id of another tenant changes what a page holds."""
+        created, key_id = after or (None, "")
+        async with database_errors(self._pool, KEYS), self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
                 f"SELECT {_COLUMNS} FROM meshsearch_api_keys WHERE tenant = %s AND "
-                "(%s = '' OR (create_time, key_id) > "
-                "(SELECT create_time, key_id FROM meshsearch_api_keys WHERE key_id = %s)) "
+                "(%s::timestamptz IS NULL OR (create_time, key_id) > (%s::timestamptz, %s)) "
                 "ORDER BY create_time, key_id LIMIT %s",
-                (tenant, after, after, limit + 1),
+                (tenant, created, created, key_id, limit + 1),
             )
             rows = await cursor.fetchall()
         return [_key(row) for row in rows[:limit]], len(rows) > limit
 
     async def revoke(self, key_id: str, tenant: str | None) -> StoredKey:
         """Revoke a key of `tenant` (any tenant's when None); revoking twice keeps the first time."""
-        async with database_errors(), self._pool.connection() as conn:
+        async with database_errors(self._pool, KEYS), self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
                 "UPDATE meshsearch_api_keys SET revoke_time = coalesce(revoke_time, clock_timestamp()) "

@@ -14,8 +14,10 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from meshsearch_common.identifiers import KEY_ID_FORM
+
 PREFIX = "msk_"
-KEY_PATTERN = re.compile(r"^msk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+KEY_PATTERN = re.compile(rf"^msk_({KEY_ID_FORM})_([A-Za-z0-9_-]{{43}})$")
 MAX_CREDENTIAL_CHARS = 512  # longer authorization values are refused before any parsing
 
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 "low memory" profile

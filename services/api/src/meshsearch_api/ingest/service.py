@@ -9,7 +9,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 
 import procrastinate
 
@@ -25,6 +24,7 @@ from meshsearch_api.ingest.tidy import tidy_ended_job
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common import pages
 from meshsearch_common.errors import FailedPrecondition, InvalidArgument, MeshError
+from meshsearch_common.identifiers import check_job_id, check_text, parse_sequence
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,6 @@ class Ingest:
         self._max_documents = max_documents_per_message
         self._max_text_bytes = max_text_bytes
 
-    @staticmethod
-    def _job_id(job_id: str) -> str:
-        if not job_id:
-            raise InvalidArgument("job_id is required", field="job_id")
-        return job_id
-
     async def start(self, collection: str, priority: Priority) -> Job:
         if not collection:
             raise InvalidArgument("start.collection is required", field="start.collection")
@@ -71,7 +65,7 @@ class Ingest:
 
     async def resume(self, job_id: str) -> Job:
         """The job whose upload continues; an ended job's upload cannot (unless it was complete)."""
-        job = await self._store.get_job(self._job_id(job_id))
+        job = await self._store.get_job(check_job_id(job_id, "resume_job_id"))
         if job.ended and not job.upload_complete:
             raise FailedPrecondition(
                 f"job '{job_id}' is {job.state.value}; its upload cannot continue: start a new job",
@@ -111,25 +105,18 @@ class Ingest:
         return job
 
     async def get(self, job_id: str) -> Job:
-        return await self._store.get_job(self._job_id(job_id))
+        return await self._store.get_job(check_job_id(job_id))
 
     async def list_jobs(self, collection: str, page_size: int, page_token: str) -> tuple[list[Job], str]:
         size = pages.checked_size(page_size)
-        after = None
-        if page_token:
-            created, _, job_id = pages.decode(page_token, "page_token").partition("|")
-            try:
-                after = (datetime.fromisoformat(created), job_id)
-            except ValueError:
-                raise InvalidArgument("page_token is not one this server issued", field="page_token") from None
-        jobs, last = await self._store.list_jobs(collection, size, after)
-        token = pages.encode(f"{last[0].isoformat()}|{last[1]}") if last else ""
-        return jobs, token
+        after = pages.decode_position(page_token, "page_token", check_job_id) if page_token else None
+        jobs, last = await self._store.list_jobs(check_text(collection, "collection"), size, after)
+        return jobs, pages.encode_position(*last) if last else ""
 
     async def cancel(self, job_id: str) -> Job:
         """Stop the job; its staged copies go (no batch of a cancelled job is claimed again), and an
         index it deferred is built now."""
-        job = await self._store.cancel(self._job_id(job_id))
+        job = await self._store.cancel(check_job_id(job_id))
         await tidy_ended_job(self._store, self._search, job)
         return job
 
@@ -137,15 +124,12 @@ class Ingest:
         size = pages.checked_size(page_size)
         after = -1
         if page_token:
-            key = pages.decode(page_token, "page_token")
-            if not key.isdigit():
-                raise InvalidArgument("page_token is not one this server issued", field="page_token")
-            after = int(key)
-        letters, last = await self._store.dead_letters(self._job_id(job_id), size, after)
+            after = parse_sequence(pages.decode(page_token, "page_token"), "page_token")
+        letters, last = await self._store.dead_letters(check_job_id(job_id), size, after)
         return letters, pages.encode(str(last)) if last is not None else ""
 
     async def redrive(self, job_id: str) -> tuple[int, Job]:
-        count, batch_ids, priority = await self._store.redrive(self._job_id(job_id))
+        count, batch_ids, priority = await self._store.redrive(check_job_id(job_id))
         await queue.enqueue(self._app, self._store, batch_ids, priority)
         return count, await self._store.get_job(job_id)
 
