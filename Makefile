@@ -3,6 +3,7 @@
 #   make test    set up, check contracts, run every test (real PostgreSQL, Redis, model, gRPC)
 #   make bench   run the benchmarks under bench/ (see docs/benchmarks.md)
 #   make chaos   the full fault test of ingestion: kill -9 every process during jobs, check exactly-once
+#   make fuzz    10,000 generated requests per service, none may end UNKNOWN or INTERNAL
 
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
@@ -13,7 +14,7 @@ PACKAGES  := -e libs/common[dev] -e services/embedder[onnx,openvino] -e services
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 
-.PHONY: setup node-client node-check demo up test unit chaos lint typecheck protos protos-check buf-lint buf-breaking bench clean \
+.PHONY: setup node-client node-check demo up test unit chaos fuzz lint typecheck protos protos-check buf-lint buf-breaking bench clean \
 	deploy-check images compose-test locks dashboard
 # The Kubernetes version the manifests are validated against.
 K8S_VERSION ?= 1.33.0
@@ -56,6 +57,10 @@ unit: setup
 # `make test` runs the short form of the same test (one round, 3,000 documents, fast failure detection).
 chaos: setup
 	MESHSEARCH_CHAOS=full $(PY) -m pytest -c tests/pytest.ini tests/e2e/test_ingest_faults.py
+
+# `make test` runs the short form (1,000 generated requests per service).
+fuzz: setup
+	MESHSEARCH_FUZZ=full $(PY) -m pytest -c tests/pytest.ini tests/e2e/test_rpc_fuzz.py
 
 lint: setup buf-lint
 	$(VENV)/bin/ruff check --config libs/common/ruff.toml libs services tests bench

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from procrastinate.jobs import Job as QueuedJob
 
 from meshsearch_api.ingest.index_leases import IndexLeases
-from meshsearch_api.ingest.processing import RetryBatch, RetryPolicy
+from meshsearch_api.ingest.processing import BatchRetryPolicy, RetryBatch
 from meshsearch_api.ingest.queue import BatchRetry
 from meshsearch_api.ingest.store import batch_receipt, batches_of, job_receipt_prefix
 from meshsearch_cli.sources import Fields, Source, SourceError
@@ -32,7 +32,7 @@ def test_batches_are_bounded_by_documents_and_bytes() -> None:
 
 
 def test_backoff_grows_to_its_ceiling_with_jitter() -> None:
-    policy = RetryPolicy(max_attempts=8, initial_backoff_s=1, max_backoff_s=10)
+    policy = BatchRetryPolicy(max_attempts=8, initial_backoff_s=1, max_backoff_s=10)
     for attempts, ceiling in ((1, 1), (2, 2), (3, 4), (4, 8), (5, 10), (9, 10)):
         delays = {policy.backoff_s(attempts) for _ in range(50)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)

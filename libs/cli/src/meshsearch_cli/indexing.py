@@ -25,6 +25,7 @@ import grpc
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch_common.backoff import Backoff, Jitter
 from meshsearch_common.errors import retry_after_of
 
 # Share of a call's latency that the embedder's backlog ahead of it makes up, below which one
@@ -33,6 +34,7 @@ GROW_BELOW_QUEUE_SHARE = 0.3
 # ...and above which calls mostly wait, so one fewer is as fast.
 SHRINK_ABOVE_QUEUE_SHARE = 0.6
 RETRY_JITTER = 0.5
+UNAVAILABLE_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, jitter=Jitter.EQUAL)
 
 
 @dataclass
@@ -110,7 +112,7 @@ class Indexer:
                 if code == grpc.StatusCode.UNAVAILABLE and unavailable < self.max_unavailable_retries:
                     unavailable += 1
                     self.stats.unavailable += 1
-                    await self.sleep(min(10.0, 0.25 * 2**unavailable) * random.uniform(0.5, 1.0))
+                    await self.sleep(UNAVAILABLE_BACKOFF.delay_s(unavailable))
                     continue
                 raise IndexingFailed(code, error.details() or "") from None
             self.concurrency.on_answer(response.load.embedder_backlog_seconds, time.perf_counter() - started)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from meshsearch_cli.stack import EmbeddedStack
+from meshsearch_common.backoff import Backoff, Jitter
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class RestartPolicy:
 
     def backoff_s(self, crashes_in_a_row: int) -> float:
         """Delay before the restart that follows the n-th crash in a row (n >= 1)."""
-        return min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** (crashes_in_a_row - 1))
+        return Backoff(self.initial_backoff_s, self.max_backoff_s, Jitter.NONE).delay_s(crashes_in_a_row)
 
 
 class GaveUp(RuntimeError):

@@ -22,12 +22,12 @@ from meshsearch_api.auth.key_store import KeyStore
 from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.auth.rate_limits import RateLimiter
 from meshsearch_api.catalog import Catalog
+from meshsearch_api.database import open_pool
 from meshsearch_api.documents import DocumentLimits, Documents
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_api.grpc_service import CollectionServicer, Core, DocumentServicer, SearchServicer
 from meshsearch_api.ingest import queue
-from meshsearch_api.ingest.database import open_pool
 from meshsearch_api.ingest.grpc_service import IngestServicer
 from meshsearch_api.ingest.service import Ingest
 from meshsearch_api.ingest.store import JobStore

@@ -8,10 +8,7 @@ every query added about 0.5 ms, as much as the query itself on a small collectio
 
 Every statement is bounded by the caller's deadline (statement_timeout), and so is the wait for
 a connection, which ends early enough to answer before the deadline. Driver failures become
-domain errors: a pool whose every connection stays busy past that wait is RESOURCE_EXHAUSTED
-(the database is healthy, just saturated: retry shortly); a lost server or a refused
-connection is UNAVAILABLE (the pools reconnect by themselves once PostgreSQL is back); a
-statement stopped by its timeout is DEADLINE_EXCEEDED.
+domain errors by the mesh's one mapping (`meshsearch_common.database`).
 """
 
 from __future__ import annotations
@@ -19,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import psycopg
 import psycopg_pool
-from psycopg import errors as pg_errors
 
 from meshsearch_common import context
-from meshsearch_common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from meshsearch_common.database import DatabaseRole, database_errors
+from meshsearch_common.errors import DeadlineExceeded
 
 log = logging.getLogger(__name__)
 
@@ -45,40 +42,8 @@ def _statement_timeout_ms(budget_s: float, exact: bool) -> int:
     return fitting[-1] if fitting else budget_ms
 
 
-# Retry hint given when every pooled connection is busy: about one statement's time.
-_POOL_BUSY_RETRY_S = 0.1
-
-
-def _pool_saturated(pool: psycopg_pool.AsyncConnectionPool) -> bool:
-    """Every connection the pool may hold exists and is checked out: the database is up and busy.
-    (While PostgreSQL is down, broken connections are discarded, so the pool is not full.)"""
-    stats = pool.get_stats()
-    return stats.get("pool_size", 0) >= pool.max_size and stats.get("pool_available", 0) == 0
-
-
-@contextlib.contextmanager
-def _database_errors(pool: psycopg_pool.AsyncConnectionPool) -> Iterator[None]:
-    try:
-        yield
-    except pg_errors.QueryCanceled as exc:
-        raise DeadlineExceeded(f"database statement exceeded the call's deadline: {exc}") from None
-    except psycopg_pool.TooManyRequests:
-        raise ResourceExhausted(
-            f"more than {pool.max_waiting} requests are already waiting for a connection of the {pool.name} "
-            "pool; retry shortly",
-            retry_after_s=_POOL_BUSY_RETRY_S,
-        ) from None
-    except psycopg_pool.PoolTimeout as exc:
-        if _pool_saturated(pool):
-            raise ResourceExhausted(
-                f"all {pool.max_size} database connections of the {pool.name} pool stayed busy for as long as "
-                "the deadline allowed; retry shortly or raise MESHSEARCH_SEARCH_POOL_MAX_SIZE",
-                retry_after_s=_POOL_BUSY_RETRY_S,
-            ) from None
-        raise Unavailable(f"database is unavailable: no connection within the deadline ({exc})") from None
-    except (psycopg.OperationalError, pg_errors.AdminShutdown, pg_errors.CannotConnectNow) as exc:
-        log.warning("database unavailable", extra={"error": str(exc)})
-        raise Unavailable(f"database is unavailable: {str(exc).strip() or type(exc).__name__}") from None
+# How this service names its database's failures (the reason is UNAVAILABLE's own, as it always was).
+SEARCH_DATABASE = DatabaseRole("database", "UNAVAILABLE", "MESHSEARCH_SEARCH_POOL_MAX_SIZE")
 
 
 class Database:
@@ -117,7 +82,7 @@ class Database:
         """A write-pool connection in a transaction; `settings` are transaction-local."""
         budget, wait = self._budget(max_statement_s)
         gucs = {"statement_timeout": str(_statement_timeout_ms(budget, exact=True)), **(settings or {})}
-        with _database_errors(self.write_pool):
+        with database_errors(self.write_pool, SEARCH_DATABASE):
             async with self.write_pool.connection(timeout=wait) as conn:
                 async with conn.transaction():
                     await conn.execute(
@@ -133,7 +98,7 @@ class Database:
         so that nothing one query set leaks into the next."""
         budget, wait = self._budget(None)
         desired = {"statement_timeout": str(_statement_timeout_ms(budget, exact=False)), **settings}
-        with _database_errors(self.read_pool):
+        with database_errors(self.read_pool, SEARCH_DATABASE):
             async with self.read_pool.connection(timeout=wait) as conn:
                 applied = self._session_settings.setdefault(conn, {})
                 changes = {name: value for name, value in desired.items() if applied.get(name) != value}

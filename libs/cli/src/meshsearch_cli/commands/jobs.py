@@ -12,13 +12,15 @@ from rich.table import Column, Table
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_cli.console import PARTIAL, TargetOption, connect, out, run_async
+from meshsearch_common.backoff import Backoff, Jitter
+from meshsearch_common.errors import FINAL_CODES
 
 app = typer.Typer(
     help="Follow, list, cancel ingest jobs, and read or redrive their dead letters.", no_args_is_help=True
 )
 # A watch that breaks for these reasons is opened again (the job is unaffected).
-REWATCH = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED}
 MAX_REWATCHES = 30
+REWATCH_BACKOFF = Backoff(initial_s=1.0, max_s=10.0, jitter=Jitter.NONE)
 JobArgument = typer.Argument(..., help="Job id (from `meshsearch ingest` or `jobs list`).")
 
 
@@ -85,9 +87,9 @@ async def follow(stub: pb_grpc.IngestServiceStub, job_id: str, progress: Progres
             return job
         except grpc.aio.AioRpcError as error:
             failures += 1
-            if error.code() not in REWATCH or failures > MAX_REWATCHES:
+            if error.code() in FINAL_CODES or failures > MAX_REWATCHES:
                 raise
-            await asyncio.sleep(min(10.0, 0.5 * 2**failures))
+            await asyncio.sleep(REWATCH_BACKOFF.delay_s(failures))
 
 
 def progress_bar() -> Progress:

@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from meshsearch.api.v1 import api_pb2 as pb
+from meshsearch.client.requests import SERVER_DEFAULT_TOP_K
 from meshsearch_cli.console import TargetOption, connect, fail, out, run_async
 
 MODES = {"vector": pb.SEARCH_MODE_VECTOR, "keyword": pb.SEARCH_MODE_KEYWORD, "hybrid": pb.SEARCH_MODE_HYBRID}
@@ -25,7 +26,9 @@ def snippet(hit: pb.SearchHit) -> str:
 async def search(
     query: str = typer.Argument(..., help="What to look for, in natural language."),
     collection: str = typer.Option(..., "--collection", "-c", help="Collection to search."),
-    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="How many results."),
+    top_k: int = typer.Option(
+        SERVER_DEFAULT_TOP_K, "--top-k", "-k", min=0, help="How many results; 0 takes the server's default (10)."
+    ),
     mode: str = typer.Option("vector", help="vector (by meaning), keyword (BM25) or hybrid (both)."),
     target: str = TargetOption,
 ) -> None:

@@ -18,6 +18,7 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch.client import aio_interceptors, requests
 from meshsearch.client.connection import Connection
 from meshsearch.client.policy import CallPolicy
+from meshsearch.client.requests import SERVER_DEFAULT_TOP_K
 from meshsearch.client.retries import RetryPolicy
 from meshsearch.client.sync_interceptors import PolicyInterceptor
 from meshsearch.client.uploads import UploadResult, upload
@@ -84,7 +85,7 @@ class AsyncClient(_Stubs):
         self,
         collection: str,
         query: str,
-        top_k: int = 10,
+        top_k: int = SERVER_DEFAULT_TOP_K,
         mode: pb.SearchMode = pb.SEARCH_MODE_VECTOR,
         search_filter: pb.Filter | None = None,
     ) -> pb.SearchResponse:
@@ -157,7 +158,7 @@ class Client(_Stubs):
         self,
         collection: str,
         query: str,
-        top_k: int = 10,
+        top_k: int = SERVER_DEFAULT_TOP_K,
         mode: pb.SearchMode = pb.SEARCH_MODE_VECTOR,
         search_filter: pb.Filter | None = None,
     ) -> pb.SearchResponse:

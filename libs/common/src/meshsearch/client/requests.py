@@ -6,6 +6,10 @@ from collections.abc import Iterable, Mapping
 
 from meshsearch.api.v1 import api_pb2 as pb
 
+# SearchRequest.top_k 0: as many results as the server's default (its one source is the api's
+# MESHSEARCH_API_DEFAULT_TOP_K), so no client keeps a default of its own.
+SERVER_DEFAULT_TOP_K = 0
+
 
 def create_collection(collection: str | pb.Collection) -> pb.CreateCollectionRequest:
     """A collection by name with the server's defaults, or fully described."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from meshsearch_common.backoff import Backoff, Jitter
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -55,8 +57,8 @@ def delay_before_retry(
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after_s is not None:
         delay = retry_after_s * draw(1.0, 1.2)
     elif code == grpc.StatusCode.UNAVAILABLE and idempotent:
-        backoff = min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempts_made - 1))
-        delay = max(retry_after_s or 0.0, draw(0.0, backoff))
+        backoff = Backoff(policy.initial_backoff_s, policy.max_backoff_s, Jitter.FULL)
+        delay = max(retry_after_s or 0.0, backoff.delay_s(attempts_made, rng))
     else:
         return None
     if delay > policy.max_wait_s or (time_left_s is not None and delay >= time_left_s):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -19,22 +18,15 @@ import grpc
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch_common.backoff import Backoff, Jitter
+from meshsearch_common.errors import FINAL_CODES
 
 MESSAGE_DOCUMENTS = 256  # the server's default limit per message
 IN_FLIGHT_MESSAGES = 4  # messages sent ahead of their acknowledgement
-# Answers about the upload itself, which resending cannot change. Anything else (UNAVAILABLE,
-# and the INTERNAL a client sees when it writes to a connection that just broke) is retried:
-# resuming is always safe, since the server skips what it already holds.
-FINAL = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNIMPLEMENTED,
-}
+# Answers other than FINAL_CODES (UNAVAILABLE, and the INTERNAL a client sees when it writes to
+# a connection that just broke) are retried: resuming is always safe, since the server skips
+# what it already holds.
+RECONNECT_BACKOFF = Backoff(initial_s=0.4, max_s=10.0, jitter=Jitter.EQUAL)
 
 
 @dataclass
@@ -110,10 +102,10 @@ async def upload(
             acknowledged = await _send(call, source, unacknowledged, acknowledged, job_id, on_acknowledged)
             return UploadResult(job_id, acknowledged, reconnects)
         except grpc.aio.AioRpcError as error:
-            if error.code() in FINAL or reconnects >= max_reconnects:
+            if error.code() in FINAL_CODES or reconnects >= max_reconnects:
                 raise UploadFailed(error.code(), error.details() or error.code().name, job_id) from error
             reconnects += 1
-            await asyncio.sleep(min(10.0, 0.2 * 2**reconnects) * random.uniform(0.5, 1.0))  # noqa: S311
+            await asyncio.sleep(RECONNECT_BACKOFF.delay_s(reconnects))
         finally:
             call.cancel()
 

@@ -17,7 +17,6 @@ Failures are sorted by what they say about the batch:
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 
 from meshsearch_api.auth import principal
@@ -30,6 +29,7 @@ from meshsearch_api.ingest.model import Job, Rejected
 from meshsearch_api.ingest.store import Claim, JobStore, batch_receipt
 from meshsearch_api.ingest.tidy import tidy_ended_job
 from meshsearch_api.search_client import SearchClient
+from meshsearch_common.backoff import Backoff, Jitter
 from meshsearch_common.errors import (
     DEFAULT_RETRY_AFTER_S,
     FailedPrecondition,
@@ -37,6 +37,7 @@ from meshsearch_common.errors import (
     MeshError,
     NotFound,
     ResourceExhausted,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -51,20 +52,26 @@ class RetryBatch(Exception):  # noqa: N818 (a signal to the queue, not an error)
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class BatchRetryPolicy:
+    """How often a failing batch is tried, and how long it waits between tries: equal jitter,
+    so retries of many batches spread out yet none comes back almost at once."""
+
     max_attempts: int
     initial_backoff_s: float
     max_backoff_s: float
 
     def backoff_s(self, attempts: int) -> float:
-        """Full jitter over an exponential ceiling: retries of many batches spread out."""
-        ceiling = min(self.max_backoff_s, self.initial_backoff_s * 2 ** max(0, attempts - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not secrecy)
+        return Backoff(self.initial_backoff_s, self.max_backoff_s, Jitter.EQUAL).delay_s(attempts)
 
 
 class BatchRunner:
     def __init__(
-        self, store: JobStore, embedder: EmbedderClient, search: SearchClient, leases: IndexLeases, policy: RetryPolicy
+        self,
+        store: JobStore,
+        embedder: EmbedderClient,
+        search: SearchClient,
+        leases: IndexLeases,
+        policy: BatchRetryPolicy,
     ) -> None:
         self._store = store
         self._embedder = embedder
@@ -145,7 +152,7 @@ class BatchRunner:
         if not isinstance(exc, MeshError):
             log.exception("unexpected failure of an ingest batch", extra={"batch": claim.batch_id})
         if attempts >= self._policy.max_attempts:
-            code = exc.code.value[0] if isinstance(exc, MeshError) else 14  # UNAVAILABLE
+            code = exc.code.value[0] if isinstance(exc, MeshError) else Unavailable.code.value[0]
             reason = f"gave up after {attempts} attempts; last error: {message}"
             metrics.BATCHES.labels("dead").inc()
             metrics.DOCUMENTS.labels("dead").inc(len(claim.documents))

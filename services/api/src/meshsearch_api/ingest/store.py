@@ -29,10 +29,11 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from meshsearch_api.auth import principal
+from meshsearch_api.database import JOBS
 from meshsearch_api.domain import Document
-from meshsearch_api.ingest.database import database_errors
 from meshsearch_api.ingest.model import DeadLetter, Job, JobState, Priority, Rejected, StagedDocument
-from meshsearch_common.errors import FailedPrecondition, NotFound
+from meshsearch_common.database import database_errors
+from meshsearch_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 _JOB_COLUMNS = (
     "id, collection, state, priority, upload_complete, received, done, failed, "
@@ -41,7 +42,7 @@ _JOB_COLUMNS = (
 RECEIPT_PREFIX = "ingest:"
 CLAIM_WAIT_MS = 2000
 # Dead letters whose failure was the document's own: redriving them cannot help.
-DOCUMENT_FAULTS = (3, 6)  # INVALID_ARGUMENT, ALREADY_EXISTS
+DOCUMENT_FAULTS = tuple(error.code.value[0] for error in (InvalidArgument, AlreadyExists))
 
 
 def job_receipt_prefix(job_id: str) -> str:
@@ -217,7 +218,7 @@ class JobStore:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        async with database_errors(), self._pool.connection() as conn:
+        async with database_errors(self._pool, JOBS), self._pool.connection() as conn:
             yield conn
 
     @asynccontextmanager

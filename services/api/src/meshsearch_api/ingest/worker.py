@@ -19,12 +19,12 @@ import procrastinate
 from psycopg_pool import AsyncConnectionPool
 
 from meshsearch_api import upstreams
+from meshsearch_api.database import open_pool
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_api.ingest import queue
-from meshsearch_api.ingest.database import open_pool
 from meshsearch_api.ingest.index_leases import IndexLeases
-from meshsearch_api.ingest.processing import BatchRunner, RetryPolicy
+from meshsearch_api.ingest.processing import BatchRetryPolicy, BatchRunner
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import WorkerSettings
@@ -68,7 +68,7 @@ class WorkerApp:
             EmbedderClient(embedder, lambda namespace: EmbeddingCache(None, namespace, 1)),
             search_client,
             IndexLeases(search_client, settings.index_lease_s, settings.defer_index),
-            RetryPolicy(settings.max_attempts, settings.retry_initial_backoff_s, settings.retry_max_backoff_s),
+            BatchRetryPolicy(settings.max_attempts, settings.retry_initial_backoff_s, settings.retry_max_backoff_s),
         )
 
         async def run_batch(batch_id: int) -> None:

@@ -1,6 +1,7 @@
-"""Tables of ingest jobs and API keys, and procrastinate's own (version 1: the one of the pinned release; see
-docs/ingestion.md before upgrading it). The api and the workers apply them at start through
-`meshsearch_common.migrations`: once, under an advisory lock, append-only."""
+"""Tables of the api's database: ingest jobs, API keys, and procrastinate's own (version 1: the
+one of the pinned release; see docs/ingestion.md before upgrading it). The api and the workers
+apply them at start through `meshsearch_common.migrations`: once, under an advisory lock,
+append-only."""
 
 from __future__ import annotations
 
