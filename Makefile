@@ -10,7 +10,7 @@ PY        := $(VENV)/bin/python
 BUF       := $(VENV)/bin/buf
 # The CPU build of torch lies on local disk here; unpinned, pip may fetch a multi-GB CUDA build.
 TORCH     ?= torch==2.13.0
-PACKAGES  := -e libs/common[dev] -e services/embedder[onnx,openvino] -e services/search -e services/api -e libs/cli[embedded]
+PACKAGES  := -e libs/common[dev] -e services/embedder[onnx,openvino] -e services/search -e services/api -e clients/python -e tools/cli[embedded] -e tools/harness
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 
@@ -20,11 +20,11 @@ BUF_AGAINST ?= .git\#ref=HEAD
 K8S_VERSION ?= 1.33.0
 IMAGE_TAG   ?= dev
 DOCKERFILES := services/api/Dockerfile services/embedder/Dockerfile services/search/Dockerfile \
-	libs/common/scripts/images/postgres.Containerfile libs/common/scripts/images/redis.Containerfile
+	tools/build/images/postgres.Containerfile tools/build/images/redis.Containerfile
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: libs/common/pyproject.toml libs/cli/pyproject.toml services/api/pyproject.toml services/embedder/pyproject.toml services/search/pyproject.toml
+$(VENV)/.installed: libs/common/pyproject.toml clients/python/pyproject.toml tools/cli/pyproject.toml tools/harness/pyproject.toml services/api/pyproject.toml services/embedder/pyproject.toml services/search/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH) $(PACKAGES)
@@ -63,24 +63,24 @@ fuzz: setup
 	MESHSEARCH_FUZZ=full $(PY) -m pytest -c tests/pytest.ini tests/e2e/test_rpc_fuzz.py
 
 lint: setup buf-lint
-	$(VENV)/bin/ruff check --config libs/common/ruff.toml libs services tests bench
+	$(VENV)/bin/ruff check --config libs/common/ruff.toml libs services clients/python tools tests bench
 
 # mypy --strict over every package and the tests (relaxed there); generated stubs excluded.
 typecheck: setup
-	$(VENV)/bin/mypy --config-file libs/common/mypy.ini libs/common/src/meshsearch_common libs/common/src/meshsearch/client libs/cli/src/meshsearch_cli \
+	$(VENV)/bin/mypy --config-file libs/common/mypy.ini libs/common/src/meshsearch_common clients/python/src/meshsearch/client tools/cli/src/meshsearch_cli tools/harness/src/meshsearch_harness \
 	  services/api/src/meshsearch_api services/embedder/src/meshsearch_embedder services/search/src/meshsearch_search tests
 
 # Rebuilds k8s/base/dashboards/meshsearch.json (tests/unit/test_dashboard.py fails when it drifts).
 dashboard: setup
-	$(PY) libs/common/scripts/dashboard.py
+	$(PY) tools/build/dashboard.py
 
 protos: setup
-	PYTHON=$(abspath $(PY)) libs/common/scripts/generate_protos.sh
+	PYTHON=$(abspath $(PY)) tools/build/generate_protos.sh
 
 # Fails when the committed stubs differ from what protos/ generates.
 protos-check: setup
-	@tmp=$$(mktemp -d) && PYTHON=$(abspath $(PY)) libs/common/scripts/generate_protos.sh $$tmp \
-	  && diff -r -x __pycache__ -x client $$tmp/meshsearch libs/common/src/meshsearch \
+	@tmp=$$(mktemp -d) && PYTHON=$(abspath $(PY)) tools/build/generate_protos.sh $$tmp \
+	  && diff -r -x __pycache__ $$tmp/meshsearch libs/common/src/meshsearch \
 	  && echo "generated stubs match protos/" ; status=$$?; rm -rf $$tmp; exit $$status
 
 buf-lint: setup
@@ -112,7 +112,7 @@ deploy-check: setup
 # Every image, built with podman from base images made of Debian's packages (no registry needed):
 # localhost/meshsearch-{api,worker,embedder,search,postgres,redis}:$(IMAGE_TAG).
 images: setup
-	libs/common/scripts/images/build.sh $(IMAGE_TAG)
+	tools/build/images/build.sh $(IMAGE_TAG)
 
 # Those images run for real (as root, with podman; CI's second step): each alone in a pod (non-root
 # user, torch only in the embedder, gRPC health, exit 0 on SIGTERM), then compose.yaml under
@@ -122,7 +122,7 @@ compose-test: images
 
 # Regenerate services/*/requirements.lock (what the images install) after a pyproject.toml change.
 locks:
-	PYTHON=python3 libs/common/scripts/lock_images.sh
+	PYTHON=python3 tools/build/lock_images.sh
 
 clean:
 	rm -rf $(VENV) .meshsearch .pytest_cache

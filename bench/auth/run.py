@@ -16,7 +16,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import uuid
@@ -25,16 +24,11 @@ from pathlib import Path
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from datasets import percentile  # noqa: E402
-from machine import cpu_description  # noqa: E402
-
 from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
 from meshsearch.api.v1 import api_pb2_grpc  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
-from tests.e2e.auth_stack import SecuredApis, bearer, start_secured_apis  # noqa: E402
+from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
+from meshsearch_harness.secured import SecuredApis, bearer, start_secured_apis  # noqa: E402
 
 
 def timed(call: Callable[..., object], *args: object, **kwargs: object) -> float:

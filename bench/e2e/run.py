@@ -17,7 +17,6 @@ the CPU. Usage:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import uuid
@@ -27,11 +26,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets import embedding_like_vectors, percentile, scifact_queries  # noqa: E402
-from machine import cpu_description  # noqa: E402
-
 from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
 from meshsearch.api.v1 import api_pb2_grpc  # noqa: E402
 from meshsearch.embedder.v1 import embedder_pb2 as epb  # noqa: E402
@@ -39,6 +33,8 @@ from meshsearch.embedder.v1 import embedder_pb2_grpc  # noqa: E402
 from meshsearch.search.v1 import search_pb2 as spb  # noqa: E402
 from meshsearch.search.v1 import search_pb2_grpc  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
+from meshsearch_harness.datasets import embedding_like_vectors, scifact_queries  # noqa: E402
+from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
 
 BATCH = 1000  # the search service's largest batch (MAX_BATCH_POINTS)
 

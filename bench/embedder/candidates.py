@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,18 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from datasets import query_passage_mix  # noqa: E402
-from machine import cpu_description  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from meshsearch_embedder.model import read_json  # noqa: E402
+from meshsearch_embedder.backend import read_json  # noqa: E402
 from meshsearch_embedder.onnx_backend import export_onnx, fuse_onnx, quantize_onnx  # noqa: E402
 from meshsearch_embedder.settings import default_model_path  # noqa: E402
-from tests.data import sts_pairs  # noqa: E402
+from meshsearch_harness.datasets import (
+    query_passage_mix,  # noqa: E402
+    sts_pairs,  # noqa: E402
+)
+from meshsearch_harness.figures import cpu_description  # noqa: E402
 
 BATCH = 16
 

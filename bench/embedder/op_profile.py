@@ -20,22 +20,19 @@ import argparse
 import collections
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from datasets import query_passage_mix  # noqa: E402
-from machine import cpu_description  # noqa: E402
-
-from meshsearch_embedder.model import content_revision, read_json  # noqa: E402
+from meshsearch_embedder.backend import content_revision, read_json  # noqa: E402
 from meshsearch_embedder.onnx_backend import build_onnx_model  # noqa: E402
 from meshsearch_embedder.settings import default_model_path  # noqa: E402
+from meshsearch_harness.datasets import query_passage_mix  # noqa: E402
+from meshsearch_harness.figures import cpu_description  # noqa: E402
 
 BATCH = 16
 MATMUL_OPS = {"MatMul", "DynamicQuantizeMatMul", "MatMulInteger", "FusedMatMul"}

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import os
 import random
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,12 +30,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from datasets import document_text, percentile, query_passage_mix, scifact_corpus  # noqa: E402
-from machine import cpu_description  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from meshsearch.embedder.v1 import embedder_pb2 as pb  # noqa: E402
@@ -44,7 +39,13 @@ from meshsearch.embedder.v1 import embedder_pb2_grpc  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
 from meshsearch_common.errors import retry_after_of  # noqa: E402
 from meshsearch_embedder.settings import EmbedderSettings  # noqa: E402
-from tests.data import sts_pairs  # noqa: E402
+from meshsearch_harness.datasets import (  # noqa: E402
+    document_text,
+    query_passage_mix,
+    scifact_corpus,
+    sts_pairs,  # noqa: E402
+)
+from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
 
 BATCH_SIZES = [16, 32, 64, 128]
 
@@ -205,11 +206,8 @@ def run_service(backend: str, workdir: Path, work: Workload) -> ServiceResult:
         "MESHSEARCH_EMBEDDER_ONNX_CACHE_DIR": str(workdir / "onnx" / backend),
     }
     stack = EmbeddedStack(workdir / backend, Ports.ephemeral(), extra_env=env)
-    try:
-        stack.start(services=("embedder",), timeout_s=900)
+    with stack.running(services=("embedder",), timeout_s=900):
         return asyncio.run(measure_service(stack.ports.embedder, work))
-    finally:
-        stack.stop()
 
 
 def sts_spearman(vectors: np.ndarray, pairs: list[tuple[str, str, float]]) -> float:

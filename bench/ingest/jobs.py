@@ -42,11 +42,7 @@ from pathlib import Path
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from datasets import SHARED_DATA, document_text, percentile, scifact_corpus, scifact_queries  # noqa: E402
-from machine import cpu_description  # noqa: E402
 
 from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc  # noqa: E402
@@ -58,6 +54,8 @@ from meshsearch.search.v1 import search_pb2_grpc as spb_grpc  # noqa: E402
 from meshsearch_api.settings import ApiSettings, WorkerSettings  # noqa: E402
 from meshsearch_cli.indexing import refusal_delay  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports, cpu_list, embedder_apart  # noqa: E402
+from meshsearch_harness.datasets import SHARED_DATA, document_text, scifact_corpus, scifact_queries  # noqa: E402
+from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
 
 EMBED_BATCH = 128
 TOKENIZE_BATCH = 256
@@ -408,13 +406,10 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as workdir:
         stack = EmbeddedStack(Path(workdir), Ports.ephemeral(), cpus=cpus)
-        try:
-            stack.start()
+        with stack.running():
             if cpus:
                 os.sched_setaffinity(0, cpus["api"])  # this client too; its gRPC threads start later
             asyncio.run(measure(stack, corpora, args.job_passes, args.alone_sample))
-        finally:
-            stack.stop()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -28,11 +27,7 @@ from pathlib import Path
 import grpc
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from datasets import document_text, scifact_corpus  # noqa: E402
-from machine import cpu_description  # noqa: E402
 
 from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc  # noqa: E402
@@ -40,6 +35,8 @@ from meshsearch.embedder.v1 import embedder_pb2 as epb  # noqa: E402
 from meshsearch.embedder.v1 import embedder_pb2_grpc as epb_grpc  # noqa: E402
 from meshsearch_cli.indexing import Indexer, refusal_delay  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
+from meshsearch_harness.datasets import document_text, scifact_corpus  # noqa: E402
+from meshsearch_harness.figures import cpu_description  # noqa: E402
 
 CALL_TIMEOUT_S = 300.0
 
@@ -164,11 +161,8 @@ def main() -> None:
     print(f"{len(documents)} SciFact abstracts in batches of {args.batch}; default settings; embedded stack")
     with tempfile.TemporaryDirectory() as workdir:
         stack = EmbeddedStack(Path(workdir), Ports.ephemeral())
-        try:
-            stack.start()
+        with stack.running():
             asyncio.run(measure(stack, batches, [int(n) for n in args.writers.split(",")]))
-        finally:
-            stack.stop()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -26,16 +25,13 @@ from pathlib import Path
 import grpc
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from evaluation import MODES, evaluate, index_corpus, load_scifact  # noqa: E402
-from machine import cpu_description  # noqa: E402
 
 from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
+from meshsearch_harness.evaluation import MODES, evaluate, index_corpus, load_scifact  # noqa: E402
+from meshsearch_harness.figures import cpu_description  # noqa: E402
 
 PUBLISHED = {"exact": 0.64508, "hnsw": 0.64508, "keyword": 0.665}  # MTEB (vector), BEIR paper (BM25)
 # Collection layouts, indexed in this order (the second reuses the first's cached embeddings):

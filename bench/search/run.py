@@ -39,14 +39,11 @@ from google.protobuf import struct_pb2
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets import embedding_like_vectors, percentile  # noqa: E402
-from machine import cpu_description  # noqa: E402
-
 from meshsearch.search.v1 import search_pb2 as pb  # noqa: E402
 from meshsearch.search.v1 import search_pb2_grpc  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports, free_port  # noqa: E402
+from meshsearch_harness.datasets import embedding_like_vectors  # noqa: E402
+from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
 
 BATCH = 1000
 INDEX_BUILD_MEMORY = os.environ.get("MESHSEARCH_SEARCH_INDEX_BUILD_MEMORY", "1GB")  # the service reads it too
@@ -288,8 +285,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as workdir:
         stack = EmbeddedStack(Path(workdir), Ports.ephemeral())
-        try:
-            stack.start(services=("search",))
+        with stack.running(services=("search",)):
             url = stack.database_url
             options = [("grpc.max_send_message_length", 64 << 20)]
             with grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}", options=options) as channel:
@@ -382,8 +378,6 @@ def main() -> None:
                     print(
                         f"| {label} | {service_part} | {summary(service_lat)} | {plain_part} | {summary(plain_lat)} |"
                     )
-        finally:
-            stack.stop()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from meshsearch_cli.stack import EmbeddedStack
-from tests.e2e.auth_stack import SecuredApis, start_secured_apis
+from meshsearch_harness.secured import SecuredApis, start_secured_apis
 from tests.e2e.clients import ApiClient
 
 

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from tests.data import sts_pairs
+from meshsearch_harness.datasets import sts_pairs
 
 
 def sentences(count: int, salt: str = "") -> list[pb.Document]:

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,8 +26,7 @@ from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch.client import error_details
 from meshsearch_api.auth.permissions import METHOD_ROLES, OPEN_SERVICES
-from tests.e2e import raw_http2
-from tests.e2e.auth_stack import (
+from meshsearch_harness.secured import (
     CACHE_TTL_S,
     LARGE_TENANT,
     LARGE_TENANT_MAX_DOCUMENTS,
@@ -37,6 +35,9 @@ from tests.e2e.auth_stack import (
     SecuredApis,
     bearer,
 )
+from tests import waiting
+from tests.e2e import raw_http2
+from tests.e2e.scrape import sample
 
 TIMEOUT_S = 30
 
@@ -333,7 +334,17 @@ def test_a_key_stops_working_when_it_expires_and_says_so_only_to_its_holder(secu
         assert not {key.key_id: key for key in listed.api_keys}[admin.split("_")[1]].HasField("expire_time")
         for channel in (first, second):  # valid until then, on both replicas (and cached as verified)
             pb_grpc.CollectionServiceStub(channel).ListCollections(request, metadata=bearer(short_lived), timeout=30)
-        time.sleep(max(0.0, described.expire_time.ToDatetime(tzinfo=UTC).timestamp() + 0.2 - time.time()))
+        expires_at = described.expire_time.ToDatetime(tzinfo=UTC).timestamp()
+
+        def refused_on_first() -> bool:
+            try:
+                pb_grpc.CollectionServiceStub(first).ListCollections(request, metadata=bearer(short_lived), timeout=30)
+            except grpc.RpcError:
+                return True
+            assert time.time() < expires_at + 0.5, "a key past its expiry time was still accepted"
+            return False
+
+        waiting.until_sync(refused_on_first, timeout_s=10, what="the key expires")
         for channel in (first, second):  # expiry needs no cache to lapse: a verified row is checked per call
             expired = failure(
                 lambda channel=channel: pb_grpc.CollectionServiceStub(channel).ListCollections(
@@ -506,7 +517,6 @@ def test_tenant_quotas_on_documents_and_daily_ingest(secured: SecuredApis) -> No
             )
 
         index(MAX_DOCUMENTS - 5, 0)
-        time.sleep(2.5)  # the stored count is cached for 2 s
         over = failure(lambda: index(10, 1000))
         assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         details = error_details(over)
@@ -556,7 +566,6 @@ def test_a_tenant_named_in_the_configuration_has_its_own_document_quota(secured:
             )
 
         index(MAX_DOCUMENTS + 10, 0)  # past the default quota: accepted for this tenant
-        time.sleep(2.5)  # the stored count is cached for 2 s
         over = failure(lambda: index(LARGE_TENANT_MAX_DOCUMENTS, 1000))
         assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error_details(over)["ErrorInfo"].reason == "DOCUMENT_QUOTA_EXCEEDED"
@@ -564,11 +573,7 @@ def test_a_tenant_named_in_the_configuration_has_its_own_document_quota(secured:
 
 
 def _fallback_count(metrics_port: int) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    for line in body.splitlines():
-        if line.startswith("meshsearch_api_rate_limit_fallback_total "):
-            return float(line.split()[1])
-    return 0.0
+    return sample(metrics_port, "meshsearch_api_rate_limit_fallback_total")
 
 
 def test_with_redis_down_each_replica_still_limits_on_its_own(secured: SecuredApis) -> None:

@@ -26,10 +26,9 @@ def own_database(tmp_path: Path) -> Iterator[tuple[EmbeddedStack, embedded_postg
         database_url=postgres.get_uri(),
     )
     try:
-        stack.start(services=("search",))
-        yield stack, postgres
+        with stack.running(services=("search",)):
+            yield stack, postgres
     finally:
-        stack.stop()
         postgres._cleanup()
 
 

@@ -14,7 +14,9 @@ import pytest
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.client import error_details
 from meshsearch_cli.stack import EmbeddedStack, Ports
+from tests import waiting
 from tests.e2e.clients import ApiClient
+from tests.e2e.scrape import sample
 
 RESET_TIMEOUT_S = 2.0
 
@@ -34,11 +36,8 @@ def isolated_pair(stack: EmbeddedStack, tmp_path) -> Iterator[EmbeddedStack]:
         database_url=stack.database_url,
         redis_url=stack.redis_url,
     )
-    try:
-        pair.start(services=("embedder", "api"))
+    with pair.running(services=("embedder", "api")):
         yield pair
-    finally:
-        pair.stop()
 
 
 @dataclass(frozen=True)
@@ -87,10 +86,14 @@ async def test_searches_degrade_to_keyword_while_the_embedder_is_down_and_recove
                 await asyncio.sleep(0.02)
 
         traffic = [asyncio.create_task(searcher()) for _ in range(6)]
-        await asyncio.sleep(0.5)
+        await waiting.until(lambda: len(outcomes) >= 12, what="searches flow before the outage")
         # The stack's controls block: run them off the loop, so the searchers keep their pace.
         await asyncio.to_thread(isolated_pair.stop_service, "embedder")
-        await asyncio.sleep(2.0)
+        metrics = isolated_pair.ports.api_metrics
+        await waiting.until(
+            lambda: sample(metrics, "meshsearch_upstream_breaker_state", upstream="embedder") == 2,
+            what="the api's breaker for the embedder opens",
+        )
 
         # The breaker is open: a write needing embeddings fails at once, saying when to retry.
         started = time.perf_counter()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,16 +13,7 @@ import pytest
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch_cli.stack import EmbeddedStack, Ports
 from tests.e2e.clients import ApiClient
-
-EMBED_CALLS = re.compile(
-    r'meshsearch_rpc_handled_total\{code="OK",method="/meshsearch.embedder.v1.EmbedderService/Embed"\} (\d+)'
-)
-
-
-def embed_calls(metrics_port: int) -> int:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    match = EMBED_CALLS.search(body)
-    return int(float(match.group(1))) if match else 0
+from tests.e2e.scrape import embed_calls
 
 
 @pytest.fixture(params=[("torch", "torch")], ids=["same-backend"])

@@ -19,7 +19,8 @@ import pytest
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch_cli.indexing import Indexer
 from meshsearch_cli.stack import EmbeddedStack, Ports
-from tests.data import scifact_abstracts
+from meshsearch_harness.datasets import scifact_abstracts
+from tests import waiting
 from tests.e2e.clients import ApiClient
 
 WRITERS = 16
@@ -104,14 +105,13 @@ def own_mesh(stack: EmbeddedStack, tmp_path: Path) -> Iterator[EmbeddedStack]:
         database_url=stack.database_url,
         redis_url=stack.redis_url,
     )
-    try:
-        mesh.start()
-        yield mesh
-    finally:
-        for process in mesh.processes.values():
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGCONT)
-        mesh.stop()
+    with mesh.running():
+        try:
+            yield mesh
+        finally:  # a frozen process would not drain: thaw it before the stack stops it
+            for process in mesh.processes.values():
+                if process.poll() is None:
+                    os.kill(process.pid, signal.SIGCONT)
 
 
 async def search_once(api: ApiClient, collection: str) -> Outcome:
@@ -146,7 +146,7 @@ async def test_a_frozen_upstream_is_cut_off_fast_and_the_mesh_recovers(own_mesh:
 
         pid = own_mesh.processes[frozen].pid
         clients = [asyncio.create_task(client()) for _ in range(CLIENTS)]
-        await asyncio.sleep(1.0)
+        await waiting.until(lambda: len(outcomes) >= 2 * CLIENTS, what="searches flow before the freeze")
         os.kill(pid, signal.SIGSTOP)
         frozen_at = time.monotonic()
         try:

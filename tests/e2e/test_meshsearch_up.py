@@ -20,6 +20,7 @@ import pytest
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_cli.stack import Ports
+from tests import waiting
 
 
 @dataclass
@@ -118,9 +119,11 @@ def test_up_reports_every_service_and_ctrl_c_leaves_no_process_behind(up: Up) ->
 
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(60) == 0
-    time.sleep(0.5)
-    alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, [(p.pid, p.cmdline()) for p in alive]
+
+    def alive() -> list[psutil.Process]:
+        return [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    waiting.until_sync(lambda: not alive(), timeout_s=10, what=f"every child exits: {alive()}")
     assert (up.data_dir / "pgdata" / "PG_VERSION").exists()  # data kept between runs
 
 

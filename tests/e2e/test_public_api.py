@@ -5,8 +5,6 @@ act on (standard details on every status)."""
 from __future__ import annotations
 
 import asyncio
-import re
-import urllib.request
 import uuid
 from typing import Any
 
@@ -18,6 +16,7 @@ from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.client import error_details
 from meshsearch_cli.stack import EmbeddedStack
 from tests.e2e.clients import ApiClient
+from tests.e2e.scrape import embed_calls
 
 UNDEFINED_MODE: Any = 9  # a number a newer client could send; this contract does not define it
 LONG_TEXT = (
@@ -234,13 +233,6 @@ async def test_unknown_collections_get_not_found_with_error_info(api: ApiClient)
         assert error_details(raised.value)["ErrorInfo"].reason == "NOT_FOUND"
 
 
-def embed_calls(stack: EmbeddedStack) -> int:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{stack.ports.embedder_metrics}/metrics", timeout=5).read().decode()
-    pattern = r'meshsearch_rpc_handled_total\{code="OK",method="/meshsearch.embedder.v1.EmbedderService/Embed"\} (\S+)'
-    match = re.search(pattern, body)
-    return int(float(match.group(1))) if match else 0
-
-
 async def test_a_retried_write_with_its_request_key_is_answered_without_redoing_the_work(
     api: ApiClient, stack: EmbeddedStack
 ) -> None:
@@ -251,12 +243,12 @@ async def test_a_retried_write_with_its_request_key_is_answered_without_redoing_
         request_key=key,
         documents=[pb.Document(id=f"k{i}", text=f"keyed text {i} {uuid.uuid4().hex}") for i in range(3)],
     )
-    before = embed_calls(stack)
+    before = embed_calls(stack.ports.embedder_metrics)
     # Three copies at once (a client retrying while the first is still running) and one after.
     answers = await asyncio.gather(*(api.documents.IndexDocuments(request, timeout=60) for _ in range(3)))
     answers.append(await api.documents.IndexDocuments(request, timeout=60))
     assert all(a == answers[0] for a in answers) and answers[0].indexed_count == 3
-    assert embed_calls(stack) - before == 1, "the keyed work ran more than once"
+    assert embed_calls(stack.ports.embedder_metrics) - before == 1, "the keyed work ran more than once"
 
     changed = pb.IndexDocumentsRequest(collection=name, request_key=key, documents=[pb.Document(id="x", text="other")])
     with pytest.raises(grpc.aio.AioRpcError) as reused:

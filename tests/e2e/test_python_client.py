@@ -14,7 +14,7 @@ from google.protobuf import struct_pb2
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.client import NO_RETRIES, AsyncClient, Client, Connection, error_details
-from tests.e2e.auth_stack import SecuredApis
+from meshsearch_harness.secured import SecuredApis
 
 
 def _tenant() -> str:

@@ -90,8 +90,7 @@ def test_queries_and_gets_are_served_by_the_replica(tmp_path: Path, replicated_d
         extra_env={"MESHSEARCH_SEARCH_READ_DATABASE_URL": replica_url},
         database_url=primary_url,
     )
-    stack.start(services=("search",))
-    try:
+    with stack.running(services=("search",)):
         with (
             grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel,
             psycopg.connect(replica_url, autocommit=True) as replica,
@@ -126,5 +125,3 @@ def test_queries_and_gets_are_served_by_the_replica(tmp_path: Path, replicated_d
             _eventually(lambda: len(get("b").points) == 1)
             hits = stub.Query(pb.QueryRequest(collection=COLLECTION, vector=_vector([0, 1, 0]), k=5))
             assert [hit.point.id for hit in hits.points] == ["b", "a"]
-    finally:
-        stack.stop()

@@ -9,8 +9,8 @@ import uuid
 
 import grpc
 
-from bench.quality.evaluation import BeirSet, evaluate, index_corpus, load_scifact
 from meshsearch_cli.stack import EmbeddedStack
+from meshsearch_harness.evaluation import BeirSet, evaluate, index_corpus, load_scifact
 
 QUERIES = 60
 DISTRACTORS = 340

@@ -66,11 +66,8 @@ def tls_stack(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) ->
         redis_url=stack.redis_url,
         extra_env=env,
     )
-    try:
-        secured.start(services=("embedder", "search", "api"))
+    with secured.running(services=("embedder", "search", "api")):
         yield TlsStack(secured, authority, client, rogue_client, api_cert)
-    finally:
-        secured.stop()
 
 
 def _credentials(authority: Authority, client: Issued | None = None) -> grpc.ChannelCredentials:

@@ -11,13 +11,13 @@ import pytest
 from scipy.stats import spearmanr
 
 from meshsearch_embedder.app import choose_encoder
+from meshsearch_embedder.backend import EncoderBackend
 from meshsearch_embedder.cpu import simd_flags
-from meshsearch_embedder.model import EncoderBackend
 from meshsearch_embedder.onnx_backend import OnnxEncoder
 from meshsearch_embedder.openvino_backend import OpenVinoEncoder
 from meshsearch_embedder.settings import EmbedderSettings, default_model_path
 from meshsearch_embedder.torch_backend import TorchEncoder
-from tests.data import sts_pairs
+from meshsearch_harness.datasets import sts_pairs
 
 
 def embed_all(encoder: EncoderBackend, texts: list[str], batch: int = 64) -> np.ndarray:

@@ -17,6 +17,7 @@ from meshsearch_search.index_keeper import IndexKeeper
 from meshsearch_search.points import PointLimits
 from meshsearch_search.retrieval import QuerySpec
 from meshsearch_search.settings import SearchSettings
+from tests import waiting
 from tests.integration.search_core import SearchCore, search_core
 
 DIMENSION = 16
@@ -90,7 +91,11 @@ async def test_a_lapsed_lease_is_built_by_the_sweep(core: SearchCore, keeper: In
     name = await new_collection(core)
     assert await keeper.defer(name, 1) is not None
     await store(core, name, 50)
-    await asyncio.sleep(1.2)
+
+    async def lapsed() -> bool:
+        return not (await core.collections.get(name)).index_deferred
+
+    await waiting.until(lapsed, timeout_s=10, what="the 1 s lease lapses")
     described = await core.collections.get(name)
     assert (described.index_ready, described.index_deferred) == (False, False)
     assert await keeper.sweep() >= 1
@@ -104,11 +109,11 @@ async def test_concurrent_writers_of_one_empty_collection_share_the_deferral(
     leases = await asyncio.gather(*(keeper.defer(name, 60) for _ in range(4)))
     assert all(lease is not None for lease in leases), leases
     await keeper.build_soon(name)
-    for _ in range(100):
-        if (await core.collections.get(name)).index_ready:
-            break
-        await asyncio.sleep(0.1)
-    assert (await core.collections.get(name)).index_ready
+
+    async def ready() -> bool:
+        return (await core.collections.get(name)).index_ready
+
+    await waiting.until(ready, what="the index is built")
 
 
 @pytest.mark.parametrize("lease_s", [0.0, 0.5, 3601.0])

@@ -16,7 +16,7 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_api import upstreams
 from meshsearch_api.database import open_pool
 from meshsearch_api.domain import Document
-from meshsearch_api.ingest.model import JobState, Priority
+from meshsearch_api.ingest.domain import JobState, Priority
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.ingest.tidy import tidy_leftovers
 from meshsearch_api.search_client import SearchClient

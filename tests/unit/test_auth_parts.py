@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import pytest
@@ -27,6 +29,7 @@ from meshsearch_api.auth.rate_limits import FALLBACKS, RateLimiter
 from meshsearch_api.settings import ApiSettings, TenantQuota
 from meshsearch_common.errors import InvalidArgument, MeshError, ResourceExhausted, status_details
 from meshsearch_common.readiness import Readiness
+from tests.clock import FakeClock
 
 
 def test_every_rpc_of_the_compiled_contract_has_an_access_rule() -> None:
@@ -41,7 +44,7 @@ def test_every_rpc_of_the_compiled_contract_has_an_access_rule() -> None:
 async def test_a_method_without_a_rule_is_refused_to_everyone() -> None:
     gate = Gate(None, RateLimiter(None, 1, 1), 10, 10)
     with pytest.raises(MeshError) as refused:
-        await gate.admit("/meshsearch.api.v1.CollectionService/DropEverything", None)
+        await gate.authorize("/meshsearch.api.v1.CollectionService/DropEverything", None)
     assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -87,10 +90,13 @@ class FakeKeyStore:
         return self.keys.get(key_id)
 
 
-def authenticator(store: FakeKeyStore, ttl_s: float = 60, bootstrap: str = "") -> Authenticator:
+def authenticator(
+    store: FakeKeyStore, ttl_s: float = 60, bootstrap: str = "", clock: FakeClock | None = None
+) -> Authenticator:
     ready: Readiness[object] = Readiness("keys")
     ready.set(store)
-    return Authenticator(ready, ttl_s, bootstrap)  # type: ignore[arg-type]
+    clock = clock or FakeClock()
+    return Authenticator(ready, ttl_s, bootstrap, clock=clock, wall_clock=clock.wall)  # type: ignore[arg-type]
 
 
 async def test_concurrent_first_calls_with_one_key_share_one_verification() -> None:
@@ -116,10 +122,11 @@ async def test_a_busy_key_pays_the_slow_hash_once_while_its_row_is_rechecked_eve
         return real_verify(key_hash, key)
 
     monkeypatch.setattr(keys, "verify_key", counted)
-    auth = authenticator(store, ttl_s=0.05)
+    clock = FakeClock()
+    auth = authenticator(store, ttl_s=0.05, clock=clock)
     for _ in range(4):
         await auth.authenticate(f"Bearer {key}")
-        await asyncio.sleep(0.06)
+        clock.advance(0.06)
     assert store.lookups == 4 and len(verifications) == 1
     wrong = key[:-1] + ("B" if key[-1] != "B" else "C")
     for _ in range(3):
@@ -131,7 +138,8 @@ async def test_a_busy_key_pays_the_slow_hash_once_while_its_row_is_rechecked_eve
 async def test_revocation_is_seen_once_the_cache_entry_expires() -> None:
     store = FakeKeyStore()
     key = store.add("acme", Role.READ)
-    auth = authenticator(store, ttl_s=1.0)
+    clock = FakeClock()
+    auth = authenticator(store, ttl_s=1.0, clock=clock)
     await auth.authenticate(f"Bearer {key}")
     await auth.authenticate(f"Bearer {key}")  # row cached now, after the slow first verification
     key_id = keys.key_id_of(key)
@@ -141,7 +149,7 @@ async def test_revocation_is_seen_once_the_cache_entry_expires() -> None:
         old.key_id, old.tenant, old.roles, "", old.secret_hash, revoke_time=datetime.now(UTC)
     )
     await auth.authenticate(f"Bearer {key}")  # still cached
-    await asyncio.sleep(1.05)
+    clock.advance(1.05)
     with pytest.raises(MeshError) as refused:
         await auth.authenticate(f"Bearer {key}")
     assert refused.value.reason == "INVALID_API_KEY"
@@ -149,11 +157,12 @@ async def test_revocation_is_seen_once_the_cache_entry_expires() -> None:
 
 async def test_an_expired_key_is_refused_even_while_its_row_and_secret_are_cached() -> None:
     store = FakeKeyStore()
-    expires = datetime.now(UTC) + timedelta(seconds=3)  # room for a slow argon2 on a busy machine
+    clock = FakeClock()
+    expires = clock.wall() + timedelta(seconds=3)
     key = store.add("acme", Role.READ, expire_time=expires)
-    auth = authenticator(store, ttl_s=60)
+    auth = authenticator(store, ttl_s=60, clock=clock)
     assert (await auth.authenticate(f"Bearer {key}")).tenant == "acme"
-    await asyncio.sleep((expires - datetime.now(UTC)).total_seconds() + 0.05)
+    clock.advance(3.05)
     with pytest.raises(MeshError) as refused:
         await auth.authenticate(f"Bearer {key}")
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED and refused.value.reason == "API_KEY_EXPIRED"
@@ -199,6 +208,7 @@ def test_tenant_quotas_from_the_environment_replace_the_defaults_field_by_field(
         settings.tenant_max_documents,
         settings.tenant_max_ingest_bytes_per_day,
         settings.tenant_quotas,
+        settings.tenant_count_cache_s,
     )
     assert quotas.limits("big") == (1_000_000, 5000)
     assert quotas.limits("unbounded") == (0, 0)
@@ -231,20 +241,23 @@ async def test_bad_credentials_are_unauthenticated_with_a_reason(value: str | No
 async def test_the_bootstrap_key_is_a_system_principal_that_reaches_no_data() -> None:
     bootstrap = "b" * 40
     gate = Gate(authenticator(FakeKeyStore(), bootstrap=bootstrap), RateLimiter(None, 1, 1), 10, 10)
-    admitted = await gate.admit("/meshsearch.api.v1.KeyService/ListApiKeys", f"Bearer {bootstrap}")
+    admitted = await gate.authorize("/meshsearch.api.v1.KeyService/ListApiKeys", f"Bearer {bootstrap}")
     assert admitted.principal.system
     with pytest.raises(MeshError) as refused:
-        await gate.admit("/meshsearch.api.v1.SearchService/Search", f"Bearer {bootstrap}")
+        await gate.authorize("/meshsearch.api.v1.SearchService/Search", f"Bearer {bootstrap}")
     assert refused.value.reason == "BOOTSTRAP_KEY_MANAGES_KEYS_ONLY"
 
 
 async def test_a_key_gets_its_burst_then_waits_and_refills() -> None:
-    limiter = RateLimiter(None, burst_s=1.0, fallback_s=1.0)
+    clock = FakeClock()
+    limiter = RateLimiter(None, burst_s=1.0, fallback_s=1.0, clock=clock)
     decisions = [await limiter.take("k", "read", rate=5) for _ in range(7)]
     assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
-    assert 0 < decisions[-1].retry_after_s <= 0.2
+    assert decisions[-1].retry_after_s == pytest.approx(0.2)  # one call's worth at 5 a second
     assert (await limiter.take("k", "write", rate=5)).allowed  # writes have their own bucket
-    await asyncio.sleep(0.25)
+    clock.advance(0.19)
+    assert not (await limiter.take("k", "read", rate=5)).allowed
+    clock.advance(0.02)
     assert (await limiter.take("k", "read", rate=5)).allowed
 
 
@@ -286,3 +299,37 @@ def test_a_rate_limit_refusal_carries_retry_info_and_quota_failure() -> None:
     next(d for d in status.details if d.type_url.endswith("QuotaFailure")).Unpack(quota)
     assert quota.violations[0].subject == "key:abc:read"
     assert isinstance(RateLimited, type) and issubclass(RateLimited, ResourceExhausted)
+
+
+class FakeCounts:
+    """Stands in for the search service's collection counts."""
+
+    def __init__(self, stored: int) -> None:
+        self.stored = stored
+
+    async def list_collections(self) -> list[Any]:
+        return [SimpleNamespace(document_count=self.stored)]
+
+
+async def test_a_tenants_stored_count_is_reused_for_its_cache_time_then_read_again() -> None:
+    clock, counts = FakeClock(), FakeCounts(stored=90)
+    quotas = TenantQuotas(None, counts, 100, 0, None, count_cache_s=2.0, clock=clock, wall_clock=clock.wall)  # type: ignore[arg-type]
+    await quotas.charge(5, 0)  # 90 stored + 5
+    counts.stored = 10  # the tenant deleted documents meanwhile
+    with pytest.raises(MeshError) as refused:
+        await quotas.charge(10, 0)  # 95 cached + 10 > 100
+    assert refused.value.reason == "DOCUMENT_QUOTA_EXCEEDED"
+    clock.advance(2.01)
+    await quotas.charge(10, 0)  # the count is read again: 10 + 10
+
+
+async def test_the_daily_ingest_quota_starts_again_at_midnight_utc() -> None:
+    clock = FakeClock(start=datetime(2026, 12, 4, 23, 59, 0, tzinfo=UTC).timestamp())
+    quotas = TenantQuotas(None, FakeCounts(0), 0, 1000, None, clock=clock, wall_clock=clock.wall)  # type: ignore[arg-type]
+    await quotas.charge(1, 800)
+    with pytest.raises(MeshError) as refused:
+        await quotas.charge(1, 300)
+    assert refused.value.reason == "INGEST_QUOTA_EXCEEDED"
+    assert refused.value.retry_after_s == pytest.approx(60)  # type: ignore[attr-defined]
+    clock.advance(61)
+    await quotas.charge(1, 300)  # a new UTC day

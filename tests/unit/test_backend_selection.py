@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from meshsearch_embedder import calibration
-from meshsearch_embedder.model import EncoderBackend, ModelInfo
+from meshsearch_embedder.backend import EncoderBackend, ModelInfo
 from meshsearch_embedder.selection import SelectionCache, cache_key, select_backend
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from meshsearch_embedder.backend import EncoderBackend
 from meshsearch_embedder.batcher import Batcher, Overloaded
-from meshsearch_embedder.model import EncoderBackend
 
 
 class RecordingEncoder(EncoderBackend):

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
+from tests.clock import FakeClock
 
 
 class UpstreamDown(Exception):
@@ -17,12 +18,13 @@ class CallerMistake(Exception):
     pass
 
 
-def make_breaker(reset_timeout_s: float = 0.2) -> AsyncCircuitBreaker:
+def make_breaker(reset_timeout_s: float = 0.2, clock: FakeClock | None = None) -> AsyncCircuitBreaker:
     return AsyncCircuitBreaker(
         "upstream",
         fail_max=3,
         reset_timeout_s=reset_timeout_s,
         is_failure=lambda exc: not isinstance(exc, CallerMistake),
+        clock=clock or FakeClock(),
     )
 
 
@@ -47,7 +49,7 @@ async def held_trial(breaker: AsyncCircuitBreaker) -> tuple[asyncio.Task[str], a
         return "ok"
 
     trial = asyncio.create_task(breaker.call(slow_trial))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: the call is admitted and waits on `release`
     return trial, release
 
 
@@ -77,20 +79,22 @@ async def test_open_breaker_fails_fast_without_calling_upstream() -> None:
 
 
 async def test_half_open_trial_success_closes_the_breaker() -> None:
-    breaker, upstream = make_breaker(), Upstream()
+    clock = FakeClock()
+    breaker, upstream = make_breaker(clock=clock), Upstream()
     upstream.error = UpstreamDown()
     await fail_times(breaker, upstream, 3)
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     upstream.error = None
     assert await breaker.call(upstream) == "ok"
     assert breaker.state == CLOSED
 
 
 async def test_half_open_trial_failure_reopens_the_breaker() -> None:
-    breaker, upstream = make_breaker(), Upstream()
+    clock = FakeClock()
+    breaker, upstream = make_breaker(clock=clock), Upstream()
     upstream.error = UpstreamDown()
     await fail_times(breaker, upstream, 3)
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     await fail_times(breaker, upstream, 1)
     assert breaker.state == OPEN
     with pytest.raises(BreakerOpen):
@@ -98,10 +102,11 @@ async def test_half_open_trial_failure_reopens_the_breaker() -> None:
 
 
 async def test_half_open_admits_only_one_trial_at_a_time() -> None:
-    breaker, upstream = make_breaker(), Upstream()
+    clock = FakeClock()
+    breaker, upstream = make_breaker(clock=clock), Upstream()
     upstream.error = UpstreamDown()
     await fail_times(breaker, upstream, 3)
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     upstream.error = None
     trial, release = await held_trial(breaker)
     assert breaker.state == HALF_OPEN
@@ -141,7 +146,7 @@ async def cancelled_call(breaker: AsyncCircuitBreaker) -> None:
         return "never"
 
     task = asyncio.create_task(breaker.call(hangs))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: the call is admitted and waits
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -157,10 +162,11 @@ async def test_a_cancelled_call_is_neither_a_success_nor_a_failure() -> None:
 
 
 async def test_a_cancelled_trial_lets_the_next_call_be_the_trial() -> None:
-    breaker, upstream = make_breaker(), Upstream()
+    clock = FakeClock()
+    breaker, upstream = make_breaker(clock=clock), Upstream()
     upstream.error = UpstreamDown()
     await fail_times(breaker, upstream, 3)
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     await cancelled_call(breaker)
     assert breaker.state == HALF_OPEN
     upstream.error = None
@@ -178,13 +184,14 @@ async def test_a_call_may_judge_its_own_failures() -> None:
 
 
 async def test_a_caller_can_ask_whether_a_call_would_be_rejected_without_taking_the_trial() -> None:
-    breaker, upstream = make_breaker(reset_timeout_s=0.2), Upstream()
+    clock = FakeClock()
+    breaker, upstream = make_breaker(reset_timeout_s=0.2, clock=clock), Upstream()
     assert breaker.rejecting_for_s() is None
     upstream.error = UpstreamDown()
     await fail_times(breaker, upstream, 3)
     waiting = breaker.rejecting_for_s()
-    assert waiting is not None and 0 < waiting <= 0.2
-    await asyncio.sleep(0.25)
+    assert waiting == pytest.approx(0.2)  # the whole reset timeout: no time has passed on the clock
+    clock.advance(0.25)
     assert breaker.rejecting_for_s() is None  # the next call would be the trial, and asking did not take it
     trial, release = await held_trial(breaker)
     assert breaker.rejecting_for_s() == 0.0  # the trial is in flight
@@ -194,10 +201,11 @@ async def test_a_caller_can_ask_whether_a_call_would_be_rejected_without_taking_
 
 
 async def test_only_one_asker_is_sent_towards_the_trial() -> None:
-    breaker, upstream = make_breaker(reset_timeout_s=0.1), Upstream()
+    clock = FakeClock()
+    breaker, upstream = make_breaker(reset_timeout_s=0.1, clock=clock), Upstream()
     upstream.error = UpstreamDown()
     await fail_times(breaker, upstream, 3)
-    await asyncio.sleep(0.15)
+    clock.advance(0.15)
     assert breaker.rejecting_for_s(claim=True) is None  # this caller goes ahead and makes the trial
     assert breaker.rejecting_for_s(claim=True) == 0.0  # everyone else fails fast meanwhile
     upstream.error = None

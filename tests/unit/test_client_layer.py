@@ -11,7 +11,8 @@ import pytest
 from meshsearch.api.v1 import api_pb2
 from meshsearch.embedder.v1 import embedder_pb2
 from meshsearch_common import context
-from meshsearch_common.client import UpstreamGuard, idempotent_methods, is_upstream_failure, service_config
+from meshsearch_common.client import UpstreamGuard, is_upstream_failure, service_config
+from meshsearch_common.contracts import idempotent_methods
 from meshsearch_common.errors import InvalidArgument, NotFound, Unavailable, from_upstream
 from meshsearch_common.settings import UpstreamPolicy
 

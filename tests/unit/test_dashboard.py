@@ -21,7 +21,7 @@ HISTOGRAM_SERIES = re.compile(r"_(bucket|sum|count)$")
 
 
 def _builder() -> Any:
-    spec = importlib.util.spec_from_file_location("dashboard", ROOT / "libs" / "common" / "scripts" / "dashboard.py")
+    spec = importlib.util.spec_from_file_location("dashboard", ROOT / "tools" / "build" / "dashboard.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshsearch_embedder.model import ModelInfo
+from meshsearch_embedder.backend import ModelInfo
 from meshsearch_embedder.torch_backend import precision_for, resolve_device
 
 

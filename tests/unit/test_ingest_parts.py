@@ -12,8 +12,8 @@ import pytest
 from google.protobuf import json_format
 from procrastinate.jobs import Job as QueuedJob
 
+from meshsearch_api.ingest.batch_runner import BatchRetryPolicy, RetryBatch
 from meshsearch_api.ingest.index_leases import IndexLeases
-from meshsearch_api.ingest.processing import BatchRetryPolicy, RetryBatch
 from meshsearch_api.ingest.queue import BatchRetry
 from meshsearch_api.ingest.store import batch_receipt, batches_of, job_receipt_prefix
 from meshsearch_cli.sources import Fields, Source, SourceError

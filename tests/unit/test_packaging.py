@@ -30,10 +30,10 @@ def test_importing_the_api_or_search_service_never_loads_torch(module: str) -> N
 SERVICE_AND_TOOLING_PACKAGES = ("meshsearch_api", "meshsearch_embedder", "meshsearch_search", "meshsearch_cli")
 
 
-def test_the_common_library_imports_no_service_and_no_launcher() -> None:
+def test_no_library_imports_a_service_or_the_operator_tools() -> None:
     import ast
 
-    for path in (ROOT / "libs" / "common" / "src" / "meshsearch_common").rglob("*.py"):
+    for path in (ROOT / "libs").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -51,3 +51,12 @@ def test_a_missing_optional_dependency_names_the_extra_to_install() -> None:
 
     with pytest.raises(MissingExtra, match=r"pip install 'meshsearch-cli\[embedded\]'"):
         require("no_such_module_for_meshsearch", "embedded")
+
+
+def test_the_public_python_client_loads_no_service_to_service_layer() -> None:
+    """The client (clients/python) uses the stubs and the pure contract modules only: no
+    breaker, metrics, tracing or server code comes with it into a user's process."""
+    layer = ("pybreaker", "prometheus_client", "opentelemetry", "meshsearch_common.client", "meshsearch_common.server")
+    code = f"import sys, meshsearch.client; print([m for m in {layer!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -14,15 +14,22 @@ from meshsearch.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from meshsearch_common.errors import InvalidArgument
 from meshsearch_common.server import RunningService, start_service
 from meshsearch_common.settings import ServiceSettings
+from tests import waiting
 
 SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"].full_name
 
 
 class SlowInfo(embedder_pb2_grpc.EmbedderServiceServicer):
-    """Info takes a while (to be caught in flight); Tokenize fails like a buggy or picky core."""
+    """Info answers only once `release` is set (to be caught in flight), and sets `started` when
+    a call arrives; Tokenize fails like a buggy or picky core."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
 
     async def Info(self, request, context):
-        await asyncio.sleep(0.5)
+        self.started.set()
+        await self.release.wait()
         return embedder_pb2.InfoResponse(model_id="slow")
 
     async def Tokenize(self, request, context):
@@ -37,9 +44,10 @@ class FakeApp:
 
     def __init__(self) -> None:
         self.stopped = False
+        self.servicer = SlowInfo()
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
-        embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(SlowInfo(), server)
+        embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(self.servicer, server)
         return [SERVICE]
 
     async def start(self) -> None:
@@ -51,8 +59,10 @@ class FakeApp:
 
 @pytest.fixture
 async def running() -> AsyncIterator[RunningService]:
-    service = await start_service(FakeApp(), ServiceSettings(port=0, metrics_port=0))
+    app = FakeApp()
+    service = await start_service(app, ServiceSettings(port=0, metrics_port=0))
     yield service
+    app.servicer.release.set()
     await service.stop(0)
 
 
@@ -106,11 +116,16 @@ async def test_stop_drains_in_flight_calls_and_reports_not_serving() -> None:
         in_flight = asyncio.ensure_future(
             embedder_pb2_grpc.EmbedderServiceStub(channel).Info(embedder_pb2.InfoRequest())
         )
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(app.servicer.started.wait(), 10)
         stopping = asyncio.create_task(service.stop(grace_s=5))
-        await asyncio.sleep(0.05)
-        check = service.health.Check(health_pb2.HealthCheckRequest(service=SERVICE), None)  # type: ignore[arg-type]  # no context needed
-        assert (await check).status == (health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        async def not_serving() -> bool:
+            check = service.health.Check(health_pb2.HealthCheckRequest(service=SERVICE), None)  # type: ignore[arg-type]  # no context needed
+            return (await check).status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        await waiting.until(not_serving, what="health reports NOT_SERVING while draining")
+        assert not in_flight.done()  # drained, not cut off
+        app.servicer.release.set()
         assert (await in_flight).model_id == "slow"
         await stopping
     assert app.stopped
@@ -122,23 +137,27 @@ def handled(method: str, code: str) -> float:
     return REGISTRY.get_sample_value("meshsearch_rpc_handled_total", {"method": method, "code": code}) or 0.0
 
 
-async def test_calls_cut_off_by_their_deadline_or_their_client_are_not_counted_as_ok(
-    running: RunningService,
-) -> None:
+async def test_calls_cut_off_by_their_deadline_or_their_client_are_not_counted_as_ok() -> None:
+    app = FakeApp()
+    service = await start_service(app, ServiceSettings(port=0, metrics_port=0))
     method = f"/{SERVICE}/Info"
     before = {code: handled(method, code) for code in ("OK", "DEADLINE_EXCEEDED", "CANCELLED")}
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as expired:
-            await stub.Info(embedder_pb2.InfoRequest(), timeout=0.1)
-        assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        abandoned = stub.Info(embedder_pb2.InfoRequest(), timeout=5)
-        await asyncio.sleep(0.1)
-        abandoned.cancel()
-        await asyncio.sleep(0.2)  # the server sees the cancellation and records it
-    assert handled(method, "DEADLINE_EXCEEDED") == before["DEADLINE_EXCEEDED"] + 1
-    assert handled(method, "CANCELLED") == before["CANCELLED"] + 1
-    assert handled(method, "OK") == before["OK"]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as expired:
+                await stub.Info(embedder_pb2.InfoRequest(), timeout=0.1)
+            assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await waiting.until(lambda: handled(method, "DEADLINE_EXCEEDED") == before["DEADLINE_EXCEEDED"] + 1)
+            app.servicer.started.clear()
+            abandoned = stub.Info(embedder_pb2.InfoRequest(), timeout=5)
+            await asyncio.wait_for(app.servicer.started.wait(), 10)  # the server holds the call
+            abandoned.cancel()
+            await waiting.until(lambda: handled(method, "CANCELLED") == before["CANCELLED"] + 1, what="recorded")
+        assert handled(method, "OK") == before["OK"]
+    finally:
+        app.servicer.release.set()
+        await service.stop(0)
 
 
 async def test_a_unary_call_without_a_deadline_gets_its_method_class_default() -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pybreaker
@@ -55,7 +54,8 @@ class AsyncCircuitBreaker:
 
     `is_failure(exc)` says whether an exception shows the upstream is sick (a call may pass its
     own judge). Exceptions for which it is False (caller errors) are re-raised but count as a
-    healthy answer.
+    healthy answer. `clock` (seconds, monotonic) times the open state and trial claims; tests
+    pass one they advance by hand.
     """
 
     def __init__(
@@ -66,19 +66,21 @@ class AsyncCircuitBreaker:
         reset_timeout_s: float,
         is_failure: Callable[[BaseException], bool],
         listeners: list[pybreaker.CircuitBreakerListener] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._is_failure = is_failure
-        self._storage = pybreaker.CircuitMemoryStorage(CLOSED)
+        self._clock = clock
+        self._opened_at = 0.0  # clock() when the breaker last opened
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout_s,
-            listeners=listeners,
-            state_storage=self._storage,
+            listeners=[*(listeners or []), _OpenedAt(self)],
+            state_storage=pybreaker.CircuitMemoryStorage(CLOSED),
             name=name,
         )
         self._trial_in_flight = False
-        self._trial_claimed_until = 0.0  # time.monotonic(); see rejecting_for_s(claim=True)
+        self._trial_claimed_until = 0.0  # clock(); see rejecting_for_s(claim=True)
 
     @property
     def state(self) -> str:
@@ -116,7 +118,7 @@ class AsyncCircuitBreaker:
             remaining = self._seconds_until_trial()
             if remaining > 0:
                 return remaining
-        now = time.monotonic()
+        now = self._clock()
         if self._trial_in_flight or now < self._trial_claimed_until:
             return 0.0
         if claim:
@@ -152,11 +154,23 @@ class AsyncCircuitBreaker:
             pass
 
     def _seconds_until_trial(self) -> float:
-        opened_at = self._storage.opened_at
-        if opened_at is None:
-            return 0.0
-        reopen = opened_at + timedelta(seconds=self._breaker.reset_timeout)
-        return max(0.0, (reopen - datetime.now(UTC)).total_seconds())
+        return max(0.0, self._opened_at + self._breaker.reset_timeout - self._clock())
+
+
+class _OpenedAt(pybreaker.CircuitBreakerListener):
+    """Notes, on the breaker's own clock, when pybreaker opens it."""
+
+    def __init__(self, breaker: AsyncCircuitBreaker) -> None:
+        self._breaker = breaker
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        if new_state.name == OPEN:
+            self._breaker._opened_at = self._breaker._clock()
 
 
 def _succeed() -> None:

@@ -27,12 +27,12 @@ from typing import Any, TypeVar
 
 import grpc
 import pybreaker
-from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import Counter, Gauge
 
 from meshsearch_common import context, deadlines, tls, tracing
 from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
+from meshsearch_common.contracts import idempotent_methods
 from meshsearch_common.errors import (
     CALLER_ERROR_CODES,
     STATUS_DETAILS_KEY,
@@ -70,19 +70,6 @@ def is_upstream_failure(exc: BaseException) -> bool:
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code() not in CALLER_ERROR_CODES | HEALTHY_REFUSAL_CODES
     return not isinstance(exc, asyncio.CancelledError)
-
-
-def idempotent_methods(service: ServiceDescriptor) -> list[str]:
-    """Methods the contract marks `idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS`."""
-    safe = {
-        descriptor_pb2.MethodOptions.IDEMPOTENT,
-        descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
-    }
-    return [
-        method.name
-        for method in service.methods
-        if method.GetOptions().idempotency_level in safe and not method.client_streaming and not method.server_streaming
-    ]
 
 
 def service_config(services: Sequence[ServiceDescriptor], policy: UpstreamPolicy) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
 from meshsearch_common.errors import InvalidArgument
@@ -21,3 +21,10 @@ def python_value(message: Message, field: str) -> Any:
         return json_format.MessageToDict(message)
     except ValueError:
         raise InvalidArgument(f"{field} must hold JSON values only: no NaN or infinite numbers", field=field) from None
+
+
+def struct_of(values: dict[str, Any]) -> struct_pb2.Struct:
+    """`values` (JSON-compatible) as a protobuf Struct, as metadata travels in every contract."""
+    message = struct_pb2.Struct()
+    message.update(values)
+    return message

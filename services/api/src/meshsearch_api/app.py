@@ -22,17 +22,19 @@ from meshsearch_api.auth.key_store import KeyStore
 from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.auth.rate_limits import RateLimiter
 from meshsearch_api.catalog import Catalog
+from meshsearch_api.core import ApiCore
 from meshsearch_api.database import open_pool
 from meshsearch_api.documents import DocumentLimits, Documents
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
-from meshsearch_api.grpc_service import CollectionServicer, Core, DocumentServicer, SearchServicer
+from meshsearch_api.grpc_service import CollectionServicer, DocumentServicer, SearchServicer
 from meshsearch_api.ingest import queue
 from meshsearch_api.ingest.grpc_service import IngestServicer
 from meshsearch_api.ingest.service import Ingest
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.request_keys import RequestKeys
 from meshsearch_api.search_client import SearchClient
+from meshsearch_api.searches import Searches, SearchLimits
 from meshsearch_api.settings import ApiSettings
 from meshsearch_common.client import Upstream
 from meshsearch_common.errors import FailedPrecondition
@@ -46,7 +48,7 @@ class ApiApp:
 
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
-        self._core: Readiness[Core] = Readiness("api")
+        self._core: Readiness[ApiCore] = Readiness("api")
         self._ingest: Readiness[Ingest] = Readiness("bulk ingestion (its jobs database)")
         self._gate: Readiness[Gate] = Readiness("api")
         self._keys: Readiness[KeyStore] = Readiness("the API key store (in the jobs database)")
@@ -104,13 +106,6 @@ class ApiApp:
             return EmbeddingCache(self._redis, namespace, settings.cache_ttl_s)
 
         embedder_client = EmbedderClient(embedder, cache_for)
-        limits = DocumentLimits(
-            max_documents_per_request=settings.max_documents_per_request,
-            max_text_bytes=settings.max_text_bytes,
-            max_top_k=settings.max_top_k,
-            default_top_k=settings.default_top_k,
-            max_searches_per_batch=settings.max_searches_per_batch,
-        )
         search_client = SearchClient(search)
         self._quotas = TenantQuotas(
             self._redis,
@@ -118,13 +113,21 @@ class ApiApp:
             settings.tenant_max_documents,
             settings.tenant_max_ingest_bytes_per_day,
             settings.tenant_quotas,
+            settings.tenant_count_cache_s,
+        )
+        document_limits = DocumentLimits(settings.max_documents_per_request, settings.max_text_bytes)
+        search_limits = SearchLimits(
+            max_query_bytes=settings.max_text_bytes,
+            max_top_k=settings.max_top_k,
+            default_top_k=settings.default_top_k,
+            max_searches_per_batch=settings.max_searches_per_batch,
         )
         self._core.set(
-            Core(
+            ApiCore(
                 Catalog(search_client, embedder_client),
-                Documents(search_client, embedder_client, limits),
+                Documents(search_client, embedder_client, self._quotas, document_limits),
+                Searches(search_client, embedder_client, search_limits),
                 RequestKeys(self._redis, settings.request_key_ttl_s),
-                self._quotas,
             )
         )
         self._open_gate()

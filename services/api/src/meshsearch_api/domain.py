@@ -66,7 +66,7 @@ class Document:
 class Span:
     """The chunk of a document that matched: its position and characters [start, end)."""
 
-    index: int
+    chunk: int  # the chunk's position in the document (ChunkSpan.index on the public contract)
     start: int
     end: int
 
@@ -100,6 +100,17 @@ class SearchResult:
     hits: list[Hit]
     mode: SearchMode  # the mode that answered (keyword when degraded)
     degraded_reason: str = ""  # why the asked mode could not be used; empty when it was
+
+
+@dataclass
+class LimitViolation:
+    """A documented limit that documents break (as meshsearch.api.v1.LimitViolation): one
+    document's, from `documents.document_problem`, or a tally over many (an estimate)."""
+
+    limit: str  # the limit's stable name, such as "max_text_bytes" or "duplicate_id"
+    description: str  # what the limit is and how to fix the document
+    documents: int = 0
+    example_ids: list[str] | None = None
 
 
 @dataclass(frozen=True)

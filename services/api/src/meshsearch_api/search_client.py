@@ -21,9 +21,9 @@ import numpy.typing as npt
 
 from meshsearch.search.v1 import search_pb2 as spb
 from meshsearch.search.v1 import search_pb2_grpc
-from meshsearch_api import conversions
 from meshsearch_api.auth import principal
 from meshsearch_api.chunking import EmbeddedBatch
+from meshsearch_api.conversions import search_service
 from meshsearch_api.domain import Chunking, CollectionInfo, CollectionSpec, Document, Hit, ModelIdentity, SearchQuery
 from meshsearch_common import vectors
 from meshsearch_common.client import Upstream
@@ -72,7 +72,7 @@ class SearchClient:
             metric=vectors.metric_to_wire(spb.Metric, spec.metric),
             storage=spb.STORAGE_FLOAT16 if spec.half_precision else spb.STORAGE_FLOAT32,
             hnsw=spb.HnswParams(m=spec.hnsw_m, ef_construction=spec.hnsw_ef_construction),
-            model=conversions.model_to_search(model),
+            model=search_service.model_to_search(model),
             chunk_tokens=chunking.chunk_tokens,
             chunk_overlap_tokens=chunking.overlap_tokens,
             chunk_truncate=chunking.truncate,
@@ -81,17 +81,17 @@ class SearchClient:
         response = await self._call(
             self._stub.CreateCollection, spb.CreateCollectionRequest(collection=collection), spec.name
         )
-        return self._public(conversions.collection_from_search(response.collection))
+        return self._public(search_service.collection_from_search(response.collection))
 
     async def get_collection(self, name: str) -> CollectionInfo:
         request = spb.GetCollectionRequest(name=principal.stored_collection(name, "name"))
         response = await self._call(self._stub.GetCollection, request, name)
-        return self._public(conversions.collection_from_search(response.collection))
+        return self._public(search_service.collection_from_search(response.collection))
 
     async def list_collections(self) -> list[CollectionInfo]:
         """The current tenant's collections."""
         response = await self._upstream.call(self._stub.ListCollections, spb.ListCollectionsRequest())
-        infos = [conversions.collection_from_search(c) for c in response.collections]
+        infos = [search_service.collection_from_search(c) for c in response.collections]
         return [self._public(info) for info in infos if principal.public_collection(info.name) is not None]
 
     async def delete_collection(self, name: str) -> None:
@@ -102,8 +102,8 @@ class SearchClient:
         """Store `batch`; with a receipt, at most once (see the search service's receipts)."""
         request = spb.UpsertRequest(
             collection=principal.stored_collection(collection),
-            points=[conversions.point_to_search(item, batch.model.dimension) for item in batch.documents],
-            model=conversions.model_to_search(batch.model),
+            points=[search_service.point_to_search(item, batch.model.dimension) for item in batch.documents],
+            model=search_service.model_to_search(batch.model),
             receipt=receipt,
         )
         response = await self._call(self._stub.Upsert, request, collection)
@@ -134,23 +134,23 @@ class SearchClient:
     async def get(self, collection: str, ids: list[str]) -> tuple[list[Document], list[str]]:
         request = spb.GetRequest(collection=principal.stored_collection(collection), ids=ids)
         response = await self._call(self._stub.Get, request, collection)
-        return [conversions.document_from_search(p) for p in response.points], list(response.missing_ids)
+        return [search_service.document_from_search(p) for p in response.points], list(response.missing_ids)
 
     async def delete(self, collection: str, ids: list[str], filter_wire: bytes = b"") -> int:
         stored = principal.stored_collection(collection)
-        request = spb.DeleteRequest(collection=stored, ids=ids, filter=conversions.filter_to_search(filter_wire))
+        request = spb.DeleteRequest(collection=stored, ids=ids, filter=search_service.filter_to_search(filter_wire))
         response = await self._call(self._stub.Delete, request, collection)
         return int(response.deleted_count)
 
     async def scroll(self, collection: str, filter_wire: bytes, limit: int, cursor: str) -> tuple[list[Document], str]:
         request = spb.ScrollRequest(
             collection=principal.stored_collection(collection),
-            filter=conversions.filter_to_search(filter_wire),
+            filter=search_service.filter_to_search(filter_wire),
             limit=limit,
             cursor=cursor,
         )
         response = await self._call(self._stub.Scroll, request, collection)
-        return [conversions.document_from_search(p) for p in response.points], response.next_cursor
+        return [search_service.document_from_search(p) for p in response.points], response.next_cursor
 
     async def query(
         self,
@@ -162,6 +162,6 @@ class SearchClient:
         """Vector search (`vector` given, mode vector), hybrid (`vector` given, mode hybrid) or
         keyword search (no vector)."""
         stored = replace(query, collection=principal.stored_collection(query.collection))
-        request = conversions.query_to_search(stored, k, vector, model)
+        request = search_service.query_to_search(stored, k, vector, model)
         response = await self._call(self._stub.Query, request, query.collection)
-        return [conversions.hit_from_search(hit) for hit in response.points]
+        return [search_service.hit_from_search(hit) for hit in response.points]

@@ -25,7 +25,7 @@ class TenantQuota(BaseModel):
     max_ingest_bytes_per_day: int | None = Field(None, ge=0)
 
 
-class MeshClientSettings(ServiceSettings):
+class UpstreamSettings(ServiceSettings):
     """Where the embedder and the search service are, and how to call them: the same for the
     api and the workers, which both embed and store documents."""
 
@@ -42,7 +42,7 @@ class MeshClientSettings(ServiceSettings):
     upstream_tls: ClientTls = Field(default_factory=ClientTls)
 
 
-class ApiSettings(MeshClientSettings):
+class ApiSettings(UpstreamSettings):
     model_config = SettingsConfigDict(
         env_prefix="MESHSEARCH_API_", env_nested_delimiter="__", frozen=True, extra="ignore"
     )
@@ -106,6 +106,12 @@ class ApiSettings(MeshClientSettings):
     tenant_max_ingest_bytes_per_day: int = Field(
         0, ge=0, description="UTF-8 bytes of text one tenant may write per UTC day; 0: no quota."
     )
+    tenant_count_cache_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a tenant's stored document count (for its document quota) is reused before the "
+        "search service is asked again; 0 asks on every write.",
+    )
     tenant_quotas: dict[str, TenantQuota] = Field(
         default_factory=dict,
         description='Quotas of named tenants, in place of the two defaults above, as JSON: {"team-a": '
@@ -121,7 +127,7 @@ class ApiSettings(MeshClientSettings):
         return value
 
 
-class WorkerSettings(MeshClientSettings):
+class WorkerSettings(UpstreamSettings):
     """An ingest worker: runs the batches of ingest jobs (`meshsearch serve worker`)."""
 
     model_config = SettingsConfigDict(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from meshsearch.embedder.v1 import embedder_pb2
 from meshsearch.search.v1 import search_pb2
-from meshsearch_api.settings import MeshClientSettings
+from meshsearch_api.settings import UpstreamSettings
 from meshsearch_common.client import Upstream, connect_upstream
 
 
-def connect(settings: MeshClientSettings) -> tuple[Upstream, Upstream]:
+def connect(settings: UpstreamSettings) -> tuple[Upstream, Upstream]:
     """(embedder, search)."""
     embedder = connect_upstream(
         "embedder",

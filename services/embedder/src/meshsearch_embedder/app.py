@@ -14,10 +14,10 @@ import grpc
 from meshsearch.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from meshsearch_common.readiness import Readiness
 from meshsearch_embedder import metrics
+from meshsearch_embedder.backend import EncoderBackend, content_revision, require_model_dir
 from meshsearch_embedder.batcher import Batcher
 from meshsearch_embedder.embedding import EmbeddingService, EmbedOptions, Limits
 from meshsearch_embedder.grpc_service import EmbedderServicer
-from meshsearch_embedder.model import EncoderBackend, content_revision, require_model_dir
 from meshsearch_embedder.selection import CPU_CANDIDATES, Selection, SelectionCache, cache_key, select_backend
 from meshsearch_embedder.settings import EmbedderSettings
 

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from meshsearch_embedder import metrics
-from meshsearch_embedder.model import EncoderBackend, Windows
+from meshsearch_embedder.backend import EncoderBackend, Windows
 
 # Throughput assumed before the first batch has been measured (tokens per second).
 _INITIAL_TOKENS_PER_S = 5_000.0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from meshsearch_embedder.model import EncoderBackend
+from meshsearch_embedder.backend import EncoderBackend
 
 SHORT_TEXTS = (
     "How do migrating birds find their way home?",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from meshsearch.embedder.v1 import embedder_pb2 as pb
 from meshsearch_common import vectors
+from meshsearch_embedder.backend import ModelInfo
 from meshsearch_embedder.batcher import Embedded
 from meshsearch_embedder.embedding import EmbedOptions
-from meshsearch_embedder.model import ModelInfo
 from meshsearch_embedder.selection import Selection
 
 

@@ -14,8 +14,8 @@ import numpy as np
 from meshsearch_common import context
 from meshsearch_common.errors import InvalidArgument, ResourceExhausted
 from meshsearch_embedder import metrics
+from meshsearch_embedder.backend import ModelInfo, Windows
 from meshsearch_embedder.batcher import Batcher, Embedded, Overloaded
-from meshsearch_embedder.model import ModelInfo, Windows
 from meshsearch_embedder.selection import Selection
 
 

@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from meshsearch_embedder.cpu import inference_threads
-from meshsearch_embedder.model import (
+from meshsearch_embedder.backend import (
     EncoderBackend,
     ModelInfo,
     content_revision,
@@ -41,6 +40,7 @@ from meshsearch_embedder.model import (
     read_json,
     require_model_dir,
 )
+from meshsearch_embedder.cpu import inference_threads
 
 log = logging.getLogger(__name__)
 

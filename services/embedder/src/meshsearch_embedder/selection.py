@@ -34,9 +34,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from meshsearch_embedder.backend import EncoderBackend
 from meshsearch_embedder.calibration import calibrate, mean_cosine
 from meshsearch_embedder.cpu import cpu_description, cpu_model, simd_flags, usable_cpus
-from meshsearch_embedder.model import EncoderBackend
 
 log = logging.getLogger(__name__)
 

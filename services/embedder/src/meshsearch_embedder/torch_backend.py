@@ -7,8 +7,8 @@ import os
 import numpy as np
 import numpy.typing as npt
 
+from meshsearch_embedder.backend import EncoderBackend, ModelInfo, content_revision, derive_model_id, require_model_dir
 from meshsearch_embedder.cpu import inference_threads
-from meshsearch_embedder.model import EncoderBackend, ModelInfo, content_revision, derive_model_id, require_model_dir
 
 
 def resolve_device(requested: str, cuda_devices: int) -> str:

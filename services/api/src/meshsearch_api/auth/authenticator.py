@@ -30,6 +30,7 @@ from prometheus_client import Counter
 from meshsearch_api.auth import keys
 from meshsearch_api.auth.key_store import KeyStore, StoredKey
 from meshsearch_api.auth.principal import Principal, Role
+from meshsearch_common.clocks import Clock, WallClock, utc_now
 from meshsearch_common.errors import Unauthenticated
 from meshsearch_common.readiness import Readiness
 
@@ -56,12 +57,15 @@ class Authenticator:
         cache_ttl_s: float,
         bootstrap_key: str = "",
         max_concurrent_verifications: int = 2,
+        clock: Clock = time.monotonic,
+        wall_clock: WallClock = utc_now,
     ) -> None:
         self._store = store
+        self._wall_clock = wall_clock
         self._bootstrap_digest = hashlib.sha256(bootstrap_key.encode()).digest() if bootstrap_key else b""
-        self._rows: TTLCache[str, StoredKey | None] = TTLCache(CACHE_ENTRIES, cache_ttl_s, timer=time.monotonic)
-        self._verified: TTLCache[bytes, str] = TTLCache(CACHE_ENTRIES, VERIFIED_TTL_S, timer=time.monotonic)
-        self._refused: TTLCache[bytes, str] = TTLCache(CACHE_ENTRIES, cache_ttl_s, timer=time.monotonic)
+        self._rows: TTLCache[str, StoredKey | None] = TTLCache(CACHE_ENTRIES, cache_ttl_s, timer=clock)
+        self._verified: TTLCache[bytes, str] = TTLCache(CACHE_ENTRIES, VERIFIED_TTL_S, timer=clock)
+        self._refused: TTLCache[bytes, str] = TTLCache(CACHE_ENTRIES, cache_ttl_s, timer=clock)
         self._pending: dict[Hashable, asyncio.Future[object]] = {}
         self._verifications = asyncio.Semaphore(max_concurrent_verifications)
 
@@ -100,14 +104,14 @@ class Authenticator:
             AUTHENTICATIONS.labels("invalid", "yes").inc()
             return None
         if self._verified.get(digest) == row.secret_hash:
-            return _unexpired(row, cached="yes")
+            return _unexpired(row, cached="yes", now=self._wall_clock())
         if self._refused.get(digest) == row.secret_hash:
             AUTHENTICATIONS.labels("invalid", "yes").inc()
             return None
         if not await self._once(digest, lambda _: self._verify(key, digest, row.secret_hash)):
             AUTHENTICATIONS.labels("invalid", "no").inc()
             return None
-        return _unexpired(row, cached="no")
+        return _unexpired(row, cached="no", now=self._wall_clock())
 
     async def _load_row(self, key_id: object) -> StoredKey | None:
         row = await self._store.get().find(str(key_id))
@@ -139,11 +143,11 @@ class Authenticator:
             del self._pending[name]
 
 
-def _unexpired(row: StoredKey, cached: str) -> Principal:
+def _unexpired(row: StoredKey, cached: str, now: datetime) -> Principal:
     """The principal of a key whose secret was verified, unless the key has expired. Only the
     holder of the secret learns that it expired (an unverified caller gets INVALID_API_KEY), so
     this tells nothing to someone who merely knows a key id."""
-    if row.expired(datetime.now(UTC)):
+    if row.expired(now):
         AUTHENTICATIONS.labels("expired", cached).inc()
         assert row.expire_time is not None
         raise _refused(

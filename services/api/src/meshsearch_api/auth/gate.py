@@ -22,7 +22,9 @@ class RateLimited(ResourceExhausted):
 
 
 @dataclass(frozen=True)
-class Admission:
+class Authorized:
+    """A call the gate let through: who makes it, and what it spent of their rate."""
+
     principal: Principal
     rate: Decision | None  # None when the call is not rate-limited (auth off)
     rate_kind: str
@@ -42,7 +44,7 @@ class Gate:
         self._read_per_s = default_read_per_s
         self._write_per_s = default_write_per_s
 
-    async def admit(self, method: str, authorization: str | None, cost: int = 1) -> Admission:
+    async def authorize(self, method: str, authorization: str | None, cost: int = 1) -> Authorized:
         """Who calls `method`, if it may, and its rate-limit decision for a call of `cost` units
         (permissions.cost)."""
         role = permissions.METHOD_ROLES.get(method)
@@ -50,7 +52,7 @@ class Gate:
             raise PermissionDenied(f"{method} has no access rule on this server", reason="NO_ACCESS_RULE")
         kind = permissions.rate_class(role)
         if self._authenticator is None:
-            return Admission(ANONYMOUS, None, kind)
+            return Authorized(ANONYMOUS, None, kind)
         caller = await self._authenticator.authenticate(authorization)
         if caller.system and permissions.service_of(method) != permissions.KEY_SERVICE:
             raise PermissionDenied(
@@ -73,4 +75,4 @@ class Gate:
                 kind,
                 f"key:{caller.key_id}:{kind}",
             )
-        return Admission(caller, decision, kind)
+        return Authorized(caller, decision, kind)

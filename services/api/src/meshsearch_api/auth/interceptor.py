@@ -1,4 +1,4 @@
-"""Runs the Gate before every public RPC, streaming ones included (a stream is admitted once,
+"""Runs the Gate before every public RPC, streaming ones included (a stream is authorized once,
 when it opens), and makes its principal the call's (`principal.current()`).
 
 It sits inside the common server interceptor, which turns the gate's errors into statuses
@@ -55,28 +55,30 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             handler, lambda behavior, _: self._answered_once(behavior, method), lambda b, _: self._streamed(b, method)
         )
 
-    async def _admit(self, method: str, servicer_context: grpc.aio.ServicerContext[Any, Any], cost: int = 1) -> None:
+    async def _authorize(
+        self, method: str, servicer_context: grpc.aio.ServicerContext[Any, Any], cost: int = 1
+    ) -> None:
         # The call runs in its own task, so the principal set here is this call's alone.
         try:
-            admission = await self._gate.get().admit(method, _authorization(servicer_context), cost)
+            authorized = await self._gate.get().authorize(method, _authorization(servicer_context), cost)
         except RateLimited as refused:
             servicer_context.set_trailing_metadata(_rate_headers(refused.decision, refused.kind))
             raise
-        principal.set_current(admission.principal)
-        headers = _rate_headers(admission.rate, admission.rate_kind)
+        principal.set_current(authorized.principal)
+        headers = _rate_headers(authorized.rate, authorized.rate_kind)
         if headers:
             servicer_context.set_trailing_metadata(headers)
 
     def _answered_once(self, behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await self._admit(method, servicer_context, permissions.cost(method, request))
+            await self._authorize(method, servicer_context, permissions.cost(method, request))
             return await behavior(request, servicer_context)
 
         return wrapped
 
     def _streamed(self, behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
         async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            await self._admit(method, servicer_context)
+            await self._authorize(method, servicer_context)
             async for response in behavior(request, servicer_context):
                 yield response
 

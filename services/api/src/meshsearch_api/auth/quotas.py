@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis.asyncio as redis
 from cachetools import TTLCache
@@ -25,12 +25,12 @@ from prometheus_client import Counter
 from meshsearch_api.auth import principal
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import TenantQuota
+from meshsearch_common.clocks import Clock, WallClock, utc_now
 from meshsearch_common.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
 
 REFUSED = Counter("meshsearch_api_quota_refusals_total", "Writes refused by a tenant quota, by quota.", ["quota"])
-COUNT_TTL_S = 2.0
 DOCUMENTS_RETRY_AFTER_S = 60.0  # a full tenant frees room only by deleting
 
 
@@ -47,8 +47,12 @@ class TenantQuotas:
         max_documents: int,
         max_ingest_bytes_per_day: int,
         overrides: dict[str, TenantQuota] | None = None,
+        count_cache_s: float = 0.0,
+        clock: Clock = time.monotonic,
+        wall_clock: WallClock = utc_now,
     ) -> None:
         self._client = client
+        self._wall_clock = wall_clock
         self._search = search
         self._default = (max_documents, max_ingest_bytes_per_day)
         self._overrides = {  # merged over the defaults once here, not on every write
@@ -58,10 +62,10 @@ class TenantQuotas:
             )
             for tenant, quota in (overrides or {}).items()
         }
-        self._counts: TTLCache[str, int] = TTLCache(10_000, COUNT_TTL_S, timer=time.monotonic)
+        self._counts: TTLCache[str, int] = TTLCache(10_000, count_cache_s, timer=clock)
         self._local_bytes: dict[str, int] = {}
 
-    async def admit(self, documents: int, text_bytes: int) -> None:
+    async def charge(self, documents: int, text_bytes: int) -> None:
         """RESOURCE_EXHAUSTED (with QuotaFailure) unless the current tenant may write
         `documents` more documents holding `text_bytes` of text."""
         if documents <= 0:
@@ -69,15 +73,15 @@ class TenantQuotas:
         tenant = principal.tenant()
         max_documents, max_bytes = self.limits(tenant)
         if max_documents:
-            await self._admit_documents(tenant, documents, max_documents)
+            await self._charge_documents(tenant, documents, max_documents)
         if max_bytes:
-            await self._admit_bytes(tenant, text_bytes, max_bytes)
+            await self._charge_bytes(tenant, text_bytes, max_bytes)
 
     def limits(self, tenant: str) -> tuple[int, int]:
         """`tenant`'s (documents, ingest bytes per day) quotas; 0: none."""
         return self._overrides.get(tenant, self._default)
 
-    async def _admit_documents(self, tenant: str, documents: int, quota: int) -> None:
+    async def _charge_documents(self, tenant: str, documents: int, quota: int) -> None:
         stored = self._counts.get(tenant)
         if stored is None:
             stored = sum(info.document_count for info in await self._search.list_collections())
@@ -93,8 +97,8 @@ class TenantQuotas:
             )
         self._counts[tenant] = stored + documents
 
-    async def _admit_bytes(self, tenant: str, text_bytes: int, quota: int) -> None:
-        now = datetime.now(UTC)
+    async def _charge_bytes(self, tenant: str, text_bytes: int, quota: int) -> None:
+        now = self._wall_clock()
         key = f"meshsearch:quota:ingest:{tenant}:{now:%Y%m%d}"
         total = await self._add_bytes(key, text_bytes)
         if total > quota:

@@ -18,6 +18,8 @@ import redis.asyncio as redis
 from cachetools import TTLCache
 from prometheus_client import Counter
 
+from meshsearch_common.clocks import Clock
+
 log = logging.getLogger(__name__)
 
 DECISIONS = Counter(
@@ -61,12 +63,13 @@ class Decision:
 
 
 class _LocalBucket:
-    def __init__(self, capacity: float) -> None:
+    def __init__(self, capacity: float, clock: Clock) -> None:
         self.tokens = capacity
-        self.at = time.monotonic()
+        self._clock = clock
+        self.at = clock()
 
     def take(self, rate: float, capacity: float, cost: float) -> tuple[bool, float, float]:
-        now = time.monotonic()
+        now = self._clock()
         self.tokens = min(capacity, self.tokens + (now - self.at) * rate)
         self.at = now
         if self.tokens >= cost:
@@ -76,13 +79,16 @@ class _LocalBucket:
 
 
 class RateLimiter:
-    def __init__(self, client: redis.Redis | None, burst_s: float, fallback_s: float) -> None:
+    def __init__(
+        self, client: redis.Redis | None, burst_s: float, fallback_s: float, clock: Clock = time.monotonic
+    ) -> None:
         self._client = client
+        self._clock = clock
         self._script = client.register_script(_TOKEN_BUCKET) if client is not None else None
         self._burst_s = burst_s
         self._fallback_s = fallback_s
         self._redis_failed_at = -math.inf
-        self._local: TTLCache[str, _LocalBucket] = TTLCache(100_000, ttl=600, timer=time.monotonic)
+        self._local: TTLCache[str, _LocalBucket] = TTLCache(100_000, ttl=600, timer=clock)
 
     def capacity(self, rate: float) -> float:
         """Bucket size: `burst_s` seconds of calls, and at least one."""
@@ -100,7 +106,7 @@ class RateLimiter:
             FALLBACKS.inc()
             local = self._local.get(bucket)
             if local is None:
-                local = self._local[bucket] = _LocalBucket(capacity)
+                local = self._local[bucket] = _LocalBucket(capacity, self._clock)
             result = local.take(rate, capacity, units)
         allowed, tokens, wait_s = result
         DECISIONS.labels(kind, "allowed" if allowed else "refused").inc()
@@ -110,12 +116,12 @@ class RateLimiter:
         self, bucket: str, rate: float, capacity: float, units: float
     ) -> tuple[bool, float, float] | None:
         """The shared bucket's answer, or None when Redis is off, failing, or failed lately."""
-        if self._script is None or time.monotonic() - self._redis_failed_at < self._fallback_s:
+        if self._script is None or self._clock() - self._redis_failed_at < self._fallback_s:
             return None
         try:
             allowed, tokens, wait_ms = await self._script(keys=[bucket], args=[rate, capacity, units])
         except (redis.RedisError, OSError) as exc:
-            self._redis_failed_at = time.monotonic()
+            self._redis_failed_at = self._clock()
             log.warning(
                 "rate limits fall back to this replica's own buckets: Redis failed",
                 extra={"error": str(exc), "retry_redis_after_s": self._fallback_s},

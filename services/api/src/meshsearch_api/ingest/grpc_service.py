@@ -9,7 +9,8 @@ import grpc
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_api import conversions
+from meshsearch_api.conversions import jobs as job_messages
+from meshsearch_api.conversions import public
 from meshsearch_api.domain import Document
 from meshsearch_api.ingest.service import Ingest
 from meshsearch_common.errors import InvalidArgument
@@ -27,7 +28,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         first = await anext(aiter(request_iterator), None)
         body = first.WhichOneof("body") if first is not None else None
         if first is not None and body == "start":
-            job = await ingest.start(first.start.collection, conversions.priority_in(first.start.priority))
+            job = await ingest.start(first.start.collection, job_messages.priority_in(first.start.priority))
         elif first is not None and body == "resume_job_id":
             job = await ingest.resume(first.resume_job_id)
         else:
@@ -36,7 +37,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         async for message in request_iterator:
             body = message.WhichOneof("body")
             if body == "batch":
-                documents = [conversions.document_in(d) for d in message.batch.documents]
+                documents = [public.document_in(d) for d in message.batch.documents]
                 acknowledged = await ingest.upload(job.id, message.batch.first_sequence, documents)
                 yield pb.StartIngestResponse(job_id=job.id, acknowledged=acknowledged)
             elif body == "complete":
@@ -50,24 +51,24 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 )
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetJobResponse:
-        return pb.GetJobResponse(job=conversions.job_out(await self._ingest.get().get(request.job_id)))
+        return pb.GetJobResponse(job=job_messages.job_out(await self._ingest.get().get(request.job_id)))
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
         jobs, token = await self._ingest.get().list_jobs(request.collection, request.page_size, request.page_token)
-        return pb.ListJobsResponse(jobs=[conversions.job_out(job) for job in jobs], next_page_token=token)
+        return pb.ListJobsResponse(jobs=[job_messages.job_out(job) for job in jobs], next_page_token=token)
 
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelJobResponse:
-        return pb.CancelJobResponse(job=conversions.job_out(await self._ingest.get().cancel(request.job_id)))
+        return pb.CancelJobResponse(job=job_messages.job_out(await self._ingest.get().cancel(request.job_id)))
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchJobResponse]:
         async for progress in self._ingest.get().watch(request.job_id):
-            yield conversions.progress_out(progress)
+            yield job_messages.progress_out(progress)
 
     async def EstimateIngest(
         self, request_iterator: AsyncIterator[pb.EstimateIngestRequest], context: grpc.aio.ServicerContext[Any, Any]
@@ -77,28 +78,28 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         async for message in request_iterator:
             collection = collection or message.collection
             total = max(total, message.total_documents)
-            documents.extend(conversions.document_in(d) for d in message.documents)
+            documents.extend(public.document_in(d) for d in message.documents)
             if len(documents) > MAX_ESTIMATE_DOCUMENTS:
                 raise InvalidArgument(
                     f"more than {MAX_ESTIMATE_DOCUMENTS} documents to estimate; send a sample and total_documents",
                     field="documents",
                 )
         estimate = await self._ingest.get().estimate(collection, documents, total)
-        return conversions.estimate_out(estimate)
+        return job_messages.estimate_out(estimate)
 
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListDeadLettersResponse:
         letters, token = await self._ingest.get().dead_letters(request.job_id, request.page_size, request.page_token)
         return pb.ListDeadLettersResponse(
-            dead_letters=[conversions.dead_letter_out(letter) for letter in letters], next_page_token=token
+            dead_letters=[job_messages.dead_letter_out(letter) for letter in letters], next_page_token=token
         )
 
     async def RedriveDeadLetters(
         self, request: pb.RedriveDeadLettersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RedriveDeadLettersResponse:
         count, job = await self._ingest.get().redrive(request.job_id)
-        return pb.RedriveDeadLettersResponse(redriven=count, job=conversions.job_out(job))
+        return pb.RedriveDeadLettersResponse(redriven=count, job=job_messages.job_out(job))
 
 
 MAX_ESTIMATE_DOCUMENTS = 100_000  # a sample this size says all an estimate can say

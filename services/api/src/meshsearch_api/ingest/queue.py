@@ -27,8 +27,8 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from procrastinate.types import JSONValue
 
 from meshsearch_api.ingest import metrics, tidy
-from meshsearch_api.ingest.model import Priority
-from meshsearch_api.ingest.processing import RetryBatch
+from meshsearch_api.ingest.batch_runner import RetryBatch
+from meshsearch_api.ingest.domain import Priority
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common.errors import Unavailable

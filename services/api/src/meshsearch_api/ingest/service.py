@@ -15,10 +15,10 @@ import procrastinate
 from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.chunking import resolve
 from meshsearch_api.documents import document_problem
-from meshsearch_api.domain import Document
+from meshsearch_api.domain import Document, LimitViolation
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.ingest import metrics, queue
-from meshsearch_api.ingest.model import DeadLetter, Estimate, Job, JobState, Priority, Progress, Violation
+from meshsearch_api.ingest.domain import DeadLetter, Estimate, Job, JobState, Priority, Progress
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.ingest.tidy import tidy_ended_job
 from meshsearch_api.search_client import SearchClient
@@ -87,9 +87,9 @@ class Ingest:
 
         def problem(document: Document) -> str | None:
             found = document_problem(document, self._max_text_bytes)
-            return found.message if found else None
+            return found.description if found else None
 
-        await self._quotas.admit(len(documents), sum(len(d.text.encode()) for d in documents))
+        await self._quotas.charge(len(documents), sum(len(d.text.encode()) for d in documents))
         staged = await self._store.stage(job_id, first_sequence, documents, problem)
         metrics.UPLOADED.inc(max(0, staged.acknowledged - first_sequence))
         try:
@@ -165,20 +165,18 @@ class Ingest:
             raise InvalidArgument("send at least one document to estimate", field="documents")
         info = await self._search.get_collection(collection)
         chunking = resolve(info.chunking, await self._embedder.window_tokens())
-        violations: dict[str, Violation] = {}
+        violations: dict[str, LimitViolation] = {}
         seen: set[str] = set()
         valid: list[str] = []
         for document in documents:
-            problem = document_problem(document, self._max_text_bytes)
-            if problem is None and document.id in seen:
-                problem_limit, message = "duplicate_id", "ids must be unique within a job; repeats become dead letters"
-            elif problem is not None:
-                problem_limit, message = problem.limit, problem.message
-            else:
+            broken = document_problem(document, self._max_text_bytes)
+            if broken is None and document.id in seen:
+                broken = LimitViolation("duplicate_id", "ids must be unique within a job; repeats become dead letters")
+            elif broken is None:
                 seen.add(document.id)
                 valid.append(document.text)
                 continue
-            violation = violations.setdefault(problem_limit, Violation(problem_limit, message, 0, []))
+            violation = violations.setdefault(broken.limit, LimitViolation(broken.limit, broken.description, 0, []))
             violation.documents += 1
             if violation.example_ids is not None and len(violation.example_ids) < EXAMPLE_IDS:
                 violation.example_ids.append(document.id)

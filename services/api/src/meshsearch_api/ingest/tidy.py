@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from meshsearch_api.auth import principal
-from meshsearch_api.ingest.model import Job
+from meshsearch_api.ingest.domain import Job
 from meshsearch_api.ingest.store import JobStore, job_receipt_prefix
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common.errors import NotFound

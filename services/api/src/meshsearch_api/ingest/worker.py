@@ -23,8 +23,8 @@ from meshsearch_api.database import open_pool
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
 from meshsearch_api.ingest import queue
+from meshsearch_api.ingest.batch_runner import BatchRetryPolicy, BatchRunner
 from meshsearch_api.ingest.index_leases import IndexLeases
-from meshsearch_api.ingest.processing import BatchRetryPolicy, BatchRunner
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import WorkerSettings

