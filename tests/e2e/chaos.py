@@ -21,6 +21,7 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch.client.uploads import upload
 from meshsearch_cli.stack import EmbeddedStack
 from meshsearch_cli.supervisor import RestartPolicy, Supervisor
+from meshsearch_common.backoff import Backoff
 from tests.e2e.ingest_helpers import assert_stored_exactly_once, wait_job
 
 # Killed one after another while the job runs (the api during the upload).
@@ -39,7 +40,7 @@ class SupervisedStack:
 
     def __enter__(self) -> SupervisedStack:
         supervisor = Supervisor(
-            self.stack, RestartPolicy(initial_backoff_s=0.2, max_fast_crashes=20), notify=self.events.append
+            self.stack, RestartPolicy(backoff=Backoff(0.2, 30, "none"), max_fast_crashes=20), notify=self.events.append
         )
 
         def loop() -> None:

@@ -59,6 +59,17 @@ async def fail_times(breaker: AsyncCircuitBreaker, upstream: Upstream, times: in
             await breaker.call(upstream)
 
 
+async def due_for_trial(reset_timeout_s: float = 0.2) -> tuple[AsyncCircuitBreaker, Upstream]:
+    """A breaker that three failures opened, its reset timeout passed on its clock: the next
+    call is the half-open trial. The upstream still fails until the test says otherwise."""
+    clock = FakeClock()
+    breaker, upstream = make_breaker(reset_timeout_s, clock), Upstream()
+    upstream.error = UpstreamDown()
+    await fail_times(breaker, upstream, 3)
+    clock.advance(reset_timeout_s + 0.01)
+    return breaker, upstream
+
+
 async def test_breaker_opens_after_fail_max_consecutive_failures() -> None:
     breaker, upstream = make_breaker(), Upstream()
     upstream.error = UpstreamDown()
@@ -79,22 +90,14 @@ async def test_open_breaker_fails_fast_without_calling_upstream() -> None:
 
 
 async def test_half_open_trial_success_closes_the_breaker() -> None:
-    clock = FakeClock()
-    breaker, upstream = make_breaker(clock=clock), Upstream()
-    upstream.error = UpstreamDown()
-    await fail_times(breaker, upstream, 3)
-    clock.advance(0.25)
+    breaker, upstream = await due_for_trial()
     upstream.error = None
     assert await breaker.call(upstream) == "ok"
     assert breaker.state == CLOSED
 
 
 async def test_half_open_trial_failure_reopens_the_breaker() -> None:
-    clock = FakeClock()
-    breaker, upstream = make_breaker(clock=clock), Upstream()
-    upstream.error = UpstreamDown()
-    await fail_times(breaker, upstream, 3)
-    clock.advance(0.25)
+    breaker, upstream = await due_for_trial()
     await fail_times(breaker, upstream, 1)
     assert breaker.state == OPEN
     with pytest.raises(BreakerOpen):
@@ -102,11 +105,7 @@ async def test_half_open_trial_failure_reopens_the_breaker() -> None:
 
 
 async def test_half_open_admits_only_one_trial_at_a_time() -> None:
-    clock = FakeClock()
-    breaker, upstream = make_breaker(clock=clock), Upstream()
-    upstream.error = UpstreamDown()
-    await fail_times(breaker, upstream, 3)
-    clock.advance(0.25)
+    breaker, upstream = await due_for_trial()
     upstream.error = None
     trial, release = await held_trial(breaker)
     assert breaker.state == HALF_OPEN
@@ -162,11 +161,7 @@ async def test_a_cancelled_call_is_neither_a_success_nor_a_failure() -> None:
 
 
 async def test_a_cancelled_trial_lets_the_next_call_be_the_trial() -> None:
-    clock = FakeClock()
-    breaker, upstream = make_breaker(clock=clock), Upstream()
-    upstream.error = UpstreamDown()
-    await fail_times(breaker, upstream, 3)
-    clock.advance(0.25)
+    breaker, upstream = await due_for_trial()
     await cancelled_call(breaker)
     assert breaker.state == HALF_OPEN
     upstream.error = None
@@ -201,11 +196,7 @@ async def test_a_caller_can_ask_whether_a_call_would_be_rejected_without_taking_
 
 
 async def test_only_one_asker_is_sent_towards_the_trial() -> None:
-    clock = FakeClock()
-    breaker, upstream = make_breaker(reset_timeout_s=0.1, clock=clock), Upstream()
-    upstream.error = UpstreamDown()
-    await fail_times(breaker, upstream, 3)
-    clock.advance(0.15)
+    breaker, upstream = await due_for_trial(reset_timeout_s=0.1)
     assert breaker.rejecting_for_s(claim=True) is None  # this caller goes ahead and makes the trial
     assert breaker.rejecting_for_s(claim=True) == 0.0  # everyone else fails fast meanwhile
     upstream.error = None

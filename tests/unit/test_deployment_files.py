@@ -14,20 +14,11 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import BaseModel
-from pydantic_settings import BaseSettings
 
-from meshsearch_api.settings import ApiSettings, WorkerSettings
-from meshsearch_embedder.settings import EmbedderSettings
-from meshsearch_search.settings import SearchSettings
+from meshsearch_cli.stack import SETTINGS
 
 ROOT = Path(__file__).parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"
-SETTINGS: dict[str, type[BaseSettings]] = {
-    "api": ApiSettings,
-    "worker": WorkerSettings,
-    "embedder": EmbedderSettings,
-    "search": SearchSettings,
-}
 # What each service cannot do without outside the embedded stack (defaults point at localhost).
 REQUIRED = {
     "api": {"EMBEDDER_TARGET", "SEARCH_TARGET", "REDIS_URL", "JOBS_DATABASE_URL", "BOOTSTRAP_KEY"},

@@ -10,19 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic_settings import BaseSettings
 
-from meshsearch_api.settings import ApiSettings, WorkerSettings
-from meshsearch_embedder.settings import EmbedderSettings
-from meshsearch_search.settings import SearchSettings
+from meshsearch_cli.stack import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS: dict[str, type[BaseSettings]] = {
-    "api": ApiSettings,
-    "worker": WorkerSettings,
-    "embedder": EmbedderSettings,
-    "search": SearchSettings,
-}
 PORTS = {
     name: (cls.model_fields["port"].default, cls.model_fields["metrics_port"].default) for name, cls in SETTINGS.items()
 }

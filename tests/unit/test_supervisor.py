@@ -10,6 +10,7 @@ import pytest
 
 from meshsearch_cli.stack import EmbeddedStack
 from meshsearch_cli.supervisor import GaveUp, RestartPolicy, Supervisor, describe_exit
+from meshsearch_common.backoff import Backoff
 
 
 @dataclass
@@ -52,7 +53,7 @@ def make(tmp_path: Path, policy: RestartPolicy) -> tuple[FakeStack, Supervisor, 
 
 
 def test_a_crashed_service_is_restarted_after_a_backoff_and_the_rest_keep_running(tmp_path: Path) -> None:
-    stack, supervisor, clock, told = make(tmp_path, RestartPolicy(initial_backoff_s=0.5))
+    stack, supervisor, clock, told = make(tmp_path, RestartPolicy(backoff=Backoff(0.5, 30, "none")))
     stack.processes["embedder"].returncode = -9
     supervisor.check()
     assert stack.restarts == []
@@ -65,7 +66,7 @@ def test_a_crashed_service_is_restarted_after_a_backoff_and_the_rest_keep_runnin
 
 
 def test_backoff_doubles_per_crash_in_a_row_and_resets_once_a_process_stays_up(tmp_path: Path) -> None:
-    policy = RestartPolicy(initial_backoff_s=0.5, max_backoff_s=30, stable_after_s=60, max_fast_crashes=10)
+    policy = RestartPolicy(backoff=Backoff(0.5, 30, "none"), stable_after_s=60, max_fast_crashes=10)
     stack, supervisor, clock, told = make(tmp_path, policy)
     for expected in ("0.5s", "1.0s", "2.0s"):
         stack.processes["embedder"].returncode = 1
@@ -81,7 +82,7 @@ def test_backoff_doubles_per_crash_in_a_row_and_resets_once_a_process_stays_up(t
 
 
 def test_repeated_fast_crashes_give_up_with_the_service_and_its_log(tmp_path: Path) -> None:
-    stack, supervisor, clock, _ = make(tmp_path, RestartPolicy(initial_backoff_s=0.1, max_fast_crashes=2))
+    stack, supervisor, clock, _ = make(tmp_path, RestartPolicy(backoff=Backoff(0.1, 30, "none"), max_fast_crashes=2))
     for _ in range(2):
         stack.processes["search"] = stack.processes.get("search") or FakeProcess(3)
         stack.processes["embedder"].returncode = 3

@@ -47,24 +47,22 @@ def check_text(value: str, field: str) -> str:
     return value
 
 
-def check_job_id(job_id: str, field: str = "job_id") -> str:
-    """A job id as the api issues it (32 lowercase hex digits), or INVALID_ARGUMENT."""
-    if not job_id:
+def _issued(value: str, field: str, form: re.Pattern[str], what: str) -> str:
+    if not value:
         raise InvalidArgument(f"{field} is required", field=field)
-    if not _JOB_ID.match(job_id):
-        raise InvalidArgument(f"{field} is not a job id (32 lowercase hex digits, as StartIngest returns)", field=field)
-    return job_id
+    if not form.match(value):
+        raise InvalidArgument(f"{field} is not {what}", field=field)
+    return value
+
+
+def check_job_id(job_id: str, field: str = "job_id") -> str:
+    """A job id as the api issues it, or INVALID_ARGUMENT."""
+    return _issued(job_id, field, _JOB_ID, "a job id (32 lowercase hex digits, as StartIngest returns)")
 
 
 def check_key_id(key_id: str, field: str = "key_id") -> str:
-    """An API key id as the api issues it (16 lowercase hex digits), or INVALID_ARGUMENT."""
-    if not key_id:
-        raise InvalidArgument(f"{field} is required", field=field)
-    if not _KEY_ID.match(key_id):
-        raise InvalidArgument(
-            f"{field} is not a key id (16 lowercase hex digits, as CreateApiKey returns)", field=field
-        )
-    return key_id
+    """An API key id as the api issues it, or INVALID_ARGUMENT."""
+    return _issued(key_id, field, _KEY_ID, "a key id (16 lowercase hex digits, as CreateApiKey returns)")
 
 
 def parse_sequence(value: str, field: str) -> int:

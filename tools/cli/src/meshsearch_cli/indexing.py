@@ -25,7 +25,7 @@ import grpc
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_common.backoff import Backoff, Jitter
+from meshsearch_common.backoff import Backoff
 from meshsearch_common.errors import retry_after_of
 
 # Share of a call's latency that the embedder's backlog ahead of it makes up, below which one
@@ -34,7 +34,7 @@ GROW_BELOW_QUEUE_SHARE = 0.3
 # ...and above which calls mostly wait, so one fewer is as fast.
 SHRINK_ABOVE_QUEUE_SHARE = 0.6
 RETRY_JITTER = 0.5
-UNAVAILABLE_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, jitter=Jitter.EQUAL)
+UNAVAILABLE_BACKOFF = Backoff(initial_s=0.5, max_s=10.0, jitter="equal")
 
 
 @dataclass

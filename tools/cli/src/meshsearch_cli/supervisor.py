@@ -21,19 +21,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from meshsearch_cli.stack import EmbeddedStack
-from meshsearch_common.backoff import Backoff, Jitter
+from meshsearch_common.backoff import Backoff
 
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
+    """When a crashed service is started again: after a wait that doubles with each crash in a
+    row (no jitter: one supervisor, one child), until it has run `stable_after_s`; a service
+    that crashes `max_fast_crashes` times in a row right after starting is given up on."""
+
+    backoff: Backoff = Backoff(initial_s=0.5, max_s=30.0, jitter="none")
     stable_after_s: float = 60.0
     max_fast_crashes: int = 5
-
-    def backoff_s(self, crashes_in_a_row: int) -> float:
-        """Delay before the restart that follows the n-th crash in a row (n >= 1)."""
-        return Backoff(self.initial_backoff_s, self.max_backoff_s, Jitter.NONE).delay_s(crashes_in_a_row)
 
 
 class GaveUp(RuntimeError):
@@ -93,7 +92,7 @@ class Supervisor:
             )
             self._tell(name, message)
             raise GaveUp(message)
-        delay = self.policy.backoff_s(watch.crashes_in_a_row)
+        delay = self.policy.backoff.delay_s(watch.crashes_in_a_row)
         watch.restart_at = now + delay
         self._tell(
             name,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from meshsearch_common.backoff import Backoff, Jitter
+from meshsearch_common.backoff import Backoff
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def delay_before_retry(
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after_s is not None:
         delay = retry_after_s * draw(1.0, 1.2)
     elif code == grpc.StatusCode.UNAVAILABLE and idempotent:
-        backoff = Backoff(policy.initial_backoff_s, policy.max_backoff_s, Jitter.FULL)
+        backoff = Backoff(policy.initial_backoff_s, policy.max_backoff_s, "full")
         delay = max(retry_after_s or 0.0, backoff.delay_s(attempts_made, rng))
     else:
         return None

@@ -18,7 +18,7 @@ import grpc
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
-from meshsearch_common.backoff import Backoff, Jitter
+from meshsearch_common.backoff import Backoff
 from meshsearch_common.errors import FINAL_CODES
 
 MESSAGE_DOCUMENTS = 256  # the server's default limit per message
@@ -26,7 +26,7 @@ IN_FLIGHT_MESSAGES = 4  # messages sent ahead of their acknowledgement
 # Answers other than FINAL_CODES (UNAVAILABLE, and the INTERNAL a client sees when it writes to
 # a connection that just broke) are retried: resuming is always safe, since the server skips
 # what it already holds.
-RECONNECT_BACKOFF = Backoff(initial_s=0.4, max_s=10.0, jitter=Jitter.EQUAL)
+RECONNECT_BACKOFF = Backoff(initial_s=0.4, max_s=10.0, jitter="equal")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from meshsearch_api.ingest.index_leases import IndexLeases
 from meshsearch_api.ingest.store import Claim, JobStore, batch_receipt
 from meshsearch_api.ingest.tidy import tidy_ended_job
 from meshsearch_api.search_client import SearchClient
-from meshsearch_common.backoff import Backoff, Jitter
+from meshsearch_common.backoff import Backoff
 from meshsearch_common.errors import (
     DEFAULT_RETRY_AFTER_S,
     FailedPrecondition,
@@ -61,7 +61,7 @@ class BatchRetryPolicy:
     max_backoff_s: float
 
     def backoff_s(self, attempts: int) -> float:
-        return Backoff(self.initial_backoff_s, self.max_backoff_s, Jitter.EQUAL).delay_s(attempts)
+        return Backoff(self.initial_backoff_s, self.max_backoff_s, "equal").delay_s(attempts)
 
 
 class BatchRunner:

@@ -12,7 +12,7 @@ from rich.table import Column, Table
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_cli.console import PARTIAL, TargetOption, connect, out, run_async
-from meshsearch_common.backoff import Backoff, Jitter
+from meshsearch_common.backoff import Backoff
 from meshsearch_common.errors import FINAL_CODES
 
 app = typer.Typer(
@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 # A watch that breaks for these reasons is opened again (the job is unaffected).
 MAX_REWATCHES = 30
-REWATCH_BACKOFF = Backoff(initial_s=1.0, max_s=10.0, jitter=Jitter.NONE)
+REWATCH_BACKOFF = Backoff(initial_s=1.0, max_s=10.0, jitter="none")
 JobArgument = typer.Argument(..., help="Job id (from `meshsearch ingest` or `jobs list`).")
 
 
