@@ -472,6 +472,20 @@ def test_rate_limits_hold_across_replicas_and_say_when_to_retry(secured: Secured
         )
 
 
+@pytest.mark.parametrize(("field", "rate"), [("read_per_s", 1e9), ("read_per_s", 1e-20), ("write_per_s", 1e9)])
+def test_a_key_cannot_be_made_faster_than_its_tenants_ceiling_or_slower_than_the_floor(
+    secured: SecuredApis, field: str, rate: float
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        if field == "read_per_s":
+            secured.new_key(tenant_name(), pb.ROLE_READ, read_per_s=rate)
+        else:
+            secured.new_key(tenant_name(), pb.ROLE_READ, write_per_s=rate)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(refused.value)["BadRequest"].field_violations[0].field == field
+    assert "out of range" in (refused.value.details() or "")
+
+
 def test_a_search_batch_counts_one_read_per_search(secured: SecuredApis) -> None:
     """Batching must not multiply a key's search rate: 1.5 reads/s, a bucket of 3 (2 s)."""
     key = secured.new_key(tenant_name(), pb.ROLE_READ, read_per_s=1.5)
@@ -660,6 +674,7 @@ def test_a_node_client_authenticates_and_reads_rate_limit_details(secured: Secur
     assert limited["trailers"]["x-ratelimit-remaining"] == "0"
     # With retries on, a burst past the bucket (1 read per second, now empty) completes, paced by RetryInfo.
     assert seen["paced"]["completed"] == 4 and seen["paced"]["elapsed_ms"] >= 2000
+    assert seen["plaintext"] == {"remote": True, "remote_allowed": False, "loopback": False}
 
 
 def _meshsearch(

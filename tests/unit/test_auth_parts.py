@@ -21,6 +21,7 @@ from meshsearch_api.auth import keys, permissions, principal
 from meshsearch_api.auth.admin import MAX_LIFETIME, expiry
 from meshsearch_api.auth.authenticator import Authenticator
 from meshsearch_api.auth.gate import Gate, RateLimited
+from meshsearch_api.auth.key_rates import KeyRateBounds
 from meshsearch_api.auth.key_store import StoredKey
 from meshsearch_api.auth.permissions import METHOD_ROLES
 from meshsearch_api.auth.principal import Role
@@ -333,3 +334,51 @@ async def test_the_daily_ingest_quota_starts_again_at_midnight_utc() -> None:
     assert refused.value.retry_after_s == pytest.approx(60)  # type: ignore[attr-defined]
     clock.advance(61)
     await quotas.charge(1, 300)  # a new UTC day
+
+
+def test_key_rates_lie_between_the_floor_and_the_tenants_ceiling() -> None:
+    bounds = KeyRateBounds(0.01, 1000, 200, {"bulk": (5000.0, None)})
+    assert bounds.check("acme", "read", 0, "read_per_s") == 0  # the server's default
+    assert bounds.check("acme", "read", 1000, "read_per_s") == 1000
+    assert bounds.check("bulk", "read", 5000, "read_per_s") == 5000  # a named tenant's own ceiling
+    assert bounds.ceiling("bulk", "write") == 200  # a ceiling left out keeps the default
+    for tenant, kind, rate in (
+        ("acme", "read", 1001),
+        ("acme", "write", 1e9),
+        ("acme", "read", 1e-20),
+        ("a", "read", -1),
+    ):
+        with pytest.raises(MeshError) as refused:
+            bounds.check(tenant, kind, rate, f"{kind}_per_s")
+        assert refused.value.field == f"{kind}_per_s" and refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(MeshError):
+        bounds.check("acme", "read", float("nan"), "read_per_s")
+    # A key stored before the bounds (or under a higher ceiling) is held to today's.
+    assert bounds.effective("acme", "read", 1e9) == 1000 and bounds.effective("acme", "read", 1e-20) == 0.01
+
+
+def test_the_default_key_rates_must_lie_within_the_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESHSEARCH_API_RATE_LIMIT_READ_PER_S", "5000")
+    with pytest.raises(ValueError, match="default read rate"):
+        ApiSettings()
+    monkeypatch.setenv("MESHSEARCH_API_KEY_MAX_READ_PER_S", "5000")
+    assert ApiSettings().key_rate_bounds().ceiling("anyone", "read") == 5000
+
+
+async def test_a_bucket_redis_refuses_is_decided_locally_without_moving_other_keys_off_redis() -> None:
+    class RefusingScript:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        async def __call__(self, keys: list[str], args: list[float]) -> list[int]:
+            self.calls.append(keys[0])
+            if "odd" in keys[0]:
+                raise redis.ResponseError("ERR value is out of range")
+            return [1, 3, 0]
+
+    limiter = RateLimiter(None, burst_s=1.0, fallback_s=60.0, clock=FakeClock())
+    script = RefusingScript()
+    limiter._script = script  # type: ignore[assignment]  # a Redis that refuses one bucket's numbers
+    assert (await limiter.take("odd", "read", rate=5)).allowed  # decided by this replica
+    assert (await limiter.take("even", "read", rate=5)).remaining == 3  # still the shared bucket
+    assert script.calls == ["meshsearch:rate:odd:read", "meshsearch:rate:even:read"]

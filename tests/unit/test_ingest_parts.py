@@ -94,6 +94,22 @@ def test_a_directory_of_text_files(tmp_path: Path) -> None:
     assert Source(str(tmp_path)).count() == 2
 
 
+def test_a_directory_is_read_without_following_links_out_of_it(tmp_path: Path) -> None:
+    corpus, outside = tmp_path / "corpus", tmp_path / "private"
+    corpus.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("a private key")
+    (outside / "notes").mkdir()
+    (outside / "notes" / "more.md").write_text("private notes")
+    (corpus / "public.txt").write_text("public text")
+    (corpus / "alias.txt").symlink_to(corpus / "public.txt")  # a link within the corpus is read
+    (corpus / "leak.txt").symlink_to(outside / "secret.txt")
+    (corpus / "leaks").symlink_to(outside / "notes", target_is_directory=True)
+    documents = {d.id: d.text for d in Source(str(corpus))}
+    assert documents == {"alias.txt": "public text", "public.txt": "public text"}
+    assert Source(str(corpus)).count() == 2
+
+
 def test_bad_input_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "1", "text": "fine"}\nnot json\n')

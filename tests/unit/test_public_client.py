@@ -18,6 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch.client import NO_RETRIES, AsyncClient, Client, Connection, RetryPolicy, error_details
+from meshsearch.client.connection import PlaintextKey
 from meshsearch.client.retries import delay_before_retry
 
 KEY = "msk_0123456789abcdef_secret"
@@ -217,3 +218,30 @@ def test_the_retry_decision() -> None:
     assert delay_before_retry(policy, 2, unavailable, 0.5, True, None, rng) == 0.5  # never sooner than asked
     assert delay_before_retry(policy, 1, grpc.StatusCode.INTERNAL, 1.0, True, None, rng) is None
     assert code_pb2.RESOURCE_EXHAUSTED == exhausted.value[0]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "127.0.0.1:50051",
+        "localhost:50051",
+        "[::1]:50051",
+        "dns:///localhost:50051",
+        "ipv4:127.0.0.1:1,127.0.0.2:2",
+        "unix:/run/api.sock",
+    ],
+)
+def test_a_key_may_go_in_plaintext_to_this_machine(target: str) -> None:
+    assert Connection(target, api_key="msk_x").target == target
+
+
+@pytest.mark.parametrize(
+    "target", ["api.internal:50051", "dns:///api.internal:50051", "10.0.0.5:50051", "ipv4:127.0.0.1:1,10.0.0.5:2"]
+)
+def test_a_key_is_never_sent_in_plaintext_off_this_machine_unless_allowed(target: str) -> None:
+    with pytest.raises(PlaintextKey, match="MESHSEARCH_ALLOW_PLAINTEXT_KEY"):
+        Connection(target, api_key="msk_x")
+    assert Connection(target, api_key="msk_x", allow_plaintext_key=True).api_key == "msk_x"
+    assert Connection(target).api_key == ""  # no key, nothing to leak
+    env = {"MESHSEARCH_TARGET": target, "MESHSEARCH_API_KEY": "msk_x", "MESHSEARCH_ALLOW_PLAINTEXT_KEY": "true"}
+    assert Connection.from_env(env).allow_plaintext_key

@@ -68,6 +68,9 @@ export interface ConnectOptions {
   retry?: Partial<RetryPolicy>;
   /** Where meshsearch/api/v1/api.proto lies (default: this repository's protos/). */
   protosDir?: string;
+  /** Send `apiKey` without TLS to a target off this machine (a trusted private network only);
+   * otherwise `connect` refuses, as anyone on the path could read the key. */
+  allowPlaintextKey?: boolean;
 }
 
 export interface CallOptions {
@@ -133,6 +136,8 @@ export interface MeshsearchClient {
 }
 
 export function connect(options: ConnectOptions): MeshsearchClient;
+/** Whether every address of a gRPC target is on this machine. */
+export function isLoopback(target: string): boolean;
 
 export interface DecodedDetail {
   /** e.g. "google.rpc.RetryInfo" */

@@ -84,12 +84,28 @@ export function retryDelayMs(policy, attemptsMade, error, idempotent, timeLeftMs
 
 const sleep = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Whether every address of a gRPC target is on this machine (nothing sent crosses a network). */
+export function isLoopback(/** @type {string} */ target) {
+  if (target.startsWith("unix:") || target.startsWith("unix-abstract:")) return true;
+  let address = target.startsWith("dns:") ? target.split("///").pop() ?? "" : target;
+  address = address.replace(/^ipv[46]:/, "");
+  return address.split(",").every((part) => ["localhost", "127.", "[::1]", "::1"].some((p) => part.trim().startsWith(p)));
+}
+
 /**
  * A client of the api at `target`. See src/index.d.ts for the options and the methods.
  * @param {{target: string, apiKey?: string, credentials?: grpc.ChannelCredentials,
- *   timeoutMs?: number, retry?: Partial<typeof DEFAULT_RETRY>, protosDir?: string}} options
+ *   timeoutMs?: number, retry?: Partial<typeof DEFAULT_RETRY>, protosDir?: string, allowPlaintextKey?: boolean}} options
  */
-export function connect({ target, apiKey = "", credentials, timeoutMs = 30_000, retry = {}, protosDir = DEFAULT_PROTOS }) {
+export function connect({
+  target, apiKey = "", credentials, timeoutMs = 30_000, retry = {}, protosDir = DEFAULT_PROTOS, allowPlaintextKey = false,
+}) {
+  if (apiKey && !credentials && !allowPlaintextKey && !isLoopback(target)) {
+    throw new Error(
+      `refusing to send an API key without TLS to ${target}: anyone on the path could read it. ` +
+        "Pass credentials (grpc.credentials.createSsl) or, on a network you trust, allowPlaintextKey: true",
+    );
+  }
   const definition = protoLoader.loadSync("meshsearch/api/v1/api.proto", { ...LOADER_OPTIONS, includeDirs: [protosDir] });
   const loaded = /** @type {any} */ (grpc.loadPackageDefinition(definition)).meshsearch.api.v1;
   const policy = { ...DEFAULT_RETRY, ...retry };

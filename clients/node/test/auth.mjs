@@ -63,5 +63,19 @@ for (let call = 0; call < 4; call += 1) {
   completed += 1;
 }
 seen.paced = { completed, elapsed_ms: Date.now() - started };
+// A key is never sent in plaintext off this machine unless the caller says the network is trusted.
+const refusesPlaintext = (/** @type {string} */ remote, /** @type {boolean} */ allow) => {
+  try {
+    connect({ target: remote, apiKey: key, allowPlaintextKey: allow }).close();
+    return false;
+  } catch {
+    return true;
+  }
+};
+seen.plaintext = {
+  remote: refusesPlaintext("dns:///api.example.internal:50051", false),
+  remote_allowed: refusesPlaintext("dns:///api.example.internal:50051", true),
+  loopback: refusesPlaintext(target, false),
+};
 for (const client of [anonymous, impatient, patient]) client.close();
 console.log(JSON.stringify(seen));

@@ -154,7 +154,13 @@ class ApiApp:
             )
         limiter = RateLimiter(self._redis, settings.rate_limit_burst_s, settings.rate_limit_fallback_s)
         self._gate.set(
-            Gate(self._authenticator, limiter, settings.rate_limit_read_per_s, settings.rate_limit_write_per_s)
+            Gate(
+                self._authenticator,
+                limiter,
+                settings.rate_limit_read_per_s,
+                settings.rate_limit_write_per_s,
+                settings.key_rate_bounds(),
+            )
         )
 
     async def _open_ingest(self, search: SearchClient, embedder: EmbedderClient) -> None:
@@ -184,7 +190,7 @@ class ApiApp:
         )
         key_store = KeyStore(pool)
         self._keys.set(key_store)
-        self._key_admin.set(KeyAdmin(key_store, self._authenticator))
+        self._key_admin.set(KeyAdmin(key_store, self._authenticator, settings.key_rate_bounds()))
         log.info("bulk ingestion ready")
 
     async def stop(self) -> None:

@@ -7,9 +7,10 @@ call deadline, MESHSEARCH_API_SEARCH_POLICY__BREAKER_FAIL_MAX=3 the search break
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from meshsearch_api.auth.key_rates import KeyRateBounds
 from meshsearch_common import names
 from meshsearch_common.settings import ServiceSettings, UpstreamPolicy
 from meshsearch_common.tls import ClientTls
@@ -23,6 +24,8 @@ class TenantQuota(BaseModel):
 
     max_documents: int | None = Field(None, ge=0)
     max_ingest_bytes_per_day: int | None = Field(None, ge=0)
+    max_read_per_s: float | None = Field(None, gt=0)
+    max_write_per_s: float | None = Field(None, gt=0)
 
 
 class UpstreamSettings(ServiceSettings):
@@ -85,6 +88,13 @@ class ApiSettings(UpstreamSettings):
     )
     rate_limit_read_per_s: float = Field(100.0, gt=0, description="Reads per second of a key without its own limit.")
     rate_limit_write_per_s: float = Field(20.0, gt=0, description="Writes per second of a key without its own limit.")
+    key_max_read_per_s: float = Field(
+        1000.0, gt=0, description="The most reads per second a key may be given (per tenant: TENANT_QUOTAS)."
+    )
+    key_max_write_per_s: float = Field(
+        200.0, gt=0, description="The most writes per second a key may be given (per tenant: TENANT_QUOTAS)."
+    )
+    key_min_rate_per_s: float = Field(0.01, gt=0, description="The least calls per second a key may be given.")
     rate_limit_burst_s: float = Field(
         2.0, gt=0, description="A key may burst this many seconds' worth of calls at once (its bucket's size)."
     )
@@ -117,6 +127,21 @@ class ApiSettings(UpstreamSettings):
         description='Quotas of named tenants, in place of the two defaults above, as JSON: {"team-a": '
         '{"max_documents": 5000000, "max_ingest_bytes_per_day": 0}}.',
     )
+
+    @model_validator(mode="after")
+    def _default_rates_within_the_key_bounds(self) -> ApiSettings:
+        for kind, rate, ceiling in (
+            ("read", self.rate_limit_read_per_s, self.key_max_read_per_s),
+            ("write", self.rate_limit_write_per_s, self.key_max_write_per_s),
+        ):
+            if not self.key_min_rate_per_s <= rate <= ceiling:
+                raise ValueError(f"the default {kind} rate {rate:g} must lie within the key bounds")
+        return self
+
+    def key_rate_bounds(self) -> KeyRateBounds:
+        """The bounds of every key's rates, with the ceilings of named tenants."""
+        tenants = {name: (quota.max_read_per_s, quota.max_write_per_s) for name, quota in self.tenant_quotas.items()}
+        return KeyRateBounds(self.key_min_rate_per_s, self.key_max_read_per_s, self.key_max_write_per_s, tenants)
 
     @field_validator("tenant_quotas")
     @classmethod

@@ -81,8 +81,15 @@ def _csv(path: Path, fields: Fields) -> Iterator[pb.Document]:
             yield document_from_record(dict(row), fields, f"{path} line {number}")
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, links followed, lies within `root`: a link out of the directory being
+    ingested (to ~/.ssh, to /etc) is never read and uploaded."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def _directory(root: Path) -> Iterator[pb.Document]:
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES):
+    found = (p for p in root.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file() and _inside(p, root))
+    for path in sorted(found):
         relative = path.relative_to(root).as_posix()
         try:
             text = path.read_text(encoding="utf-8")

@@ -21,6 +21,23 @@ CA_VARIABLE = "MESHSEARCH_TLS_CA_FILE"
 CERT_VARIABLE = "MESHSEARCH_TLS_CERT_FILE"
 PRIVATE_KEY_VARIABLE = "MESHSEARCH_TLS_KEY_FILE"
 SERVER_NAME_VARIABLE = "MESHSEARCH_TLS_SERVER_NAME"
+PLAINTEXT_KEY_VARIABLE = "MESHSEARCH_ALLOW_PLAINTEXT_KEY"
+LOOPBACK_HOSTS = ("localhost", "127.", "[::1]", "::1")
+
+
+def is_loopback(target: str) -> bool:
+    """Whether every address of a gRPC target ("host:port", "dns:///host:port",
+    "ipv4:a:p,b:p", "unix:path") is on this machine, so nothing sent to it crosses a network."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    address = target.split("///", 1)[-1] if target.startswith("dns:") else target
+    for prefix in ("ipv4:", "ipv6:"):
+        address = address.removeprefix(prefix)
+    return all(part.strip().startswith(LOOPBACK_HOSTS) for part in address.split(","))
+
+
+class PlaintextKey(ValueError):
+    """An API key would be sent unencrypted to another machine."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,16 @@ class Connection:
     target: str = DEFAULT_TARGET
     api_key: str = ""
     tls: ClientTls = field(default_factory=ClientTls)
+    # Send the key without TLS to a target off this machine (a trusted private network only).
+    allow_plaintext_key: bool = False
+
+    def __post_init__(self) -> None:
+        if self.api_key and not self.tls.enabled and not self.allow_plaintext_key and not is_loopback(self.target):
+            raise PlaintextKey(
+                f"refusing to send an API key without TLS to {self.target}: anyone on the path could read it. "
+                f"Set {CA_VARIABLE} (tls.ca_file) for TLS, or, on a network you trust, "
+                f"{PLAINTEXT_KEY_VARIABLE}=true (allow_plaintext_key=True)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, target: str = "") -> Connection:
@@ -46,6 +73,7 @@ class Connection:
                 key_file=env.get(PRIVATE_KEY_VARIABLE, ""),
                 server_name=env.get(SERVER_NAME_VARIABLE, ""),
             ),
+            allow_plaintext_key=env.get(PLAINTEXT_KEY_VARIABLE, "").lower() in ("1", "true", "yes"),
         )
 
     def credentials(self) -> grpc.ChannelCredentials | None:

@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 from meshsearch_api.auth import keys, principal
 from meshsearch_api.auth.authenticator import Authenticator
+from meshsearch_api.auth.key_rates import KeyRateBounds
 from meshsearch_api.auth.key_store import KeyStore, StoredKey
 from meshsearch_api.auth.principal import Role
 from meshsearch_common import names, pages
-from meshsearch_common.errors import InvalidArgument, PermissionDenied, finite
+from meshsearch_common.errors import InvalidArgument, PermissionDenied
 from meshsearch_common.identifiers import check_key_id
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ def expiry(expire_time: datetime | None, ttl: timedelta | None, now: datetime) -
 
 
 class KeyAdmin:
-    def __init__(self, store: KeyStore, authenticator: Authenticator | None) -> None:
+    def __init__(self, store: KeyStore, authenticator: Authenticator | None, rates: KeyRateBounds) -> None:
         self._store = store
         self._authenticator = authenticator
+        self._rates = rates
 
     @staticmethod
     def _tenant(requested: str) -> str:
@@ -80,9 +82,8 @@ class KeyAdmin:
             raise InvalidArgument("roles must hold at least one role", field="roles")
         if len(name) > MAX_NAME_CHARS:
             raise InvalidArgument(f"name is longer than {MAX_NAME_CHARS} characters", field="name")
-        for field, rate in (("read_per_s", read_per_s), ("write_per_s", write_per_s)):
-            if finite(rate, field) < 0:
-                raise InvalidArgument(f"{field} must be 0 (the server's default) or positive", field=field)
+        self._rates.check(owner, "read", read_per_s, "read_per_s")
+        self._rates.check(owner, "write", write_per_s, "write_per_s")
         key_id, secret = keys.new_key()
         key_hash = await asyncio.to_thread(keys.hash_key, secret)
         stored = await self._store.insert(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from meshsearch_api.auth import permissions
 from meshsearch_api.auth.authenticator import Authenticator
+from meshsearch_api.auth.key_rates import KeyRateBounds
 from meshsearch_api.auth.principal import ANONYMOUS, Principal
 from meshsearch_api.auth.rate_limits import Decision, RateLimiter
 from meshsearch_common.errors import PermissionDenied, ResourceExhausted
@@ -37,9 +38,12 @@ class Gate:
         limiter: RateLimiter,
         default_read_per_s: float,
         default_write_per_s: float,
+        bounds: KeyRateBounds | None = None,
     ) -> None:
-        """`authenticator` None: auth is off, every call acts as the default tenant, unlimited."""
+        """`authenticator` None: auth is off, every call acts as the default tenant, unlimited.
+        `bounds` hold every key's rate within its tenant's ceiling (none: no bounds)."""
         self._authenticator = authenticator
+        self._bounds = bounds
         self._limiter = limiter
         self._read_per_s = default_read_per_s
         self._write_per_s = default_write_per_s
@@ -65,6 +69,8 @@ class Gate:
                 f"{method} needs the {role.value} role; this key holds: {held}", reason="MISSING_ROLE"
             )
         rate = (caller.read_per_s or self._read_per_s) if kind == "read" else (caller.write_per_s or self._write_per_s)
+        if self._bounds is not None:
+            rate = self._bounds.effective(caller.tenant, kind, rate)
         decision = await self._limiter.take(caller.key_id, kind, rate, cost)
         if not decision.allowed:
             raise RateLimited(

@@ -120,6 +120,11 @@ class RateLimiter:
             return None
         try:
             allowed, tokens, wait_ms = await self._script(keys=[bucket], args=[rate, capacity, units])
+        except redis.ResponseError as exc:
+            # The script refused this bucket's numbers: a fault of this call, not of Redis, so
+            # no other key leaves the shared buckets for it.
+            log.warning("a rate-limit bucket was decided locally", extra={"bucket": bucket, "error": str(exc)})
+            return None
         except (redis.RedisError, OSError) as exc:
             self._redis_failed_at = self._clock()
             log.warning(
