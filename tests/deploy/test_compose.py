@@ -43,6 +43,8 @@ class Mesh:
             "MESHSEARCH_POSTGRES_IMAGE": f"localhost/meshsearch-postgres:{TAG}",
             "MESHSEARCH_REDIS_IMAGE": f"localhost/meshsearch-redis:{TAG}",
             "MESHSEARCH_BOOTSTRAP_KEY": bootstrap_key,
+            "MESHSEARCH_POSTGRES_PASSWORD": secrets.token_hex(16),
+            "MESHSEARCH_REDIS_PASSWORD": secrets.token_hex(16),
             "MESHSEARCH_API_PUBLISH": f"127.0.0.1:{port}",
             "MESHSEARCH_EMBEDDER_MAX_CONNECTION_AGE_S": "5",
         }
