@@ -8,12 +8,10 @@ The ONNX graph is built locally from the packaged model (no download), in three 
 3. for `onnx-int8`, quantize the MatMul and Attention weights to int8 per channel, with
    reduce_range (7-bit weights): per-tensor int8 loses too much accuracy on this model, and on
    AVX2 CPUs without VNNI the 7-bit path is both faster and closer to fp32.
-Measured in process on an AMD EPYC with AVX2 only (bench/embedder/candidates.py,
-docs/benchmarks.md): the eager-attention export is what made the difference, int8 going from
-1.37x torch (SDPA export) to 1.75x; ONNX Runtime's session-level optimizations then fuse
-most of what the offline fusions do (fused int8 1.80x, fused fp32 1.25x against unfused 1.27x).
-The offline fusions are kept because they are free at run time and reduce_range is kept for
-accuracy: STS-b dev Spearman within 0.0014 of torch, against 0.0027 without it.
+The eager-attention export is what makes int8 fast (its attention is fused); the offline
+fusions are kept because they cost nothing at run time, and reduce_range for its accuracy. The
+figures behind each choice, per CPU and with their commands, are in docs/benchmarks.md
+(bench/embedder/candidates.py).
 
 The files are cached per model revision and build recipe (`BUILD`), so only the first start of
 a new model or recipe pays for the build. Pooling (mean, CLS or max, per the model's Pooling

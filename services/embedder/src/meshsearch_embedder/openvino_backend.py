@@ -7,9 +7,8 @@ explicitly: left alone, OpenVINO picks bf16 on CPUs that have it, and the vector
 with the node the replica lands on. Unlike int8 with dynamic quantization, neither precision
 makes a text's vector depend on its batch-mates. Pooling runs in numpy, as for ONNX Runtime.
 
-Measured in process (2026-12-01, AMD EPYC with AVX-512 VNNI and BF16, 2 threads, calibration
-texts), texts/s short / long: torch 501 / 25, openvino 1,058 / 64, openvino-bf16 1,412 / 99,
-onnx-int8 1,860 / 88 (docs/benchmarks.md).
+How fast each precision is depends on the CPU: the auto backend measures them where it runs,
+and docs/benchmarks.md records them per CPU with the commands.
 """
 
 from __future__ import annotations

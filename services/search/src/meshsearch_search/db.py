@@ -3,8 +3,8 @@
 Writes run in pooled transactions whose settings are transaction-local. Reads (queries, gets,
 scrolls) run on a separate pool of autocommit connections (a read replica when configured)
 whose session settings are tracked per connection and sent only when they change, so a
-steady-state query costs one round trip: measured here, BEGIN + set_config + COMMIT around
-every query added about 0.5 ms, as much as the query itself on a small collection.
+steady-state query costs one round trip, not three (BEGIN + set_config + COMMIT around every
+query cost as much as the query itself on a small collection).
 
 Every statement is bounded by the caller's deadline (statement_timeout), and so is the wait for
 a connection, which ends early enough to answer before the deadline. Driver failures become
