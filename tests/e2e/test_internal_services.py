@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
 import uuid
 
@@ -17,6 +16,7 @@ from meshsearch.embedder.v1 import embedder_pb2_grpc
 from meshsearch.search.v1 import search_pb2 as spb
 from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_cli.stack import EmbeddedStack
+from tests import waiting
 from tests.e2e.clients import ApiClient
 
 
@@ -136,11 +136,11 @@ async def test_request_id_crosses_service_boundaries_into_every_log(stack: Embed
         metadata=(("x-request-id", request_id),),
     )
     logs = {service: stack.data_dir / "logs" / f"{service}.log" for service in ("api", "embedder", "search")}
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not all(request_id in log.read_text() for log in logs.values()):
-        time.sleep(0.1)
-    for service, log in logs.items():
-        assert request_id in log.read_text(), f"{service} did not log request id {request_id}"
+    waiting.until_sync(
+        lambda: all(request_id in log.read_text() for log in logs.values()),
+        timeout_s=5,
+        what=f"api, embedder and search all log request id {request_id}",
+    )
 
 
 def test_every_service_exports_prometheus_metrics(stack: EmbeddedStack) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch.search.v1 import search_pb2, search_pb2_grpc
 from meshsearch_cli.stack import EmbeddedStack, Ports
+from tests import waiting
 from tests.e2e.certificates import Authority, Issued
 
 
@@ -142,8 +142,9 @@ def test_a_renewed_certificate_is_served_without_a_restart(tls_stack: TlsStack) 
     renewed = tls_stack.authority.issue("api", server=True, file_stem="api-renewed")
     os.replace(renewed.key_file, tls_stack.api_cert.key_file)
     os.replace(renewed.cert_file, tls_stack.api_cert.cert_file)
-    deadline = time.monotonic() + 10
-    while (served := _served_serial(port, tls_stack.authority.cert_file)) != renewed.serial:
-        assert time.monotonic() < deadline, "the renewed certificate is not served"
-        time.sleep(0.2)
-    assert served == renewed.serial and process.poll() is None  # same process, new certificate
+    waiting.until_sync(
+        lambda: _served_serial(port, tls_stack.authority.cert_file) == renewed.serial,
+        timeout_s=10,
+        what="the renewed certificate is served",
+    )
+    assert process.poll() is None  # same process, new certificate

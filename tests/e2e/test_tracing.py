@@ -17,6 +17,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from meshsearch.client import AsyncClient, Connection
 from meshsearch_cli.stack import EmbeddedStack, Ports, service_env_name
+from tests import waiting
 
 SERVICES = ("embedder", "search", "api")
 
@@ -72,15 +73,12 @@ def _wait_for(
     collector: Collector, trace_id: bytes, services: set[str], timeout_s: float = 30
 ) -> list[tuple[str, trace_pb2.Span]]:
     """The spans of `trace_id` once every one of `services` has exported some (exports are batched)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        spans = collector.trace(trace_id)
-        if {service for service, _ in spans} >= services:
-            return spans
-        time.sleep(0.5)
-    raise AssertionError(
-        f"spans of {services} did not all arrive: {[(s, x.name) for s, x in collector.trace(trace_id)]}"
+    waiting.until_sync(
+        lambda: {service for service, _ in collector.trace(trace_id)} >= services,
+        timeout_s=timeout_s,
+        what=f"spans of {services} arrive",
     )
+    return collector.trace(trace_id)
 
 
 async def test_a_search_is_one_trace_across_the_three_services(traced: tuple[EmbeddedStack, Collector]) -> None:

@@ -359,7 +359,7 @@ def test_key_rates_lie_between_the_floor_and_the_tenants_ceiling() -> None:
 
 def test_the_default_key_rates_must_lie_within_the_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MESHSEARCH_API_RATE_LIMIT_READ_PER_S", "5000")
-    with pytest.raises(ValueError, match="default read rate"):
+    with pytest.raises(ValueError, match="MESHSEARCH_API_KEY_MAX_READ_PER_S"):
         ApiSettings()
     monkeypatch.setenv("MESHSEARCH_API_KEY_MAX_READ_PER_S", "5000")
     assert ApiSettings().key_rate_bounds().ceiling("anyone", "read") == 5000

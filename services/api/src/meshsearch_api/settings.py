@@ -131,11 +131,15 @@ class ApiSettings(UpstreamSettings):
     @model_validator(mode="after")
     def _default_rates_within_the_key_bounds(self) -> ApiSettings:
         for kind, rate, ceiling in (
-            ("read", self.rate_limit_read_per_s, self.key_max_read_per_s),
-            ("write", self.rate_limit_write_per_s, self.key_max_write_per_s),
+            ("READ", self.rate_limit_read_per_s, self.key_max_read_per_s),
+            ("WRITE", self.rate_limit_write_per_s, self.key_max_write_per_s),
         ):
             if not self.key_min_rate_per_s <= rate <= ceiling:
-                raise ValueError(f"the default {kind} rate {rate:g} must lie within the key bounds")
+                raise ValueError(
+                    f"the default {kind.lower()} rate MESHSEARCH_API_RATE_LIMIT_{kind}_PER_S ({rate:g}) must lie "
+                    f"between MESHSEARCH_API_KEY_MIN_RATE_PER_S ({self.key_min_rate_per_s:g}) and "
+                    f"MESHSEARCH_API_KEY_MAX_{kind}_PER_S ({ceiling:g}): lower it or raise the ceiling"
+                )
         return self
 
     def key_rate_bounds(self) -> KeyRateBounds:

@@ -65,6 +65,7 @@ def start_secured_apis(stack: EmbeddedStack, data_dir: Path, cache_ttl_s: float 
         "MESHSEARCH_API_AUTH_CACHE_TTL_S": str(cache_ttl_s),
         "MESHSEARCH_API_RATE_LIMIT_READ_PER_S": "1000",
         "MESHSEARCH_API_RATE_LIMIT_WRITE_PER_S": "1000",
+        "MESHSEARCH_API_KEY_MAX_WRITE_PER_S": "1000",  # the default above may not pass the ceiling
         "MESHSEARCH_API_RATE_LIMIT_FALLBACK_S": "1",
         "MESHSEARCH_API_TENANT_MAX_DOCUMENTS": str(MAX_DOCUMENTS),
         "MESHSEARCH_API_TENANT_COUNT_CACHE_S": "0",  # every quota check sees the stored count

@@ -48,6 +48,12 @@ class Gate:
         self._read_per_s = default_read_per_s
         self._write_per_s = default_write_per_s
 
+    async def revalidate(self, authorization: str | None) -> None:
+        """Raise UNAUTHENTICATED unless the credentials that opened a stream are still valid
+        (neither revoked nor expired); spends nothing of the key's rate."""
+        if self._authenticator is not None:
+            await self._authenticator.authenticate(authorization)
+
     async def authorize(self, method: str, authorization: str | None, cost: int = 1) -> Authorized:
         """Who calls `method`, if it may, and its rate-limit decision for a call of `cost` units
         (permissions.cost)."""

@@ -1,5 +1,7 @@
-"""Runs the Gate before every public RPC, streaming ones included (a stream is authorized once,
-when it opens), and makes its principal the call's (`principal.current()`).
+"""Runs the Gate before every public RPC, streaming ones included, and makes its principal the
+call's (`principal.current()`). A stream is authorized when it opens and its key is checked again,
+at most every RECHECK_S, as its messages flow: a key revoked or expired while an upload or a
+watch is open stops it within the key cache's TTL plus RECHECK_S (UNAUTHENTICATED).
 
 It sits inside the common server interceptor, which turns the gate's errors into statuses
 with their details and keeps the rate-limit headers set here in the trailing metadata.
@@ -7,6 +9,7 @@ with their details and keeps the rate-limit headers set here in the trailing met
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,6 +22,7 @@ from meshsearch_common.readiness import Readiness
 from meshsearch_common.server_interceptor import rebuild_handler
 
 AUTHORIZATION = "authorization"
+RECHECK_S = 1.0  # how often an open stream's key is checked again (cached: cheap)
 
 
 def _authorization(servicer_context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
@@ -52,7 +56,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or permissions.is_open(method):
             return handler
         return rebuild_handler(
-            handler, lambda behavior, _: self._answered_once(behavior, method), lambda b, _: self._streamed(b, method)
+            handler,
+            lambda behavior, unary: self._answered_once(behavior, method, unary),
+            lambda behavior, unary: self._streamed(behavior, method, unary),
         )
 
     async def _authorize(
@@ -69,17 +75,48 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if headers:
             servicer_context.set_trailing_metadata(headers)
 
-    def _answered_once(self, behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
+    def _answered_once(
+        self, behavior: Callable[..., Any], method: str, unary_request: bool
+    ) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await self._authorize(method, servicer_context, permissions.cost(method, request))
-            return await behavior(request, servicer_context)
+            if unary_request:
+                await self._authorize(method, servicer_context, permissions.cost(method, request))
+                return await behavior(request, servicer_context)
+            await self._authorize(method, servicer_context)
+            return await behavior(_rechecked(request, self._recheck(servicer_context)), servicer_context)
 
         return wrapped
 
-    def _streamed(self, behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
+    def _streamed(
+        self, behavior: Callable[..., Any], method: str, unary_request: bool
+    ) -> Callable[..., AsyncIterator[Any]]:
         async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             await self._authorize(method, servicer_context)
-            async for response in behavior(request, servicer_context):
+            recheck = self._recheck(servicer_context)
+            requests = request if unary_request else _rechecked(request, recheck)
+            async for response in behavior(requests, servicer_context):
+                await recheck()
                 yield response
 
         return wrapped
+
+    def _recheck(self, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> Callable[[], Awaitable[None]]:
+        """An open stream's check of its key, at most every RECHECK_S: it raises once the key
+        has been revoked or has expired."""
+        gate, authorization = self._gate.get(), _authorization(servicer_context)
+        checked_at = time.monotonic()
+
+        async def recheck() -> None:
+            nonlocal checked_at
+            if time.monotonic() - checked_at >= RECHECK_S:
+                checked_at = time.monotonic()
+                await gate.revalidate(authorization)
+
+        return recheck
+
+
+async def _rechecked(requests: AsyncIterator[Any], recheck: Callable[[], Awaitable[None]]) -> AsyncIterator[Any]:
+    """The stream's messages, its key checked again before each is handed on."""
+    async for message in requests:
+        await recheck()
+        yield message
