@@ -65,7 +65,7 @@ async def test_a_deferred_index_is_absent_while_loading_and_built_when_the_write
 
     vectors = await store(core, name, 400)
     assert await nearest(core, name, vectors[17]) == "p0017"  # exact search meanwhile: still right
-    assert await keeper.sweep() == 0  # a deferral in force is left alone
+    await keeper.sweep()  # builds what other tests left lapsed, but a deferral in force is left alone:
     assert not (await core.collections.get(name)).index_ready
 
     renewed = await keeper.defer(name, 120)  # the collection holds points now, but the lease is in force
