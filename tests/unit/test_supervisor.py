@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -11,6 +12,7 @@ import pytest
 from meshsearch_cli.stack import EmbeddedStack
 from meshsearch_cli.supervisor import GaveUp, RestartPolicy, Supervisor, describe_exit
 from meshsearch_common.backoff import Backoff
+from tests.clock import FakeClock
 
 
 @dataclass
@@ -36,17 +38,9 @@ class FakeStack:
         self.processes[name] = FakeProcess(pid=100 + len(self.restarts))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(tmp_path: Path, policy: RestartPolicy) -> tuple[FakeStack, Supervisor, Clock, list[str]]:
+def make(tmp_path: Path, policy: RestartPolicy) -> tuple[FakeStack, Supervisor, FakeClock, list[str]]:
     stack = FakeStack(tmp_path, {"embedder": FakeProcess(1), "api": FakeProcess(2)})
-    clock, told = Clock(), list[str]()
+    clock, told = FakeClock(), list[str]()
     supervisor = Supervisor(cast(Any, stack), policy, notify=told.append, clock=clock)
     supervisor.check()
     return stack, supervisor, clock, told
@@ -102,3 +96,19 @@ def test_exits_are_described_for_people() -> None:
 def test_the_real_stack_offers_what_the_supervisor_needs() -> None:
     for method in ("log_path", "restart"):
         assert callable(getattr(EmbeddedStack, method))
+
+
+class VanishingProcesses(dict[str, FakeProcess]):
+    """Processes of which one is stopped on purpose (stop_service, on another thread) between
+    the supervisor listing them and looking at it."""
+
+    def __iter__(self) -> Iterator[str]:
+        yield from [*super().__iter__(), "stopped-meanwhile"]
+
+
+def test_a_service_stopped_on_purpose_while_the_supervisor_looks_is_left_alone(tmp_path: Path) -> None:
+    stack, supervisor, clock, told = make(tmp_path, RestartPolicy())
+    stack.processes = VanishingProcesses(stack.processes)
+    clock.advance(1)
+    supervisor.check()  # no KeyError from the process that is gone
+    assert stack.restarts == [] and told == []

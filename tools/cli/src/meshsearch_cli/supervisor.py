@@ -74,7 +74,10 @@ class Supervisor:
                 if now >= watch.restart_at:
                     self._restart(name, watch)
                 continue
-            returncode = self.stack.processes[name].poll()
+            process = self.stack.processes.get(name)
+            if process is None:  # stopped on purpose meanwhile (stop_service), from another thread
+                continue
+            returncode = process.poll()
             if returncode is None:
                 if now - watch.started_at >= self.policy.stable_after_s:
                     watch.crashes_in_a_row = 0
