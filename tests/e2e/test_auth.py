@@ -722,7 +722,7 @@ def test_a_node_client_authenticates_and_reads_rate_limit_details(secured: Secur
     assert limited["trailers"]["x-ratelimit-remaining"] == "0"
     # With retries on, a burst past the bucket (1 read per second, now empty) completes, paced by RetryInfo.
     assert seen["paced"]["completed"] == 4 and seen["paced"]["elapsed_ms"] >= 2000
-    assert seen["plaintext"] == {"remote": True, "remote_allowed": False, "loopback": False}
+    assert seen["plaintext"] == {"remote": True, "lookalike": True, "remote_allowed": False, "loopback": False}
 
 
 def _meshsearch(

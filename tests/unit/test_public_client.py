@@ -236,7 +236,16 @@ def test_a_key_may_go_in_plaintext_to_this_machine(target: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["api.internal:50051", "dns:///api.internal:50051", "10.0.0.5:50051", "ipv4:127.0.0.1:1,10.0.0.5:2"]
+    "target",
+    [
+        "api.internal:50051",
+        "dns:///api.internal:50051",
+        "10.0.0.5:50051",
+        "ipv4:127.0.0.1:1,10.0.0.5:2",
+        "127.0.0.1.attacker.example:50051",  # a name that merely starts like loopback
+        "localhost.attacker.example:50051",
+        "dns:///127.0.0.1.attacker.example:50051",
+    ],
 )
 def test_a_key_is_never_sent_in_plaintext_off_this_machine_unless_allowed(target: str) -> None:
     with pytest.raises(PlaintextKey, match="MESHSEARCH_ALLOW_PLAINTEXT_KEY"):

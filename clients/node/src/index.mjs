@@ -10,6 +10,7 @@
 // `errorDetails(error)` decodes the google.rpc details of a failed call.
 import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
+import { isIPv4 } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -89,7 +90,16 @@ export function isLoopback(/** @type {string} */ target) {
   if (target.startsWith("unix:") || target.startsWith("unix-abstract:")) return true;
   let address = target.startsWith("dns:") ? target.split("///").pop() ?? "" : target;
   address = address.replace(/^ipv[46]:/, "");
-  return address.split(",").every((part) => ["localhost", "127.", "[::1]", "::1"].some((p) => part.trim().startsWith(p)));
+  return address.split(",").every((part) => loopbackHost(part.trim()));
+}
+
+/** The whole host, not a prefix of it: "127.0.0.1.example.net" is someone else's machine. */
+function loopbackHost(/** @type {string} */ hostPort) {
+  let host = hostPort;
+  if (hostPort.startsWith("[")) host = hostPort.slice(1, hostPort.indexOf("]"));
+  else if (hostPort.split(":").length === 2) host = hostPort.split(":")[0];
+  if (host === "localhost" || host === "::1") return true;
+  return isIPv4(host) && host.startsWith("127.");
 }
 
 /**

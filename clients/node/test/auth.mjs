@@ -74,6 +74,7 @@ const refusesPlaintext = (/** @type {string} */ remote, /** @type {boolean} */ a
 };
 seen.plaintext = {
   remote: refusesPlaintext("dns:///api.example.internal:50051", false),
+  lookalike: refusesPlaintext("127.0.0.1.attacker.example:50051", false),
   remote_allowed: refusesPlaintext("dns:///api.example.internal:50051", true),
   loopback: refusesPlaintext(target, false),
 };

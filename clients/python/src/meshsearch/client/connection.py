@@ -3,6 +3,7 @@ environment the CLI and the demo share."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ CERT_VARIABLE = "MESHSEARCH_TLS_CERT_FILE"
 PRIVATE_KEY_VARIABLE = "MESHSEARCH_TLS_KEY_FILE"
 SERVER_NAME_VARIABLE = "MESHSEARCH_TLS_SERVER_NAME"
 PLAINTEXT_KEY_VARIABLE = "MESHSEARCH_ALLOW_PLAINTEXT_KEY"
-LOOPBACK_HOSTS = ("localhost", "127.", "[::1]", "::1")
 
 
 def is_loopback(target: str) -> bool:
@@ -33,7 +33,23 @@ def is_loopback(target: str) -> bool:
     address = target.split("///", 1)[-1] if target.startswith("dns:") else target
     for prefix in ("ipv4:", "ipv6:"):
         address = address.removeprefix(prefix)
-    return all(part.strip().startswith(LOOPBACK_HOSTS) for part in address.split(","))
+    return all(_loopback_host(part.strip()) for part in address.split(","))
+
+
+def _loopback_host(host_port: str) -> bool:
+    """The whole host, not a prefix of it: "127.0.0.1.example.net" is someone else's machine."""
+    if host_port.startswith("["):  # [v6]:port
+        host = host_port[1 : host_port.find("]")]
+    elif host_port.count(":") == 1:  # host:port
+        host = host_port.split(":")[0]
+    else:  # a bare host, or a bare IPv6 address
+        host = host_port
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class PlaintextKey(ValueError):
