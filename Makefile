@@ -101,13 +101,17 @@ bench: setup
 # Offline checks of how meshsearch is deployed: Dockerfiles (hadolint), compose.yaml (the Compose
 # specification's schema), and every Kubernetes overlay rendered by kustomize (the API schemas of
 # K8S_VERSION, strict). tests/unit/test_deployment_files.py checks their settings.
-deploy-check: setup
+deploy-check: setup k8s-dev-secrets
 	$(VENV)/bin/hadolint $(DOCKERFILES)
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 	for overlay in k8s/overlays/*/; do \
 	  $(VENV)/bin/kubectl kustomize $$overlay > .venv/rendered.yaml && \
 	  $(VENV)/bin/kubernetes-validate -k $(K8S_VERSION) --strict --quiet .venv/rendered.yaml || exit 1; \
 	done
+
+# The dev overlay's Secret values (k8s/overlays/dev/secrets.env, never committed), random.
+k8s-dev-secrets:
+	tools/build/k8s_dev_secrets.sh
 
 # Every image, built with podman from base images made of Debian's packages (no registry needed):
 # localhost/meshsearch-{api,worker,embedder,search,postgres,redis}:$(IMAGE_TAG).

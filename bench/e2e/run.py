@@ -57,10 +57,10 @@ def timed(call: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def run(stack_ports: Ports, count: int, queries: int) -> None:
-    api = grpc.insecure_channel(f"127.0.0.1:{stack_ports.api}")
-    embedder = embedder_pb2_grpc.EmbedderServiceStub(grpc.insecure_channel(f"127.0.0.1:{stack_ports.embedder}"))
-    search = search_pb2_grpc.VectorStoreServiceStub(grpc.insecure_channel(f"127.0.0.1:{stack_ports.search}"))
+def run(stack: EmbeddedStack, count: int, queries: int) -> None:
+    api = grpc.insecure_channel(f"127.0.0.1:{stack.ports.api}")
+    embedder = embedder_pb2_grpc.EmbedderServiceStub(stack.sync_channel("embedder"))
+    search = search_pb2_grpc.VectorStoreServiceStub(stack.sync_channel("search"))
     searcher = api_pb2_grpc.SearchServiceStub(api)
     name = f"e2e_{uuid.uuid4().hex[:8]}"
     api_pb2_grpc.CollectionServiceStub(api).CreateCollection(
@@ -120,7 +120,7 @@ def main() -> None:
         stack = EmbeddedStack(Path(directory), Ports.ephemeral())
         stack.start()
         try:
-            run(stack.ports, args.count, args.queries)
+            run(stack, args.count, args.queries)
         finally:
             stack.stop()
 

@@ -173,8 +173,8 @@ class Workload:
         return [a for a, _, _ in self.sts] + [b for _, b, _ in self.sts]
 
 
-async def measure_service(port: int, work: Workload) -> ServiceResult:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def measure_service(stack: EmbeddedStack, work: Workload) -> ServiceResult:
+    async with stack.channel("embedder") as channel:
         stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         info = await stub.Info(pb.InfoRequest(), timeout=30)
         await load(stub, work.mix[:200], work.clients)  # warm up
@@ -207,7 +207,7 @@ def run_service(backend: str, workdir: Path, work: Workload) -> ServiceResult:
     }
     stack = EmbeddedStack(workdir / backend, Ports.ephemeral(), extra_env=env)
     with stack.running(services=("embedder",), timeout_s=900):
-        return asyncio.run(measure_service(stack.ports.embedder, work))
+        return asyncio.run(measure_service(stack, work))
 
 
 def sts_spearman(vectors: np.ndarray, pairs: list[tuple[str, str, float]]) -> float:

@@ -302,9 +302,9 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
     tenths: list[tuple[str, list[float]]] = []
     builds: list[tuple[str, list[float]]] = []
     async with (
-        grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.embedder}") as embedder_channel,
+        stack.channel("embedder") as embedder_channel,
         grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.api}") as api_channel,
-        grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as search_channel,
+        stack.channel("search") as search_channel,
     ):
         embedder = epb_grpc.EmbedderServiceStub(embedder_channel)
         search = spb_grpc.VectorStoreServiceStub(search_channel)

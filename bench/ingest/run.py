@@ -105,7 +105,7 @@ async def measure(stack: EmbeddedStack, batches: list[list[pb.Document]], writer
     )
     print("|---:|---:|---:|---:|---:|---:|")
     async with (
-        grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.embedder}") as embedder_channel,
+        stack.channel("embedder") as embedder_channel,
         grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.api}") as api_channel,
     ):
         warmup = await fresh_indexer(api_channel, stack.redis_url)

@@ -288,7 +288,7 @@ def main() -> None:
         with stack.running(services=("search",)):
             url = stack.database_url
             options = [("grpc.max_send_message_length", 64 << 20)]
-            with grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}", options=options) as channel:
+            with stack.sync_channel("search", options=options) as channel:
                 stub = search_pb2_grpc.VectorStoreServiceStub(channel)
                 # Loads of 100k rows take ~2 s, so one load says little on a shared machine: run
                 # several rounds (raw, then the service) and report medians of the per-round ratios.

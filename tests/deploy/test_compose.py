@@ -45,6 +45,7 @@ class Mesh:
             "MESHSEARCH_BOOTSTRAP_KEY": bootstrap_key,
             "MESHSEARCH_POSTGRES_PASSWORD": secrets.token_hex(16),
             "MESHSEARCH_REDIS_PASSWORD": secrets.token_hex(16),
+            "MESHSEARCH_CALLER_TOKEN": secrets.token_hex(32),
             "MESHSEARCH_API_PUBLISH": f"127.0.0.1:{port}",
             "MESHSEARCH_EMBEDDER_MAX_CONNECTION_AGE_S": "5",
         }
@@ -171,3 +172,38 @@ def test_the_mesh_from_compose_indexes_answers_and_scales_the_embedder(mesh: Mes
                 break
             assert time.monotonic() < deadline, f"one embedder replica never served: {served}"
             time.sleep(2)
+
+
+FOREIGN_CALLS = """
+import grpc
+from meshsearch.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from meshsearch.search.v1 import search_pb2, search_pb2_grpc
+for target, call in (
+    ("search:50053", lambda c: search_pb2_grpc.VectorStoreServiceStub(c).ListCollections(
+        search_pb2.ListCollectionsRequest(), timeout=20)),
+    ("embedder:50052", lambda c: embedder_pb2_grpc.EmbedderServiceStub(c).Embed(
+        embedder_pb2.EmbedRequest(texts=["hello"]), timeout=20)),
+):
+    with grpc.insecure_channel(target) as channel:
+        try:
+            call(channel)
+            print(target, "OK")
+        except grpc.RpcError as error:
+            print(target, error.code().name)
+"""
+
+
+def test_a_container_that_is_not_the_api_or_a_worker_is_refused_by_search_and_embedder(mesh: Mesh) -> None:
+    """Another workload on the compose network reaches the internal ports but holds no caller
+    token: both services refuse it before reading its request, and the api keeps serving."""
+    network, image = f"{mesh.project}_default", f"localhost/meshsearch-api:{TAG}"
+    foreign = subprocess.run(
+        ["podman", "run", "--rm", "--network", network, image, "python", "-c", FOREIGN_CALLS],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert foreign.returncode == 0, foreign.stderr
+    assert foreign.stdout.split() == ["search:50053", "UNAUTHENTICATED", "embedder:50052", "UNAUTHENTICATED"]
+    made = _meshsearch(mesh, mesh.bootstrap_key, "keys", "create", "--tenant", "foreign", "--role", "read")
+    assert made.returncode == 0, made.stderr
+    listed = _meshsearch(mesh, made.stdout.strip(), "collections", "list")
+    assert listed.returncode == 0, listed.stderr

@@ -38,7 +38,7 @@ def query(stub: search_pb2_grpc.VectorStoreServiceStub) -> pb.QueryRequest:
 
 def test_postgres_restart_gives_unavailable_then_recovers(own_database) -> None:
     stack, postgres = own_database
-    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+    with stack.sync_channel("search") as channel:
         stub = search_pb2_grpc.VectorStoreServiceStub(channel)
         stub.CreateCollection(pb.CreateCollectionRequest(collection=pb.Collection(name="outage", dimension=4)))
         stub.Upsert(

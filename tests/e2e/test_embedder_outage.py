@@ -28,6 +28,7 @@ def isolated_pair(stack: EmbeddedStack, tmp_path) -> Iterator[EmbeddedStack]:
     pair = EmbeddedStack(
         tmp_path,
         replace(Ports.ephemeral(), search=stack.ports.search),
+        caller_token=stack.caller_token,
         extra_env={
             "MESHSEARCH_API_EMBEDDER_POLICY__BREAKER_FAIL_MAX": "3",
             "MESHSEARCH_API_EMBEDDER_POLICY__BREAKER_RESET_TIMEOUT_S": str(RESET_TIMEOUT_S),

@@ -26,7 +26,7 @@ def matrix(embeddings: pb.Embeddings) -> np.ndarray:
 
 @pytest.fixture
 async def embedder(stack: EmbeddedStack) -> AsyncIterator[embedder_pb2_grpc.EmbedderServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.embedder}") as channel:
+    async with stack.channel("embedder") as channel:
         yield embedder_pb2_grpc.EmbedderServiceStub(channel)
 
 
@@ -73,7 +73,6 @@ async def test_chunking_counts_tokens_as_counting_alone_does(embedder) -> None:
         (pb.EmbedRequest(texts=["ok", "y" * 70_000]), "texts[1] is 70000 bytes"),
         (pb.EmbedRequest(texts=["ok"], options=pb.EmbedOptions(prompt_name="nope")), "unknown prompt_name 'nope'"),
         (pb.EmbedRequest(texts=["ok"], options=pb.EmbedOptions(dimensions=1000)), "exceeds the model's dimension 384"),
-        (pb.EmbedRequest(texts=["z" * 60_000] * 70), "limit of 4194304 bytes"),
     ],
 )
 async def test_bad_requests_name_the_limit_they_break(embedder, request_message, fragment: str) -> None:
@@ -81,6 +80,13 @@ async def test_bad_requests_name_the_limit_they_break(embedder, request_message,
         await embedder.Embed(request_message)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in (raised.value.details() or "")
+
+
+async def test_a_message_over_the_size_limit_is_refused_while_it_is_read(embedder) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await embedder.Embed(pb.EmbedRequest(texts=["z" * 60_000] * 70))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in (raised.value.details() or "") and "4194304" in (raised.value.details() or "")
 
 
 async def test_stream_answers_by_correlation_id_and_survives_a_bad_request(embedder) -> None:

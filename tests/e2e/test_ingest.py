@@ -321,7 +321,7 @@ async def test_a_job_into_an_empty_collection_defers_its_index_until_the_job_end
         assert (await call.read()).acknowledged == start + 150
     assert (await wait_job(api.channel, job_id, 120, until_done=300)).done == 300
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+    async with stack.channel("search") as channel:
         search = search_pb2_grpc.VectorStoreServiceStub(channel)
 
         async def index_state() -> int:

@@ -27,7 +27,7 @@ def vector(dimension: int) -> spb.Vector:
 
 async def test_a_vector_of_the_wrong_dimension_sent_to_search_is_invalid(stack: EmbeddedStack) -> None:
     name = f"dims_{uuid.uuid4().hex[:8]}"
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+    async with stack.channel("search") as channel:
         stub = search_pb2_grpc.VectorStoreServiceStub(channel)
         await stub.CreateCollection(spb.CreateCollectionRequest(collection=spb.Collection(name=name, dimension=8)))
         upserted = await stub.Upsert(
@@ -54,7 +54,7 @@ async def test_a_vector_of_the_wrong_dimension_sent_to_search_is_invalid(stack: 
 
 async def test_writes_from_another_model_are_refused(stack: EmbeddedStack) -> None:
     name = f"model_{uuid.uuid4().hex[:8]}"
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+    async with stack.channel("search") as channel:
         stub = search_pb2_grpc.VectorStoreServiceStub(channel)
         model = spb.EmbeddingModel(id="model-a", revision="r1", dimension=8)
         await stub.CreateCollection(
@@ -78,7 +78,7 @@ async def test_writes_from_another_model_are_refused(stack: EmbeddedStack) -> No
 
 
 async def test_embedder_rejects_empty_and_overlong_input_precisely(stack: EmbeddedStack) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.embedder}") as channel:
+    async with stack.channel("embedder") as channel:
         stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as empty:
             await stub.Embed(epb.EmbedRequest(texts=["fine", ""]))

@@ -92,7 +92,7 @@ def test_queries_and_gets_are_served_by_the_replica(tmp_path: Path, replicated_d
     )
     with stack.running(services=("search",)):
         with (
-            grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel,
+            stack.sync_channel("search") as channel,
             psycopg.connect(replica_url, autocommit=True) as replica,
         ):
             stub = search_pb2_grpc.VectorStoreServiceStub(channel)

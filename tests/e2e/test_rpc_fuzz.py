@@ -67,7 +67,7 @@ def snapshot(search: grpc.Channel, name: str, ids: list[str]) -> list[bytes]:
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_generated_requests_never_end_unknown_or_internal(stack: EmbeddedStack, service: str) -> None:
     api = grpc.insecure_channel(f"127.0.0.1:{stack.ports.api}")
-    search = grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}")
+    search = stack.sync_channel("search")
     target = grpc.insecure_channel(f"127.0.0.1:{getattr(stack.ports, service)}")
     sentinel = f"sentinel_{uuid.uuid4().hex[:12]}"  # random: no generated request can spell it
     ids = [f"s{i}" for i in range(5)]

@@ -37,7 +37,7 @@ def condition(key: str, **match: Any) -> pb.Condition:
 @pytest.fixture
 async def store(stack: EmbeddedStack) -> AsyncIterator[tuple[search_pb2_grpc.VectorStoreServiceStub, str]]:
     name = f"svc_{uuid.uuid4().hex[:8]}"
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+    async with stack.channel("search") as channel:
         stub = search_pb2_grpc.VectorStoreServiceStub(channel)
         await stub.CreateCollection(
             pb.CreateCollectionRequest(collection=pb.Collection(name=name, dimension=DIMENSION))
@@ -67,7 +67,7 @@ async def test_bulk_loaded_vectors_round_trip_exactly_for_both_storages(stack: E
     name = f"bulkfmt_{uuid.uuid4().hex[:8]}"
     rng = np.random.default_rng(5)
     values = rng.standard_normal((300, DIMENSION)).astype(np.float32)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:
+    async with stack.channel("search") as channel:
         stub = search_pb2_grpc.VectorStoreServiceStub(channel)
         collection = pb.Collection(name=name, dimension=DIMENSION, storage=storage)  # type: ignore[arg-type]
         await stub.CreateCollection(pb.CreateCollectionRequest(collection=collection))
@@ -165,11 +165,6 @@ async def test_query_batch_filters_scroll_and_delete_by_filter(store) -> None:
             "limit of 64",
         ),
         (
-            lambda n: pb.UpsertRequest(collection=n, points=[pb.Point(id="x", text="y" * 33_600_000)]),
-            "Upsert",
-            "limit of 33554432 bytes",
-        ),
-        (
             lambda n: pb.BulkUpsertRequest(collection=n, points=[pb.Point(id="x")] * 1001),
             "BulkUpsert",
             "exceed the limit of 1000",
@@ -207,6 +202,16 @@ async def test_guardrails_answer_invalid_argument_naming_the_limit(
             await getattr(stub, method)(request, timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
     assert fragment in (raised.value.details() or "")
+
+
+async def test_a_message_over_the_size_limit_is_refused_while_it_is_read(store) -> None:
+    """Over MESHSEARCH_SEARCH_MAX_REQUEST_BYTES gRPC refuses it from its length prefix, before
+    reading it (see meshsearch_common.limits), naming both sizes."""
+    stub, name = store
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Upsert(pb.UpsertRequest(collection=name, points=[pb.Point(id="x", text="y" * 33_600_000)]))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in (raised.value.details() or "") and "33554432" in (raised.value.details() or "")
 
 
 def columns(ids: list[str], values: np.ndarray, metadata: list[str] | None = None) -> pb.PointColumns:

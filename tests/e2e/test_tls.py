@@ -18,6 +18,7 @@ from cryptography import x509
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from meshsearch.search.v1 import search_pb2, search_pb2_grpc
 from meshsearch_cli.stack import EmbeddedStack, Ports
 from tests import waiting
@@ -28,8 +29,9 @@ from tests.e2e.certificates import Authority, Issued
 class TlsStack:
     stack: EmbeddedStack
     authority: Authority
-    client: Issued  # signed by the authority: accepted where mutual TLS is required
+    client: Issued  # the api's: signed by the authority for identity "api", which the services allow
     rogue_client: Issued  # signed by another authority
+    intruder: Issued  # signed by the same authority, for a workload the services do not allow
     api_cert: Issued
 
 
@@ -39,7 +41,8 @@ def tls_stack(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) ->
     authority = Authority(directory, "mesh")
     server = authority.issue("services", server=True)
     api_cert = authority.issue("api", server=True)
-    client = authority.issue("mesh-client", server=False)
+    client = authority.issue("api", server=False, file_stem="api-client")
+    intruder = authority.issue("batch-job", server=False)
     rogue_client = Authority(directory, "rogue").issue("rogue-client", server=False)
     mutual = {"CERT_FILE": server.cert_file, "KEY_FILE": server.key_file, "CLIENT_CA_FILE": authority.cert_file}
     env = {
@@ -47,6 +50,7 @@ def tls_stack(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) ->
         for service in ("EMBEDDER", "SEARCH")
         for field, path in mutual.items()
     }
+    env |= {f"MESHSEARCH_{service}_CALLERS__IDENTITIES": '["api"]' for service in ("EMBEDDER", "SEARCH")}
     env |= {
         "MESHSEARCH_API_TLS__CERT_FILE": str(api_cert.cert_file),  # the public port: TLS, no client certificate
         "MESHSEARCH_API_TLS__KEY_FILE": str(api_cert.key_file),
@@ -65,9 +69,10 @@ def tls_stack(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) ->
         database_url=stack.database_url,
         redis_url=stack.redis_url,
         extra_env=env,
+        caller_token="",  # the callers are told apart by their certificates alone
     )
     with secured.running(services=("embedder", "search", "api")):
-        yield TlsStack(secured, authority, client, rogue_client, api_cert)
+        yield TlsStack(secured, authority, client, rogue_client, intruder, api_cert)
 
 
 def _credentials(authority: Authority, client: Issued | None = None) -> grpc.ChannelCredentials:
@@ -117,6 +122,21 @@ def test_services_refuse_clients_that_cannot_prove_who_they_are(tls_stack: TlsSt
     assert _search_health(search, None) == grpc.StatusCode.UNAVAILABLE  # plaintext
     assert _search_health(search, _credentials(authority)) == grpc.StatusCode.UNAVAILABLE  # no client certificate
     assert _search_health(search, _credentials(authority, tls_stack.rogue_client)) == grpc.StatusCode.UNAVAILABLE
+    # Signed by the mesh's own CA, but for a workload the search service does not serve.
+    assert _search_health(search, _credentials(authority, tls_stack.intruder)) == grpc.StatusCode.PERMISSION_DENIED
+    embedder = f"127.0.0.1:{tls_stack.stack.ports.embedder}"
+    for caller, expected in (
+        (tls_stack.client, grpc.StatusCode.OK),
+        (tls_stack.intruder, grpc.StatusCode.PERMISSION_DENIED),
+    ):
+        with grpc.secure_channel(embedder, _credentials(authority, caller)) as channel:
+            try:
+                embedder_pb2_grpc.EmbedderServiceStub(channel).Info(embedder_pb2.InfoRequest(), timeout=10)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                code = error.code()
+                assert "batch-job" in (error.details() or ""), "the refusal names who was refused"
+        assert code == expected
     with grpc.insecure_channel(api) as channel:
         with pytest.raises(grpc.RpcError) as plaintext:
             pb_grpc.CollectionServiceStub(channel).ListCollections(pb.ListCollectionsRequest(), timeout=5)

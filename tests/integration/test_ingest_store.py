@@ -80,7 +80,9 @@ async def search(stack: EmbeddedStack) -> AsyncIterator[SearchClient]:
     """A client of the stack's real search service, as a worker has."""
     embedder, upstream = upstreams.connect(
         WorkerSettings(
-            embedder_target=f"127.0.0.1:{stack.ports.embedder}", search_target=f"127.0.0.1:{stack.ports.search}"
+            embedder_target=f"127.0.0.1:{stack.ports.embedder}",
+            search_target=f"127.0.0.1:{stack.ports.search}",
+            caller_token=stack.caller_token,
         )
     )
     yield SearchClient(upstream)

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from meshsearch_api.settings import ApiSettings, WorkerSettings
+from meshsearch_common.callers import CallerPolicy
 from meshsearch_common.settings import ServiceSettings, UpstreamPolicy
 from meshsearch_common.tls import ClientTls, ServerTls
 from meshsearch_common.tracing import TracingSettings
@@ -23,7 +24,7 @@ SHARED = set(ServiceSettings.model_fields)
 def test_every_service_setting_is_documented(settings: type[BaseSettings]) -> None:
     prefix = settings.model_config["env_prefix"]
     for field in settings.model_fields:
-        if field in ("tls", "tracing"):
+        if field in ("tls", "tracing", "callers"):
             assert f"`{field.upper()}__<FIELD>`" in DOC, field
         elif field in SHARED:
             assert f"`{field.upper()}`" in DOC, field
@@ -33,7 +34,7 @@ def test_every_service_setting_is_documented(settings: type[BaseSettings]) -> No
             assert f"`{prefix}{field.upper()}`" in DOC, field
 
 
-@pytest.mark.parametrize("nested", [UpstreamPolicy, ServerTls, ClientTls, TracingSettings])
+@pytest.mark.parametrize("nested", [UpstreamPolicy, ServerTls, ClientTls, TracingSettings, CallerPolicy])
 def test_every_field_of_a_nested_setting_is_documented(nested: type[BaseModel]) -> None:
     for field in nested.model_fields:
         assert f"`{field.upper()}`" in DOC, field

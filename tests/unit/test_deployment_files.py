@@ -6,8 +6,6 @@ cannot run without, with auth on."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +14,16 @@ import yaml
 from pydantic import BaseModel
 
 from meshsearch_cli.stack import SETTINGS
+from tests.unit.overlays import render_overlay
 
 ROOT = Path(__file__).parents[2]
-KUBECTL = Path(sys.executable).parent / "kubectl"
 # What each service cannot do without outside the embedded stack (defaults point at localhost).
+# The embedder and the search service serve only callers holding the mesh's caller token.
 REQUIRED = {
-    "api": {"EMBEDDER_TARGET", "SEARCH_TARGET", "REDIS_URL", "JOBS_DATABASE_URL", "BOOTSTRAP_KEY"},
-    "worker": {"EMBEDDER_TARGET", "SEARCH_TARGET", "JOBS_DATABASE_URL"},
-    "search": {"DATABASE_URL"},
-    "embedder": set(),
+    "api": {"EMBEDDER_TARGET", "SEARCH_TARGET", "REDIS_URL", "JOBS_DATABASE_URL", "BOOTSTRAP_KEY", "CALLER_TOKEN"},
+    "worker": {"EMBEDDER_TARGET", "SEARCH_TARGET", "JOBS_DATABASE_URL", "CALLER_TOKEN"},
+    "search": {"DATABASE_URL", "CALLERS__TOKEN"},
+    "embedder": {"CALLERS__TOKEN"},
 }
 
 
@@ -59,10 +58,7 @@ def _compose_environments() -> dict[str, dict[str, str]]:
 
 def _k8s_environments(overlay: Path) -> dict[str, set[str]]:
     """The MESHSEARCH_ variables each meshsearch container of a rendered overlay sees."""
-    rendered = subprocess.run(
-        [str(KUBECTL), "kustomize", str(overlay)], capture_output=True, text=True, check=True
-    ).stdout
-    objects = [o for o in yaml.safe_load_all(rendered) if o]
+    objects = render_overlay(overlay)
     config_maps = {o["metadata"]["name"]: set(o.get("data", {})) for o in objects if o["kind"] == "ConfigMap"}
     seen: dict[str, set[str]] = {}
     for deployment in (o for o in objects if o["kind"] == "Deployment"):
@@ -111,12 +107,9 @@ def test_compose_gives_every_service_what_it_needs_with_auth_on() -> None:
 
 def test_auth_is_on_in_every_kubernetes_overlay() -> None:
     for overlay in (ROOT / "k8s" / "overlays").iterdir():
-        rendered = subprocess.run(
-            [str(KUBECTL), "kustomize", str(overlay)], capture_output=True, text=True, check=True
-        ).stdout
         config = next(
             o
-            for o in yaml.safe_load_all(rendered)
-            if o and o["kind"] == "ConfigMap" and "MESHSEARCH_API_AUTH_ENABLED" in o.get("data", {})
+            for o in render_overlay(overlay)
+            if o["kind"] == "ConfigMap" and "MESHSEARCH_API_AUTH_ENABLED" in o.get("data", {})
         )
         assert config["data"]["MESHSEARCH_API_AUTH_ENABLED"] == "true", overlay.name

@@ -32,6 +32,7 @@ from prometheus_client import Counter, Gauge
 
 from meshsearch_common import context, deadlines, tls, tracing
 from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
+from meshsearch_common.callers import CALLER_TOKEN_METADATA_KEY
 from meshsearch_common.contracts import idempotent_methods
 from meshsearch_common.errors import (
     CALLER_ERROR_CODES,
@@ -112,11 +113,15 @@ class _BreakerStateListener(pybreaker.CircuitBreakerListener):
         )
 
 
-def _call_details(details: grpc.aio.ClientCallDetails, timeout_s: float) -> grpc.aio.ClientCallDetails:
+def _call_details(
+    details: grpc.aio.ClientCallDetails, timeout_s: float, caller_token: str = ""
+) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
     request_id = context.request_id.get()
     if request_id and not metadata.get_all(context.REQUEST_ID_METADATA_KEY):
         metadata.add(context.REQUEST_ID_METADATA_KEY, request_id)
+    if caller_token:
+        metadata.add(CALLER_TOKEN_METADATA_KEY, caller_token)
     return grpc.aio.ClientCallDetails(
         method=details.method,
         timeout=timeout_s,
@@ -129,9 +134,10 @@ def _call_details(details: grpc.aio.ClientCallDetails, timeout_s: float) -> grpc
 class UpstreamGuard:
     """Deadline, request id and breaker for one upstream; shared by its interceptors."""
 
-    def __init__(self, name: str, policy: UpstreamPolicy) -> None:
+    def __init__(self, name: str, policy: UpstreamPolicy, caller_token: str = "") -> None:
         self.name = name
         self.policy = policy
+        self.caller_token = caller_token
         self.breaker = AsyncCircuitBreaker(
             name,
             fail_max=policy.breaker_fail_max,
@@ -190,7 +196,7 @@ class _UnaryUnaryGuard(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         guard = self._guard
         timeout = guard.timeout_for(client_call_details.timeout)
-        details = _call_details(client_call_details, timeout)
+        details = _call_details(client_call_details, timeout, guard.caller_token)
 
         async def attempt() -> Any:
             call = await continuation(details, request)
@@ -222,7 +228,7 @@ class _StreamStreamGuard(grpc.aio.StreamStreamClientInterceptor):
         retry_after = guard.breaker.rejecting_for_s()  # a stream never takes the half-open trial
         if retry_after is not None:
             raise guard.open_error(BreakerOpen(guard.name, retry_after))
-        details = _call_details(client_call_details, guard.timeout_for(client_call_details.timeout))
+        details = _call_details(client_call_details, guard.timeout_for(client_call_details.timeout), guard.caller_token)
         return await continuation(details, request_iterator)
 
 
@@ -260,14 +266,16 @@ def connect_upstream(
     policy: UpstreamPolicy,
     max_message_bytes: int = GRPC_MAX_MESSAGE_BYTES,
     client_tls: ClientTls | None = None,
+    caller_token: str = "",
 ) -> Upstream:
     """Open the channel every call from this process to upstream `name` must use.
 
     `target` is any gRPC target ("host:port", "dns:///name:port"); `services` are the
     descriptors of the services called on it, whose idempotency options drive retries;
-    `client_tls` makes the channel TLS (mutual with a client certificate).
+    `client_tls` makes the channel TLS (mutual with a client certificate); `caller_token`, when
+    set, goes with every call (see `meshsearch_common.callers`).
     """
-    guard = UpstreamGuard(name, policy)
+    guard = UpstreamGuard(name, policy, caller_token)
     client_tls = client_tls or ClientTls()
     options: list[tuple[str, Any]] = [
         ("grpc.service_config", service_config(services, policy)),

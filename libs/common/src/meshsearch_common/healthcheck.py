@@ -18,7 +18,9 @@ TIMEOUT_S = 3.0
 
 def _credentials() -> grpc.ChannelCredentials | None:
     for name, value in os.environ.items():
-        if name.startswith("MESHSEARCH_") and name.endswith("_TLS__CERT_FILE") and value:
+        # The server's own TLS, not the client certificate a service uses for its upstreams.
+        own = name.endswith("_TLS__CERT_FILE") and not name.endswith("_UPSTREAM_TLS__CERT_FILE")
+        if name.startswith("MESHSEARCH_") and own and value:
             prefix = name.removesuffix("CERT_FILE")
             ca = os.environ.get(f"{prefix}CLIENT_CA_FILE", "")
             key = os.environ.get(f"{prefix}KEY_FILE", "")

@@ -23,8 +23,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
 from meshsearch_common import tls, tracing
-from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
+from meshsearch_common.callers import caller_admission
+from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES, RequestLimits
 from meshsearch_common.logs import configure_logging
+from meshsearch_common.read_budget import ReadBudget
 from meshsearch_common.reflection import enable_reflection
 from meshsearch_common.server_interceptor import ServerInterceptor
 from meshsearch_common.settings import ServiceSettings
@@ -34,7 +36,9 @@ log = logging.getLogger(__name__)
 
 class ServiceApp(Protocol):
     """What a service provides to the bootstrap. An app may also have `interceptors()`,
-    returning server interceptors to run inside the common one (the api's authentication)."""
+    returning server interceptors to run inside the common one (the api's rate limits),
+    `admissions()`, checks of each caller run before its request is read (the api's keys), and
+    `request_limits()`, its RequestLimits (otherwise every message may have the default size)."""
 
     name: str
 
@@ -81,15 +85,27 @@ def connection_age_options(max_age_s: float) -> list[tuple[str, int]]:
 async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningService:
     """Start `app` and return once it reports SERVING."""
     own_interceptors = getattr(app, "interceptors", lambda: ())()
+    limits: RequestLimits = getattr(app, "request_limits", RequestLimits)()
     server = grpc.aio.server(
         interceptors=[
             *tracing.server_interceptors(),  # outermost, so a server span covers everything below
-            ServerInterceptor(settings.read_deadline_s, settings.write_deadline_s),
+            ServerInterceptor(
+                settings.read_deadline_s,
+                settings.write_deadline_s,
+                limits,
+                [
+                    *([caller_admission(app.name, settings.callers)] if settings.callers.enabled else []),
+                    *getattr(app, "admissions", tuple)(),
+                ],
+                ReadBudget(settings.max_request_bytes_in_flight),
+            ),
             *own_interceptors,
         ],
+        # Past this many calls at once gRPC answers RESOURCE_EXHAUSTED at once, reading nothing.
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         options=[
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", min(limits.largest, GRPC_MAX_MESSAGE_BYTES)),
             ("grpc.so_reuseport", 0),
             *connection_age_options(settings.max_connection_age_s),
         ],
@@ -117,6 +133,7 @@ async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningSe
             "metrics_port": metrics_port,
             "state": "NOT_SERVING",
             "tls": "mutual" if settings.tls.client_ca_file else "on" if settings.tls.enabled else "off",
+            "callers": "checked" if settings.callers.enabled else "anyone",
         },
     )
     await app.start()

@@ -2,7 +2,9 @@
 
 For each call it: adopts the caller's request id (or makes one) and deadline into the
 per-request context (a unary call sent without a deadline gets its method class's default,
-see `meshsearch_common.deadlines`); maps domain errors (MeshError) to their status code through
+see `meshsearch_common.deadlines`); runs the service's admissions (who may call) before the
+request's body is read; refuses any request message over its method's size limit before
+parsing it (`meshsearch_common.limits`); maps domain errors (MeshError) to their status code through
 one table; turns any other escaping exception into INTERNAL with a logged traceback (never
 UNKNOWN); and records Prometheus metrics and one access-log line by method and status code.
 
@@ -16,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram
 
 from meshsearch_common import context, deadlines
-from meshsearch_common.errors import STATUS_DETAILS_KEY, MeshError, status_details
+from meshsearch_common.errors import STATUS_DETAILS_KEY, InvalidArgument, MeshError, status_details
+from meshsearch_common.limits import Oversized, RequestLimits, bounded_deserializer
+from meshsearch_common.read_budget import ReadBudget
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,9 @@ Wrapper = Callable[[Callable[..., Any], bool], Callable[..., Any]]
 
 
 def rebuild_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], answered_once: Wrapper, streamed: Wrapper
+    handler: grpc.RpcMethodHandler[Any, Any],
+    answered_once: Wrapper,
+    streamed: Wrapper,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """`handler` with its behavior wrapped: by `answered_once` for unary and client-streaming
     calls, by `streamed` for calls that stream responses. Each wrapper gets the behavior and
@@ -109,13 +115,34 @@ def rebuild_handler(
     raise ValueError("a gRPC method handler has no behavior")
 
 
+Admission = Callable[[str, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[None]]
+"""A check of a call from its method, metadata and peer alone, run before its first request
+message is read (it raises a MeshError to refuse): who the caller is, and whether it may call."""
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler; see the module docstring. `read_deadline_s` / `write_deadline_s`
-    bound unary calls that arrive without a deadline."""
+    bound unary calls that arrive without a deadline; `limits` bound each request message;
+    `admissions` run, in order, before any request message is read; `budget` bounds the bytes
+    of all calls being read at once.
 
-    def __init__(self, read_deadline_s: float, write_deadline_s: float) -> None:
+    To run admissions first, every handler is served as a request-streaming one (gRPC reads a
+    streamed request only when asked; on the wire a unary request is a stream of one message),
+    and its one message read after admission. A refused caller's body is never read or parsed."""
+
+    def __init__(
+        self,
+        read_deadline_s: float,
+        write_deadline_s: float,
+        limits: RequestLimits | None = None,
+        admissions: Sequence[Admission] = (),
+        budget: ReadBudget | None = None,
+    ) -> None:
         self._read_deadline_s = read_deadline_s
         self._write_deadline_s = write_deadline_s
+        self._limits = limits or RequestLimits()
+        self._admissions = tuple(admissions)
+        self._budget = budget or ReadBudget(0)
 
     async def intercept_service(
         self,
@@ -126,11 +153,21 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        return rebuild_handler(
-            handler,
-            lambda behavior, unary_request: self._wrap_unary(behavior, method, bounded=unary_request),
-            lambda behavior, _: self._wrap_stream(behavior, method),
+        deserializer = bounded_deserializer(handler.request_deserializer, self._limits.limit(method))
+        kinds = (
+            (handler.unary_unary, grpc.stream_unary_rpc_method_handler, self._wrap_unary, True),
+            (handler.unary_stream, grpc.stream_stream_rpc_method_handler, self._wrap_stream, True),
+            (handler.stream_unary, grpc.stream_unary_rpc_method_handler, self._wrap_unary, False),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler, self._wrap_stream, False),
         )
+        for behavior, make, wrap, single in kinds:
+            if behavior is not None:
+                return make(
+                    wrap(behavior, method, single),
+                    request_deserializer=deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        raise ValueError("a gRPC method handler has no behavior")
 
     def _adopt_deadline(self, servicer_context: grpc.aio.ServicerContext[Any, Any], method: str, bounded: bool) -> None:
         """The caller's deadline; for a `bounded` (unary) call without one, its class's default."""
@@ -142,17 +179,44 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         else:
             context.deadline.set(None if remaining is None else time.monotonic() + remaining)
 
-    def _wrap_unary(self, behavior: Callable[..., Any], method: str, bounded: bool) -> Callable[..., Awaitable[Any]]:
-        """Wraps a call answered once: unary (`bounded`) or client-streaming (not bounded).
-        (`behavior` is typed loosely: grpc's stubs describe the sync API's handlers, while under
-        grpc.aio they are coroutine functions and async generator functions.)"""
+    async def _admitted_requests(
+        self,
+        method: str,
+        requests: AsyncIterator[Any],
+        single: bool,
+        servicer_context: grpc.aio.ServicerContext[Any, Any],
+        held: list[int],
+    ) -> Any:
+        """After every admission: the call's one message (`single`), or its checked stream.
+        A stream keeps its share of the read budget (appended to `held`) until it ends."""
+        for admit in self._admissions:
+            await admit(method, servicer_context)
+        share = await self._budget.hold(self._limits.largest, servicer_context.time_remaining())
+        if not single:
+            held.append(share)
+            return _checked_stream(requests)
+        try:
+            async for message in requests:
+                if isinstance(message, Oversized):
+                    raise message.error()
+                return message
+        finally:
+            self._budget.give_back(share)
+        raise InvalidArgument("the call ended before its request message was sent", reason="MISSING_REQUEST")
 
-        async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, single: bool) -> Callable[..., Awaitable[Any]]:
+        """Wraps a call answered once: unary (`single`) or client-streaming. (`behavior` is
+        typed loosely: grpc's stubs describe the sync API's handlers, while under grpc.aio they
+        are coroutine functions and async generator functions.)"""
+
+        async def wrapped(requests: AsyncIterator[Any], servicer_context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             _adopt_request_id(servicer_context)
-            self._adopt_deadline(servicer_context, method, bounded)
+            self._adopt_deadline(servicer_context, method, bounded=single)
             started = time.perf_counter()
             ended: grpc.StatusCode | None = None
+            held: list[int] = []
             try:
+                request = await self._admitted_requests(method, requests, single, servicer_context, held)
                 return await behavior(request, servicer_context)
             except grpc.aio.AbortError:
                 raise
@@ -162,17 +226,24 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never UNKNOWN
                 await _abort_with(servicer_context, exc, method)
             finally:
+                self._budget.give_back(sum(held))
                 _record(method, servicer_context, started, ended)
 
         return wrapped
 
-    def _wrap_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
-        async def wrapped(request: Any, servicer_context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    def _wrap_stream(
+        self, behavior: Callable[..., Any], method: str, single: bool
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapped(
+            requests: AsyncIterator[Any], servicer_context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             _adopt_request_id(servicer_context)
             self._adopt_deadline(servicer_context, method, bounded=False)
             started = time.perf_counter()
             ended: grpc.StatusCode | None = None
+            held: list[int] = []
             try:
+                request = await self._admitted_requests(method, requests, single, servicer_context, held)
                 async for response in behavior(request, servicer_context):
                     yield response
             except grpc.aio.AbortError:
@@ -183,6 +254,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never UNKNOWN
                 await _abort_with(servicer_context, exc, method)
             finally:
+                self._budget.give_back(sum(held))
                 _record(method, servicer_context, started, ended)
 
         return wrapped
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for message in requests:
+        if isinstance(message, Oversized):
+            raise message.error()
+        yield message

@@ -7,9 +7,10 @@ Settings are frozen and validated once at start-up so a typo fails fast, not mid
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from meshsearch_common.callers import CallerPolicy
 from meshsearch_common.tls import ServerTls
 from meshsearch_common.tracing import TracingSettings
 
@@ -65,8 +66,28 @@ class ServiceSettings(BaseSettings):
         description="Clients are asked to reconnect after this long (gRPC GOAWAY), so that balancing "
         "clients find new replicas (gRFC A9); calls in flight finish first. 0: never.",
     )
+    max_concurrent_rpcs: int = Field(
+        1024,
+        ge=0,
+        description="Calls (streams included) this server runs at once; more are refused RESOURCE_EXHAUSTED "
+        "before their messages are read, which bounds the memory a flood can make it hold. 0: no bound.",
+    )
+    max_request_bytes_in_flight: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="Bytes of requests the server may be reading at once: each read in progress and each open "
+        "client stream holds the largest request message it may receive. Past it a call waits up to a second, "
+        "then is refused RESOURCE_EXHAUSTED (SERVER_BUSY). 0: no bound.",
+    )
     tls: ServerTls = Field(default_factory=ServerTls)
+    callers: CallerPolicy = Field(default_factory=CallerPolicy)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+
+    @model_validator(mode="after")
+    def _identities_need_mutual_tls(self) -> ServiceSettings:
+        if self.callers.identities and not self.tls.client_ca_file:
+            raise ValueError("callers.identities are read from client certificates: set tls.client_ca_file too")
+        return self
 
 
 def env_name(settings: type[BaseSettings], field: str) -> str:

@@ -15,9 +15,10 @@ from meshsearch.api.v1 import api_pb2, api_pb2_grpc
 from meshsearch_api import upstreams
 from meshsearch_api.auth.admin import KeyAdmin
 from meshsearch_api.auth.authenticator import Authenticator
+from meshsearch_api.auth.failures import FailureCounter
 from meshsearch_api.auth.gate import Gate
 from meshsearch_api.auth.grpc_service import KeyServicer
-from meshsearch_api.auth.interceptor import AuthInterceptor
+from meshsearch_api.auth.interceptor import AuthInterceptor, OpenStreams
 from meshsearch_api.auth.key_store import KeyStore
 from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.auth.rate_limits import RateLimiter
@@ -33,12 +34,15 @@ from meshsearch_api.ingest.grpc_service import IngestServicer
 from meshsearch_api.ingest.service import Ingest
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.request_keys import RequestKeys
+from meshsearch_api.request_limits import api_request_limits
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.searches import Searches, SearchLimits
 from meshsearch_api.settings import ApiSettings
 from meshsearch_common.client import Upstream
 from meshsearch_common.errors import FailedPrecondition
+from meshsearch_common.limits import RequestLimits
 from meshsearch_common.readiness import Readiness
+from meshsearch_common.server_interceptor import Admission
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,11 @@ class ApiApp:
         self._keys: Readiness[KeyStore] = Readiness("the API key store (in the jobs database)")
         self._key_admin: Readiness[KeyAdmin] = Readiness("API key management (in the jobs database)")
         self._authenticator: Authenticator | None = None
+        self._auth = AuthInterceptor(
+            self._gate,
+            OpenStreams(settings.key_max_streams),
+            FailureCounter(settings.auth_max_failures_per_peer, settings.auth_failure_window_s),
+        )
         self._upstreams: list[Upstream] = []
         self._redis: redis.Redis | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -83,7 +92,13 @@ class ApiApp:
         return [service.full_name for service in api_pb2.DESCRIPTOR.services_by_name.values()]
 
     def interceptors(self) -> Sequence[grpc.aio.ServerInterceptor]:
-        return [AuthInterceptor(self._gate)]
+        return [self._auth]
+
+    def admissions(self) -> Sequence[Admission]:
+        return [self._auth.admit]
+
+    def request_limits(self) -> RequestLimits:
+        return api_request_limits(self.settings)
 
     async def start(self) -> None:
         """Open channels and the cache. Upstreams are not required to be up: the api is ready
@@ -145,7 +160,11 @@ class ApiApp:
                     "or turn auth off with MESHSEARCH_API_AUTH_ENABLED=false"
                 )
             self._authenticator = Authenticator(
-                self._keys, settings.auth_cache_ttl_s, settings.bootstrap_key.get_secret_value()
+                self._keys,
+                settings.auth_cache_ttl_s,
+                settings.bootstrap_key.get_secret_value(),
+                max_waiting_verifications=settings.auth_max_waiting_verifications,
+                key_failures=FailureCounter(settings.auth_max_failures_per_key, settings.auth_failure_window_s),
             )
         else:
             log.warning(

@@ -43,6 +43,11 @@ class UpstreamSettings(ServiceSettings):
     )
     max_text_bytes: int = Field(65_536, ge=1, description="Largest document or query text, in UTF-8 bytes.")
     upstream_tls: ClientTls = Field(default_factory=ClientTls)
+    caller_token: SecretStr = Field(
+        SecretStr(""),
+        description="Secret sent with every call to the embedder and the search service, when they require "
+        "one (their CALLERS__TOKEN).",
+    )
 
 
 class ApiSettings(UpstreamSettings):
@@ -62,6 +67,19 @@ class ApiSettings(UpstreamSettings):
     max_top_k: int = Field(100, ge=1)
     default_top_k: int = Field(10, ge=1)
     max_searches_per_batch: int = Field(32, ge=1, description="Most searches in one SearchBatch call.")
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest request message of any method (an IndexDocuments call, one message of an upload): "
+        "what bounds the memory one call may make the api hold. Bigger batches must be split.",
+    )
+    max_metadata_bytes: int = Field(
+        65_536,
+        ge=1,
+        description="Largest metadata object of a document (or filter of a search), as JSON: with max_text_bytes "
+        "and max_documents_per_request it sizes each method's request limit. The search service enforces "
+        "its own (MESHSEARCH_SEARCH_MAX_METADATA_BYTES); keep them equal.",
+    )
     ingest_batch_documents: int = Field(
         128, ge=1, le=256, description="Most documents per batch of an ingest job (one worker task each)."
     )
@@ -85,6 +103,28 @@ class ApiSettings(UpstreamSettings):
         le=300,
         description="How long a verified key is trusted without a look at the database: the "
         "longest a revoked key keeps working on a replica.",
+    )
+    auth_max_failures_per_peer: int = Field(
+        50,
+        ge=0,
+        description="Failed authentications from one address, each within auth_failure_window_s of the last, "
+        "after which it is refused (RESOURCE_EXHAUSTED) until quiet that long. 0: no limit (behind a proxy "
+        "that hides callers' addresses, raise it or turn it off).",
+    )
+    auth_max_failures_per_key: int = Field(
+        10,
+        ge=0,
+        description="Wrong secrets for one key id after which it is not verified again until quiet for "
+        "auth_failure_window_s (it answers INVALID_API_KEY meanwhile). 0: no limit.",
+    )
+    auth_failure_window_s: float = Field(60.0, gt=0, description="See auth_max_failures_per_peer and _per_key.")
+    auth_max_waiting_verifications: int = Field(
+        64, ge=1, description="Key verifications (argon2) that may wait for a CPU; more are refused RESOURCE_EXHAUSTED."
+    )
+    key_max_streams: int = Field(
+        8,
+        ge=1,
+        description="Streams (StartIngest, EstimateIngest, WatchJob) one key may hold open on one api replica.",
     )
     rate_limit_read_per_s: float = Field(100.0, gt=0, description="Reads per second of a key without its own limit.")
     rate_limit_write_per_s: float = Field(20.0, gt=0, description="Writes per second of a key without its own limit.")

@@ -17,6 +17,7 @@ def connect(settings: UpstreamSettings) -> tuple[Upstream, Upstream]:
         [embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"]],
         settings.embedder_policy,
         client_tls=settings.upstream_tls,
+        caller_token=settings.caller_token.get_secret_value(),
     )
     search = connect_upstream(
         "search",
@@ -24,5 +25,6 @@ def connect(settings: UpstreamSettings) -> tuple[Upstream, Upstream]:
         [search_pb2.DESCRIPTOR.services_by_name["VectorStoreService"]],
         settings.search_policy,
         client_tls=settings.upstream_tls,
+        caller_token=settings.caller_token.get_secret_value(),
     )
     return embedder, search

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from meshsearch.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from meshsearch_common.limits import RequestLimits
 from meshsearch_common.readiness import Readiness
 from meshsearch_embedder import metrics
 from meshsearch_embedder.backend import EncoderBackend, content_revision, require_model_dir
@@ -85,6 +86,9 @@ class EmbedderApp:
         self._core: Readiness[EmbeddingService] = Readiness("embedder model")
         self._batcher: Batcher | None = None
 
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(default_bytes=self.settings.max_request_bytes)
+
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(EmbedderServicer(self._core), server)
         return [embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"].full_name]
@@ -117,7 +121,7 @@ class EmbedderApp:
             self._batcher,
             encoder.info,
             selection,
-            Limits(settings.max_texts_per_request, settings.max_text_bytes, settings.max_request_bytes),
+            Limits(settings.max_texts_per_request, settings.max_text_bytes),
         )
         for texts in (_WARMUP_TEXTS, _WARMUP_TEXTS, _WARMUP_BATCH):
             await service.embed(texts, EmbedOptions())

@@ -34,7 +34,6 @@ class Limits:
 
     max_texts_per_request: int
     max_text_bytes: int
-    max_request_bytes: int
 
 
 class EmbeddingService:

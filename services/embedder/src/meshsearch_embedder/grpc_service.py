@@ -11,7 +11,6 @@ import grpc
 from meshsearch.embedder.v1 import embedder_pb2 as pb
 from meshsearch.embedder.v1 import embedder_pb2_grpc as pb_grpc
 from meshsearch_common.errors import MeshError
-from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
 from meshsearch_embedder import conversions
 from meshsearch_embedder.embedding import EmbeddingService
@@ -26,7 +25,6 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         return self._core.get()
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.EmbedResponse:
-        check_message_size(request, self._service.limits.max_request_bytes)
         result = await self._service.embed(list(request.texts), conversions.options_in(request.options))
         return pb.EmbedResponse(embeddings=conversions.embeddings_out(result, self._service.info))
 
@@ -39,7 +37,6 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
 
         async def answer(message: pb.EmbedStreamRequest) -> None:
             try:
-                check_message_size(message, self._service.limits.max_request_bytes)
                 result = await self._service.embed(list(message.texts), conversions.options_in(message.options))
                 response = pb.EmbedStreamResponse(
                     correlation_id=message.correlation_id,

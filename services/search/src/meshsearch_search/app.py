@@ -13,6 +13,7 @@ import psycopg_pool
 from pgvector.psycopg import register_vector_async
 
 from meshsearch.search.v1 import search_pb2, search_pb2_grpc
+from meshsearch_common.limits import RequestLimits
 from meshsearch_common.readiness import Readiness
 from meshsearch_search.bulk import BulkLoader, BulkSettings
 from meshsearch_search.collections import CollectionStore
@@ -49,6 +50,9 @@ class SearchApp:
         self._stores: Readiness[Stores] = Readiness("search database connection")
         self._pools: list[psycopg_pool.AsyncConnectionPool] = []
         self._background: set[asyncio.Task[None]] = set()
+
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(default_bytes=self.settings.max_request_bytes)
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         search_pb2_grpc.add_VectorStoreServiceServicer_to_server(VectorStoreServicer(self._stores), server)
@@ -88,9 +92,7 @@ class SearchApp:
         bulk = BulkLoader(db, collections, points, keeper, BulkSettings.from_settings(settings))
         # A batch may use all but one of the read connections, so single queries still get one.
         concurrency = max(1, settings.pool_max_size - 1)
-        self._stores.set(
-            Stores(collections, points, Retriever(db, points), bulk, keeper, settings.max_request_bytes, concurrency)
-        )
+        self._stores.set(Stores(collections, points, Retriever(db, points), bulk, keeper, concurrency))
         sweeper = asyncio.create_task(keeper.keep(settings.index_sweep_interval_s), name="index-sweep")
         self._background.add(sweeper)
         sweeper.add_done_callback(self._background.discard)

@@ -14,7 +14,6 @@ from meshsearch.search.v1 import search_pb2_grpc as pb_grpc
 from meshsearch_common import vectors
 from meshsearch_common.errors import InvalidArgument, enum_member
 from meshsearch_common.identifiers import check_document_ids
-from meshsearch_common.limits import check_message_size
 from meshsearch_common.readiness import Readiness
 from meshsearch_search import conversions
 from meshsearch_search.bulk import BulkLoader
@@ -37,18 +36,12 @@ class Stores:
     retriever: Retriever
     bulk: BulkLoader
     indexes: IndexKeeper
-    max_request_bytes: int
     batch_concurrency: int = 4
 
 
 class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
     def __init__(self, stores: Readiness[Stores]) -> None:
         self._stores = stores
-
-    def _checked(self, request) -> Stores:  # type: ignore[no-untyped-def]
-        stores = self._stores.get()
-        check_message_size(request, stores.max_request_bytes)
-        return stores
 
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -67,29 +60,29 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
             chunk_truncate=message.chunk_truncate,
             mixed_numerics=message.mixed_numerics,
         )
-        collection = await self._checked(request).collections.create(spec)
+        collection = await self._stores.get().collections.create(spec)
         return pb.CreateCollectionResponse(collection=conversions.collection_out(collection))
 
     async def GetCollection(
         self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetCollectionResponse:
-        collection = await self._checked(request).collections.get(request.name)
+        collection = await self._stores.get().collections.get(request.name)
         return pb.GetCollectionResponse(collection=conversions.collection_out(collection))
 
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListCollectionsResponse:
-        collections = await self._checked(request).collections.list()
+        collections = await self._stores.get().collections.list()
         return pb.ListCollectionsResponse(collections=[conversions.collection_out(c) for c in collections])
 
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteCollectionResponse:
-        await self._checked(request).collections.delete(request.name)
+        await self._stores.get().collections.delete(request.name)
         return pb.DeleteCollectionResponse()
 
     async def Upsert(self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.UpsertResponse:
-        stores = self._checked(request)
+        stores = self._stores.get()
         points = [conversions.point_in(point) for point in request.points]
         model = conversions.model_in(request.model) if request.HasField("model") else None
         written = await stores.points.upsert(request.collection, points, model, request.receipt)
@@ -105,13 +98,13 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
     async def GetReceipts(
         self, request: pb.GetReceiptsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetReceiptsResponse:
-        recorded = await self._checked(request).points.recorded_receipts(request.collection, list(request.receipts))
+        recorded = await self._stores.get().points.recorded_receipts(request.collection, list(request.receipts))
         return pb.GetReceiptsResponse(recorded=recorded)
 
     async def DeleteReceipts(
         self, request: pb.DeleteReceiptsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteReceiptsResponse:
-        count = await self._checked(request).points.delete_receipts(request.collection, request.prefix)
+        count = await self._stores.get().points.delete_receipts(request.collection, request.prefix)
         return pb.DeleteReceiptsResponse(deleted_count=count)
 
     async def BulkUpsert(
@@ -151,7 +144,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         # From the fields, not ToTimedelta(), which overflows on a lease of centuries; the keeper
         # refuses whatever lies outside its range.
         lease_s = request.lease.seconds + request.lease.nanos / 1e9
-        until = await self._checked(request).indexes.defer(request.collection, lease_s)
+        until = await self._stores.get().indexes.defer(request.collection, lease_s)
         response = pb.DeferIndexResponse(deferred=until is not None)
         if until is not None:
             response.deferred_until.FromDatetime(until)
@@ -160,12 +153,12 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
     async def BuildIndex(
         self, request: pb.BuildIndexRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BuildIndexResponse:
-        await self._checked(request).indexes.build_soon(request.collection)
+        await self._stores.get().indexes.build_soon(request.collection)
         return pb.BuildIndexResponse()
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetResponse:
         check_document_ids(request.ids, "ids")
-        points, missing = await self._checked(request).points.get(
+        points, missing = await self._stores.get().points.get(
             request.collection, list(request.ids), request.include_vectors
         )
         response = pb.GetResponse(missing_ids=missing)
@@ -175,11 +168,11 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.DeleteResponse:
         check_document_ids(request.ids, "ids")
         node = conversions.filter_in(request.filter) if request.HasField("filter") else None
-        count = await self._checked(request).points.delete(request.collection, list(request.ids), node)
+        count = await self._stores.get().points.delete(request.collection, list(request.ids), node)
         return pb.DeleteResponse(deleted_count=count)
 
     async def Scroll(self, request: pb.ScrollRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ScrollResponse:
-        points, cursor = await self._checked(request).points.scroll(
+        points, cursor = await self._stores.get().points.scroll(
             request.collection,
             conversions.filter_in(request.filter),
             request.limit,
@@ -191,7 +184,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         return response
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryResponse:
-        hits = await self._checked(request).retriever.query(request.collection, conversions.query_in(request))
+        hits = await self._stores.get().retriever.query(request.collection, conversions.query_in(request))
         response = pb.QueryResponse()
         conversions.hits_out(hits, response)
         return response
@@ -199,7 +192,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
     async def QueryBatch(
         self, request: pb.QueryBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.QueryBatchResponse:
-        stores = self._checked(request)
+        stores = self._stores.get()
         if not request.queries:
             raise InvalidArgument("queries must not be empty")
         if len(request.queries) > stores.points.limits.max_batch_queries:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,12 +24,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshsearch.client import Connection
 from meshsearch_api.settings import ApiSettings, WorkerSettings
+from meshsearch_common.callers import operator_channel, operator_channel_sync
 from meshsearch_common.settings import ServiceSettings, env_name
 from meshsearch_embedder.settings import EmbedderSettings
 from meshsearch_search.settings import SearchSettings
@@ -202,6 +205,10 @@ class EmbeddedStack:
     # CPUs a process may run on, by name (a service, "postgres" or "redis"); absent: all. For
     # measuring a deployment whose embedder has cores of its own on one machine.
     cpus: dict[str, frozenset[int]] = field(default_factory=dict)
+    # The secret the embedder and the search service require of every caller, new for each
+    # stack: other local users can reach their loopback ports but cannot call them. A stack
+    # that shares another's upstreams must be given that stack's token.
+    caller_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _postgres: object | None = None
 
     def start(self, services: Sequence[str] = SERVICES, timeout_s: float = 180) -> None:
@@ -297,12 +304,26 @@ class EmbeddedStack:
             env[service_env_name(client, "embedder_target")] = f"127.0.0.1:{ports.embedder}"
             env[service_env_name(client, "search_target")] = f"127.0.0.1:{ports.search}"
             env[service_env_name(client, "jobs_database_url")] = self.database_url
+            if self.caller_token:
+                env[service_env_name(client, "caller_token")] = self.caller_token
+        for internal in ("embedder", "search"):
+            if self.caller_token:
+                env[f"{service_env_name(internal, 'callers')}__TOKEN"] = self.caller_token
         env[service_env_name("api", "redis_url")] = self.redis_url
         env[service_env_name("search", "database_url")] = self.database_url
         # The embedded stack is a trusted local machine: auth is off unless asked for.
         env.setdefault(service_env_name("api", "auth_enabled"), "false")
         env.update(self.extra_env)
         return env
+
+    def channel(self, service: str, **options: Any) -> grpc.aio.Channel:
+        """An asyncio channel to `service` on loopback, as an operator's tool: with the caller
+        token the internal services require."""
+        return operator_channel(f"127.0.0.1:{getattr(self.ports, service)}", self.caller_token, **options)
+
+    def sync_channel(self, service: str, **options: Any) -> grpc.Channel:
+        """`channel` for blocking code."""
+        return operator_channel_sync(f"127.0.0.1:{getattr(self.ports, service)}", self.caller_token, **options)
 
     @property
     def auth_enabled(self) -> bool:

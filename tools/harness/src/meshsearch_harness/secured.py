@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -57,7 +57,16 @@ class SecuredApis:
         return answer.secret
 
 
-def start_secured_apis(stack: EmbeddedStack, data_dir: Path, cache_ttl_s: float = CACHE_TTL_S) -> Iterator[SecuredApis]:
+def start_secured_apis(
+    stack: EmbeddedStack,
+    data_dir: Path,
+    cache_ttl_s: float = CACHE_TTL_S,
+    extra_env: Mapping[str, str] | None = None,
+    count: int = 2,
+) -> Iterator[SecuredApis]:
+    """`count` api replicas with auth on, sharing `stack`'s upstreams, database and one Redis;
+    `extra_env` adds or overrides their settings."""
+    extra_env = extra_env or {}
     bootstrap_key = secrets.token_hex(24)
     env = {
         "MESHSEARCH_API_AUTH_ENABLED": "true",
@@ -71,17 +80,29 @@ def start_secured_apis(stack: EmbeddedStack, data_dir: Path, cache_ttl_s: float 
         "MESHSEARCH_API_TENANT_COUNT_CACHE_S": "0",  # every quota check sees the stored count
         "MESHSEARCH_API_TENANT_MAX_INGEST_BYTES_PER_DAY": str(MAX_INGEST_BYTES),
         "MESHSEARCH_API_TENANT_QUOTAS": json.dumps({LARGE_TENANT: {"max_documents": LARGE_TENANT_MAX_DOCUMENTS}}),
+        # Every call of a test run comes from one address and tries many wrong keys on purpose:
+        # the lockouts are off here and tried on replicas of their own.
+        "MESHSEARCH_API_AUTH_MAX_FAILURES_PER_PEER": "0",
+        "MESHSEARCH_API_AUTH_MAX_FAILURES_PER_KEY": "0",
+        **extra_env,
     }
     replicas = [
-        EmbeddedStack(data_dir / f"api{i}", Ports.ephemeral(), database_url=stack.database_url, extra_env=env)
-        for i in (1, 2)
+        EmbeddedStack(
+            data_dir / f"api{i}",
+            Ports.ephemeral(),
+            database_url=stack.database_url,
+            extra_env=env,
+            caller_token=stack.caller_token,
+        )
+        for i in range(1, count + 1)
     ]
     for replica in replicas:
         replica.ports = replace(replica.ports, embedder=stack.ports.embedder, search=stack.ports.search)
     try:
-        replicas[0].start(services=("api",))  # and its Redis, which the second replica shares
-        replicas[1].redis_url = replicas[0].redis_url
-        replicas[1].start(services=("api",))
+        replicas[0].start(services=("api",))  # and its Redis, which the other replicas share
+        for replica in replicas[1:]:
+            replica.redis_url = replicas[0].redis_url
+            replica.start(services=("api",))
         yield SecuredApis(replicas, bootstrap_key)
     finally:
         for replica in reversed(replicas):

@@ -21,7 +21,8 @@ from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_common.backoff import Backoff
 from meshsearch_common.errors import FINAL_CODES
 
-MESSAGE_DOCUMENTS = 256  # the server's default limit per message
+MESSAGE_DOCUMENTS = 256  # the server's default limit of documents per message
+MESSAGE_BYTES = 2 * 1024 * 1024  # half the server's default limit of bytes per message
 IN_FLIGHT_MESSAGES = 4  # messages sent ahead of their acknowledgement
 # Answers other than FINAL_CODES (UNAVAILABLE, and the INTERNAL a client sees when it writes to
 # a connection that just broke) are retried: resuming is always safe, since the server skips
@@ -136,15 +137,11 @@ async def _send(
 
     while True:
         if position < len(resend):
-            batch = resend[position : position + MESSAGE_DOCUMENTS]
+            batch = _message_of(iter(resend[position:]))
             position += len(batch)
         else:
-            batch = []
-            for document in source:
-                batch.append(document)
-                unacknowledged.documents.append(document)
-                if len(batch) == MESSAGE_DOCUMENTS:
-                    break
+            batch = _message_of(source)
+            unacknowledged.documents.extend(batch)
         if not batch:
             break
         await call.write(pb.StartIngestRequest(batch=pb.IngestBatch(first_sequence=next_sequence, documents=batch)))
@@ -162,3 +159,16 @@ async def _send(
     await call.done_writing()
     unacknowledged.drop_below(final.acknowledged)
     return int(final.acknowledged)
+
+
+def _message_of(documents: Iterator[pb.Document]) -> list[pb.Document]:
+    """The next message's documents: up to MESSAGE_DOCUMENTS of them and about MESSAGE_BYTES
+    (a single larger document goes alone; the server judges it)."""
+    batch: list[pb.Document] = []
+    size = 0
+    for document in documents:
+        batch.append(document)
+        size += document.ByteSize()
+        if len(batch) == MESSAGE_DOCUMENTS or size >= MESSAGE_BYTES:
+            break
+    return batch

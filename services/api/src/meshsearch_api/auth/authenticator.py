@@ -7,10 +7,12 @@ Two caches, because the two facts they hold age differently:
 - that a presented secret matches a row's argon2id hash never changes while the hash does not,
   so it is remembered for an hour (by a SHA-256 of the key, never the key). A busy key therefore
   pays the tens of milliseconds of argon2 once, not once per TTL.
-Failed verifications are remembered for `cache_ttl_s` too, so a repeated wrong key costs no CPU.
-Concurrent first calls share one lookup and one verification, and at most
-`max_concurrent_verifications` run at a time: a flood of made-up keys costs a bounded share of
-CPU, not every core.
+Failed verifications are remembered for `cache_ttl_s` too, so a repeated wrong key costs no CPU,
+and a key id whose secret was wrong too often is not verified again for a while
+(`meshsearch_api.auth.failures`). Concurrent first calls share one lookup and one verification;
+at most `max_concurrent_verifications` run at a time and at most `max_waiting_verifications`
+wait (more are refused RESOURCE_EXHAUSTED): a flood of made-up secrets costs a bounded share of
+CPU and memory, not every core.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from cachetools import TTLCache
 from prometheus_client import Counter
 
 from meshsearch_api.auth import keys
+from meshsearch_api.auth.failures import LOCKOUTS, FailureCounter
 from meshsearch_api.auth.key_store import KeyStore, StoredKey
 from meshsearch_api.auth.principal import Principal, Role
 from meshsearch_common.clocks import Clock, WallClock, utc_now
-from meshsearch_common.errors import Unauthenticated
+from meshsearch_common.errors import ResourceExhausted, Unauthenticated
 from meshsearch_common.readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,8 @@ class Authenticator:
         max_concurrent_verifications: int = 2,
         clock: Clock = time.monotonic,
         wall_clock: WallClock = utc_now,
+        max_waiting_verifications: int = 64,
+        key_failures: FailureCounter | None = None,
     ) -> None:
         self._store = store
         self._wall_clock = wall_clock
@@ -68,6 +73,9 @@ class Authenticator:
         self._refused: TTLCache[bytes, str] = TTLCache(CACHE_ENTRIES, cache_ttl_s, timer=clock)
         self._pending: dict[Hashable, asyncio.Future[object]] = {}
         self._verifications = asyncio.Semaphore(max_concurrent_verifications)
+        self._max_waiting = max_waiting_verifications
+        self._waiting = 0
+        self._key_failures = key_failures or FailureCounter(0, 1.0)
 
     def forget_all(self) -> None:
         """Drop every cached row (after a revocation, so this replica refuses the key at once)."""
@@ -108,8 +116,12 @@ class Authenticator:
         if self._refused.get(digest) == row.secret_hash:
             AUTHENTICATIONS.labels("invalid", "yes").inc()
             return None
+        if self._key_failures.locked(key_id):
+            LOCKOUTS.labels("key").inc()
+            return None
         if not await self._once(digest, lambda _: self._verify(key, digest, row.secret_hash)):
             AUTHENTICATIONS.labels("invalid", "no").inc()
+            self._key_failures.record(key_id)
             return None
         return _unexpired(row, cached="no", now=self._wall_clock())
 
@@ -119,8 +131,23 @@ class Authenticator:
         return row
 
     async def _verify(self, key: str, digest: bytes, secret_hash: str) -> bool:
-        async with self._verifications:
+        if self._waiting >= self._max_waiting:
+            raise ResourceExhausted(
+                "too many API keys are being verified on this replica; retry in a second",
+                1.0,
+                reason="VERIFICATION_QUEUE_FULL",
+            )
+        self._waiting += 1
+        try:
+            await self._verifications.acquire()
+        finally:
+            self._waiting -= 1
+        try:
             valid = await asyncio.to_thread(keys.verify_key, secret_hash, key)
+        finally:
+            self._verifications.release()
+        (self._verified if valid else self._refused)[digest] = secret_hash
+        return valid
         (self._verified if valid else self._refused)[digest] = secret_hash
         return valid
 

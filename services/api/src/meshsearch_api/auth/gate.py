@@ -54,15 +54,14 @@ class Gate:
         if self._authenticator is not None:
             await self._authenticator.authenticate(authorization)
 
-    async def authorize(self, method: str, authorization: str | None, cost: int = 1) -> Authorized:
-        """Who calls `method`, if it may, and its rate-limit decision for a call of `cost` units
-        (permissions.cost)."""
+    async def admit(self, method: str, authorization: str | None) -> Principal:
+        """Who calls `method`, if it may: decided from the call's metadata alone, so that a
+        refused caller's request is never read."""
         role = permissions.METHOD_ROLES.get(method)
         if role is None:
             raise PermissionDenied(f"{method} has no access rule on this server", reason="NO_ACCESS_RULE")
-        kind = permissions.rate_class(role)
         if self._authenticator is None:
-            return Authorized(ANONYMOUS, None, kind)
+            return ANONYMOUS
         caller = await self._authenticator.authenticate(authorization)
         if caller.system and permissions.service_of(method) != permissions.KEY_SERVICE:
             raise PermissionDenied(
@@ -74,6 +73,13 @@ class Gate:
             raise PermissionDenied(
                 f"{method} needs the {role.value} role; this key holds: {held}", reason="MISSING_ROLE"
             )
+        return caller
+
+    async def spend(self, caller: Principal, method: str, cost: int = 1) -> Authorized:
+        """The rate-limit decision for an admitted call of `cost` units (permissions.cost)."""
+        kind = permissions.rate_class(permissions.METHOD_ROLES[method])
+        if self._authenticator is None:
+            return Authorized(caller, None, kind)
         rate = (caller.read_per_s or self._read_per_s) if kind == "read" else (caller.write_per_s or self._write_per_s)
         if self._bounds is not None:
             rate = self._bounds.effective(caller.tenant, kind, rate)
@@ -88,3 +94,7 @@ class Gate:
                 f"key:{caller.key_id}:{kind}",
             )
         return Authorized(caller, decision, kind)
+
+    async def authorize(self, method: str, authorization: str | None, cost: int = 1) -> Authorized:
+        """`admit`, then `spend`: the whole decision at once."""
+        return await self.spend(await self.admit(method, authorization), method, cost)

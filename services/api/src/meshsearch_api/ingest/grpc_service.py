@@ -11,7 +11,6 @@ from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_api.conversions import jobs as job_messages
 from meshsearch_api.conversions import public
-from meshsearch_api.domain import Document
 from meshsearch_api.ingest.service import Ingest
 from meshsearch_common.errors import InvalidArgument
 from meshsearch_common.readiness import Readiness
@@ -73,19 +72,15 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
     async def EstimateIngest(
         self, request_iterator: AsyncIterator[pb.EstimateIngestRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EstimateIngestResponse:
-        collection, total = "", 0
-        documents: list[Document] = []
+        tally = None
         async for message in request_iterator:
-            collection = collection or message.collection
-            total = max(total, message.total_documents)
-            documents.extend(public.document_in(d) for d in message.documents)
-            if len(documents) > MAX_ESTIMATE_DOCUMENTS:
-                raise InvalidArgument(
-                    f"more than {MAX_ESTIMATE_DOCUMENTS} documents to estimate; send a sample and total_documents",
-                    field="documents",
-                )
-        estimate = await self._ingest.get().estimate(collection, documents, total)
-        return job_messages.estimate_out(estimate)
+            if tally is None:
+                tally = await self._ingest.get().estimator(message.collection)
+            tally.total_documents = max(tally.total_documents, message.total_documents)
+            await tally.add([public.document_in(d) for d in message.documents])
+        if tally is None:
+            raise InvalidArgument("send at least one message with the collection and documents", field="documents")
+        return job_messages.estimate_out(await tally.finish())
 
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -100,6 +95,3 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
     ) -> pb.RedriveDeadLettersResponse:
         count, job = await self._ingest.get().redrive(request.job_id)
         return pb.RedriveDeadLettersResponse(redriven=count, job=job_messages.job_out(job))
-
-
-MAX_ESTIMATE_DOCUMENTS = 100_000  # a sample this size says all an estimate can say

@@ -15,15 +15,16 @@ import procrastinate
 from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.chunking import resolve
 from meshsearch_api.documents import document_problem
-from meshsearch_api.domain import Document, LimitViolation
+from meshsearch_api.domain import Document
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.ingest import metrics, queue
-from meshsearch_api.ingest.domain import DeadLetter, Estimate, Job, JobState, Priority, Progress
+from meshsearch_api.ingest.domain import DeadLetter, Job, JobState, Priority, Progress
+from meshsearch_api.ingest.estimates import EstimateTally
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.ingest.tidy import tidy_ended_job
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common import pages
-from meshsearch_common.errors import FailedPrecondition, InvalidArgument, MeshError
+from meshsearch_common.errors import FailedPrecondition, InvalidArgument
 from meshsearch_common.identifiers import check_job_id, check_text, parse_sequence
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5  # how often WatchJob looks at the job
 REPORT_EVERY_S = 2.0  # a report at least this often while the job runs
 RATE_WINDOW_S = 30.0
-TEXTS_PER_TOKENIZE = 256
-EXAMPLE_IDS = 5
 
 
 class Ingest:
@@ -157,53 +156,10 @@ class Ingest:
             await asyncio.sleep(POLL_S)
             job = await self._store.get_job(job_id)
 
-    async def estimate(self, collection: str, documents: list[Document], total_documents: int) -> Estimate:
-        """What uploading `documents` (or, scaled, `total_documents` like them) would cost."""
+    async def estimator(self, collection: str) -> EstimateTally:
+        """An empty tally of what uploading documents to `collection` would cost."""
         if not collection:
             raise InvalidArgument("collection is required", field="collection")
-        if not documents:
-            raise InvalidArgument("send at least one document to estimate", field="documents")
         info = await self._search.get_collection(collection)
         chunking = resolve(info.chunking, await self._embedder.window_tokens())
-        violations: dict[str, LimitViolation] = {}
-        seen: set[str] = set()
-        valid: list[str] = []
-        for document in documents:
-            broken = document_problem(document, self._max_text_bytes)
-            if broken is None and document.id in seen:
-                broken = LimitViolation("duplicate_id", "ids must be unique within a job; repeats become dead letters")
-            elif broken is None:
-                seen.add(document.id)
-                valid.append(document.text)
-                continue
-            violation = violations.setdefault(broken.limit, LimitViolation(broken.limit, broken.description, 0, []))
-            violation.documents += 1
-            if violation.example_ids is not None and len(violation.example_ids) < EXAMPLE_IDS:
-                violation.example_ids.append(document.id)
-        tokens = chunks = 0
-        for start in range(0, len(valid), TEXTS_PER_TOKENIZE):
-            texts = valid[start : start + TEXTS_PER_TOKENIZE]
-            size = chunking.chunk_tokens if not chunking.truncate else 0
-            counts, pieces = await self._embedder.measure(texts, size, chunking.overlap_tokens if size else 0)
-            if chunking.truncate:
-                window = chunking.chunk_tokens
-                tokens += sum(min(count, window) for count in counts)
-                chunks += len(texts)
-            else:
-                tokens += sum(counts)
-                chunks += sum(max(1, n) for n in pieces)
-        scale = total_documents / len(documents) if total_documents > len(documents) else 1.0
-        rate = 0.0
-        try:
-            rate = await self._embedder.tokens_per_second()
-        except MeshError:
-            log.info("the embedder's throughput is unknown; the estimate has no duration")
-        scaled_tokens = round(tokens * scale)
-        return Estimate(
-            documents=max(total_documents, len(documents)),
-            chunks=round(chunks * scale),
-            tokens=scaled_tokens,
-            duration_s=scaled_tokens / rate if rate > 0 else None,
-            tokens_per_second=rate,
-            violations=list(violations.values()),
-        )
+        return EstimateTally(chunking, self._embedder, self._max_text_bytes)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Writes k8s/overlays/dev/secrets.env (never committed) with fresh random secrets, unless it
+# exists: the dev overlay's Secret is generated from it. Usage: tools/build/k8s_dev_secrets.sh [DIR]
+set -euo pipefail
+dir="${1:-$(dirname "$0")/../../k8s/overlays/dev}"
+target="$dir/secrets.env"
+[ -e "$target" ] && exit 0
+random() { python3 -c 'import secrets; print(secrets.token_hex(24))'; }
+password="$(random)"
+url="postgresql://meshsearch:${password}@meshsearch-postgres:5432/meshsearch"
+umask 077
+cat > "$target" <<SECRETS
+MESHSEARCH_API_BOOTSTRAP_KEY=$(random)
+MESHSEARCH_API_JOBS_DATABASE_URL=${url}
+MESHSEARCH_WORKER_JOBS_DATABASE_URL=${url}
+MESHSEARCH_SEARCH_DATABASE_URL=${url}
+MESHSEARCH_CALLER_TOKEN=$(random)
+POSTGRES_PASSWORD=${password}
+SECRETS
+echo "wrote $target"
