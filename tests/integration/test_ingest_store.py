@@ -154,6 +154,37 @@ async def test_an_ended_job_nobody_tidied_is_tidied_by_the_reconciler(
     assert await staged_count(pool, running) == 3
 
 
+async def test_dead_letters_keep_their_size_and_their_text_only_while_a_redrive_could_use_it(
+    pool: AsyncConnectionPool,
+) -> None:
+    """Issue 28: rejected documents' texts must not stay in the jobs tables forever."""
+    store = JobStore(pool, batch_documents=8)
+    job = await store.create_job("tidy_test_letters", Priority.BULK)
+    documents = [Document("ok", "fine text"), Document("bad", "x" * 700), Document("flaky", "y" * 300)]
+    await store.stage(job.id, 0, documents, lambda d: "refused on purpose" if d.id == "bad" else None)
+    await store.complete_upload(job.id, 3)
+    async with pool.connection() as conn:  # "flaky" kept failing upstream (UNAVAILABLE)
+        await conn.execute(
+            "INSERT INTO meshsearch_ingest_dead_letters (job_id, seq, doc_id, code, reason, attempts, text_bytes) "
+            "VALUES (%s, 2, 'flaky', 14, 'embedder unavailable', 8, 300)",
+            (job.id,),
+        )
+    letters, _ = await store.dead_letters(job.id, 10, -1)
+    assert {(letter.document_id, letter.text_bytes) for letter in letters} == {("bad", 700), ("flaky", 300)}
+    await end_without_tidying(pool, job.id, "completed", 10)
+    await store.forget_staged(job.id)
+    assert await staged_count(pool, job.id) == 1  # only "flaky", which a redrive could store
+    assert await store.purge_dead_letter_texts(3600, 1000) == 0  # within the retention
+    await end_without_tidying(pool, job.id, "completed", 7200)
+    assert await store.purge_dead_letter_texts(3600, 100_000) >= 1
+    assert await staged_count(pool, job.id) == 0
+    letters, _ = await store.dead_letters(job.id, 10, -1)
+    assert {(letter.document_id, letter.text_bytes) for letter in letters} == {("bad", 700), ("flaky", 300)}
+    with pytest.raises(FailedPrecondition) as refused:
+        await store.redrive(job.id)
+    assert refused.value.reason == "DEAD_LETTER_TEXTS_REMOVED"
+
+
 async def test_a_redriven_job_keeps_its_staged_copies_and_is_tidied_again_when_it_ends(
     pool: AsyncConnectionPool,
 ) -> None:

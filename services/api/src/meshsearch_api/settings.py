@@ -230,6 +230,13 @@ class WorkerSettings(UpstreamSettings):
     orphan_after_s: float = Field(
         30.0, gt=0, description="A pending batch untouched this long, and held by no one, is queued again."
     )
+    dead_letter_retention_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long after its job ends a dead letter keeps its text, so that it can be redriven; then "
+        "only its id, reason and size remain. A document at fault itself (invalid, repeated id) keeps no text "
+        "once its job ends.",
+    )
     abandon_upload_after_s: float = Field(
         86_400.0,
         gt=0,

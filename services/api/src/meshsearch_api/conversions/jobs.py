@@ -65,6 +65,7 @@ def dead_letter_out(letter: DeadLetter) -> pb.DeadLetter:
         code=letter.code,
         reason=letter.reason,
         attempts=letter.attempts,
+        text_bytes=letter.text_bytes,
     )
     if letter.create_time is not None:
         message.create_time.FromDatetime(letter.create_time)

@@ -121,6 +121,16 @@ MIGRATIONS: list[tuple[int, migrations.Migration]] = [
             WHERE tidy_time IS NULL AND state <> 'running';
         """,
     ),
+    # A dead letter records its text's size; the text itself (its staged copy) goes with the
+    # retention (JobStore.purge_dead_letter_texts), or at once when redriving cannot help.
+    (
+        7,
+        """
+        ALTER TABLE meshsearch_ingest_dead_letters ADD COLUMN text_bytes bigint NOT NULL DEFAULT 0;
+        UPDATE meshsearch_ingest_dead_letters l SET text_bytes = octet_length(d.text)
+            FROM meshsearch_ingest_documents d WHERE d.job_id = l.job_id AND d.seq = l.seq;
+        """,
+    ),
 ]
 
 

@@ -67,6 +67,7 @@ class DeadLetter:
     reason: str
     attempts: int = 0
     create_time: datetime | None = None
+    text_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ a periodic task (without a lock: procrastinate issue #1408) that
 - retries the tasks of workers whose heartbeat stopped (`get_stalled_jobs`), and
 - queues a task again for batches that none will run (see JobStore.orphaned_batches), and
 - fails the jobs whose upload stopped without completing (JobStore.abandon_idle_uploads), and
+- drops dead letters' texts past their retention (JobStore.purge_dead_letter_texts), and
 - tidies the ended jobs that were not tidied (tidy.tidy_leftovers).
 """
 
@@ -109,6 +110,7 @@ class Reconciler:
         stalled_after_s: float,
         orphan_after_s: float,
         abandon_upload_after_s: float,
+        dead_letter_retention_s: float = 3600.0,
     ) -> None:
         self._app = app
         self._store = store
@@ -116,6 +118,7 @@ class Reconciler:
         self._stalled_after_s = stalled_after_s
         self._orphan_after_s = orphan_after_s
         self._abandon_upload_after_s = abandon_upload_after_s
+        self._dead_letter_retention_s = dead_letter_retention_s
 
     async def __call__(self) -> None:
         manager = self._app.job_manager
@@ -134,6 +137,9 @@ class Reconciler:
         for job_id in await self._store.abandon_idle_uploads(self._abandon_upload_after_s, ORPHANS_PER_ROUND):
             log.warning("upload abandoned; job failed", extra={"job_id": job_id})
             metrics.ABANDONED.inc()
+        purged = await self._store.purge_dead_letter_texts(self._dead_letter_retention_s, ORPHANS_PER_ROUND)
+        if purged:
+            log.info("dead letters' texts removed after the retention", extra={"documents": purged})
         # An ended job is tidied by whoever notices its end, at once; what is left after the
         # orphan delay was missed (the abandoned jobs above are tidied here too).
         tidied = await tidy.tidy_leftovers(self._store, self._search, self._orphan_after_s, ORPHANS_PER_ROUND)

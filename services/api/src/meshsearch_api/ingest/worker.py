@@ -91,6 +91,7 @@ class WorkerApp:
                 settings.stalled_after_s,
                 settings.orphan_after_s,
                 settings.abandon_upload_after_s,
+                settings.dead_letter_retention_s,
             ),
             settings.reconcile_every_s,
         )

@@ -568,20 +568,22 @@ class EstimateIngestResponse(_message.Message):
     def __init__(self, documents: _Optional[int] = ..., chunks: _Optional[int] = ..., tokens: _Optional[int] = ..., estimated_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., embedder_tokens_per_second: _Optional[float] = ..., violations: _Optional[_Iterable[_Union[LimitViolation, _Mapping]]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
-    __slots__ = ("sequence", "document_id", "code", "reason", "attempts", "create_time")
+    __slots__ = ("sequence", "document_id", "code", "reason", "attempts", "create_time", "text_bytes")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_BYTES_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     document_id: str
     code: int
     reason: str
     attempts: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, sequence: _Optional[int] = ..., document_id: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    text_bytes: int
+    def __init__(self, sequence: _Optional[int] = ..., document_id: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., text_bytes: _Optional[int] = ...) -> None: ...
 
 class ListDeadLettersRequest(_message.Message):
     __slots__ = ("job_id", "page_size", "page_token")

@@ -16,9 +16,9 @@ What it guarantees, and how:
 
 from __future__ import annotations
 
-from meshsearch_api.ingest.store.base import RECEIPT_PREFIX, batch_receipt, job_receipt_prefix
+from meshsearch_api.ingest.store.base import DOCUMENT_FAULTS, RECEIPT_PREFIX, batch_receipt, job_receipt_prefix
 from meshsearch_api.ingest.store.claims import CLAIM_WAIT_MS, Claim, Claims
-from meshsearch_api.ingest.store.dead_letters import DOCUMENT_FAULTS, DeadLetters
+from meshsearch_api.ingest.store.dead_letters import DeadLetters
 from meshsearch_api.ingest.store.jobs import JobRecords
 from meshsearch_api.ingest.store.staging import Staged, Staging, batches_of
 from meshsearch_api.ingest.store.sweeps import Sweeps

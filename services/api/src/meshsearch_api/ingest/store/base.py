@@ -16,7 +16,10 @@ from meshsearch_api.auth import principal
 from meshsearch_api.database import JOBS
 from meshsearch_api.ingest.domain import DeadLetter, Job, JobState, Priority
 from meshsearch_common.database import database_errors
-from meshsearch_common.errors import NotFound
+from meshsearch_common.errors import AlreadyExists, InvalidArgument, NotFound
+
+# Dead letters whose failure was the document's own: redriving them cannot help.
+DOCUMENT_FAULTS = tuple(error.code.value[0] for error in (InvalidArgument, AlreadyExists))
 
 JOB_COLUMNS = (
     "id, collection, state, priority, upload_complete, received, done, failed, "
@@ -60,10 +63,14 @@ async def add_dead_letters(
         return
     async with conn.cursor() as cursor:
         await cursor.executemany(
-            "INSERT INTO meshsearch_ingest_dead_letters (job_id, seq, doc_id, code, reason, attempts) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, seq) DO UPDATE SET code = EXCLUDED.code, "
+            "INSERT INTO meshsearch_ingest_dead_letters (job_id, seq, doc_id, code, reason, attempts, text_bytes) "
+            "VALUES (%s, %s, %s, %s, %s, %s, coalesce((SELECT octet_length(text) FROM meshsearch_ingest_documents "
+            "WHERE job_id = %s AND seq = %s), %s)) ON CONFLICT (job_id, seq) DO UPDATE SET code = EXCLUDED.code, "
             "reason = EXCLUDED.reason, attempts = EXCLUDED.attempts, create_time = clock_timestamp()",
-            [(job_id, r.sequence, r.document_id, r.code, r.reason[:2000], attempts) for r in rejected],
+            [
+                (job_id, r.sequence, r.document_id, r.code, r.reason[:2000], attempts, job_id, r.sequence, r.text_bytes)
+                for r in rejected
+            ],
         )
 
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 from psycopg.rows import dict_row
 
 from meshsearch_api.ingest.domain import DeadLetter, JobState, Priority
-from meshsearch_api.ingest.store.base import StoreBase, new_batch
-from meshsearch_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-
-# Dead letters whose failure was the document's own: redriving them cannot help.
-DOCUMENT_FAULTS = tuple(error.code.value[0] for error in (InvalidArgument, AlreadyExists))
+from meshsearch_api.ingest.store.base import DOCUMENT_FAULTS, StoreBase, new_batch
+from meshsearch_common.errors import FailedPrecondition
 
 
 class DeadLetters(StoreBase):
@@ -19,13 +16,14 @@ class DeadLetters(StoreBase):
             await self._read_job(conn, job_id)  # NOT_FOUND for an unknown job, and another tenant's
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
-                "SELECT seq, doc_id, code, reason, attempts, create_time FROM meshsearch_ingest_dead_letters "
+                "SELECT seq, doc_id, code, reason, attempts, create_time, text_bytes "
+                "FROM meshsearch_ingest_dead_letters "
                 "WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s",
                 (job_id, after, limit + 1),
             )
             rows = await cursor.fetchall()
         letters = [
-            DeadLetter(r["seq"], r["doc_id"], r["code"], r["reason"], r["attempts"], r["create_time"])
+            DeadLetter(r["seq"], r["doc_id"], r["code"], r["reason"], r["attempts"], r["create_time"], r["text_bytes"])
             for r in rows[:limit]
         ]
         return letters, letters[-1].sequence if len(rows) > limit else None
@@ -40,10 +38,25 @@ class DeadLetters(StoreBase):
                     f"job '{job_id}' was cancelled; start a new job", field="job_id", reason="JOB_CANCELLED"
                 )
             cursor = await conn.execute(
-                "DELETE FROM meshsearch_ingest_dead_letters WHERE job_id = %s AND code <> ALL(%s) RETURNING seq",
+                "DELETE FROM meshsearch_ingest_dead_letters l WHERE job_id = %s AND code <> ALL(%s) AND EXISTS "
+                "(SELECT 1 FROM meshsearch_ingest_documents d WHERE d.job_id = l.job_id AND d.seq = l.seq) "
+                "RETURNING seq",
                 (job_id, list(DOCUMENT_FAULTS)),
             )
             sequences = sorted(row[0] for row in await cursor.fetchall())
+            if not sequences:
+                cursor = await conn.execute(
+                    "SELECT count(*) FROM meshsearch_ingest_dead_letters WHERE job_id = %s AND code <> ALL(%s)",
+                    (job_id, list(DOCUMENT_FAULTS)),
+                )
+                purged = (await cursor.fetchone() or (0,))[0]
+                if purged:
+                    raise FailedPrecondition(
+                        f"the texts of this job's {purged} dead letters were removed after the dead-letter "
+                        "retention; upload those documents again in a new job",
+                        field="job_id",
+                        reason="DEAD_LETTER_TEXTS_REMOVED",
+                    )
             batch_ids: list[int] = []
             for start in range(0, len(sequences), self._batch_documents):
                 group = sequences[start : start + self._batch_documents]

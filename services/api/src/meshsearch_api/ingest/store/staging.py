@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from meshsearch_api.domain import Document
 from meshsearch_api.ingest.domain import DeadLetter, JobState, Priority
-from meshsearch_api.ingest.store.base import StoreBase, add_dead_letters, new_batch
+from meshsearch_api.ingest.store.base import DOCUMENT_FAULTS, StoreBase, add_dead_letters, new_batch
 from meshsearch_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 
@@ -108,7 +108,8 @@ class Staging(StoreBase):
                     first_seen[document.id] = sequence
                     valid.append(offset)
                 else:
-                    rejected.append(DeadLetter(sequence, storable(document.id), code, reason))
+                    size = len(document.text.encode("utf-8", "surrogateescape"))
+                    rejected.append(DeadLetter(sequence, storable(document.id), code, reason, text_bytes=size))
             batch_of: dict[int, int] = {}
             batch_ids: list[int] = []
             sizes = [len(fresh[offset].text.encode("utf-8")) for offset in valid]
@@ -152,7 +153,8 @@ class Staging(StoreBase):
             )
 
     async def forget_staged(self, job_id: str) -> None:
-        """Drop an ended job's staged documents, but those of its dead letters (kept for redrive).
+        """Drop an ended job's staged documents, but those of its dead letters that a redrive
+        could store (kept for the retention; those at fault themselves keep only their size).
         The job row's lock orders this against a redrive, which runs the job again with the
         staged copies of its dead letters: those of a running job are never dropped."""
         async with self._transaction() as conn:
@@ -162,6 +164,7 @@ class Staging(StoreBase):
                 return
             await conn.execute(
                 "DELETE FROM meshsearch_ingest_documents d WHERE d.job_id = %s AND NOT EXISTS "
-                "(SELECT 1 FROM meshsearch_ingest_dead_letters l WHERE l.job_id = d.job_id AND l.seq = d.seq)",
-                (job_id,),
+                "(SELECT 1 FROM meshsearch_ingest_dead_letters l WHERE l.job_id = d.job_id AND l.seq = d.seq "
+                "AND l.code <> ALL(%s))",
+                (job_id, list(DOCUMENT_FAULTS)),
             )

@@ -30,6 +30,24 @@ class Sweeps(StoreBase):
             )
             return [(int(row[0]), Priority(row[1])) for row in await cursor.fetchall()]
 
+    async def purge_dead_letter_texts(self, retention_s: float, limit: int) -> int:
+        """Drop the staged texts of dead letters whose job ended more than `retention_s` ago
+        (the letters keep their id, reason and size); return how many. A redrive runs the
+        job again first, so the text of a letter being redriven is never dropped."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                """
+                DELETE FROM meshsearch_ingest_documents d WHERE (d.job_id, d.seq) IN (
+                    SELECT d2.job_id, d2.seq FROM meshsearch_ingest_documents d2
+                    JOIN meshsearch_ingest_jobs j ON j.id = d2.job_id
+                    WHERE j.state <> 'running' AND j.finish_time < clock_timestamp() - make_interval(secs => %s)
+                    LIMIT %s
+                    FOR SHARE OF j SKIP LOCKED)
+                """,
+                (retention_s, limit),
+            )
+            return cursor.rowcount
+
     async def abandon_idle_uploads(self, idle_s: float, limit: int) -> list[str]:
         """Fail the running jobs whose upload is incomplete, silent for `idle_s`, and whose
         batches are all processed: their client is gone. The job-row lock orders this against a
