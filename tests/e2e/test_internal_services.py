@@ -8,6 +8,7 @@ import uuid
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from meshsearch.api.v1 import api_pb2 as api_pb
@@ -16,6 +17,7 @@ from meshsearch.embedder.v1 import embedder_pb2_grpc
 from meshsearch.search.v1 import search_pb2 as spb
 from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_cli.stack import EmbeddedStack
+from meshsearch_common.callers import operator_channel
 from tests import waiting
 from tests.e2e.clients import ApiClient
 
@@ -151,3 +153,26 @@ def test_every_service_exports_prometheus_metrics(stack: EmbeddedStack) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{stack.ports.embedder_metrics}/metrics", timeout=5).read().decode()
     )
     assert "meshsearch_embedder_batch_size_bucket" in embedder_metrics
+
+
+def _internal_call(stack: EmbeddedStack, service: str, channel: grpc.aio.Channel):  # type: ignore[no-untyped-def]
+    if service == "search":
+        return search_pb2_grpc.VectorStoreServiceStub(channel).ListCollections(spb.ListCollectionsRequest(), timeout=30)
+    return embedder_pb2_grpc.EmbedderServiceStub(channel).Embed(epb.EmbedRequest(texts=["who calls"]), timeout=30)
+
+
+@pytest.mark.parametrize("service", ["search", "embedder"])
+async def test_internal_ports_refuse_callers_without_the_stacks_token(stack: EmbeddedStack, service: str) -> None:
+    """Another local user reaches the loopback port, but not the stack's caller token: refused
+    before its request is read, while health stays open for probes."""
+    target = f"127.0.0.1:{getattr(stack.ports, service)}"
+    for channel in (grpc.aio.insecure_channel(target), operator_channel(target, "not-the-token")):
+        async with channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _internal_call(stack, service, channel)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "caller token" in (refused.value.details() or "")
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+    async with stack.channel(service) as channel:
+        assert await _internal_call(stack, service, channel) is not None
