@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from pydantic import BaseModel, Field, SecretStr
@@ -166,22 +166,17 @@ class _WithTokenSync(
         return continuation(self._details(client_call_details), request_iterator)
 
 
-class _SyncDetails(grpc.ClientCallDetails):
-    def __init__(
-        self,
-        method: str,
-        timeout: float | None,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-    ) -> None:
-        self.method = method
-        self.timeout = timeout
-        self.metadata = metadata
-        self.credentials = credentials
-        self.wait_for_ready = wait_for_ready
-        self.compression = compression
+class _SyncCallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _SyncDetails(_SyncCallDetails, grpc.ClientCallDetails):
+    """grpc.ClientCallDetails is an interface with no constructor; this fills it in."""
 
 
 def operator_channel(target: str, token: str, **options: Any) -> grpc.aio.Channel:
