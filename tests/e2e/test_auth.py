@@ -320,9 +320,9 @@ def test_revocation_stops_an_open_upload_within_the_cache_ttl(secured: SecuredAp
 # --- tenant isolation -------------------------------------------------------------------------
 
 
-def _start_job(channel: grpc.Channel, key: str, collection: str) -> str:
+def _start_job(channel: grpc.Channel, key: str, collection: str, priority: Any = pb.JOB_PRIORITY_NORMAL) -> str:
     stub = pb_grpc.IngestServiceStub(channel)
-    requests = iter([pb.StartIngestRequest(start=pb.IngestOptions(collection=collection))])
+    requests = iter([pb.StartIngestRequest(start=pb.IngestOptions(collection=collection, priority=priority))])
     first = next(iter(stub.StartIngest(requests, metadata=bearer(key), timeout=TIMEOUT_S)))
     return first.job_id
 
@@ -632,6 +632,27 @@ def test_a_tenant_named_in_the_configuration_has_its_own_document_quota(secured:
         assert over.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error_details(over)["ErrorInfo"].reason == "DOCUMENT_QUOTA_EXCEEDED"
         assert f"quota of {LARGE_TENANT_MAX_DOCUMENTS}" in (over.details() or "")
+
+
+def test_the_interactive_priority_is_a_right_a_tenant_is_given_not_one_a_key_takes(secured: SecuredApis) -> None:
+    """The queue serves interactive jobs before every other tenant's: only a tenant given the
+    right in TENANT_QUOTAS may ask for it; any tenant may run normal and bulk jobs."""
+    ordinary, given = secured.new_key(tenant_name()), secured.new_key(LARGE_TENANT)
+    with grpc.insecure_channel(secured.target()) as channel:
+        for key in (ordinary, given):
+            try:
+                pb_grpc.CollectionServiceStub(channel).CreateCollection(
+                    pb.CreateCollectionRequest(collection=pb.Collection(name="urgent")),
+                    metadata=bearer(key),
+                    timeout=30,
+                )
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+        refused = failure(lambda: _start_job(channel, ordinary, "urgent", pb.JOB_PRIORITY_INTERACTIVE))
+        assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_details(refused)["ErrorInfo"].reason == "PRIORITY_NOT_GRANTED"
+        assert _start_job(channel, ordinary, "urgent", pb.JOB_PRIORITY_NORMAL)
+        assert _start_job(channel, given, "urgent", pb.JOB_PRIORITY_INTERACTIVE)
 
 
 def _fallback_count(metrics_port: int) -> float:

@@ -26,6 +26,7 @@ class TenantQuota(BaseModel):
     max_ingest_bytes_per_day: int | None = Field(None, ge=0)
     max_read_per_s: float | None = Field(None, gt=0)
     max_write_per_s: float | None = Field(None, gt=0)
+    interactive_jobs: bool | None = None
 
 
 class UpstreamSettings(ServiceSettings):
@@ -162,10 +163,15 @@ class ApiSettings(UpstreamSettings):
         description="How long a tenant's stored document count (for its document quota) is reused before the "
         "search service is asked again; 0 asks on every write.",
     )
+    tenant_interactive_jobs: bool = Field(
+        False,
+        description="Whether a tenant's jobs may take JOB_PRIORITY_INTERACTIVE, which the queue serves before "
+        "every other job: a right to give (TENANT_QUOTAS' interactive_jobs), not one a write key takes.",
+    )
     tenant_quotas: dict[str, TenantQuota] = Field(
         default_factory=dict,
         description='Quotas of named tenants, in place of the two defaults above, as JSON: {"team-a": '
-        '{"max_documents": 5000000, "max_ingest_bytes_per_day": 0}}.',
+        '{"max_documents": 5000000, "max_ingest_bytes_per_day": 0, "interactive_jobs": true}}.',
     )
 
     @model_validator(mode="after")

@@ -79,7 +79,9 @@ def start_secured_apis(
         "MESHSEARCH_API_TENANT_MAX_DOCUMENTS": str(MAX_DOCUMENTS),
         "MESHSEARCH_API_TENANT_COUNT_CACHE_S": "0",  # every quota check sees the stored count
         "MESHSEARCH_API_TENANT_MAX_INGEST_BYTES_PER_DAY": str(MAX_INGEST_BYTES),
-        "MESHSEARCH_API_TENANT_QUOTAS": json.dumps({LARGE_TENANT: {"max_documents": LARGE_TENANT_MAX_DOCUMENTS}}),
+        "MESHSEARCH_API_TENANT_QUOTAS": json.dumps(
+            {LARGE_TENANT: {"max_documents": LARGE_TENANT_MAX_DOCUMENTS, "interactive_jobs": True}}
+        ),
         # Every call of a test run comes from one address and tries many wrong keys on purpose:
         # the lockouts are off here and tried on replicas of their own.
         "MESHSEARCH_API_AUTH_MAX_FAILURES_PER_PEER": "0",

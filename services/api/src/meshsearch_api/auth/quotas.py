@@ -26,7 +26,7 @@ from meshsearch_api.auth import principal
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import TenantQuota
 from meshsearch_common.clocks import Clock, WallClock, utc_now
-from meshsearch_common.errors import ResourceExhausted
+from meshsearch_common.errors import PermissionDenied, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class TenantQuotas:
         count_cache_s: float = 0.0,
         clock: Clock = time.monotonic,
         wall_clock: WallClock = utc_now,
+        interactive_jobs: bool = False,
     ) -> None:
         self._client = client
         self._wall_clock = wall_clock
@@ -62,6 +63,11 @@ class TenantQuotas:
             )
             for tenant, quota in (overrides or {}).items()
         }
+        self._interactive = {
+            tenant: interactive_jobs if quota.interactive_jobs is None else quota.interactive_jobs
+            for tenant, quota in (overrides or {}).items()
+        }
+        self._interactive_default = interactive_jobs
         self._counts: TTLCache[str, int] = TTLCache(10_000, count_cache_s, timer=clock)
         self._local_bytes: dict[str, int] = {}
 
@@ -76,6 +82,19 @@ class TenantQuotas:
             await self._charge_documents(tenant, documents, max_documents)
         if max_bytes:
             await self._charge_bytes(tenant, text_bytes, max_bytes)
+
+    def check_priority(self, interactive: bool) -> None:
+        """PERMISSION_DENIED when the current caller asks for the interactive priority, which its
+        tenant was not given (with auth off, the one local user has every right)."""
+        caller = principal.current()
+        if interactive and caller.key_id and not self._interactive.get(caller.tenant, self._interactive_default):
+            raise PermissionDenied(
+                "JOB_PRIORITY_INTERACTIVE is served before every other tenant's jobs and needs a right this tenant "
+                "was not given (the operator's MESHSEARCH_API_TENANT_QUOTAS interactive_jobs); use "
+                "JOB_PRIORITY_NORMAL or JOB_PRIORITY_BULK",
+                field="start.priority",
+                reason="PRIORITY_NOT_GRANTED",
+            )
 
     def limits(self, tenant: str) -> tuple[int, int]:
         """`tenant`'s (documents, ingest bytes per day) quotas; 0: none."""

@@ -56,6 +56,7 @@ class Ingest:
     async def start(self, collection: str, priority: Priority) -> Job:
         if not collection:
             raise InvalidArgument("start.collection is required", field="start.collection")
+        self._quotas.check_priority(priority is Priority.INTERACTIVE)
         # NOT_FOUND now, not in every batch later; its creation time tells it from a namesake.
         info = await self._search.get_collection(collection)
         job = await self._store.create_job(collection, priority, info.create_time)
