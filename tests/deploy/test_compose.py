@@ -198,7 +198,7 @@ def test_a_container_that_is_not_the_api_or_a_worker_is_refused_by_search_and_em
     token: both services refuse it before reading its request, and the api keeps serving."""
     network, image = f"{mesh.project}_default", f"localhost/meshsearch-api:{TAG}"
     foreign = subprocess.run(
-        ["podman", "run", "--rm", "--network", network, image, "python", "-c", FOREIGN_CALLS],
+        ["podman", "run", "--rm", "--network", network, "--entrypoint", "python", image, "-c", FOREIGN_CALLS],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert foreign.returncode == 0, foreign.stderr
