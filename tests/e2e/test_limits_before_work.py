@@ -113,8 +113,9 @@ async def test_an_unauthenticated_flood_of_huge_searches_is_refused_before_it_is
     print(f"4 unauthenticated 48 MiB searches: {codes}, {elapsed:.2f} s, api RSS +{rss.growth_mib:.1f} MiB")
     assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 4
     # Before: +284 MiB (every body read and parsed before the key was asked for).
-    # Less than one body: none was held (what remains is gRPC's flow-control buffers).
-    assert rss.growth_mib < 40, "a refused caller's body must not be held"
+    # Less than one body of the four: none was held (what remains, 9 to 25 MiB in our runs, is
+    # gRPC's flow-control buffers and the process's allocator).
+    assert rss.growth_mib < HUGE / MiB, "a refused caller's body must not be held"
 
 
 async def test_a_keyed_search_over_its_methods_limit_is_refused_unparsed(defaults: SecuredApis) -> None:
@@ -143,8 +144,9 @@ async def test_a_keyed_search_over_its_methods_limit_is_refused_unparsed(default
     # Over the largest request any method takes: gRPC refuses it while reading.
     assert {e.code() for e in errors[1:]} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
     print(f"keyed 1 MiB + 4 x 48 MiB searches: api RSS +{rss.growth_mib:.1f} MiB")
-    # Less than one 48 MiB body: gRPC refused those from their length; the 1 MiB one was never parsed.
-    assert rss.growth_mib < 40
+    # Less than one 48 MiB body (14 to 36 MiB in our runs): gRPC refused those from their length
+    # prefix; the 1 MiB one was read but never parsed.
+    assert rss.growth_mib < HUGE / MiB
 
 
 async def _estimate_messages(count: int, text_bytes: int) -> AsyncIterator[pb.EstimateIngestRequest]:
