@@ -30,6 +30,7 @@ from meshsearch_api.auth.interceptor import RECHECK_S
 from meshsearch_api.auth.permissions import METHOD_ROLES, OPEN_SERVICES
 from meshsearch_harness.secured import (
     CACHE_TTL_S,
+    FEW_JOBS_TENANT,
     LARGE_TENANT,
     LARGE_TENANT_MAX_DOCUMENTS,
     MAX_DOCUMENTS,
@@ -653,6 +654,29 @@ def test_the_interactive_priority_is_a_right_a_tenant_is_given_not_one_a_key_tak
         assert error_details(refused)["ErrorInfo"].reason == "PRIORITY_NOT_GRANTED"
         assert _start_job(channel, ordinary, "urgent", pb.JOB_PRIORITY_NORMAL)
         assert _start_job(channel, given, "urgent", pb.JOB_PRIORITY_INTERACTIVE)
+
+
+def test_a_tenant_runs_a_bounded_number_of_jobs_at_once(secured: SecuredApis) -> None:
+    """TENANT_MAX_RUNNING_JOBS (here 2, from TENANT_QUOTAS): one tenant's open uploads cannot
+    fill the queue; the count holds across replicas, and a cancelled job frees its place."""
+    key = secured.new_key(FEW_JOBS_TENANT)
+    with grpc.insecure_channel(secured.target()) as channel, grpc.insecure_channel(secured.target(1)) as other:
+        try:
+            pb_grpc.CollectionServiceStub(channel).CreateCollection(
+                pb.CreateCollectionRequest(collection=pb.Collection(name="jobs")), metadata=bearer(key), timeout=30
+            )
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+        running = [_start_job(channel, key, "jobs"), _start_job(other, key, "jobs")]  # uploads left open
+        refused = failure(lambda: _start_job(channel, key, "jobs"))
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = error_details(refused)
+        assert details["ErrorInfo"].reason == "TOO_MANY_JOBS"
+        assert details["QuotaFailure"].violations[0].subject == f"tenant:{FEW_JOBS_TENANT}:running_jobs"
+        ingest = pb_grpc.IngestServiceStub(channel)
+        for job_id in running:
+            ingest.CancelJob(pb.CancelJobRequest(job_id=job_id), metadata=bearer(key), timeout=30)
+        assert _start_job(other, key, "jobs")
 
 
 def _fallback_count(metrics_port: int) -> float:

@@ -130,6 +130,7 @@ class ApiApp:
             settings.tenant_quotas,
             settings.tenant_count_cache_s,
             interactive_jobs=settings.tenant_interactive_jobs,
+            max_running_jobs=settings.tenant_max_running_jobs,
         )
         document_limits = DocumentLimits(settings.max_documents_per_request, settings.max_text_bytes)
         search_limits = SearchLimits(

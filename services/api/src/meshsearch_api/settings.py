@@ -27,6 +27,7 @@ class TenantQuota(BaseModel):
     max_read_per_s: float | None = Field(None, gt=0)
     max_write_per_s: float | None = Field(None, gt=0)
     interactive_jobs: bool | None = None
+    max_running_jobs: int | None = Field(None, ge=0)
 
 
 class UpstreamSettings(ServiceSettings):
@@ -162,6 +163,12 @@ class ApiSettings(UpstreamSettings):
         ge=0,
         description="How long a tenant's stored document count (for its document quota) is reused before the "
         "search service is asked again; 0 asks on every write.",
+    )
+    tenant_max_running_jobs: int = Field(
+        16,
+        ge=0,
+        description="Ingest jobs one tenant may run at once (per tenant: TENANT_QUOTAS' max_running_jobs); "
+        "StartIngest past it answers RESOURCE_EXHAUSTED (TOO_MANY_JOBS). 0: no limit.",
     )
     tenant_interactive_jobs: bool = Field(
         False,

@@ -23,6 +23,7 @@ MAX_DOCUMENTS = 40
 MAX_INGEST_BYTES = 30_000
 LARGE_TENANT = "large-tenant"  # its document quota is raised above MAX_DOCUMENTS by configuration
 LARGE_TENANT_MAX_DOCUMENTS = 3 * MAX_DOCUMENTS
+FEW_JOBS_TENANT = "few-jobs-tenant"  # may run two ingest jobs at once
 
 
 def bearer(key: str) -> tuple[tuple[str, str], ...]:
@@ -80,7 +81,10 @@ def start_secured_apis(
         "MESHSEARCH_API_TENANT_COUNT_CACHE_S": "0",  # every quota check sees the stored count
         "MESHSEARCH_API_TENANT_MAX_INGEST_BYTES_PER_DAY": str(MAX_INGEST_BYTES),
         "MESHSEARCH_API_TENANT_QUOTAS": json.dumps(
-            {LARGE_TENANT: {"max_documents": LARGE_TENANT_MAX_DOCUMENTS, "interactive_jobs": True}}
+            {
+                LARGE_TENANT: {"max_documents": LARGE_TENANT_MAX_DOCUMENTS, "interactive_jobs": True},
+                FEW_JOBS_TENANT: {"max_running_jobs": 2},
+            }
         ),
         # Every call of a test run comes from one address and tries many wrong keys on purpose:
         # the lockouts are off here and tried on replicas of their own.

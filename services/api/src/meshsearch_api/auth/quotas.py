@@ -51,6 +51,7 @@ class TenantQuotas:
         clock: Clock = time.monotonic,
         wall_clock: WallClock = utc_now,
         interactive_jobs: bool = False,
+        max_running_jobs: int = 0,
     ) -> None:
         self._client = client
         self._wall_clock = wall_clock
@@ -68,6 +69,11 @@ class TenantQuotas:
             for tenant, quota in (overrides or {}).items()
         }
         self._interactive_default = interactive_jobs
+        self._running_jobs = {
+            tenant: max_running_jobs if quota.max_running_jobs is None else quota.max_running_jobs
+            for tenant, quota in (overrides or {}).items()
+        }
+        self._running_jobs_default = max_running_jobs
         self._counts: TTLCache[str, int] = TTLCache(10_000, count_cache_s, timer=clock)
         self._local_bytes: dict[str, int] = {}
 
@@ -82,6 +88,12 @@ class TenantQuotas:
             await self._charge_documents(tenant, documents, max_documents)
         if max_bytes:
             await self._charge_bytes(tenant, text_bytes, max_bytes)
+
+    def max_running_jobs(self) -> int:
+        """How many ingest jobs the current caller's tenant may run at once; 0: no limit (and
+        with auth off, the one local user has none)."""
+        caller = principal.current()
+        return self._running_jobs.get(caller.tenant, self._running_jobs_default) if caller.key_id else 0
 
     def check_priority(self, interactive: bool) -> None:
         """PERMISSION_DENIED when the current caller asks for the interactive priority, which its

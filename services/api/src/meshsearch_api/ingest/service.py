@@ -59,7 +59,7 @@ class Ingest:
         self._quotas.check_priority(priority is Priority.INTERACTIVE)
         # NOT_FOUND now, not in every batch later; its creation time tells it from a namesake.
         info = await self._search.get_collection(collection)
-        job = await self._store.create_job(collection, priority, info.create_time)
+        job = await self._store.create_job(collection, priority, info.create_time, self._quotas.max_running_jobs())
         log.info("ingest job created", extra={"job": job.id, "collection": collection})
         return job
 

@@ -11,19 +11,41 @@ from psycopg.rows import dict_row
 from meshsearch_api.auth import principal
 from meshsearch_api.ingest.domain import Job, JobState, Priority
 from meshsearch_api.ingest.store.base import JOB_COLUMNS, StoreBase, complete_if_drained, job_from_row
-from meshsearch_common.errors import FailedPrecondition
+from meshsearch_common.errors import FailedPrecondition, ResourceExhausted
 
 
 class JobRecords(StoreBase):
     async def create_job(
-        self, collection: str, priority: Priority, collection_create_time: datetime | None = None
+        self,
+        collection: str,
+        priority: Priority,
+        collection_create_time: datetime | None = None,
+        max_running: int = 0,
     ) -> Job:
+        """A new running job of the current tenant; RESOURCE_EXHAUSTED when the tenant already
+        runs `max_running` jobs (0: no limit). A per-tenant advisory lock makes the count exact
+        across api replicas."""
+        tenant = principal.tenant()
         async with self._transaction() as conn:
+            if max_running:
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 28))", (f"jobs:{tenant}",))
+                counted = await conn.execute(
+                    "SELECT count(*) FROM meshsearch_ingest_jobs WHERE tenant = %s AND state = 'running'", (tenant,)
+                )
+                running = (await counted.fetchone() or (0,))[0]
+                if running >= max_running:
+                    raise ResourceExhausted(
+                        f"this tenant already runs {running} ingest jobs, its limit; wait for one to end "
+                        "(WatchJob) or cancel one",
+                        30.0,
+                        reason="TOO_MANY_JOBS",
+                        quota_subject=f"tenant:{tenant}:running_jobs",
+                    )
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
                 f"INSERT INTO meshsearch_ingest_jobs (id, collection, priority, collection_create_time, tenant) "
                 f"VALUES (%s, %s, %s, %s, %s) RETURNING {JOB_COLUMNS}",
-                (uuid.uuid4().hex, collection, int(priority), collection_create_time, principal.tenant()),
+                (uuid.uuid4().hex, collection, int(priority), collection_create_time, tenant),
             )
             row = await cursor.fetchone()
             assert row is not None
