@@ -178,3 +178,14 @@ async def test_internal_ports_refuse_callers_without_the_stacks_token(stack: Emb
             assert health.status == health_pb2.HealthCheckResponse.SERVING
     async with stack.channel(service) as channel:
         assert await _internal_call(stack, service, channel) is not None
+
+
+def test_the_embedded_redis_answers_only_with_its_password(stack: EmbeddedStack) -> None:
+    """Rate limits, quotas and cached embeddings are not for other local users."""
+    import redis
+
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=stack.ports.redis, socket_timeout=5).ping()
+    assert redis.Redis.from_url(stack.redis_url, socket_timeout=5).ping()
+    config = stack.data_dir / "redis" / "redis.conf"
+    assert config.stat().st_mode & 0o077 == 0, "the password file is its owner's alone"

@@ -209,6 +209,8 @@ class EmbeddedStack:
     # stack: other local users can reach their loopback ports but cannot call them. A stack
     # that shares another's upstreams must be given that stack's token.
     caller_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # The password of the Redis this stack starts (other local users reach its port too).
+    redis_password: str = field(default_factory=lambda: secrets.token_hex(24))
     _postgres: object | None = None
 
     def start(self, services: Sequence[str] = SERVICES, timeout_s: float = 180) -> None:
@@ -259,11 +261,16 @@ class EmbeddedStack:
         self.ports.redis = port
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
+        config = redis_dir / "redis.conf"  # the password in a file only this user reads, not on a command line
+        config.touch(mode=0o600)
+        config.chmod(0o600)
+        config.write_text(f"requirepass {self.redis_password}\n")
         log = self.log_path("redis").open("ab")
         with self._pinned("redis"):
             self.processes["redis"] = subprocess.Popen(
                 [
                     redis_server_binary(),
+                    str(config),
                     "--port",
                     str(port),
                     "--bind",
@@ -283,7 +290,7 @@ class EmbeddedStack:
                 stderr=subprocess.STDOUT,
             )
         log.close()  # the child holds its own descriptor
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        self.redis_url = f"redis://:{self.redis_password}@127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
