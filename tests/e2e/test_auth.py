@@ -679,6 +679,34 @@ def test_a_tenant_runs_a_bounded_number_of_jobs_at_once(secured: SecuredApis) ->
         assert _start_job(other, key, "jobs")
 
 
+def test_a_tenant_holds_a_bounded_number_of_collections(secured: SecuredApis) -> None:
+    """TENANT_MAX_COLLECTIONS (here 2, from TENANT_QUOTAS), counting this tenant's alone."""
+    key = secured.new_key(FEW_JOBS_TENANT)
+    collections = lambda channel: pb_grpc.CollectionServiceStub(channel)  # noqa: E731
+    with grpc.insecure_channel(secured.target()) as channel:
+        for name in ("jobs", "second"):  # "jobs" may exist already (the test above)
+            try:
+                collections(channel).CreateCollection(
+                    pb.CreateCollectionRequest(collection=pb.Collection(name=name)), metadata=bearer(key), timeout=30
+                )
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+        refused = failure(
+            lambda: collections(channel).CreateCollection(
+                pb.CreateCollectionRequest(collection=pb.Collection(name="third")), metadata=bearer(key), timeout=30
+            )
+        )
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_details(refused)["ErrorInfo"].reason == "TOO_MANY_COLLECTIONS"
+        collections(channel).DeleteCollection(
+            pb.DeleteCollectionRequest(name="second"), metadata=bearer(key), timeout=30
+        )
+        created = collections(channel).CreateCollection(
+            pb.CreateCollectionRequest(collection=pb.Collection(name="third")), metadata=bearer(key), timeout=30
+        )
+        assert created.collection.name == "third"
+
+
 def _fallback_count(metrics_port: int) -> float:
     return sample(metrics_port, "meshsearch_api_rate_limit_fallback_total")
 

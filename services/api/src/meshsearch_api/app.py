@@ -131,6 +131,7 @@ class ApiApp:
             settings.tenant_count_cache_s,
             interactive_jobs=settings.tenant_interactive_jobs,
             max_running_jobs=settings.tenant_max_running_jobs,
+            max_collections=settings.tenant_max_collections,
         )
         document_limits = DocumentLimits(settings.max_documents_per_request, settings.max_text_bytes)
         search_limits = SearchLimits(
@@ -141,7 +142,7 @@ class ApiApp:
         )
         self._core.set(
             ApiCore(
-                Catalog(search_client, embedder_client),
+                Catalog(search_client, embedder_client, self._quotas),
                 Documents(search_client, embedder_client, self._quotas, document_limits),
                 Searches(search_client, embedder_client, search_limits),
                 RequestKeys(self._redis, settings.request_key_ttl_s),

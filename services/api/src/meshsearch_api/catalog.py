@@ -3,24 +3,36 @@ so its vectors are never mixed with another model's."""
 
 from __future__ import annotations
 
+from meshsearch_api.auth import principal
+from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.chunking import resolve
 from meshsearch_api.domain import CollectionInfo, CollectionSpec
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common import pages
-from meshsearch_common.errors import InvalidArgument
+from meshsearch_common.errors import InvalidArgument, ResourceExhausted
 
 
 class Catalog:
-    def __init__(self, search: SearchClient, embedder: EmbedderClient) -> None:
+    def __init__(self, search: SearchClient, embedder: EmbedderClient, quotas: TenantQuotas | None = None) -> None:
         self._search = search
         self._embedder = embedder
+        self._quotas = quotas
 
     async def create(self, spec: CollectionSpec) -> CollectionInfo:
         """Create the collection with its chunking resolved against the model's window now,
         so a later model with another window does not change how it splits documents."""
         if not spec.name:
             raise InvalidArgument("collection.name is required", field="collection.name")
+        limit = self._quotas.max_collections() if self._quotas is not None else 0
+        if limit:
+            held = len(await self._search.list_collections())
+            if held >= limit:  # soft: creations racing each other may pass it by their number
+                raise ResourceExhausted(
+                    f"this tenant already has {held} collections, its limit; delete one first",
+                    reason="TOO_MANY_COLLECTIONS",
+                    quota_subject=f"tenant:{principal.tenant()}:collections",
+                )
         model = await self._embedder.model()
         chunking = resolve(spec.chunking, await self._embedder.window_tokens())
         return await self._search.create_collection(spec, chunking, model)

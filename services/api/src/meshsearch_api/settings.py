@@ -28,6 +28,7 @@ class TenantQuota(BaseModel):
     max_write_per_s: float | None = Field(None, gt=0)
     interactive_jobs: bool | None = None
     max_running_jobs: int | None = Field(None, ge=0)
+    max_collections: int | None = Field(None, ge=0)
 
 
 class UpstreamSettings(ServiceSettings):
@@ -169,6 +170,12 @@ class ApiSettings(UpstreamSettings):
         ge=0,
         description="Ingest jobs one tenant may run at once (per tenant: TENANT_QUOTAS' max_running_jobs); "
         "StartIngest past it answers RESOURCE_EXHAUSTED (TOO_MANY_JOBS). 0: no limit.",
+    )
+    tenant_max_collections: int = Field(
+        1000,
+        ge=0,
+        description="Collections one tenant may have (per tenant: TENANT_QUOTAS' max_collections); "
+        "CreateCollection past it answers RESOURCE_EXHAUSTED (TOO_MANY_COLLECTIONS). 0: no limit.",
     )
     tenant_interactive_jobs: bool = Field(
         False,

@@ -23,7 +23,7 @@ MAX_DOCUMENTS = 40
 MAX_INGEST_BYTES = 30_000
 LARGE_TENANT = "large-tenant"  # its document quota is raised above MAX_DOCUMENTS by configuration
 LARGE_TENANT_MAX_DOCUMENTS = 3 * MAX_DOCUMENTS
-FEW_JOBS_TENANT = "few-jobs-tenant"  # may run two ingest jobs at once
+FEW_JOBS_TENANT = "few-jobs-tenant"  # may run two ingest jobs at once, and hold two collections
 
 
 def bearer(key: str) -> tuple[tuple[str, str], ...]:
@@ -83,7 +83,7 @@ def start_secured_apis(
         "MESHSEARCH_API_TENANT_QUOTAS": json.dumps(
             {
                 LARGE_TENANT: {"max_documents": LARGE_TENANT_MAX_DOCUMENTS, "interactive_jobs": True},
-                FEW_JOBS_TENANT: {"max_running_jobs": 2},
+                FEW_JOBS_TENANT: {"max_running_jobs": 2, "max_collections": 2},
             }
         ),
         # Every call of a test run comes from one address and tries many wrong keys on purpose:

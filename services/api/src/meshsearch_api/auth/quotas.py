@@ -52,6 +52,7 @@ class TenantQuotas:
         wall_clock: WallClock = utc_now,
         interactive_jobs: bool = False,
         max_running_jobs: int = 0,
+        max_collections: int = 0,
     ) -> None:
         self._client = client
         self._wall_clock = wall_clock
@@ -74,6 +75,11 @@ class TenantQuotas:
             for tenant, quota in (overrides or {}).items()
         }
         self._running_jobs_default = max_running_jobs
+        self._collections = {
+            tenant: max_collections if quota.max_collections is None else quota.max_collections
+            for tenant, quota in (overrides or {}).items()
+        }
+        self._collections_default = max_collections
         self._counts: TTLCache[str, int] = TTLCache(10_000, count_cache_s, timer=clock)
         self._local_bytes: dict[str, int] = {}
 
@@ -94,6 +100,12 @@ class TenantQuotas:
         with auth off, the one local user has none)."""
         caller = principal.current()
         return self._running_jobs.get(caller.tenant, self._running_jobs_default) if caller.key_id else 0
+
+    def max_collections(self) -> int:
+        """How many collections the current caller's tenant may have; 0: no limit (none with
+        auth off)."""
+        caller = principal.current()
+        return self._collections.get(caller.tenant, self._collections_default) if caller.key_id else 0
 
     def check_priority(self, interactive: bool) -> None:
         """PERMISSION_DENIED when the current caller asks for the interactive priority, which its
