@@ -96,6 +96,7 @@ bench: setup
 	$(PY) bench/ingest/jobs.py
 	$(PY) bench/quality/run.py
 	$(PY) bench/e2e/run.py
+	$(PY) bench/server/run.py
 	$(PY) bench/auth/run.py
 
 # Offline checks of how meshsearch is deployed: Dockerfiles (hadolint), compose.yaml (the Compose
