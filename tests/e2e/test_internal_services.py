@@ -155,7 +155,7 @@ def test_every_service_exports_prometheus_metrics(stack: EmbeddedStack) -> None:
     assert "meshsearch_embedder_batch_size_bucket" in embedder_metrics
 
 
-def _internal_call(stack: EmbeddedStack, service: str, channel: grpc.aio.Channel):
+def _internal_call(service: str, channel: grpc.aio.Channel):
     if service == "search":
         return search_pb2_grpc.VectorStoreServiceStub(channel).ListCollections(spb.ListCollectionsRequest(), timeout=30)
     return embedder_pb2_grpc.EmbedderServiceStub(channel).Embed(epb.EmbedRequest(texts=["who calls"]), timeout=30)
@@ -169,7 +169,7 @@ async def test_internal_ports_refuse_callers_without_the_stacks_token(stack: Emb
     for channel in (grpc.aio.insecure_channel(target), operator_channel(target, "not-the-token")):
         async with channel:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await _internal_call(stack, service, channel)
+                await _internal_call(service, channel)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert "caller token" in (refused.value.details() or "")
             health = await health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
@@ -177,7 +177,7 @@ async def test_internal_ports_refuse_callers_without_the_stacks_token(stack: Emb
             )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
     async with stack.channel(service) as channel:
-        assert await _internal_call(stack, service, channel) is not None
+        assert await _internal_call(service, channel) is not None
 
 
 def test_the_embedded_redis_answers_only_with_its_password(stack: EmbeddedStack) -> None:

@@ -45,7 +45,7 @@ def test_every_rpc_of_the_compiled_contract_has_an_access_rule() -> None:
 async def test_a_method_without_a_rule_is_refused_to_everyone() -> None:
     gate = Gate(None, RateLimiter(None, 1, 1), 10, 10)
     with pytest.raises(MeshError) as refused:
-        await gate.authorize("/meshsearch.api.v1.CollectionService/DropEverything", None)
+        await gate.admit("/meshsearch.api.v1.CollectionService/DropEverything", None)
     assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -242,10 +242,10 @@ async def test_bad_credentials_are_unauthenticated_with_a_reason(value: str | No
 async def test_the_bootstrap_key_is_a_system_principal_that_reaches_no_data() -> None:
     bootstrap = "b" * 40
     gate = Gate(authenticator(FakeKeyStore(), bootstrap=bootstrap), RateLimiter(None, 1, 1), 10, 10)
-    admitted = await gate.authorize("/meshsearch.api.v1.KeyService/ListApiKeys", f"Bearer {bootstrap}")
-    assert admitted.principal.system
+    admitted = await gate.admit("/meshsearch.api.v1.KeyService/ListApiKeys", f"Bearer {bootstrap}")
+    assert admitted.system
     with pytest.raises(MeshError) as refused:
-        await gate.authorize("/meshsearch.api.v1.SearchService/Search", f"Bearer {bootstrap}")
+        await gate.admit("/meshsearch.api.v1.SearchService/Search", f"Bearer {bootstrap}")
     assert refused.value.reason == "BOOTSTRAP_KEY_MANAGES_KEYS_ONLY"
 
 

@@ -94,7 +94,3 @@ class Gate:
                 f"key:{caller.key_id}:{kind}",
             )
         return Authorized(caller, decision, kind)
-
-    async def authorize(self, method: str, authorization: str | None, cost: int = 1) -> Authorized:
-        """`admit`, then `spend`: the whole decision at once."""
-        return await self.spend(await self.admit(method, authorization), method, cost)
