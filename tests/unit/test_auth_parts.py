@@ -136,6 +136,32 @@ async def test_a_busy_key_pays_the_slow_hash_once_while_its_row_is_rechecked_eve
     assert len(verifications) == 2  # a wrong secret is hashed once, then refused from the cache
 
 
+async def test_an_absent_key_id_costs_the_same_hashing_as_a_live_one_with_a_wrong_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Timing must not tell which key ids exist: both refusals run one argon2 verification,
+    then come from the refusal cache, and both count toward the key id's lockout."""
+    store = FakeKeyStore()
+    live = store.add("acme", Role.READ)
+    _, absent = keys.new_key()
+    wrong = live[:-1] + ("B" if live[-1] != "B" else "C")
+    verified: list[str] = []
+    real_verify = keys.verify_key
+
+    def counted(key_hash: str, key: str) -> bool:
+        verified.append(key)
+        return real_verify(key_hash, key)
+
+    monkeypatch.setattr(keys, "verify_key", counted)
+    auth = authenticator(store)
+    for presented in (wrong, absent):
+        for _ in range(3):
+            with pytest.raises(MeshError) as refused:
+                await auth.authenticate(f"Bearer {presented}")
+            assert refused.value.reason == "INVALID_API_KEY"
+        assert verified.count(presented) == 1, presented
+
+
 async def test_revocation_is_seen_once_the_cache_entry_expires() -> None:
     store = FakeKeyStore()
     key = store.add("acme", Role.READ)

@@ -76,6 +76,7 @@ class Authenticator:
         self._max_waiting = max_waiting_verifications
         self._waiting = 0
         self._key_failures = key_failures or FailureCounter(0, 1.0)
+        self._decoy_hash = keys.hash_key(keys.new_key()[1])  # no caller knows its secret
 
     def forget_all(self) -> None:
         """Drop every cached row (after a revocation, so this replica refuses the key at once)."""
@@ -108,18 +109,22 @@ class Authenticator:
             AUTHENTICATIONS.labels("invalid", "yes").inc()
             return None
         row = self._rows.get(key_id) if key_id in self._rows else await self._once(key_id, self._load_row)
-        if row is None or row.revoke_time is not None:
-            AUTHENTICATIONS.labels("invalid", "yes").inc()
-            return None
-        if self._verified.get(digest) == row.secret_hash:
+        # A key id that is absent or revoked takes the same path as a live one, against a decoy
+        # hash: the same argon2 work, the same caches and the same lockout, so neither the
+        # answer nor its time tells a caller which key ids exist.
+        live = row is not None and row.revoke_time is None
+        secret_hash = row.secret_hash if row is not None and live else self._decoy_hash
+        if live and self._verified.get(digest) == secret_hash:
+            assert row is not None
             return _unexpired(row, cached="yes", now=self._wall_clock())
-        if self._refused.get(digest) == row.secret_hash:
+        if self._refused.get(digest) == secret_hash:
             AUTHENTICATIONS.labels("invalid", "yes").inc()
             return None
         if self._key_failures.locked(key_id):
             LOCKOUTS.labels("key").inc()
             return None
-        if not await self._once(digest, lambda _: self._verify(key, digest, row.secret_hash)):
+        valid = await self._once(digest, lambda _: self._verify(key, digest, secret_hash))
+        if not valid or row is None or not live:
             AUTHENTICATIONS.labels("invalid", "no").inc()
             self._key_failures.record(key_id)
             return None
@@ -146,8 +151,6 @@ class Authenticator:
             valid = await asyncio.to_thread(keys.verify_key, secret_hash, key)
         finally:
             self._verifications.release()
-        (self._verified if valid else self._refused)[digest] = secret_hash
-        return valid
         (self._verified if valid else self._refused)[digest] = secret_hash
         return valid
 
