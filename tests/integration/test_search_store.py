@@ -252,6 +252,27 @@ async def test_a_collection_dropped_elsewhere_is_not_found_even_when_cached(stor
         await retriever.query(name, QuerySpec(vector=dataset[0], k=1))
 
 
+async def test_listing_reads_one_tenants_collections_a_page_at_a_time(stores) -> None:
+    """Tenant `t` sees only `t/...`; the default tenant ("") only bare names; and a tenant
+    whose name prefixes another's (`t` and `t_2`, `_` being a LIKE wildcard) stays apart."""
+    collections, points, _ = stores
+    tenant = f"t{uuid.uuid4().hex[:6]}"
+    mine = [f"{tenant}/c{i}" for i in range(5)]
+    others = [f"{tenant}_2/c0", f"{tenant}x/c0", f"bare_{uuid.uuid4().hex[:6]}"]
+    for name in (*mine, *others):
+        await collections.create(CollectionSpec(name=name, dimension=DIMENSION))
+    await points.upsert(mine[1], [Point("p", "text", {}, np.ones(DIMENSION, dtype=np.float32))], None)
+    listed = await collections.list(tenant)
+    assert [c.spec.name for c in listed] == mine
+    assert [c.point_count for c in listed] == [0, 1, 0, 0, 0]
+    page = await collections.list(tenant, after=mine[0], limit=2, counts=False)
+    assert [c.spec.name for c in page] == mine[1:3] and page[0].point_count == 0
+    bare = [c.spec.name for c in await collections.list("")]
+    assert others[2] in bare and not any("/" in name for name in bare)
+    with pytest.raises(InvalidArgument, match="tenant"):
+        await collections.list("Bad%")
+
+
 async def test_concurrent_migrations_apply_each_version_once(database_url: str) -> None:
     database = f"migrate_{uuid.uuid4().hex[:8]}"
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as admin:

@@ -9,7 +9,7 @@ from meshsearch_api.chunking import resolve
 from meshsearch_api.domain import CollectionInfo, CollectionSpec
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.search_client import SearchClient
-from meshsearch_common import pages
+from meshsearch_common import names, pages
 from meshsearch_common.errors import InvalidArgument, ResourceExhausted
 
 
@@ -26,7 +26,7 @@ class Catalog:
             raise InvalidArgument("collection.name is required", field="collection.name")
         limit = self._quotas.max_collections() if self._quotas is not None else 0
         if limit:
-            held = len(await self._search.list_collections())
+            held = len(await self._search.list_collections(limit=limit, counts=False))
             if held >= limit:  # soft: creations racing each other may pass it by their number
                 raise ResourceExhausted(
                     f"this tenant already has {held} collections, its limit; delete one first",
@@ -48,7 +48,9 @@ class Catalog:
         pages neither repeat nor shift the ones after it."""
         size = pages.checked_size(page_size)
         after = pages.decode(page_token, "page_token") if page_token else ""
-        remaining = [c for c in await self._search.list_collections() if c.name > after]
+        if after and not names.COLLECTION_NAME.match(after):
+            raise InvalidArgument("page_token was not issued by ListCollections", field="page_token")
+        remaining = await self._search.list_collections(after=after, limit=size + 1)
         page = remaining[:size]
         return page, pages.encode(page[-1].name) if len(remaining) > size else ""
 

@@ -25,7 +25,7 @@ from meshsearch_api.auth import principal
 from meshsearch_api.chunking import EmbeddedBatch
 from meshsearch_api.conversions import search_service
 from meshsearch_api.domain import Chunking, CollectionInfo, CollectionSpec, Document, Hit, ModelIdentity, SearchQuery
-from meshsearch_common import vectors
+from meshsearch_common import names, vectors
 from meshsearch_common.client import Upstream
 from meshsearch_common.errors import MeshError
 
@@ -88,9 +88,14 @@ class SearchClient:
         response = await self._call(self._stub.GetCollection, request, name)
         return self._public(search_service.collection_from_search(response.collection))
 
-    async def list_collections(self) -> list[CollectionInfo]:
-        """The current tenant's collections."""
-        response = await self._upstream.call(self._stub.ListCollections, spb.ListCollectionsRequest())
+    async def list_collections(self, after: str = "", limit: int = 0, counts: bool = True) -> list[CollectionInfo]:
+        """The current tenant's collections named after `after` (a public name), at most
+        `limit` (0: all), with their document counts when `counts`. The search service selects
+        them, so no other tenant's collection is read or counted."""
+        namespace = principal.stored_namespace()
+        stored_after = (f"{namespace}{names.TENANT_SEPARATOR}" if namespace else "") + after if after else ""
+        request = spb.ListCollectionsRequest(tenant=namespace, after=stored_after, limit=limit, skip_counts=not counts)
+        response = await self._upstream.call(self._stub.ListCollections, request)
         infos = [search_service.collection_from_search(c) for c in response.collections]
         return [self._public(info) for info in infos if principal.public_collection(info.name) is not None]
 

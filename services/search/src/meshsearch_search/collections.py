@@ -151,6 +151,9 @@ async def _count_documents(conn: psycopg.AsyncConnection, collection: Collection
     return int(row[0]) if row else 0
 
 
+MAX_STORED_NAME_CHARS = 32 + 1 + 63  # tenant, separator, name
+
+
 class CollectionStore:
     def __init__(self, db: Database, max_dimension: int) -> None:
         self._db = db
@@ -239,12 +242,39 @@ class CollectionStore:
         self._cache[name] = (time.monotonic(), collection)
         return collection
 
-    async def list(self) -> list[Collection]:
+    async def every(self) -> list[Collection]:
+        """Every collection of every tenant, uncounted: the index keeper's sweep, not a caller's
+        listing (callers see one tenant's through `list`)."""
         async with self._db.transaction() as conn:
             cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(_SELECT + " ORDER BY c.name")
-            rows = await cursor.fetchall()
-            collections = [collection_from_row(row) for row in rows]
+            await cursor.execute(_SELECT + ' ORDER BY c.name COLLATE "C"')
+            return [collection_from_row(row) for row in await cursor.fetchall()]
+
+    async def list(self, tenant: str, after: str = "", limit: int = 0, counts: bool = True) -> list[Collection]:
+        """`tenant`'s collections (bare names for the default tenant, ""), in byte order of
+        name after `after`, at most `limit` (0: all); documents are counted only when `counts`,
+        and only in the collections returned."""
+        if tenant and not names.TENANT.match(tenant):
+            raise InvalidArgument(f"invalid tenant {tenant!r}: use {names.TENANT_RULE}", field="tenant")
+        if len(after) > MAX_STORED_NAME_CHARS:
+            raise InvalidArgument("after is longer than any collection name", field="after")
+        owned = "starts_with(c.name, %(prefix)s)" if tenant else "strpos(c.name, %(separator)s) = 0"
+        query = (
+            _SELECT + f' WHERE {owned} AND c.name COLLATE "C" > %(after)s '
+            'ORDER BY c.name COLLATE "C"' + (" LIMIT %(limit)s" if limit else "")
+        )
+        arguments = {
+            "prefix": f"{tenant}{names.TENANT_SEPARATOR}",
+            "separator": names.TENANT_SEPARATOR,
+            "after": after,
+            "limit": limit,
+        }
+        async with self._db.transaction() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(query, arguments)
+            collections = [collection_from_row(row) for row in await cursor.fetchall()]
+            if not counts:
+                return collections
             return [replace(c, point_count=await _count_documents(conn, c)) for c in collections]
 
     async def delete(self, name: str) -> None:

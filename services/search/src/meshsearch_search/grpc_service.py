@@ -72,7 +72,9 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListCollectionsResponse:
-        collections = await self._stores.get().collections.list()
+        collections = await self._stores.get().collections.list(
+            request.tenant, request.after, request.limit, counts=not request.skip_counts
+        )
         return pb.ListCollectionsResponse(collections=[conversions.collection_out(c) for c in collections])
 
     async def DeleteCollection(

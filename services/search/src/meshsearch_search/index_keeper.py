@@ -172,7 +172,7 @@ class IndexKeeper:
         """Build the indexes that are missing or invalid and not deferred (a lease ran out, or a
         crash interrupted a load or a build); how many were built."""
         built = 0
-        for collection in await self._collections.list():
+        for collection in await self._collections.every():
             if not collection.index_ready and not collection.index_deferred:
                 log.warning("building hnsw index left unbuilt", extra={"collection": collection.spec.name})
                 built += await self.build(collection, wait=False) > 0

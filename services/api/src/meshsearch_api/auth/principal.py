@@ -74,6 +74,13 @@ def stored_collection(name: str, field: str = "collection") -> str:
     return name if owner == DEFAULT_TENANT else f"{owner}{names.TENANT_SEPARATOR}{name}"
 
 
+def stored_namespace() -> str:
+    """The search service's tenant of the current tenant's collections ("" for the default
+    tenant, whose collections keep bare names)."""
+    owner = tenant()
+    return "" if owner == DEFAULT_TENANT else owner
+
+
 def public_collection(stored: str) -> str | None:
     """The current tenant's name for stored collection `stored`, or None when it is another
     tenant's."""

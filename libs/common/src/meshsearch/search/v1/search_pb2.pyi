@@ -162,8 +162,16 @@ class GetCollectionResponse(_message.Message):
     def __init__(self, collection: _Optional[_Union[Collection, _Mapping]] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tenant", "after", "limit", "skip_counts")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SKIP_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    after: str
+    limit: int
+    skip_counts: bool
+    def __init__(self, tenant: _Optional[str] = ..., after: _Optional[str] = ..., limit: _Optional[int] = ..., skip_counts: _Optional[bool] = ...) -> None: ...
 
 class ListCollectionsResponse(_message.Message):
     __slots__ = ("collections",)

@@ -133,7 +133,7 @@ class VectorStoreServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListCollections(self, request, context):
-        """ListCollections describes every collection, ordered by name.
+        """ListCollections describes one tenant's collections, ordered by name (byte order).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
