@@ -239,6 +239,40 @@ async def test_calls_past_the_servers_bound_are_refused_at_once(narrow: SecuredA
     assert listed is not None
 
 
+@pytest.fixture(scope="module")
+def idle_bounded(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredApis]:
+    """One api replica whose read budget is two messages, and whose streams end after 3 s idle."""
+    env = {"MESHSEARCH_API_MAX_REQUEST_BYTES_IN_FLIGHT": str(8 * MiB), "MESHSEARCH_API_STREAM_IDLE_TIMEOUT_S": "3"}
+    yield from start_secured_apis(stack, tmp_path_factory.mktemp("idle"), extra_env=env, count=1)
+
+
+async def test_an_idle_stream_is_ended_and_gives_its_budget_back(idle_bounded: SecuredApis) -> None:
+    key = idle_bounded.new_key("idle", pb.ROLE_READ)
+    release = asyncio.Event()
+    async with grpc.aio.insecure_channel(idle_bounded.target()) as channel:
+        list_collections = pb_grpc.CollectionServiceStub(channel).ListCollections
+        await list_collections(pb.ListCollectionsRequest(), metadata=bearer(key), timeout=TIMEOUT_S)  # verified
+        estimate = pb_grpc.IngestServiceStub(channel).EstimateIngest
+        opened = time.monotonic()
+        idle = [estimate(_held_open(release), metadata=bearer(key), timeout=TIMEOUT_S) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as busy:  # the two idle streams hold the whole budget
+            await list_collections(pb.ListCollectionsRequest(), metadata=bearer(key), timeout=TIMEOUT_S)
+        assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and reason_of(busy.value) == "SERVER_BUSY"
+        ended = await codes_of(*idle)
+        waited_s = time.monotonic() - opened
+        assert all(
+            isinstance(e, grpc.aio.AioRpcError)
+            and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            and reason_of(e) == "STREAM_IDLE"
+            for e in ended
+        ), ended
+        assert 2.5 < waited_s < 10, waited_s
+        listed = await list_collections(pb.ListCollectionsRequest(), metadata=bearer(key), timeout=TIMEOUT_S)
+        release.set()
+    assert listed is not None
+
+
 def _wrong_secret(key: str, n: int) -> str:
     """The same key id with another (well-formed) secret, the `n`th such."""
     return key[:-43] + f"{n:043d}"

@@ -98,6 +98,7 @@ async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningSe
                     *getattr(app, "admissions", tuple)(),
                 ],
                 ReadBudget(settings.max_request_bytes_in_flight),
+                settings.stream_idle_timeout_s,
             ),
             *own_interceptors,
         ],

@@ -25,7 +25,7 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from meshsearch_common import context, deadlines
-from meshsearch_common.errors import STATUS_DETAILS_KEY, InvalidArgument, MeshError, status_details
+from meshsearch_common.errors import STATUS_DETAILS_KEY, DeadlineExceeded, InvalidArgument, MeshError, status_details
 from meshsearch_common.limits import Oversized, RequestLimits, bounded_deserializer
 from meshsearch_common.read_budget import ReadBudget
 
@@ -124,7 +124,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler; see the module docstring. `read_deadline_s` / `write_deadline_s`
     bound unary calls that arrive without a deadline; `limits` bound each request message;
     `admissions` run, in order, before any request message is read; `budget` bounds the bytes
-    of all calls being read at once.
+    of all calls being read at once; a request stream silent for `stream_idle_s` (0: no limit)
+    is ended, so an idle stream cannot keep its share of that budget.
 
     To run admissions first, every handler is served as a request-streaming one (gRPC reads a
     streamed request only when asked; on the wire a unary request is a stream of one message),
@@ -137,8 +138,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         limits: RequestLimits | None = None,
         admissions: Sequence[Admission] = (),
         budget: ReadBudget | None = None,
+        stream_idle_s: float = 0.0,
     ) -> None:
         self._read_deadline_s = read_deadline_s
+        self._stream_idle_s = stream_idle_s
         self._write_deadline_s = write_deadline_s
         self._limits = limits or RequestLimits()
         self._admissions = tuple(admissions)
@@ -194,7 +197,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         share = await self._budget.hold(self._limits.largest, servicer_context.time_remaining())
         if not single:
             held.append(share)
-            return _checked_stream(requests)
+            return _checked_stream(requests, self._stream_idle_s)
         try:
             async for message in requests:
                 if isinstance(message, Oversized):
@@ -260,8 +263,21 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async for message in requests:
+async def _checked_stream(requests: AsyncIterator[Any], idle_s: float) -> AsyncIterator[Any]:
+    """The messages of a request stream, each checked against the size limit; the stream
+    ends DEADLINE_EXCEEDED when its caller sends nothing for `idle_s` (0: waits forever)."""
+    iterator = aiter(requests)
+    while True:
+        try:
+            message = await (asyncio.wait_for(anext(iterator), idle_s) if idle_s > 0 else anext(iterator))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no request message for {idle_s:g} s: the server ended this stream to free what it held "
+                "for it; open a new stream (an upload resumes with the job's id)",
+                reason="STREAM_IDLE",
+            ) from None
         if isinstance(message, Oversized):
             raise message.error()
         yield message

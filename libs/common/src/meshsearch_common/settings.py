@@ -72,6 +72,12 @@ class ServiceSettings(BaseSettings):
         description="Calls (streams included) this server runs at once; more are refused RESOURCE_EXHAUSTED "
         "before their messages are read, which bounds the memory a flood can make it hold. 0: no bound.",
     )
+    stream_idle_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        description="A request stream (an upload, an estimate) whose caller sends nothing for this long is ended "
+        "DEADLINE_EXCEEDED (STREAM_IDLE), so an idle stream cannot keep its share of the read budget. 0: never.",
+    )
     max_request_bytes_in_flight: int = Field(
         256 * 1024 * 1024,
         ge=0,
