@@ -711,13 +711,54 @@ def _fallback_count(metrics_port: int) -> float:
     return sample(metrics_port, "meshsearch_api_rate_limit_fallback_total")
 
 
+def test_pressure_on_the_embedding_cache_does_not_evict_a_keys_spent_budget(secured: SecuredApis) -> None:
+    """The cache Redis evicts under memory pressure (allkeys-lru); rate-limit buckets live in the
+    state Redis (noeviction), so filling the cache past its memory leaves a spent bucket spent.
+    Were the buckets in the cache Redis, the flood (newer keys) would evict them first and the
+    key would be served again at once."""
+    import redis
+
+    tenant = tenant_name()
+    key = secured.new_key(tenant, pb.ROLE_READ, read_per_s=0.01)  # a bucket of 1: refills in 100 s
+    owner = secured.replicas[0]
+    cache = redis.Redis.from_url(owner.redis_url, socket_timeout=10)
+    state = redis.Redis.from_url(owner.state_redis_url, socket_timeout=10)
+    assert state.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+
+    def list_collections() -> str:
+        try:
+            stub.ListCollections(pb.ListCollectionsRequest(), metadata=bearer(key), timeout=30)
+            return "OK"
+        except grpc.RpcError as error:
+            return error.code().name
+
+    with grpc.insecure_channel(secured.target(0)) as channel:
+        stub = pb_grpc.CollectionServiceStub(channel)
+        outcomes = [list_collections() for _ in range(3)]
+        assert outcomes[0] == "OK" and "RESOURCE_EXHAUSTED" in outcomes, outcomes
+        buckets = state.keys("meshsearch:rate:*")
+        assert buckets, "the key's bucket is in the state Redis"
+        old_limit = int(cache.config_get("maxmemory")["maxmemory"] or 0)
+        cache.config_set("maxmemory", "8mb")
+        try:
+            blob = b"x" * (1 << 20)
+            for i in range(32):  # four times the cache's memory
+                cache.set(f"meshsearch:pressure:{i}", blob)
+            assert cache.info("stats")["evicted_keys"] > 0, "the cache Redis evicted under pressure"
+        finally:
+            cache.delete(*(f"meshsearch:pressure:{i}" for i in range(32)))
+            cache.config_set("maxmemory", old_limit)
+        assert all(state.exists(bucket) for bucket in buckets)
+        assert list_collections() == "RESOURCE_EXHAUSTED"
+
+
 def test_with_redis_down_each_replica_still_limits_on_its_own(secured: SecuredApis) -> None:
-    """Run last in this module: it stops the replicas' Redis (and starts it again)."""
+    """Run last in this module: it stops the replicas' state Redis (and starts it again)."""
     tenant = tenant_name()
     key = secured.new_key(tenant, pb.ROLE_READ, read_per_s=1)  # a bucket of 2
     owner = secured.replicas[0]
     before = _fallback_count(owner.ports.api_metrics)
-    owner.kill("redis")
+    owner.kill("redis-state")
     try:
         outcomes = []
         with grpc.insecure_channel(secured.target(0)) as channel:
@@ -733,7 +774,7 @@ def test_with_redis_down_each_replica_still_limits_on_its_own(secured: SecuredAp
         assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED"}, outcomes
         assert _fallback_count(owner.ports.api_metrics) > before
     finally:
-        owner.restart("redis")
+        owner.restart("redis-state")
 
 
 def test_a_tenants_ingest_job_is_run_by_the_worker_into_that_tenants_collection(secured: SecuredApis) -> None:

@@ -36,6 +36,7 @@ def isolated_pair(stack: EmbeddedStack, tmp_path) -> Iterator[EmbeddedStack]:
         },
         database_url=stack.database_url,
         redis_url=stack.redis_url,
+        state_redis_url=stack.state_redis_url,
     )
     with pair.running(services=("embedder", "api")):
         yield pair

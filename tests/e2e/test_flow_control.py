@@ -104,6 +104,7 @@ def own_mesh(stack: EmbeddedStack, tmp_path: Path) -> Iterator[EmbeddedStack]:
         },
         database_url=stack.database_url,
         redis_url=stack.redis_url,
+        state_redis_url=stack.state_redis_url,
     )
     with mesh.running():
         try:

@@ -184,8 +184,12 @@ def test_the_embedded_redis_answers_only_with_its_password(stack: EmbeddedStack)
     """Rate limits, quotas and cached embeddings are not for other local users."""
     import redis
 
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(host="127.0.0.1", port=stack.ports.redis, socket_timeout=5).ping()
-    assert redis.Redis.from_url(stack.redis_url, socket_timeout=5).ping()
-    config = stack.data_dir / "redis" / "redis.conf"
-    assert config.stat().st_mode & 0o077 == 0, "the password file is its owner's alone"
+    for name, port, url in (
+        ("redis", stack.ports.redis, stack.redis_url),
+        ("redis-state", stack.ports.state_redis, stack.state_redis_url),
+    ):
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).ping()
+        assert redis.Redis.from_url(url, socket_timeout=5).ping()
+        config = stack.data_dir / name / "redis.conf"
+        assert config.stat().st_mode & 0o077 == 0, "the password file is its owner's alone"

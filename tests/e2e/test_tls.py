@@ -68,6 +68,7 @@ def tls_stack(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) ->
         Ports.ephemeral(),
         database_url=stack.database_url,
         redis_url=stack.redis_url,
+        state_redis_url=stack.state_redis_url,
         extra_env=env,
         caller_token="",  # the callers are told apart by their certificates alone
     )

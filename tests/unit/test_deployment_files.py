@@ -20,7 +20,15 @@ ROOT = Path(__file__).parents[2]
 # What each service cannot do without outside the embedded stack (defaults point at localhost).
 # The embedder and the search service serve only callers holding the mesh's caller token.
 REQUIRED = {
-    "api": {"EMBEDDER_TARGET", "SEARCH_TARGET", "REDIS_URL", "JOBS_DATABASE_URL", "BOOTSTRAP_KEY", "CALLER_TOKEN"},
+    "api": {
+        "EMBEDDER_TARGET",
+        "SEARCH_TARGET",
+        "REDIS_URL",
+        "STATE_REDIS_URL",
+        "JOBS_DATABASE_URL",
+        "BOOTSTRAP_KEY",
+        "CALLER_TOKEN",
+    },
     "worker": {"EMBEDDER_TARGET", "SEARCH_TARGET", "JOBS_DATABASE_URL", "CALLER_TOKEN"},
     "search": {"DATABASE_URL", "CALLERS__TOKEN"},
     "embedder": {"CALLERS__TOKEN"},

@@ -19,6 +19,7 @@ UPSTREAM_SETTINGS = {
     "embedder_target": "embedder",
     "search_target": "search",
     "redis_url": "redis",
+    "state_redis_url": "redis-state",
     "jobs_database_url": "postgres",
     "database_url": "postgres",
 }

@@ -8,6 +8,7 @@ target="$dir/secrets.env"
 random() { python3 -c 'import secrets; print(secrets.token_hex(24))'; }
 password="$(random)"
 url="postgresql://meshsearch:${password}@meshsearch-postgres:5432/meshsearch"
+redis_password="$(random)"
 umask 077
 cat > "$target" <<SECRETS
 MESHSEARCH_API_BOOTSTRAP_KEY=$(random)
@@ -16,5 +17,8 @@ MESHSEARCH_WORKER_JOBS_DATABASE_URL=${url}
 MESHSEARCH_SEARCH_DATABASE_URL=${url}
 MESHSEARCH_CALLER_TOKEN=$(random)
 POSTGRES_PASSWORD=${password}
+MESHSEARCH_REDIS_PASSWORD=${redis_password}
+MESHSEARCH_API_REDIS_URL=redis://:${redis_password}@meshsearch-redis:6379/0
+MESHSEARCH_API_STATE_REDIS_URL=redis://:${redis_password}@meshsearch-redis-state:6379/0
 SECRETS
 echo "wrote $target"

@@ -38,6 +38,7 @@ from meshsearch_api.request_limits import api_request_limits
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.searches import Searches, SearchLimits
 from meshsearch_api.settings import ApiSettings
+from meshsearch_api.state_redis import warn_if_evicting
 from meshsearch_common.client import Upstream
 from meshsearch_common.errors import FailedPrecondition
 from meshsearch_common.limits import RequestLimits
@@ -64,7 +65,9 @@ class ApiApp:
             FailureCounter(settings.auth_max_failures_per_peer, settings.auth_failure_window_s),
         )
         self._upstreams: list[Upstream] = []
-        self._redis: redis.Redis | None = None
+        self._redis: redis.Redis | None = None  # the embedding cache
+        self._state_redis: redis.Redis | None = None  # rate limits, quotas, request keys
+        self._checking: asyncio.Task[None] | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._opening: asyncio.Task[None] | None = None
 
@@ -107,15 +110,12 @@ class ApiApp:
         embedder, search = upstreams.connect(settings)
         self._upstreams = [embedder, search]
         if settings.redis_url:
-            self._redis = redis.from_url(
-                settings.redis_url,
-                socket_timeout=settings.cache_timeout_s,
-                socket_connect_timeout=settings.cache_timeout_s,
-                # One quick retry (a pooled connection gone stale after a Redis restart), then the
-                # caller's fallback: redis-py's default of 10 backed-off retries would turn a Redis
-                # outage into seconds of delay on every call.
-                retry=Retry(NoBackoff(), 1),
-            )
+            self._redis = self._connect_redis(settings.redis_url)
+        self._state_redis = self._redis
+        if settings.state_redis_url:
+            self._state_redis = self._connect_redis(settings.state_redis_url)
+        if self._state_redis is not None:
+            self._checking = asyncio.create_task(warn_if_evicting(self._state_redis))
 
         def cache_for(namespace: str) -> EmbeddingCache:
             return EmbeddingCache(self._redis, namespace, settings.cache_ttl_s)
@@ -123,7 +123,7 @@ class ApiApp:
         embedder_client = EmbedderClient(embedder, cache_for)
         search_client = SearchClient(search)
         self._quotas = TenantQuotas(
-            self._redis,
+            self._state_redis,
             search_client,
             settings.tenant_max_documents,
             settings.tenant_max_ingest_bytes_per_day,
@@ -145,7 +145,7 @@ class ApiApp:
                 Catalog(search_client, embedder_client, self._quotas),
                 Documents(search_client, embedder_client, self._quotas, document_limits),
                 Searches(search_client, embedder_client, search_limits),
-                RequestKeys(self._redis, settings.request_key_ttl_s),
+                RequestKeys(self._state_redis, settings.request_key_ttl_s),
             )
         )
         self._open_gate()
@@ -153,6 +153,18 @@ class ApiApp:
             # The jobs database is not required to start: ingestion answers UNAVAILABLE until
             # it is reached, and everything else works meanwhile.
             self._opening = asyncio.create_task(self._open_ingest(search_client, embedder_client))
+
+    def _connect_redis(self, url: str) -> redis.Redis:
+        timeout_s = self.settings.cache_timeout_s
+        return redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            # One quick retry (a pooled connection gone stale after a Redis restart), then the
+            # caller's fallback: redis-py's default of 10 backed-off retries would turn a Redis
+            # outage into seconds of delay on every call.
+            retry=Retry(NoBackoff(), 1),
+        )
 
     def _open_gate(self) -> None:
         settings = self.settings
@@ -174,7 +186,7 @@ class ApiApp:
                 "auth is OFF: every caller acts as tenant 'default' with every role and no rate limit; "
                 "set MESHSEARCH_API_AUTH_ENABLED=true anywhere but a trusted local machine"
             )
-        limiter = RateLimiter(self._redis, settings.rate_limit_burst_s, settings.rate_limit_fallback_s)
+        limiter = RateLimiter(self._state_redis, settings.rate_limit_burst_s, settings.rate_limit_fallback_s)
         self._gate.set(
             Gate(
                 self._authenticator,
@@ -222,8 +234,10 @@ class ApiApp:
             await close()
         for upstream in self._upstreams:
             await upstream.close()
-        if self._redis is not None:
-            await self._redis.aclose()
+        if self._checking is not None:
+            self._checking.cancel()
+        for client in {id(c): c for c in (self._redis, self._state_redis) if c is not None}.values():
+            await client.aclose()
 
 
 def create_app() -> ApiApp:

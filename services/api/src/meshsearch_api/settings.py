@@ -61,6 +61,14 @@ class ApiSettings(UpstreamSettings):
     port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9091, ge=0, le=65535)
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Embedding cache; empty disables it.")
+    state_redis_url: str = Field(
+        "",
+        description=(
+            "Rate-limit buckets, quota counters and request keys: a Redis whose maxmemory-policy is "
+            "noeviction, so pressure on the embedding cache cannot evict them. Empty: REDIS_URL's Redis "
+            "(the api warns at start when that one may evict)."
+        ),
+    )
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Lifetime of a cached embedding.")
     request_key_ttl_s: int = Field(
         24 * 3600, ge=1, description="How long the answer of a write with a request_key is kept for its retries."

@@ -98,7 +98,8 @@ def up() -> None:
         f"  search    127.0.0.1:{ports.search}   (metrics :{ports.search_metrics})\n"
         f"  worker    127.0.0.1:{ports.worker}   (metrics :{ports.worker_metrics})\n"
         f"  postgres  {stack.database_url}\n"
-        f"  redis     127.0.0.1:{ports.redis}   (its password: {stack.data_dir / 'redis' / 'redis.conf'})\n"
+        f"  redis     127.0.0.1:{ports.redis} (cache), :{ports.state_redis} (limits and quotas)   "
+        f"(their password: {stack.data_dir / 'redis' / 'redis.conf'})\n"
         "The embedder and the search service serve only this stack's api and worker (a caller token).\n"
         "Ctrl-C stops everything.",
         flush=True,

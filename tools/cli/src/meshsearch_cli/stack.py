@@ -53,6 +53,11 @@ MODULES = {
 }
 USES_POSTGRES = {"search", "api", "worker"}
 REDIS_PORT_VARIABLE = "MESHSEARCH_REDIS_PORT"
+STATE_REDIS_PORT_VARIABLE = "MESHSEARCH_STATE_REDIS_PORT"
+# The stack's two Redis servers: the embedding cache, which may evict under memory pressure,
+# and the api's state (rate-limit buckets, quota counters, request keys), which must not.
+# Each: (its port's and URL's attribute prefix here, maxmemory, maxmemory-policy).
+REDIS_SERVERS = {"redis": ("redis", "256mb", "allkeys-lru"), "redis-state": ("state_redis", "64mb", "noeviction")}
 
 
 def service_env_name(service: str, field: str) -> str:
@@ -177,6 +182,7 @@ class Ports:
     redis: int = 0
     worker: int = field(default_factory=lambda: _default_port("worker", "port"))
     worker_metrics: int = field(default_factory=lambda: _default_port("worker", "metrics_port"))
+    state_redis: int = 0
 
     @classmethod
     def ephemeral(cls) -> Ports:
@@ -191,6 +197,7 @@ class Ports:
                 variable = service_env_name(service, setting)
                 setattr(ports, attribute, int(os.environ.get(variable, getattr(ports, attribute))))
         ports.redis = int(os.environ.get(REDIS_PORT_VARIABLE, 0))
+        ports.state_redis = int(os.environ.get(STATE_REDIS_PORT_VARIABLE, 0))
         return ports
 
 
@@ -202,6 +209,7 @@ class EmbeddedStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     database_url: str = ""
     redis_url: str = ""
+    state_redis_url: str = ""  # empty: the api keeps its state in redis_url's Redis
     # CPUs a process may run on, by name (a service, "postgres" or "redis"); absent: all. For
     # measuring a deployment whose embedder has cores of its own on one machine.
     cpus: dict[str, frozenset[int]] = field(default_factory=dict)
@@ -222,7 +230,8 @@ class EmbeddedStack:
             if USES_POSTGRES & set(services) and not self.database_url:
                 self._start_postgres()
             if "api" in services and not self.redis_url:
-                self._start_redis()
+                for name in REDIS_SERVERS:
+                    self._start_redis(name)
             for name in services:
                 self.start_service(name)
             for name in services:
@@ -256,18 +265,20 @@ class EmbeddedStack:
         finally:
             os.sched_setaffinity(0, own)
 
-    def _start_redis(self) -> None:
-        port = self.ports.redis or free_port()
-        self.ports.redis = port
-        redis_dir = self.data_dir / "redis"
+    def _start_redis(self, name: str) -> None:
+        """Start Redis server `name` (one of REDIS_SERVERS) on its port, asking for the stack's password."""
+        attribute, max_memory, policy = REDIS_SERVERS[name]
+        port = getattr(self.ports, attribute) or free_port()
+        setattr(self.ports, attribute, port)
+        redis_dir = self.data_dir / name
         redis_dir.mkdir(exist_ok=True)
         config = redis_dir / "redis.conf"  # the password in a file only this user reads, not on a command line
         config.touch(mode=0o600)
         config.chmod(0o600)
         config.write_text(f"requirepass {self.redis_password}\n")
-        log = self.log_path("redis").open("ab")
+        log = self.log_path(name).open("ab")
         with self._pinned("redis"):
-            self.processes["redis"] = subprocess.Popen(
+            self.processes[name] = subprocess.Popen(
                 [
                     redis_server_binary(),
                     str(config),
@@ -282,15 +293,15 @@ class EmbeddedStack:
                     "--dir",
                     str(redis_dir),
                     "--maxmemory",
-                    "256mb",
+                    max_memory,
                     "--maxmemory-policy",
-                    "allkeys-lru",
+                    policy,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         log.close()  # the child holds its own descriptor
-        self.redis_url = f"redis://:{self.redis_password}@127.0.0.1:{port}/0"
+        setattr(self, f"{attribute}_url", f"redis://:{self.redis_password}@127.0.0.1:{port}/0")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -298,7 +309,7 @@ class EmbeddedStack:
                 return
             except OSError:
                 time.sleep(0.05)
-        raise TimeoutError("redis-server did not start")
+        raise TimeoutError(f"{name} (redis-server) did not start")
 
     def service_env(self, name: str) -> dict[str, str]:
         """The environment of every service process: each one's ports, and where the others are."""
@@ -317,6 +328,7 @@ class EmbeddedStack:
             if self.caller_token:
                 env[f"{service_env_name(internal, 'callers')}__TOKEN"] = self.caller_token
         env[service_env_name("api", "redis_url")] = self.redis_url
+        env[service_env_name("api", "state_redis_url")] = self.state_redis_url
         env[service_env_name("search", "database_url")] = self.database_url
         # The embedded stack is a trusted local machine: auth is off unless asked for.
         env.setdefault(service_env_name("api", "auth_enabled"), "false")
@@ -337,7 +349,7 @@ class EmbeddedStack:
         return self.service_env("api")[service_env_name("api", "auth_enabled")].lower() in ("1", "true", "yes", "on")
 
     def log_path(self, name: str) -> Path:
-        """Where process `name` (a service or redis) writes its log."""
+        """Where process `name` (a service or a Redis server) writes its log."""
         return self.data_dir / "logs" / f"{name}.log"
 
     def start_service(self, name: str) -> None:
@@ -352,9 +364,9 @@ class EmbeddedStack:
             )
 
     def restart(self, name: str) -> None:
-        """Start process `name` (a service, redis or postgres) again, on the same port, after it exited."""
-        if name == "redis":
-            self._start_redis()
+        """Start process `name` (a service, a Redis server or postgres) again, on the same port, after it exited."""
+        if name in REDIS_SERVERS:
+            self._start_redis(name)
         elif name == "postgres":
             assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
             with self._pinned("postgres"):
@@ -363,7 +375,7 @@ class EmbeddedStack:
             self.start_service(name)
 
     def kill(self, name: str) -> None:
-        """SIGKILL process `name` (a service, redis or postgres's postmaster), as a crash would."""
+        """SIGKILL process `name` (a service, a Redis server or postgres's postmaster), as a crash would."""
         if name == "postgres":
             assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
             pid = self._postgres.get_pid()  # type: ignore[attr-defined]
@@ -408,7 +420,7 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Stop the services (api first, so nothing new arrives), then Redis and PostgreSQL."""
-        for name in ("api", "worker", "search", "embedder", "redis"):
+        for name in ("api", "worker", "search", "embedder", *REDIS_SERVERS):
             self.stop_service(name)
         if self._postgres is not None:
             self._postgres._cleanup()  # type: ignore[attr-defined]

@@ -108,6 +108,7 @@ def start_secured_apis(
         replicas[0].start(services=("api",))  # and its Redis, which the other replicas share
         for replica in replicas[1:]:
             replica.redis_url = replicas[0].redis_url
+            replica.state_redis_url = replicas[0].state_redis_url
             replica.start(services=("api",))
         yield SecuredApis(replicas, bootstrap_key)
     finally:
