@@ -45,6 +45,8 @@ class Mesh:
             "MESHSEARCH_BOOTSTRAP_KEY": bootstrap_key,
             "MESHSEARCH_POSTGRES_PASSWORD": secrets.token_hex(16),
             "MESHSEARCH_REDIS_PASSWORD": secrets.token_hex(16),
+            "MESHSEARCH_POSTGRES_SEARCH_PASSWORD": secrets.token_hex(16),
+            "MESHSEARCH_POSTGRES_JOBS_PASSWORD": secrets.token_hex(16),
             "MESHSEARCH_CALLER_TOKEN": secrets.token_hex(32),
             "MESHSEARCH_API_PUBLISH": f"127.0.0.1:{port}",
             "MESHSEARCH_EMBEDDER_MAX_CONNECTION_AGE_S": "5",

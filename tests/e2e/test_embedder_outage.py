@@ -35,6 +35,7 @@ def isolated_pair(stack: EmbeddedStack, tmp_path) -> Iterator[EmbeddedStack]:
             "MESHSEARCH_API_EMBEDDER_POLICY__TIMEOUT_S": "2",
         },
         database_url=stack.database_url,
+        databases=stack.databases,
         redis_url=stack.redis_url,
         state_redis_url=stack.state_redis_url,
     )

@@ -25,6 +25,7 @@ def two_replicas_and_an_api(
             tmp_path / f"replica{i}",
             Ports.ephemeral(),
             database_url=stack.database_url,
+            databases=stack.databases,
             caller_token=stack.caller_token,  # the api below calls the session's search service
             extra_env={"MESHSEARCH_EMBEDDER_BACKEND": backend, "MESHSEARCH_EMBEDDER_ONNX_CACHE_DIR": str(tmp_path)},
         )

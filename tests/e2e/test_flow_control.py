@@ -103,6 +103,7 @@ def own_mesh(stack: EmbeddedStack, tmp_path: Path) -> Iterator[EmbeddedStack]:
             for field, value in (("BREAKER_FAIL_MAX", str(FAIL_MAX)), ("BREAKER_RESET_TIMEOUT_S", str(RESET_TIMEOUT_S)))
         },
         database_url=stack.database_url,
+        databases=stack.databases,
         redis_url=stack.redis_url,
         state_redis_url=stack.state_redis_url,
     )

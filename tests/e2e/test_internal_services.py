@@ -193,3 +193,26 @@ def test_the_embedded_redis_answers_only_with_its_password(stack: EmbeddedStack)
         assert redis.Redis.from_url(url, socket_timeout=5).ping()
         config = stack.data_dir / name / "redis.conf"
         assert config.stat().st_mode & 0o077 == 0, "the password file is its owner's alone"
+
+
+def test_each_service_has_a_database_role_that_reaches_only_its_own_data(stack: EmbeddedStack) -> None:
+    """The search service's role cannot connect to the database of API keys and jobs (nor the
+    jobs role to the vectors'), and no role gets in without its password."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    databases = stack.databases
+    assert databases is not None
+    search_db = conninfo_to_dict(databases.search_url)["dbname"]
+    jobs_db = conninfo_to_dict(databases.jobs_url)["dbname"]
+    assert search_db != jobs_db
+    with psycopg.connect(databases.jobs_url) as jobs:  # the api's own tables, live and in use
+        assert jobs.execute("SELECT to_regclass('meshsearch_api_keys') IS NOT NULL").fetchone() == (True,)
+    with psycopg.connect(databases.search_url) as search:
+        assert search.execute("SELECT to_regclass('meshsearch_api_keys') IS NULL").fetchone() == (True,)
+        assert search.execute("SELECT to_regclass('meshsearch_collections') IS NOT NULL").fetchone() == (True,)
+    for url, other in ((databases.search_url, jobs_db), (databases.jobs_url, search_db)):
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(make_conninfo(url, dbname=other)).close()
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(make_conninfo(url, password="")).close()

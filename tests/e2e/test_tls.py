@@ -67,6 +67,7 @@ def tls_stack(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) ->
         directory / "stack",
         Ports.ephemeral(),
         database_url=stack.database_url,
+        databases=stack.databases,
         redis_url=stack.redis_url,
         state_redis_url=stack.state_redis_url,
         extra_env=env,

@@ -55,7 +55,11 @@ def traced(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> It
         env[f"{prefix}__ENABLED"] = "true"
         env[f"{prefix}__OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
     mesh = EmbeddedStack(
-        tmp_path_factory.mktemp("traced"), Ports.ephemeral(), database_url=stack.database_url, extra_env=env
+        tmp_path_factory.mktemp("traced"),
+        Ports.ephemeral(),
+        database_url=stack.database_url,
+        databases=stack.databases,
+        extra_env=env,
     )
     mesh.redis_url = ""  # no embedding cache: every query reaches the embedder
     try:

