@@ -220,6 +220,7 @@ class ApiApp:
                 settings.max_documents_per_request,
                 settings.max_text_bytes,
                 self._quotas,
+                settings.tenant_batches_in_flight,
             )
         )
         key_store = KeyStore(pool)

@@ -7,6 +7,8 @@ call deadline, MESHSEARCH_API_SEARCH_POLICY__BREAKER_FAIL_MAX=3 the search break
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -53,6 +55,20 @@ class UpstreamSettings(ServiceSettings):
     )
 
 
+def tenant_batches_in_flight_field() -> Any:
+    """One definition for the api (which queues an upload's first batches) and the workers
+    (which queue the next as batches end): they must agree."""
+    return Field(
+        4,
+        ge=1,
+        le=10_000,
+        description="Batches of one tenant queued or running at once; the next are queued as those end, so "
+        "tenants take turns within a priority (another tenant's first batch waits behind at most this many of "
+        "each busy tenant's). A tenant alone uses at most this many worker slots: give it the workers' total "
+        "concurrency for the fastest single bulk load, less to share more evenly.",
+    )
+
+
 class ApiSettings(UpstreamSettings):
     model_config = SettingsConfigDict(
         env_prefix="MESHSEARCH_API_", env_nested_delimiter="__", frozen=True, extra="ignore"
@@ -60,6 +76,7 @@ class ApiSettings(UpstreamSettings):
 
     port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9091, ge=0, le=65535)
+    tenant_batches_in_flight: int = tenant_batches_in_flight_field()
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Embedding cache; empty disables it.")
     state_redis_url: str = Field(
         "",
@@ -234,6 +251,7 @@ class WorkerSettings(UpstreamSettings):
     port: int = Field(50054, ge=0, le=65535, description="gRPC port (health and reflection only).")
     metrics_port: int = Field(9094, ge=0, le=65535)
     concurrency: int = Field(4, ge=1, description="Batches one worker runs at once.")
+    tenant_batches_in_flight: int = tenant_batches_in_flight_field()
     defer_index: bool = Field(
         True,
         description="A job loading an empty collection holds off its HNSW index and has it built once at the end "

@@ -131,6 +131,9 @@ MIGRATIONS: list[tuple[int, migrations.Migration]] = [
             FROM meshsearch_ingest_documents d WHERE d.job_id = l.job_id AND d.seq = l.seq;
         """,
     ),
+    # Tenants take turns in the queue (ingest.store.turns): a tenant's batches in flight are
+    # found from the queue's live tasks, through the task each batch records.
+    (8, "CREATE INDEX meshsearch_ingest_batch_tasks_by_task ON meshsearch_ingest_batch_tasks (task_id)"),
 ]
 
 

@@ -79,14 +79,15 @@ class BatchRunner:
         self._leases = leases
         self._policy = policy
 
-    async def run(self, batch_id: int) -> None:
-        """Process batch `batch_id` if it is claimable; raise RetryBatch to be run again later."""
+    async def run(self, batch_id: int) -> str | None:
+        """Process batch `batch_id` if it is claimable; raise RetryBatch to be run again later.
+        The tenant whose batch ended (its turn in the queue is free), or None if none did."""
         completed_job: Job | None = None
         with metrics.BATCH_SECONDS.time():
             async with self._store.claim(batch_id) as claim:
                 if claim is None:
                     metrics.BATCHES.labels("skipped").inc()
-                    return
+                    return None
                 with principal.acting_as(claim.job.tenant):  # the job's collection is its tenant's
                     retry = await self._process(claim)  # the outcome commits with the claim
                 if claim.completed_job:
@@ -96,6 +97,7 @@ class BatchRunner:
             await tidy_ended_job(self._store, self._search, completed_job)
         if retry is not None:
             raise retry
+        return claim.job.tenant
 
     async def _process(self, claim: Claim) -> RetryBatch | None:
         """Record the batch's outcome in the claim; a RetryBatch when it must run again."""

@@ -14,7 +14,7 @@ DOCUMENTS = Counter("meshsearch_ingest_documents_total", "Documents stored or de
 UPLOADED = Counter("meshsearch_ingest_uploaded_documents_total", "Documents acknowledged by StartIngest uploads.")
 RECONCILED = Counter(
     "meshsearch_ingest_requeued_batches_total",
-    "Batches queued again by the reconciler because no live task would run them.",
+    "Batches queued again by the reconciler because their task died.",
 )
 TIDIED_LATE = Counter(
     "meshsearch_ingest_tidied_late_jobs_total",
@@ -24,6 +24,10 @@ TIDIED_LATE = Counter(
 ABANDONED = Counter(
     "meshsearch_ingest_abandoned_uploads_total",
     "Jobs failed by the reconciler because their upload stopped without completing (see ABANDON_UPLOAD_AFTER_S).",
+)
+TOPPED_UP = Counter(
+    "meshsearch_ingest_topped_up_tenants_total",
+    "Tenants whose next batches the reconciler queued because no process gave them their turn.",
 )
 STALLED = Counter("meshsearch_ingest_stalled_tasks_total", "Tasks of dead workers retried by the reconciler.")
 BATCH_SECONDS = Histogram(

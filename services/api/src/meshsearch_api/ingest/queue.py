@@ -2,6 +2,9 @@
 
 One task runs one batch. Batches are queued with their job's priority, so workers take those
 of interactive jobs before those of bulk loads (procrastinate fetches higher priorities first).
+Within a priority tenants take turns: a tenant has at most TENANT_BATCHES_IN_FLIGHT batches
+queued or running, and its next ones are queued as those end (`top_up`, store.turns), so one
+tenant's million documents queue a window at a time, not ahead of everyone else's.
 
 procrastinate delivers a task at least once, never exactly once, and by itself never re-runs
 the task of a SIGKILLed worker. Neither matters for correctness here: a batch is claimed with
@@ -9,7 +12,9 @@ a row lock and finished once (see `store`), so a duplicate task finds nothing to
 matter is that every pending batch eventually gets a task, which the reconciler ensures:
 a periodic task (without a lock: procrastinate issue #1408) that
 - retries the tasks of workers whose heartbeat stopped (`get_stalled_jobs`), and
-- queues a task again for batches that none will run (see JobStore.orphaned_batches), and
+- queues a task again for batches whose task died (see JobStore.orphaned_batches), and
+- tops up the tenants whose batches wait for a turn nobody gave them (a process died between
+  staging and queueing, or ended a job without topping up), and
 - fails the jobs whose upload stopped without completing (JobStore.abandon_idle_uploads), and
 - drops dead letters' texts past their retention (JobStore.purge_dead_letter_texts), and
 - tidies the ended jobs that were not tidied (tidy.tidy_leftovers).
@@ -88,15 +93,40 @@ def create_app(
     return app
 
 
-async def enqueue(app: procrastinate.App, store: JobStore, batch_ids: list[int], priority: Priority) -> None:
-    """Queue one task per batch and remember it on the batch. A failure here loses nothing:
-    the batches are staged, and the reconciler queues them after a while."""
-    if not batch_ids:
-        return
+async def _defer(app: procrastinate.App, batch_ids: list[int], priority: Priority) -> list[int]:
+    """Queue one task per batch; their ids."""
     deferrer = app.configure_task(BATCH_TASK, queue=QUEUE, priority=int(priority), allow_unknown=False)
     arguments: list[dict[str, JSONValue]] = [{"batch_id": batch_id} for batch_id in batch_ids]
-    task_ids = await deferrer.batch_defer_async(*arguments)
-    await store.record_tasks(batch_ids, task_ids)
+    return list(await deferrer.batch_defer_async(*arguments))
+
+
+async def enqueue(app: procrastinate.App, store: JobStore, batch_ids: list[int], priority: Priority) -> None:
+    """Queue a task again for batches that had one (their turn was given already), and
+    remember it on the batch."""
+    if batch_ids:
+        await store.record_tasks(batch_ids, await _defer(app, batch_ids, priority))
+
+
+async def top_up(app: procrastinate.App, store: JobStore, tenant: str, window: int) -> int:
+    """Queue the tenant's next batches, as many as its window has room for; how many. A failure
+    here loses nothing: the batches are staged, and the reconciler tops the tenant up later."""
+    async with store.tenant_turn(tenant) as conn:
+        batches = await store.next_batches(conn, tenant, window)
+        by_priority: dict[Priority, list[int]] = {}
+        for batch_id, priority in batches:
+            by_priority.setdefault(priority, []).append(batch_id)
+        for priority, batch_ids in by_priority.items():
+            await store.record_tasks_in(conn, batch_ids, await _defer(app, batch_ids, priority))
+    return len(batches)
+
+
+async def top_up_quietly(app: procrastinate.App, store: JobStore, tenant: str, window: int) -> None:
+    """`top_up`, logging a failure instead of raising it: the caller's own work is done and
+    durable, and the reconciler gives the turn later."""
+    try:
+        await top_up(app, store, tenant, window)
+    except Exception:  # noqa: BLE001 (staged is durable; the reconciler tops up later)
+        log.warning("could not queue a tenant's next batches; the reconciler will", exc_info=True)
 
 
 class Reconciler:
@@ -111,6 +141,7 @@ class Reconciler:
         orphan_after_s: float,
         abandon_upload_after_s: float,
         dead_letter_retention_s: float = 3600.0,
+        window: int = 4,
     ) -> None:
         self._app = app
         self._store = store
@@ -119,6 +150,7 @@ class Reconciler:
         self._orphan_after_s = orphan_after_s
         self._abandon_upload_after_s = abandon_upload_after_s
         self._dead_letter_retention_s = dead_letter_retention_s
+        self._window = window
 
     async def __call__(self) -> None:
         manager = self._app.job_manager
@@ -134,6 +166,9 @@ class Reconciler:
             log.warning("queueing orphaned batches again", extra={"batches": len(batch_ids)})
             metrics.RECONCILED.inc(len(batch_ids))
             await enqueue(self._app, self._store, batch_ids, priority)
+        for tenant in await self._store.tenants_waiting(ORPHANS_PER_ROUND):
+            if await top_up(self._app, self._store, tenant, self._window):
+                metrics.TOPPED_UP.inc()
         for job_id in await self._store.abandon_idle_uploads(self._abandon_upload_after_s, ORPHANS_PER_ROUND):
             log.warning("upload abandoned; job failed", extra={"job_id": job_id})
             metrics.ABANDONED.inc()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import procrastinate
 
+from meshsearch_api.auth import principal
 from meshsearch_api.auth.quotas import TenantQuotas
 from meshsearch_api.chunking import resolve
 from meshsearch_api.documents import document_problem
@@ -44,6 +45,7 @@ class Ingest:
         max_documents_per_message: int,
         max_text_bytes: int,
         quotas: TenantQuotas,
+        window: int = 4,
     ) -> None:
         self._store = store
         self._quotas = quotas
@@ -52,6 +54,7 @@ class Ingest:
         self._embedder = embedder
         self._max_documents = max_documents_per_message
         self._max_text_bytes = max_text_bytes
+        self._window = window  # a tenant's batches queued or running at once (store.turns)
 
     async def start(self, collection: str, priority: Priority) -> Job:
         if not collection:
@@ -92,10 +95,8 @@ class Ingest:
         await self._quotas.charge(len(documents), sum(len(d.text.encode()) for d in documents))
         staged = await self._store.stage(job_id, first_sequence, documents, problem)
         metrics.UPLOADED.inc(max(0, staged.acknowledged - first_sequence))
-        try:
-            await queue.enqueue(self._app, self._store, staged.batch_ids, staged.priority)
-        except Exception:  # noqa: BLE001 (staged is durable; the reconciler queues it later)
-            log.warning("could not queue staged batches; the reconciler will", extra={"job": job_id}, exc_info=True)
+        if staged.batch_ids:
+            await queue.top_up_quietly(self._app, self._store, principal.tenant(), self._window)
         return staged.acknowledged
 
     async def complete(self, job_id: str, total: int) -> Job:
@@ -118,6 +119,7 @@ class Ingest:
         index it deferred is built now."""
         job = await self._store.cancel(check_job_id(job_id))
         await tidy_ended_job(self._store, self._search, job)
+        await queue.top_up_quietly(self._app, self._store, job.tenant, self._window)  # its window is free
         return job
 
     async def dead_letters(self, job_id: str, page_size: int, page_token: str) -> tuple[list[DeadLetter], str]:
@@ -129,8 +131,8 @@ class Ingest:
         return letters, pages.encode(str(last)) if last is not None else ""
 
     async def redrive(self, job_id: str) -> tuple[int, Job]:
-        count, batch_ids, priority = await self._store.redrive(check_job_id(job_id))
-        await queue.enqueue(self._app, self._store, batch_ids, priority)
+        count, _, _ = await self._store.redrive(check_job_id(job_id))
+        await queue.top_up_quietly(self._app, self._store, principal.tenant(), self._window)
         return count, await self._store.get_job(job_id)
 
     async def watch(self, job_id: str) -> AsyncIterator[Progress]:

@@ -75,7 +75,9 @@ class WorkerApp:
             request = context.request_id.set(f"ingest-batch-{batch_id}")
             deadline = context.deadline.set(time.monotonic() + settings.batch_deadline_s)
             try:
-                await runner.run(batch_id)
+                tenant = await runner.run(batch_id)
+                if tenant is not None:  # the batch ended: the tenant's next one may be queued
+                    await queue.top_up_quietly(app, store, tenant, settings.tenant_batches_in_flight)
             finally:
                 context.deadline.reset(deadline)
                 context.request_id.reset(request)
@@ -92,6 +94,7 @@ class WorkerApp:
                 settings.orphan_after_s,
                 settings.abandon_upload_after_s,
                 settings.dead_letter_retention_s,
+                settings.tenant_batches_in_flight,
             ),
             settings.reconcile_every_s,
         )

@@ -1,5 +1,5 @@
 """JobStore: the durable state of ingest jobs in PostgreSQL, one module per concern (`jobs`,
-`staging`, `claims`, `dead_letters`, `sweeps`, over `base`).
+`staging`, `claims`, `dead_letters`, `sweeps`, `turns`, over `base`).
 
 What it guarantees, and how:
 - an acknowledged document is staged: it is committed before the upload acknowledges it, in
@@ -10,6 +10,7 @@ What it guarantees, and how:
   with its connection, so the batch is simply claimable again;
 - progress is counted once: a batch moves from pending to done (or dead) only while claimed,
   and the job's counters move in that same transaction;
+- tenants take turns: each has at most a window of batches queued or running (`turns`);
 - a job completes in the transaction that finishes its last batch (or closes its upload):
   both lock the job row first, so two workers finishing together cannot both miss it.
 """
@@ -22,6 +23,7 @@ from meshsearch_api.ingest.store.dead_letters import DeadLetters
 from meshsearch_api.ingest.store.jobs import JobRecords
 from meshsearch_api.ingest.store.staging import Staged, Staging, batches_of
 from meshsearch_api.ingest.store.sweeps import Sweeps
+from meshsearch_api.ingest.store.turns import Turns
 
 __all__ = [
     "CLAIM_WAIT_MS",
@@ -36,5 +38,5 @@ __all__ = [
 ]
 
 
-class JobStore(JobRecords, Staging, Claims, DeadLetters, Sweeps):
+class JobStore(JobRecords, Staging, Claims, DeadLetters, Sweeps, Turns):
     """Every operation on ingest jobs, over one pool of the api's database."""

@@ -142,16 +142,6 @@ class Staging(StoreBase):
             )
             return Staged(base + len(fresh), batch_ids, job.priority)
 
-    async def record_tasks(self, batch_ids: list[int], task_ids: list[int]) -> None:
-        """Remember which queued task runs each batch (the reconciler looks for batches without one)."""
-        async with self._transaction() as conn:
-            await conn.execute(
-                "INSERT INTO meshsearch_ingest_batch_tasks (batch_id, task_id) "
-                "SELECT * FROM unnest(%s::bigint[], %s::bigint[]) "
-                "ON CONFLICT (batch_id) DO UPDATE SET task_id = EXCLUDED.task_id, queued_at = clock_timestamp()",
-                (batch_ids, task_ids),
-            )
-
     async def forget_staged(self, job_id: str) -> None:
         """Drop an ended job's staged documents, but those of its dead letters that a redrive
         could store (kept for the retention; those at fault themselves keep only their size).

@@ -1,5 +1,5 @@
-"""The reconciler's sweeps across every tenant: batches that no live task will run, and
-uploads whose client is gone."""
+"""The reconciler's sweeps across every tenant: batches whose task died, uploads whose client
+is gone, and dead letters' texts past their retention."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ from meshsearch_api.ingest.store.base import StoreBase
 
 class Sweeps(StoreBase):
     async def orphaned_batches(self, idle_s: float, limit: int) -> list[tuple[int, Priority]]:
-        """Pending, due batches of running jobs that no live task will run: never queued (the
-        api died between staging and queueing), their task ended without finishing them (the
-        database went away under it), or their task is stuck 'doing' while nobody holds the
-        batch (its worker lost the database and forgot it). Locked batches are being run."""
+        """Pending, due batches of running jobs, queued once, that no live task will run: their
+        task ended without finishing them (the database went away under it), or it is stuck
+        'doing' while nobody holds the batch (its worker lost the database and forgot it).
+        Locked batches are being run. Batches never queued wait for their tenant's turn
+        (`Turns`), not for this."""
         async with self._transaction() as conn:
             cursor = await conn.execute(
                 """
                 SELECT b.id, j.priority FROM meshsearch_ingest_batches b
                 JOIN meshsearch_ingest_jobs j ON j.id = b.job_id AND j.state = 'running'
-                LEFT JOIN meshsearch_ingest_batch_tasks q ON q.batch_id = b.id
+                JOIN meshsearch_ingest_batch_tasks q ON q.batch_id = b.id
                 LEFT JOIN procrastinate_jobs t ON t.id = q.task_id
                 WHERE b.state = 'pending' AND b.not_before <= clock_timestamp()
                   AND greatest(b.update_time, q.queued_at) < clock_timestamp() - make_interval(secs => %s)
