@@ -177,34 +177,49 @@ def test_the_mesh_from_compose_indexes_answers_and_scales_the_embedder(mesh: Mes
 
 
 FOREIGN_CALLS = """
+from pathlib import Path
 import grpc
 from meshsearch.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from meshsearch.search.v1 import search_pb2, search_pb2_grpc
-for target, call in (
-    ("search:50053", lambda c: search_pb2_grpc.VectorStoreServiceStub(c).ListCollections(
-        search_pb2.ListCollectionsRequest(), timeout=20)),
-    ("embedder:50052", lambda c: embedder_pb2_grpc.EmbedderServiceStub(c).Embed(
-        embedder_pb2.EmbedRequest(texts=["hello"]), timeout=20)),
-):
-    with grpc.insecure_channel(target) as channel:
-        try:
-            call(channel)
-            print(target, "OK")
-        except grpc.RpcError as error:
-            print(target, error.code().name)
+tls = Path("/etc/meshsearch/tls")
+certified = grpc.ssl_channel_credentials(*(tls.joinpath(n).read_bytes() for n in ("ca.crt", "tls.key", "tls.crt")))
+calls = {
+    "search:50053": lambda c: search_pb2_grpc.VectorStoreServiceStub(c).ListCollections(
+        search_pb2.ListCollectionsRequest(), timeout=20),
+    "embedder:50052": lambda c: embedder_pb2_grpc.EmbedderServiceStub(c).Embed(
+        embedder_pb2.EmbedRequest(texts=["hello"]), timeout=20),
+}
+for target, call in calls.items():
+    for how, channel in (("plaintext", grpc.insecure_channel(target)),
+                         ("certificate", grpc.secure_channel(target, certified))):
+        with channel:
+            try:
+                call(channel)
+                print(target, how, "OK")
+            except grpc.RpcError as error:
+                print(target, how, error.code().name)
 """
 
 
 def test_a_container_that_is_not_the_api_or_a_worker_is_refused_by_search_and_embedder(mesh: Mesh) -> None:
-    """Another workload on the compose network reaches the internal ports but holds no caller
-    token: both services refuse it before reading its request, and the api keeps serving."""
+    """Another workload on the compose network reaches the internal ports: in plaintext it cannot
+    even connect (mutual TLS), and with a certificate the mesh's CA signed, but for another
+    identity (the embedder's own, which is on neither allow-list), both services refuse it
+    before reading its request. The api keeps serving."""
     network, image = f"{mesh.project}_default", f"localhost/meshsearch-api:{TAG}"
+    certificate = f"{mesh.project}_tls-embedder:/etc/meshsearch/tls:ro"
     foreign = subprocess.run(
-        ["podman", "run", "--rm", "--network", network, "--entrypoint", "python", image, "-c", FOREIGN_CALLS],
+        ["podman", "run", "--rm", "--network", network, "-v", certificate, "--entrypoint", "python", image,
+         "-c", FOREIGN_CALLS],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert foreign.returncode == 0, foreign.stderr
-    assert foreign.stdout.split() == ["search:50053", "UNAUTHENTICATED", "embedder:50052", "UNAUTHENTICATED"]
+    assert foreign.stdout.splitlines() == [
+        "search:50053 plaintext UNAVAILABLE",
+        "search:50053 certificate PERMISSION_DENIED",
+        "embedder:50052 plaintext UNAVAILABLE",
+        "embedder:50052 certificate PERMISSION_DENIED",
+    ]
     made = _meshsearch(mesh, mesh.bootstrap_key, "keys", "create", "--tenant", "foreign", "--role", "read")
     assert made.returncode == 0, made.stderr
     listed = _meshsearch(mesh, made.stdout.strip(), "collections", "list")
