@@ -13,20 +13,12 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from meshsearch_api.auth import principal
-from meshsearch_api.database import open_pool
 from meshsearch_api.domain import Document
 from meshsearch_api.ingest import queue
 from meshsearch_api.ingest.domain import Priority
 from meshsearch_api.ingest.store import JobStore
 
 WINDOW = 3
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
-    opened = await open_pool(database_url, 4)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

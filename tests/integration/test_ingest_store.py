@@ -14,7 +14,6 @@ from psycopg_pool import AsyncConnectionPool
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_api import upstreams
-from meshsearch_api.database import open_pool
 from meshsearch_api.domain import Document
 from meshsearch_api.ingest.domain import JobState, Priority
 from meshsearch_api.ingest.store import JobStore
@@ -25,13 +24,6 @@ from meshsearch_cli.stack import EmbeddedStack
 from meshsearch_common.errors import FailedPrecondition
 
 IDLE_S = 3600
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
-    opened = await open_pool(database_url, 2)
-    yield opened
-    await opened.close()
 
 
 async def backdate(pool: AsyncConnectionPool, job_id: str) -> None:

@@ -110,19 +110,25 @@ async def test_concurrent_first_calls_with_one_key_share_one_verification() -> N
     assert store.lookups == 1  # cached
 
 
+def counted_verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys each argon2 verification is run for, from now on."""
+    verified: list[str] = []
+    real_verify = keys.verify_key
+
+    def counted(key_hash: str, key: str) -> bool:
+        verified.append(key)
+        return real_verify(key_hash, key)
+
+    monkeypatch.setattr(keys, "verify_key", counted)
+    return verified
+
+
 async def test_a_busy_key_pays_the_slow_hash_once_while_its_row_is_rechecked_every_ttl(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = FakeKeyStore()
     key = store.add("acme", Role.READ)
-    verifications: list[str] = []
-    real_verify = keys.verify_key
-
-    def counted(key_hash: str, key: str) -> bool:
-        verifications.append(key)
-        return real_verify(key_hash, key)
-
-    monkeypatch.setattr(keys, "verify_key", counted)
+    verifications = counted_verifications(monkeypatch)
     clock = FakeClock()
     auth = authenticator(store, ttl_s=0.05, clock=clock)
     for _ in range(4):
@@ -145,14 +151,7 @@ async def test_an_absent_key_id_costs_the_same_hashing_as_a_live_one_with_a_wron
     live = store.add("acme", Role.READ)
     _, absent = keys.new_key()
     wrong = live[:-1] + ("B" if live[-1] != "B" else "C")
-    verified: list[str] = []
-    real_verify = keys.verify_key
-
-    def counted(key_hash: str, key: str) -> bool:
-        verified.append(key)
-        return real_verify(key_hash, key)
-
-    monkeypatch.setattr(keys, "verify_key", counted)
+    verified = counted_verifications(monkeypatch)
     auth = authenticator(store)
     for presented in (wrong, absent):
         for _ in range(3):
