@@ -43,6 +43,15 @@ function decode(typeName, bytes) {
   return type.toObject(type.decode(bytes), { longs: String, enums: String, defaults: true });
 }
 
+// The same keepalive as the mesh's own clients (meshsearch_common/keepalive.py): ping every
+// 10 s, idle or not, and drop a connection whose ping is unanswered for 5 s, so a silent link
+// is found in seconds rather than at each call's deadline. The servers accept these pings.
+const CHANNEL_OPTIONS = {
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+  "grpc.keepalive_permit_without_calls": 1,
+};
+
 /** The google.rpc details of a failed call, decoded from its grpc-status-details-bin trailer. */
 export function errorDetails(/** @type {grpc.ServiceError} */ error) {
   const [raw] = error.metadata?.get("grpc-status-details-bin") ?? [];
@@ -121,7 +130,7 @@ export function connect({
   const policy = { ...DEFAULT_RETRY, ...retry };
   const channelCredentials = credentials ?? grpc.credentials.createInsecure();
   // One channel for every service: later stubs reuse the first one's.
-  const first = new loaded.CollectionService(target, channelCredentials);
+  const first = new loaded.CollectionService(target, channelCredentials, CHANNEL_OPTIONS);
   const channelOverride = { channelOverride: first.getChannel() };
 
   const metadataFor = (/** @type {grpc.Metadata | undefined} */ given) => {

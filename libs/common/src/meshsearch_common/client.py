@@ -30,7 +30,7 @@ import pybreaker
 from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import Counter, Gauge
 
-from meshsearch_common import context, deadlines, tls, tracing
+from meshsearch_common import context, deadlines, keepalive, tls, tracing
 from meshsearch_common.breaker import CLOSED, HALF_OPEN, OPEN, AsyncCircuitBreaker, BreakerOpen
 from meshsearch_common.callers import CALLER_TOKEN_METADATA_KEY
 from meshsearch_common.contracts import idempotent_methods
@@ -282,7 +282,7 @@ def connect_upstream(
         ("grpc.enable_retries", 1),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
+        *keepalive.client_options(),  # a silent link is dropped in seconds, not at each deadline
         # Reconnect quickly after an upstream restarts, so the half-open trial can succeed.
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),

@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
-from meshsearch_common import tls, tracing
+from meshsearch_common import keepalive, tls, tracing
 from meshsearch_common.callers import caller_admission
 from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES, RequestLimits
 from meshsearch_common.logs import configure_logging
@@ -109,6 +109,7 @@ async def start_service(app: ServiceApp, settings: ServiceSettings) -> RunningSe
             ("grpc.max_receive_message_length", min(limits.largest, GRPC_MAX_MESSAGE_BYTES)),
             ("grpc.so_reuseport", 0),
             *connection_age_options(settings.max_connection_age_s),
+            *keepalive.server_options(),
         ],
     )
     service_names = list(app.register(server))

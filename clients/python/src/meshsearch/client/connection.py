@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from meshsearch_common import tls
+from meshsearch_common import keepalive, tls
 from meshsearch_common.limits import GRPC_MAX_MESSAGE_BYTES
 from meshsearch_common.tls import ClientTls
 
@@ -102,5 +102,6 @@ class Connection:
             ("grpc.lb_policy_name", "round_robin"),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+            *keepalive.client_options(),  # a silent link to the api is found in seconds
             *tls.channel_options(self.tls),
         ]
