@@ -87,12 +87,12 @@ def up(tmp_path: Path, extra_env: dict[str, str]) -> Iterator[Up]:
     )
     running = Up(process, ports, tmp_path)
     threading.Thread(target=_read_lines, args=(running,), daemon=True).start()
-    deadline = time.monotonic() + 180
-    while "Ctrl-C stops everything" not in running.output and process.poll() is None:
-        assert time.monotonic() < deadline, running.output
-        time.sleep(0.1)
-    assert "meshsearch is up" in running.output, running.output
-    try:
+    try:  # a start that fails must still stop what started and close the pipe
+        deadline = time.monotonic() + 180
+        while "Ctrl-C stops everything" not in running.output and process.poll() is None:
+            assert time.monotonic() < deadline, running.output
+            time.sleep(0.1)
+        assert "meshsearch is up" in running.output, running.output
         yield running
     finally:
         # Stop it as a user would (Ctrl-C), so it stops its services; a SIGKILL would orphan them.

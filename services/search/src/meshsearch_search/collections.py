@@ -151,7 +151,6 @@ async def _count_documents(conn: psycopg.AsyncConnection, collection: Collection
     return int(row[0]) if row else 0
 
 
-MAX_STORED_NAME_CHARS = 32 + 1 + 63  # tenant, separator, name
 
 
 class CollectionStore:
@@ -256,8 +255,9 @@ class CollectionStore:
         and only in the collections returned."""
         if tenant and not names.TENANT.match(tenant):
             raise InvalidArgument(f"invalid tenant {tenant!r}: use {names.TENANT_RULE}", field="tenant")
-        if len(after) > MAX_STORED_NAME_CHARS:
-            raise InvalidArgument("after is longer than any collection name", field="after")
+        if after and not names.STORED_COLLECTION_NAME.match(after):
+            # Checked where it enters: a NUL or any other byte no name holds never reaches SQL.
+            raise InvalidArgument(f"after must be a collection name: use {names.COLLECTION_NAME_RULE}", field="after")
         owned = "starts_with(c.name, %(prefix)s)" if tenant else "strpos(c.name, %(separator)s) = 0"
         query = (
             _SELECT + f' WHERE {owned} AND c.name COLLATE "C" > %(after)s '
