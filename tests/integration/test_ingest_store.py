@@ -196,7 +196,7 @@ async def test_a_redriven_job_keeps_its_staged_copies_and_is_tidied_again_when_i
     assert await staged_count(pool, job_id) == 1  # the dead letter's copy, for a redrive
     assert job_id not in {job.id for job in await store.untidy_jobs(0, 1000)}
 
-    redriven, _, _ = await store.redrive(job_id)
+    redriven = await store.redrive(job_id)
     assert redriven == 1
     await store.forget_staged(job_id)  # a late tidying of its first end
     assert await staged_count(pool, job_id) == 1

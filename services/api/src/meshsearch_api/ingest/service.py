@@ -131,7 +131,7 @@ class Ingest:
         return letters, pages.encode(str(last)) if last is not None else ""
 
     async def redrive(self, job_id: str) -> tuple[int, Job]:
-        count, _, _ = await self._store.redrive(check_job_id(job_id))
+        count = await self._store.redrive(check_job_id(job_id))
         await queue.top_up_quietly(self._app, self._store, principal.tenant(), self._window)
         return count, await self._store.get_job(job_id)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from psycopg.rows import dict_row
 
-from meshsearch_api.ingest.domain import DeadLetter, JobState, Priority
+from meshsearch_api.ingest.domain import DeadLetter, JobState
 from meshsearch_api.ingest.store.base import DOCUMENT_FAULTS, StoreBase, new_batch
 from meshsearch_common.errors import FailedPrecondition
 
@@ -28,7 +28,7 @@ class DeadLetters(StoreBase):
         ]
         return letters, letters[-1].sequence if len(rows) > limit else None
 
-    async def redrive(self, job_id: str) -> tuple[int, list[int], Priority]:
+    async def redrive(self, job_id: str) -> int:
         """Queue the job's dead letters again as new batches, and run the job again; but not
         the documents at fault themselves (invalid, repeated ids), which would fail the same way."""
         async with self._transaction() as conn:
@@ -57,11 +57,9 @@ class DeadLetters(StoreBase):
                         field="job_id",
                         reason="DEAD_LETTER_TEXTS_REMOVED",
                     )
-            batch_ids: list[int] = []
             for start in range(0, len(sequences), self._batch_documents):
                 group = sequences[start : start + self._batch_documents]
                 batch_id = await new_batch(conn, job_id, len(group))
-                batch_ids.append(batch_id)
                 await conn.execute(
                     "UPDATE meshsearch_ingest_documents SET batch_id = %s WHERE job_id = %s AND seq = ANY(%s)",
                     (batch_id, job_id, group),
@@ -72,4 +70,4 @@ class DeadLetters(StoreBase):
                     "finish_time = NULL, tidy_time = NULL, update_time = clock_timestamp() WHERE id = %s",
                     (len(sequences), job_id),
                 )
-            return len(sequences), batch_ids, job.priority
+            return len(sequences)  # its new batches are queued in the tenant's turn (store.turns)
