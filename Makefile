@@ -4,6 +4,7 @@
 #   make bench   run the benchmarks under bench/ (see docs/benchmarks.md)
 #   make chaos   the full fault test of ingestion: kill -9 every process during jobs, check exactly-once
 #   make fuzz    10,000 generated requests per service, none may end UNKNOWN or INTERNAL
+#   make soak    an hour of 64 mixed clients (SOAK_S=600 for ten minutes); no series may grow past 10 %
 
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
@@ -14,7 +15,7 @@ PACKAGES  := -e libs/common[dev] -e services/embedder[onnx,openvino] -e services
 # What `buf breaking` compares against; CI passes the previous commit on main.
 BUF_AGAINST ?= .git\#ref=HEAD
 
-.PHONY: setup node-client node-check demo up test unit chaos fuzz lint typecheck protos protos-check buf-lint buf-breaking bench clean \
+.PHONY: setup node-client node-check demo up test unit chaos fuzz soak lint typecheck protos protos-check buf-lint buf-breaking bench clean \
 	deploy-check images compose-test locks dashboard
 # The Kubernetes version the manifests are validated against.
 K8S_VERSION ?= 1.33.0
@@ -61,6 +62,11 @@ chaos: setup
 # `make test` runs the short form (1,000 generated requests per service).
 fuzz: setup
 	MESHSEARCH_FUZZ=full $(PY) -m pytest -c tests/pytest.ini tests/e2e/test_rpc_fuzz.py
+
+# `make test` runs the short form (90 s). The plot of every sampled series goes to docs/images.
+SOAK_S ?= 3600
+soak: setup
+	MESHSEARCH_SOAK_S=$(SOAK_S) MESHSEARCH_SOAK_PLOT=docs/images/soak.png $(PY) -m pytest -c tests/pytest.ini -s tests/e2e/test_soak.py
 
 lint: setup buf-lint
 	$(VENV)/bin/ruff check --config libs/common/ruff.toml libs services clients/python tools tests bench

@@ -36,7 +36,9 @@ def content_hash(document: pb.Document) -> str:
     return hashlib.sha256(json.dumps([document.id, document.text, metadata], sort_keys=True).encode()).hexdigest()
 
 
-async def stored_hashes(channel: grpc.aio.Channel, collection: str) -> dict[str, str]:
+async def stored_hashes(
+    channel: grpc.aio.Channel, collection: str, metadata: tuple[tuple[str, str], ...] = ()
+) -> dict[str, str]:
     """id -> content hash of every document in `collection`, read back through ListDocuments;
     a repeated id fails the check."""
     stub = pb_grpc.DocumentServiceStub(channel)
@@ -44,7 +46,9 @@ async def stored_hashes(channel: grpc.aio.Channel, collection: str) -> dict[str,
     token = ""
     while True:
         page = await stub.ListDocuments(
-            pb.ListDocumentsRequest(collection=collection, page_size=1000, page_token=token), timeout=30
+            pb.ListDocumentsRequest(collection=collection, page_size=1000, page_token=token),
+            metadata=metadata,
+            timeout=30,
         )
         for document in page.documents:
             assert document.id not in found, f"{document.id} listed twice"
@@ -54,27 +58,35 @@ async def stored_hashes(channel: grpc.aio.Channel, collection: str) -> dict[str,
             return found
 
 
-async def assert_stored_exactly_once(channel: grpc.aio.Channel, collection: str, source: list[pb.Document]) -> None:
-    stored = await stored_hashes(channel, collection)
+async def assert_stored_exactly_once(
+    channel: grpc.aio.Channel, collection: str, source: list[pb.Document], metadata: tuple[tuple[str, str], ...] = ()
+) -> None:
+    stored = await stored_hashes(channel, collection, metadata)
     expected = {d.id: content_hash(d) for d in source}
     missing = expected.keys() - stored.keys()
     extra = stored.keys() - expected.keys()
     wrong = [i for i in expected.keys() & stored.keys() if expected[i] != stored[i]]
     assert not missing and not extra and not wrong, (len(missing), len(extra), wrong[:5])
     info = await pb_grpc.CollectionServiceStub(channel).GetCollection(
-        pb.GetCollectionRequest(name=collection), timeout=10
+        pb.GetCollectionRequest(name=collection), metadata=metadata, timeout=10
     )
     assert info.collection.document_count == len(source)
 
 
-async def wait_job(channel: grpc.aio.Channel, job_id: str, timeout_s: float, until_done: int | None = None) -> pb.Job:
+async def wait_job(
+    channel: grpc.aio.Channel,
+    job_id: str,
+    timeout_s: float,
+    until_done: int | None = None,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> pb.Job:
     """Poll GetJob (riding out restarts) until the job ends, or has `until_done` documents done."""
     stub = pb_grpc.IngestServiceStub(channel)
     deadline = time.monotonic() + timeout_s
     job = None
     while time.monotonic() < deadline:
         try:
-            job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=5)).job
+            job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id), metadata=metadata, timeout=5)).job
         except grpc.aio.AioRpcError as error:
             assert error.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}, error
         else:

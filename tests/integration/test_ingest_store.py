@@ -1,11 +1,13 @@
 """The jobs database's own rules, on the real PostgreSQL of the test stack: an upload whose
 client went away is ended, but only once nothing it sent is left to process; an ended job that
-nobody tidied is tidied by the reconciler, and a redriven job's staged copies are kept."""
+nobody tidied is tidied by the reconciler, and a redriven job's staged copies are kept; ended
+jobs and dead keys go after their retention."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -14,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_api import upstreams
+from meshsearch_api.auth.key_store import KeyStore, StoredKey
 from meshsearch_api.domain import Document
 from meshsearch_api.ingest.domain import JobState, Priority
 from meshsearch_api.ingest.store import JobStore
@@ -21,7 +24,7 @@ from meshsearch_api.ingest.tidy import tidy_leftovers
 from meshsearch_api.search_client import SearchClient
 from meshsearch_api.settings import WorkerSettings
 from meshsearch_cli.stack import EmbeddedStack
-from meshsearch_common.errors import FailedPrecondition
+from meshsearch_common.errors import FailedPrecondition, NotFound
 
 IDLE_S = 3600
 
@@ -202,3 +205,39 @@ async def test_a_redriven_job_keeps_its_staged_copies_and_is_tidied_again_when_i
     assert await staged_count(pool, job_id) == 1
     await end_without_tidying(pool, job_id, "completed", 120)
     assert job_id in {job.id for job in await store.untidy_jobs(60, 1000)}
+
+
+async def test_ended_jobs_and_keys_are_deleted_after_their_retention_and_not_before(pool: AsyncConnectionPool) -> None:
+    store = JobStore(pool, batch_documents=2)
+    ended = await staged_job(store, "retention_ended", documents=2)
+    running = await staged_job(store, "retention_running", documents=2)
+    await end_without_tidying(pool, ended, "completed", 7200)
+    assert await store.purge_ended_jobs(3600, 1000) == 0  # not tidied yet: the reconciler's tidying comes first
+    await store.mark_tidy(ended)
+    assert await store.purge_ended_jobs(3 * 3600, 1000) == 0  # within the retention
+    assert await store.purge_ended_jobs(3600, 1000) >= 1
+    with pytest.raises(NotFound):
+        await store.get_job(ended)
+    assert await staged_count(pool, ended) == 0  # its staged copies went with it
+    assert (await store.get_job(running)).state == JobState.RUNNING  # never purged, however old
+
+    keys = KeyStore(pool)
+    now = datetime.now(UTC)
+    made = {
+        name: await keys.insert(
+            StoredKey(
+                f"ret{name}{uuid.uuid4().hex[:8]}", "retention-tenant", frozenset(), name, "x", expire_time=expiry
+            )
+        )
+        for name, expiry in (("live", None), ("expired", now - timedelta(hours=2)), ("revoked", None))
+    }
+    await keys.revoke(made["revoked"].key_id, None)
+    async with pool.connection() as conn:  # revoked two hours ago
+        await conn.execute(
+            "UPDATE meshsearch_api_keys SET revoke_time = revoke_time - interval '2 hours' WHERE key_id = %s",
+            (made["revoked"].key_id,),
+        )
+    assert await keys.purge_ended(3 * 3600, 1000) == 0
+    assert await keys.purge_ended(3600, 1000) >= 2
+    left = {key.key_id for key in (await keys.list("retention-tenant", 10, None))[0]}
+    assert left == {made["live"].key_id}

@@ -283,6 +283,17 @@ class WorkerSettings(UpstreamSettings):
         "only its id, reason and size remain. A document at fault itself (invalid, repeated id) keeps no text "
         "once its job ends.",
     )
+    job_retention_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="How long an ended job stays (GetJob, ListJobs, its dead letters); then it is deleted with "
+        "everything it kept, so that the job tables do not grow for ever.",
+    )
+    key_retention_s: float = Field(
+        30 * 86_400.0,
+        gt=0,
+        description="How long a revoked or expired API key stays listed (for audit); then it is deleted.",
+    )
     abandon_upload_after_s: float = Field(
         86_400.0,
         gt=0,

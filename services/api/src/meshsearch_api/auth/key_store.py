@@ -99,6 +99,18 @@ class KeyStore:
             rows = await cursor.fetchall()
         return [_key(row) for row in rows[:limit]], len(rows) > limit
 
+    async def purge_ended(self, retention_s: float, limit: int) -> int:
+        """Delete keys revoked or expired more than `retention_s` ago; return how many. They
+        can never authenticate again, and a tenant that rotates keys often would otherwise
+        leave a row behind for every one. Until then ListApiKeys shows them, for audit."""
+        async with database_errors(self._pool, KEYS), self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM meshsearch_api_keys WHERE key_id IN (SELECT key_id FROM meshsearch_api_keys "
+                "WHERE least(revoke_time, expire_time) < clock_timestamp() - make_interval(secs => %s) LIMIT %s)",
+                (retention_s, limit),
+            )
+            return cursor.rowcount
+
     async def revoke(self, key_id: str, tenant: str | None) -> StoredKey:
         """Revoke a key of `tenant` (any tenant's when None); revoking twice keeps the first time."""
         async with database_errors(self._pool, KEYS), self._pool.connection() as conn:

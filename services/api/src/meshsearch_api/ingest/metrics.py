@@ -21,6 +21,11 @@ TIDIED_LATE = Counter(
     "Ended jobs tidied by the reconciler (staged copies and receipts dropped, index built) because "
     "nobody did when they ended: a killed worker, an outage, or an abandoned upload.",
 )
+PURGED = Counter(
+    "meshsearch_retention_deleted_total",
+    "Ended jobs and revoked or expired API keys deleted by the reconciler after their retention, by kind.",
+    ["kind"],
+)
 ABANDONED = Counter(
     "meshsearch_ingest_abandoned_uploads_total",
     "Jobs failed by the reconciler because their upload stopped without completing (see ABANDON_UPLOAD_AFTER_S).",

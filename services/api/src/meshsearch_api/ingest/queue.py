@@ -17,7 +17,9 @@ a periodic task (without a lock: procrastinate issue #1408) that
   staging and queueing, or ended a job without topping up), and
 - fails the jobs whose upload stopped without completing (JobStore.abandon_idle_uploads), and
 - drops dead letters' texts past their retention (JobStore.purge_dead_letter_texts), and
-- tidies the ended jobs that were not tidied (tidy.tidy_leftovers).
+- tidies the ended jobs that were not tidied (tidy.tidy_leftovers), and
+- deletes ended jobs, and revoked or expired API keys, past their retention (`Retention`): the
+  jobs database then holds what is live and recent, not every job and key there ever was.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import procrastinate
 import psycopg
@@ -38,6 +42,9 @@ from meshsearch_api.ingest.domain import Priority
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.search_client import SearchClient
 from meshsearch_common.errors import Unavailable
+
+if TYPE_CHECKING:
+    from meshsearch_api.auth.key_store import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +136,16 @@ async def top_up_quietly(app: procrastinate.App, store: JobStore, tenant: str, w
         log.warning("could not queue a tenant's next batches; the reconciler will", exc_info=True)
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long what has ended is kept (WorkerSettings documents each), and where the keys are."""
+
+    dead_letter_texts_s: float = 3600.0
+    ended_jobs_s: float = 7 * 86_400.0
+    ended_keys_s: float = 30 * 86_400.0
+    keys: KeyStore | None = None  # None: keys are not this reconciler's to purge
+
+
 class Reconciler:
     """The periodic repairs (see the module's docstring)."""
 
@@ -140,7 +157,7 @@ class Reconciler:
         stalled_after_s: float,
         orphan_after_s: float,
         abandon_upload_after_s: float,
-        dead_letter_retention_s: float = 3600.0,
+        retention: Retention = Retention(),
         window: int = 4,
     ) -> None:
         self._app = app
@@ -149,7 +166,7 @@ class Reconciler:
         self._stalled_after_s = stalled_after_s
         self._orphan_after_s = orphan_after_s
         self._abandon_upload_after_s = abandon_upload_after_s
-        self._dead_letter_retention_s = dead_letter_retention_s
+        self._retention = retention
         self._window = window
 
     async def __call__(self) -> None:
@@ -172,9 +189,19 @@ class Reconciler:
         for job_id in await self._store.abandon_idle_uploads(self._abandon_upload_after_s, ORPHANS_PER_ROUND):
             log.warning("upload abandoned; job failed", extra={"job_id": job_id})
             metrics.ABANDONED.inc()
-        purged = await self._store.purge_dead_letter_texts(self._dead_letter_retention_s, ORPHANS_PER_ROUND)
+        retention = self._retention
+        purged = await self._store.purge_dead_letter_texts(retention.dead_letter_texts_s, ORPHANS_PER_ROUND)
         if purged:
             log.info("dead letters' texts removed after the retention", extra={"documents": purged})
+        purged = await self._store.purge_ended_jobs(retention.ended_jobs_s, ORPHANS_PER_ROUND)
+        if purged:
+            log.info("ended jobs deleted after the retention", extra={"jobs": purged})
+            metrics.PURGED.labels("job").inc(purged)
+        if retention.keys is not None:
+            purged = await retention.keys.purge_ended(retention.ended_keys_s, ORPHANS_PER_ROUND)
+            if purged:
+                log.info("revoked or expired API keys deleted after the retention", extra={"keys": purged})
+                metrics.PURGED.labels("api_key").inc(purged)
         # An ended job is tidied by whoever notices its end, at once; what is left after the
         # orphan delay was missed (the abandoned jobs above are tidied here too).
         tidied = await tidy.tidy_leftovers(self._store, self._search, self._orphan_after_s, ORPHANS_PER_ROUND)

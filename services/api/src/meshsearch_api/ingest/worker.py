@@ -19,6 +19,7 @@ import procrastinate
 from psycopg_pool import AsyncConnectionPool
 
 from meshsearch_api import upstreams
+from meshsearch_api.auth.key_store import KeyStore
 from meshsearch_api.database import open_pool
 from meshsearch_api.embedder_client import EmbedderClient
 from meshsearch_api.embedding_cache import EmbeddingCache
@@ -58,6 +59,7 @@ class WorkerApp:
             raise RuntimeError("an ingest worker needs MESHSEARCH_WORKER_JOBS_DATABASE_URL (the jobs database)")
         self._pool = await open_pool(settings.jobs_database_url, settings.concurrency + 2)
         store = JobStore(self._pool, batch_documents=1)  # workers never stage uploads
+        keys = KeyStore(self._pool)  # the keys live in the jobs database; only their retention is ours
         embedder, search = upstreams.connect(settings)
         self._upstreams = [embedder, search]
         # No embedding cache: a bulk load's texts are new, and caching them would evict the
@@ -93,7 +95,9 @@ class WorkerApp:
                 settings.stalled_after_s,
                 settings.orphan_after_s,
                 settings.abandon_upload_after_s,
-                settings.dead_letter_retention_s,
+                queue.Retention(
+                    settings.dead_letter_retention_s, settings.job_retention_s, settings.key_retention_s, keys
+                ),
                 settings.tenant_batches_in_flight,
             ),
             settings.reconcile_every_s,

@@ -1,5 +1,5 @@
 """The reconciler's sweeps across every tenant: batches whose task died, uploads whose client
-is gone, and dead letters' texts past their retention."""
+is gone, dead letters' texts past their retention, and ended jobs past theirs."""
 
 from __future__ import annotations
 
@@ -44,6 +44,24 @@ class Sweeps(StoreBase):
                     WHERE j.state <> 'running' AND j.finish_time < clock_timestamp() - make_interval(secs => %s)
                     LIMIT %s
                     FOR SHARE OF j SKIP LOCKED)
+                """,
+                (retention_s, limit),
+            )
+            return cursor.rowcount
+
+    async def purge_ended_jobs(self, retention_s: float, limit: int) -> int:
+        """Delete jobs that ended (and were tidied) more than `retention_s` ago, with their
+        batches, staged copies and dead letters (ON DELETE CASCADE); return how many. Without
+        this every job ever run stays a row, and a busy deployment's tables grow for ever."""
+        async with self._transaction() as conn:
+            cursor = await conn.execute(
+                """
+                DELETE FROM meshsearch_ingest_jobs WHERE id IN (
+                    SELECT id FROM meshsearch_ingest_jobs
+                    WHERE state <> 'running' AND tidy_time IS NOT NULL
+                      AND finish_time < clock_timestamp() - make_interval(secs => %s)
+                    ORDER BY finish_time LIMIT %s
+                    FOR UPDATE SKIP LOCKED)
                 """,
                 (retention_s, limit),
             )
