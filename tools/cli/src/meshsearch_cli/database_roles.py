@@ -28,6 +28,7 @@ EXTENSIONS = {SEARCH: ("vector",)}  # made by the superuser: pgvector is not a t
 HBA = (
     "# meshsearch: every connection proves its role's password (scram-sha-256); nothing is trusted.\n"
     "local all all scram-sha-256\n"
+    "local replication postgres scram-sha-256\n"  # a standby's WAL stream, as the superuser (tests' failover)
     "host all all 127.0.0.1/32 scram-sha-256\n"
     "host all all ::1/128 scram-sha-256\n"
 )

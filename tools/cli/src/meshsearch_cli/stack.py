@@ -251,14 +251,8 @@ class EmbeddedStack:
     def start(self, services: Sequence[str] = SERVICES, timeout_s: float = 180) -> None:
         """Start PostgreSQL and Redis (unless URLs were given), then `services`, and wait
         until every one reports SERVING."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "logs").mkdir(exist_ok=True)
         try:
-            if USES_POSTGRES & set(services) and not self.database_url:
-                self._start_postgres()
-            if "api" in services and not self.redis_url:
-                for name in REDIS_SERVERS:
-                    self._start_redis(name)
+            self.start_stores(services)
             for name in services:
                 self.start_service(name)
             for name in services:
@@ -266,6 +260,17 @@ class EmbeddedStack:
         except BaseException:
             self.stop()
             raise
+
+    def start_stores(self, services: Sequence[str] = SERVICES) -> None:
+        """Start the PostgreSQL and Redis servers `services` need (unless URLs were given), and
+        none of the services: for a caller that wires something in between before they start."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        if USES_POSTGRES & set(services) and not self.database_url:
+            self._start_postgres()
+        if "api" in services and not self.redis_url:
+            for name in REDIS_SERVERS:
+                self._start_redis(name)
 
     def _start_postgres(self) -> None:
         with warnings.catch_warnings():
@@ -408,11 +413,19 @@ class EmbeddedStack:
         else:
             self.start_service(name)
 
+    def pid(self, name: str) -> int | None:
+        """The process id of `name` (a service, a Redis server, or postgres's postmaster); None
+        when it is not running."""
+        if name == "postgres":
+            assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
+            return self._postgres.get_pid()  # type: ignore[attr-defined,no-any-return]
+        process = self.processes.get(name)
+        return None if process is None or process.poll() is not None else process.pid
+
     def kill(self, name: str) -> None:
         """SIGKILL process `name` (a service, a Redis server or postgres's postmaster), as a crash would."""
         if name == "postgres":
-            assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
-            pid = self._postgres.get_pid()  # type: ignore[attr-defined]
+            pid = self.pid("postgres")
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid)
