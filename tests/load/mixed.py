@@ -124,8 +124,11 @@ class MixedLoad:
         """A channel as the public client opens one (keepalive: a silent link is dropped)."""
         return grpc.aio.insecure_channel(self.target, options=Connection(target=self.target).options())
 
-    async def __aexit__(self, *_: object) -> None:
+    async def __aexit__(self, error_type: type[BaseException] | None, *_: object) -> None:
         self._stop.set()
+        if error_type is not None:  # the test failed: do not wait for the last job to finish
+            for task in self._tasks:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for channel in self._channels:
             await channel.close()

@@ -427,8 +427,16 @@ class EmbeddedStack:
         if name == "postgres":
             pid = self.pid("postgres")
             if pid is not None:
+                psutil = require("psutil", "embedded")
+                backends = psutil.Process(pid).children(recursive=True)
                 os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid)
+                # Backends end once they notice their postmaster is gone; until the last has,
+                # the old shared memory is in use and a new postmaster refuses to start. Under
+                # load that took longer than the restart waited, so wait for them here.
+                _, lingering = psutil.wait_procs(backends, timeout=10)
+                for backend in lingering:
+                    backend.kill()
             return
         process = self.processes[name]
         process.kill()
