@@ -1,11 +1,11 @@
 """Every fault, under mixed load: searches of every mode, IndexDocuments, ingest jobs and key
 churn from many clients (tests/load/mixed.py), while each process is killed, frozen and
 restarted, Redis is flushed, each hop's link vanishes, resets, goes silent or slows,
-PostgreSQL's connections are exhausted, and at last the primary PostgreSQL dies and its
-synchronous standby is promoted (tests/faults/mesh.py). For each fault: the calls held past
-their deadline (must be none), the status codes before, during and after it, and the time
-until calls succeed again; at the end, every acknowledged document is stored once with its
-content, and every ingest job completed.
+PostgreSQL's disk fills (the full form) and its connections are exhausted, and at last the
+primary PostgreSQL dies and its synchronous standby is promoted (tests/faults/mesh.py). For
+each fault: the calls held past their deadline (must be none), the status codes before, during
+and after it, and the time until calls succeed again; at the end, every acknowledged document
+is stored once with its content, and every ingest job completed.
 
 `make test` runs a short form (a sample of the faults, 16 clients); `make chaos` runs them all
 with 64 clients and prints the table docs/reliability.md publishes.
@@ -66,7 +66,7 @@ class Outcome:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, str]]:
     bootstrap = new_bootstrap_key()
-    running = start_mesh(Path(tmp_path_factory.mktemp("mesh-chaos")), auth_env(bootstrap))
+    running = start_mesh(Path(tmp_path_factory.mktemp("mesh-chaos")), auth_env(bootstrap), small_disk=FULL)
     try:
         yield running, bootstrap
     finally:

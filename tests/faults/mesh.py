@@ -3,7 +3,9 @@ with a synchronous streaming standby of its PostgreSQL that the services fail ov
 URLs list both servers and accept only the writable one); and the faults a mixed-load fault
 test applies to it: a process killed (SIGKILL), frozen (SIGSTOP, then SIGCONT) or restarted
 (SIGTERM, then started again); Redis flushed; a link that vanishes, resets, goes silent or
-slows down; the primary PostgreSQL killed and the standby promoted.
+slows down; PostgreSQL's disk filled (its data directory is a tmpfs of DISK_MB, filled with a
+ballast file; mounting one needs root, so only `make chaos` has this fault); the primary
+PostgreSQL killed and the standby promoted.
 
 The supervisor restarts what exits, as `meshsearch up` does; PostgreSQL, which `up` does not
 supervise, is started again by its fault once its downtime is over.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -38,6 +41,8 @@ HOPS = {
 }
 PROCESSES = ("api", "worker", "embedder", "search", "redis", "redis-state", "postgres")
 POSTGRES_DOWN_S = 3.0
+BALLAST = "disk-full.ballast"
+DISK_MB = 2048  # the tmpfs under PostgreSQL's data directory, for the full-disk fault
 STORM_MAX = 1000  # connections a storm opens at most; PostgreSQL's default max_connections is 100
 
 
@@ -64,8 +69,16 @@ class Mesh:
         return [root, *root.children(recursive=True)]
 
 
-def start_mesh(data_dir: Path, extra_env: dict[str, str]) -> Mesh:
-    """Start the stack with a proxy in front of each upstream of each hop; stop with `stop_mesh`."""
+def start_mesh(data_dir: Path, extra_env: dict[str, str], small_disk: bool = False) -> Mesh:
+    """Start the stack with a proxy in front of each upstream of each hop (and PostgreSQL on a
+    disk of DISK_MB that the full-disk fault can fill, if `small_disk`); stop with `stop_mesh`."""
+    if small_disk:
+        if os.geteuid() != 0:
+            raise PermissionError("the full-disk fault mounts a tmpfs for PostgreSQL's data: run it as root")
+        (data_dir / "pgdata").mkdir(parents=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(data_dir / "pgdata")], check=True
+        )
     ports = Ports.ephemeral()
     ports = replace(ports, state_redis=free_port())
     upstream = {
@@ -100,6 +113,9 @@ def stop_mesh(mesh: Mesh) -> None:
     mesh.supervised.__exit__()
     mesh.stack.stop()
     mesh.standby.stop()
+    pgdata = mesh.stack.data_dir / "pgdata"
+    if os.path.ismount(pgdata):
+        subprocess.run(["umount", "--lazy", str(pgdata)], check=True)
     for proxy in mesh.hops.values():
         proxy.__exit__()
 
@@ -112,7 +128,6 @@ class MeshFault:
     apply: Callable[[Mesh], None]
     lift: Callable[[Mesh], None] = lambda mesh: None
     hold_s: float = 0.0
-    tags: frozenset[str] = field(default_factory=frozenset)
 
 
 def _kill(name: str) -> MeshFault:
@@ -171,6 +186,28 @@ def _link(hop: str, fault: Fault, label: str, hold_s: float) -> MeshFault:
     return MeshFault(f"{label} {hop}", apply, lift, hold_s)
 
 
+def _fill_disk(mesh: Mesh) -> None:
+    """Take every free byte of PostgreSQL's disk with a ballast file."""
+    pgdata = mesh.stack.data_dir / "pgdata"
+    assert os.path.ismount(pgdata), "the mesh was started without small_disk"
+    size, step = 0, 64 * 2**20
+    with (pgdata / BALLAST).open("wb") as ballast:
+        while step >= 4096:  # grow until ENOSPC, in smaller steps each time (PostgreSQL writes meanwhile)
+            try:
+                os.posix_fallocate(ballast.fileno(), size, step)
+                size += step
+            except OSError:
+                step //= 4
+
+
+def _free_disk(mesh: Mesh) -> None:
+    """Drop the ballast; start PostgreSQL again if it stopped (a full WAL disk makes it PANIC)."""
+    (mesh.stack.data_dir / "pgdata" / BALLAST).unlink()
+    pid = mesh.stack.pid("postgres")
+    if pid is None or not psutil.pid_exists(pid):
+        mesh.stack.restart("postgres")
+
+
 @dataclass
 class _Storm:
     """Connections to PostgreSQL opened until it refuses more (past max_connections), as a
@@ -218,6 +255,7 @@ def catalogue(hold_s: float) -> list[MeshFault]:
         faults.append(_link(hop, Fault.RESET, "reset", hold_s))
         faults.append(_link(hop, Fault.SILENT, f"silent {hold_s:.0f} s", hold_s))
         faults.append(_link(hop, Fault.delay(0.2, 0.1), f"200±100 ms {hold_s:.0f} s", hold_s))
+    faults.append(MeshFault(f"PostgreSQL disk full {hold_s:.0f} s", _fill_disk, _free_disk, hold_s))
     faults.append(_storm(hold_s))
     faults.append(MeshFault("failover to the standby", _failover))
     return faults

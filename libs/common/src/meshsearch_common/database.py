@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 # Retry hint given when every pooled connection is busy: about one statement's time.
 POOL_BUSY_RETRY_S = 0.1
+DISK_FULL_RETRY_S = 30.0  # freeing disk space takes an operator, not a moment
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,19 @@ class database_errors:  # noqa: N801 (used as a context manager, named like one)
                 ) from None
             raise Unavailable(
                 f"{role.what} is unavailable: no connection within the deadline ({exc})", reason=role.reason
+            ) from None
+        if isinstance(exc, pg_errors.DiskFull):
+            # gRPC's own words for RESOURCE_EXHAUSTED include "the entire file system is out of space".
+            log.error("database out of disk space", extra={"database": role.what, "error": str(exc)})
+            raise ResourceExhausted(
+                f"{role.what} is out of disk space; nothing was written. Retry once an operator has freed space",
+                retry_after_s=DISK_FULL_RETRY_S,
+            ) from None
+        if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+            # Connected to a standby: mid-failover, or a URL without target_session_attrs=read-write.
+            log.warning("database is read-only", extra={"database": role.what, "error": str(exc)})
+            raise Unavailable(
+                f"{role.what} is read-only (a standby) for now; retry shortly", reason=role.reason
             ) from None
         if isinstance(exc, psycopg.OperationalError | pg_errors.AdminShutdown | pg_errors.CannotConnectNow):
             log.warning("database unavailable", extra={"database": role.what, "error": str(exc)})
