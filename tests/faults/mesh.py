@@ -171,7 +171,7 @@ def _restart(name: str) -> MeshFault:
 
 
 def _flush(mesh: Mesh) -> None:
-    for attribute, _, _ in REDIS_SERVERS.values():
+    for attribute, *_ in REDIS_SERVERS.values():
         port = getattr(mesh.stack.ports, attribute)
         redis.Redis(port=port, password=mesh.stack.redis_password).flushall()
 

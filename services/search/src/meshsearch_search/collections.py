@@ -151,8 +151,6 @@ async def _count_documents(conn: psycopg.AsyncConnection, collection: Collection
     return int(row[0]) if row else 0
 
 
-
-
 class CollectionStore:
     def __init__(self, db: Database, max_dimension: int) -> None:
         self._db = db

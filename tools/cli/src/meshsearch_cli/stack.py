@@ -57,10 +57,16 @@ MODULES = {
 USES_POSTGRES = {"search", "api", "worker"}
 REDIS_PORT_VARIABLE = "MESHSEARCH_REDIS_PORT"
 STATE_REDIS_PORT_VARIABLE = "MESHSEARCH_STATE_REDIS_PORT"
-# The stack's two Redis servers: the embedding cache, which may evict under memory pressure,
-# and the api's state (rate-limit buckets, quota counters, request keys), which must not.
-# Each: (its port's and URL's attribute prefix here, maxmemory, maxmemory-policy).
-REDIS_SERVERS = {"redis": ("redis", "256mb", "allkeys-lru"), "redis-state": ("state_redis", "64mb", "noeviction")}
+# The stack's two Redis servers: the embedding cache, which may evict under memory pressure
+# and starts empty after a restart, and the api's state (rate-limit buckets, quota counters,
+# request keys), which must neither evict nor forget: it keeps an append-only file, synced every
+# second, so that a crash does not hand every tenant a fresh day's quota or let a retried write
+# run twice. Each: (its port's and URL's attribute prefix here, maxmemory, maxmemory-policy,
+# append-only file).
+REDIS_SERVERS = {
+    "redis": ("redis", "256mb", "allkeys-lru", False),
+    "redis-state": ("state_redis", "64mb", "noeviction", True),
+}
 
 
 def service_env_name(service: str, field: str) -> str:
@@ -302,7 +308,7 @@ class EmbeddedStack:
 
     def _start_redis(self, name: str) -> None:
         """Start Redis server `name` (one of REDIS_SERVERS) on its port, asking for the stack's password."""
-        attribute, max_memory, policy = REDIS_SERVERS[name]
+        attribute, max_memory, policy, append_only = REDIS_SERVERS[name]
         port = getattr(self.ports, attribute) or free_port()
         setattr(self.ports, attribute, port)
         redis_dir = self.data_dir / name
@@ -324,7 +330,9 @@ class EmbeddedStack:
                     "--save",
                     "",
                     "--appendonly",
-                    "no",
+                    "yes" if append_only else "no",
+                    "--appendfsync",
+                    "everysec",
                     "--dir",
                     str(redis_dir),
                     "--maxmemory",
