@@ -92,6 +92,7 @@ async def test_mixed_load_holds_steady(soak_stack: tuple[EmbeddedStack, str]) ->
     print(report)
     if PLOT:
         sampler.plot(Path(PLOT), f"meshsearch soak, {seconds / 60:.0f} min, {CLIENTS} clients, {cpu_description()}")
+        sampler.save(Path(PLOT).with_suffix(".json"))
     assert not load.errors, load.errors
     assert not load.log.late(), load.log.late()[:5]
     codes = CallLog.codes(load.log.records)

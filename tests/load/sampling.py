@@ -6,6 +6,7 @@ own Prometheus histograms). Then the verdict on growth, and the plot in docs/.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import urllib.request
@@ -17,6 +18,7 @@ import psutil
 import psycopg
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from meshsearch_cli.stack import REDIS_SERVERS, EmbeddedStack
@@ -59,14 +61,23 @@ class Series:
         self.values.append(value)
 
     def growth(self) -> tuple[float, float, float]:
-        """(median of the third quarter, of the last quarter, growth ratio beyond noise)."""
+        """(level of the third quarter, of the last quarter, growth ratio beyond noise). The level
+        is the median, except for a process's memory: its floor (10th percentile). A call that
+        allocates a lot for a moment (an argon2 key hash takes tens of MiB) makes RSS swing by
+        hundreds of MiB, and the median with it; what leaks never comes back, so it lifts the floor."""
         n = len(self.values)
         third = self.values[n // 2 : 3 * n // 4] or self.values
         last = self.values[3 * n // 4 :] or self.values
-        before, after = statistics.median(third), statistics.median(last)
+        before, after = _level(self.kind, third), _level(self.kind, last)
         if after - before <= FLOORS[self.kind]:
             return before, after, 0.0
         return before, after, (after - before) / max(before, 1e-9)
+
+
+def _level(kind: str, values: list[float]) -> float:
+    if kind == "rss_mb":
+        return statistics.quantiles(values, n=10)[0] if len(values) > 1 else values[0]
+    return statistics.median(values)
 
 
 def _histogram(port: int) -> dict[float, float]:
@@ -143,12 +154,13 @@ class Sampler:
             self._put("postgres connections", "connections", at, backends.fetchone()[0])  # type: ignore[index]
         assert self.stack.databases is not None
         with psycopg.connect(make_conninfo(self.stack.database_url, dbname="meshsearch_jobs"), autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT relname, n_live_tup FROM pg_stat_user_tables "
+            tables = conn.execute(
+                "SELECT relname FROM pg_stat_user_tables "
                 "WHERE relname LIKE 'meshsearch_%' OR relname LIKE 'procrastinate_%'"
-            )
-            for table, count in rows.fetchall():
-                self._put(f"rows of {table}", "rows", at, count)
+            ).fetchall()
+            for (table,) in tables:  # exact counts: n_live_tup lags deletes until autovacuum
+                count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+                self._put(f"rows of {table}", "rows", at, count[0] if count else 0)
         for name, client in self._redis.items():
             info = client.info("memory")
             self._put(f"{name} memory (MiB)", "memory_mb", at, info["used_memory"] / 2**20)
@@ -172,6 +184,12 @@ class Sampler:
     def growth(self) -> list[tuple[str, float, float, float]]:
         """(series, third-quarter median, last-quarter median, growth) of every judged series."""
         return [(name, *series.growth()) for name, series in sorted(self.series.items()) if series.judged]
+
+    def save(self, path: Path) -> None:
+        """Every series as JSON (seconds into the run, value), beside the plot."""
+        path.write_text(
+            json.dumps({name: list(zip(x.times, x.values, strict=True)) for name, x in self.series.items()})
+        )
 
     def plot(self, path: Path, title: str) -> None:
         """Every series on a grid of panels by kind, to `path` (PNG)."""
