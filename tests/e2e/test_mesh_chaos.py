@@ -26,8 +26,8 @@ import pytest
 from meshsearch_harness.figures import cpu_description
 from meshsearch_harness.secured import bearer
 from tests.e2e.ingest_helpers import stored_hashes
-from tests.faults.mesh import Mesh, MeshFault, catalogue, now, start_mesh, stop_mesh
-from tests.load.calls import CallLog
+from tests.faults.mesh import Mesh, MeshFault, catalogue, start_mesh, stop_mesh
+from tests.load.calls import CallLog, now
 from tests.load.mixed import LoadShape, MixedLoad
 from tests.load.secured_stack import TENANT, auth_env, new_bootstrap_key, tenant_key
 

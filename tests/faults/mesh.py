@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -259,7 +258,3 @@ def catalogue(hold_s: float) -> list[MeshFault]:
     faults.append(_storm(hold_s))
     faults.append(MeshFault("failover to the standby", _failover))
     return faults
-
-
-def now() -> float:
-    return time.monotonic()

@@ -104,6 +104,6 @@ async def test_the_reconciler_gives_a_turn_nobody_gave(pool: AsyncConnectionPool
     tenant = f"orphan{uuid.uuid4().hex[:8]}"
     await staged(store, tenant, 10)
     assert tenant in await store.tenants_waiting(10_000)
-    reconcile = queue.Reconciler(app, store, None, 3600, 3600, 3600, window=WINDOW)  # type: ignore[arg-type]
+    reconcile = queue.Reconciler(app, store, None, 3600, 3600, 3600, queue.Retention(3600, 3600, 3600), window=WINDOW)  # type: ignore[arg-type]
     await reconcile()
     assert await store.batches_in_flight(tenant) == WINDOW

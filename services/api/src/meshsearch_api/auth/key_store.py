@@ -106,7 +106,8 @@ class KeyStore:
         async with database_errors(self._pool, KEYS), self._pool.connection() as conn:
             cursor = await conn.execute(
                 "DELETE FROM meshsearch_api_keys WHERE key_id IN (SELECT key_id FROM meshsearch_api_keys "
-                "WHERE least(revoke_time, expire_time) < clock_timestamp() - make_interval(secs => %s) LIMIT %s)",
+                "WHERE (revoke_time IS NOT NULL OR expire_time IS NOT NULL) "  # the index's predicate
+                "AND least(revoke_time, expire_time) < clock_timestamp() - make_interval(secs => %s) LIMIT %s)",
                 (retention_s, limit),
             )
             return cursor.rowcount

@@ -134,6 +134,17 @@ MIGRATIONS: list[tuple[int, migrations.Migration]] = [
     # Tenants take turns in the queue (ingest.store.turns): a tenant's batches in flight are
     # found from the queue's live tasks, through the task each batch records.
     (8, "CREATE INDEX meshsearch_ingest_batch_tasks_by_task ON meshsearch_ingest_batch_tasks (task_id)"),
+    # What the reconciler's retention sweeps look for every few seconds (Sweeps.purge_ended_jobs,
+    # KeyStore.purge_ended): without these each sweep reads every job and every key there is.
+    (
+        9,
+        """
+        CREATE INDEX meshsearch_ingest_jobs_ended ON meshsearch_ingest_jobs (finish_time)
+            WHERE tidy_time IS NOT NULL AND state <> 'running';
+        CREATE INDEX meshsearch_api_keys_ended ON meshsearch_api_keys ((least(revoke_time, expire_time)))
+            WHERE revoke_time IS NOT NULL OR expire_time IS NOT NULL;
+        """,
+    ),
 ]
 
 

@@ -138,11 +138,12 @@ async def top_up_quietly(app: procrastinate.App, store: JobStore, tenant: str, w
 
 @dataclass(frozen=True)
 class Retention:
-    """How long what has ended is kept (WorkerSettings documents each), and where the keys are."""
+    """How long what has ended is kept (WorkerSettings holds and documents each value), and
+    where the keys are."""
 
-    dead_letter_texts_s: float = 3600.0
-    ended_jobs_s: float = 7 * 86_400.0
-    ended_keys_s: float = 30 * 86_400.0
+    dead_letter_texts_s: float
+    ended_jobs_s: float
+    ended_keys_s: float
     keys: KeyStore | None = None  # None: keys are not this reconciler's to purge
 
 
@@ -157,7 +158,7 @@ class Reconciler:
         stalled_after_s: float,
         orphan_after_s: float,
         abandon_upload_after_s: float,
-        retention: Retention = Retention(),
+        retention: Retention,
         window: int = 4,
     ) -> None:
         self._app = app
