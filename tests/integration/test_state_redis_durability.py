@@ -1,5 +1,6 @@
 """The embedded state Redis (rate-limit buckets, quota counters, request keys) keeps what it held
-through a crash; the embedding cache starts empty, as a cache may."""
+through a crash, in a directory only its user may enter; the embedding cache starts empty, as a
+cache may."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def test_the_state_redis_keeps_its_keys_through_kill_9_and_the_cache_does_not(tm
             stack.restart(name)
         state, cache = redis.Redis.from_url(stack.state_redis_url), redis.Redis.from_url(stack.redis_url)
         assert state.get("quota:tenant:bytes") == b"12345"
+        assert (tmp_path / "redis-state").stat().st_mode & 0o077 == 0  # its file: for this user alone
         assert cache.get("embedding:x") is None
     finally:
         stack.stop()

@@ -312,7 +312,9 @@ class EmbeddedStack:
         port = getattr(self.ports, attribute) or free_port()
         setattr(self.ports, attribute, port)
         redis_dir = self.data_dir / name
-        redis_dir.mkdir(exist_ok=True)
+        # Its append-only file holds tenants' quota counters and request keys: for this user alone.
+        redis_dir.mkdir(mode=0o700, exist_ok=True)
+        redis_dir.chmod(0o700)
         config = redis_dir / "redis.conf"  # the password in a file only this user reads, not on a command line
         config.touch(mode=0o600)
         config.chmod(0o600)
