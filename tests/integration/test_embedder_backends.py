@@ -104,9 +104,9 @@ def test_openvino_bf16_runs_where_the_cpu_has_bfloat16_and_keeps_sts_quality(
     has_bfloat16 = bool({"avx512_bf16", "amx_bf16"} & set(simd_flags()))
     if not has_bfloat16:
         with pytest.raises(RuntimeError, match="no bfloat16 units"):
-            OpenVinoEncoder(default_model_path(), cache_dir=str(onnx_cache), bfloat16=True)
+            OpenVinoEncoder(default_model_path(), cache_dir=str(onnx_cache), precision="bf16")
         return
-    encoder = OpenVinoEncoder(default_model_path(), cache_dir=str(onnx_cache), bfloat16=True)
+    encoder = OpenVinoEncoder(default_model_path(), cache_dir=str(onnx_cache), precision="bf16")
     assert encoder.info.numerics == "openvino-bfloat16"
     pairs = sts_pairs("dev")
     torch_score = sts_spearman(lambda texts: embed_all(torch_encoder, texts), pairs)
@@ -115,10 +115,33 @@ def test_openvino_bf16_runs_where_the_cpu_has_bfloat16_and_keeps_sts_quality(
     assert abs(score - torch_score) <= 0.005
 
 
+def test_openvino_static_int8_keeps_sts_quality_and_vectors_independent_of_batch_mates(
+    torch_encoder: TorchEncoder, onnx_cache: Path
+) -> None:
+    """The int8 scales come from the service's own calibration texts, so STS-b is out of sample."""
+    encoder = OpenVinoEncoder(default_model_path(), cache_dir=str(onnx_cache), precision="int8")
+    assert encoder.info.backend == "openvino-int8" and encoder.info.numerics.startswith("openvino-int8+")
+    pairs = sts_pairs("dev")
+    torch_vectors = embed_all(torch_encoder, [a for a, _, _ in pairs])
+    vectors = embed_all(encoder, [a for a, _, _ in pairs])
+    cosine = float((torch_vectors * vectors).sum(axis=1).mean())
+    torch_score = sts_spearman(lambda texts: embed_all(torch_encoder, texts), pairs)
+    score = sts_spearman(lambda texts: embed_all(encoder, texts), pairs)
+    print(f"STS-b dev Spearman: torch {torch_score:.4f}, openvino-int8 {score:.4f}; mean cosine {cosine:.4f}")
+    assert abs(score - torch_score) <= 0.005 and cosine >= 0.99
+    short = encoder.tokenize(["a short query about vaccines"], truncate=True)
+    long = encoder.tokenize(["a long passage about many other things " * 30], truncate=True)
+    alone, in_a_batch = encoder.encode(short)[0], encoder.encode(short + long)[0]
+    agreement = float(alone @ in_a_batch / (np.linalg.norm(alone) * np.linalg.norm(in_a_batch)))
+    assert agreement > 0.9999, agreement  # static scales: batch-mates do not change a text's vector
+
+
 def test_auto_measures_every_candidate_here_and_keeps_the_fastest(onnx_cache: Path) -> None:
     settings = EmbedderSettings(backend="auto", device="cpu", onnx_cache_dir=str(onnx_cache))
     encoder, selection = choose_encoder(settings)
-    assert [c.backend for c in selection.candidates] == ["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"]
+    assert [c.backend for c in selection.candidates] == [
+        "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8"
+    ]  # fmt: skip
     # openvino-bf16 needs bfloat16 units; every other candidate loads and passes on any x86 CPU.
     measured = [c for c in selection.candidates if c.backend != "openvino-bf16" or c.eligible]
     assert all(c.eligible and c.mean_cosine >= 0.99 and c.short_per_s > c.long_per_s > 0 for c in measured)

@@ -61,6 +61,7 @@ def fakes(**overrides: FakeEncoder | Exception) -> Loads:
         "onnx-int8": FakeEncoder("onnx-int8", 0.0004, 0.000005, noise=0.02),
         "openvino": FakeEncoder("openvino", 0.0007, 0.000007),
         "openvino-bf16": RuntimeError("this CPU has no bfloat16 units (AVX512_BF16 or AMX)"),
+        "openvino-int8": ModuleNotFoundError("No module named 'nncf'", name="nncf"),
     }
     encoders.update({name.replace("_", "-"): encoder for name, encoder in overrides.items()})
     return Loads(encoders)
@@ -84,7 +85,8 @@ def test_auto_on_a_cpu_takes_the_fastest_candidate_that_agrees_with_torch() -> N
     assert selection.backend == "onnx-int8" and encoder.info.backend == "onnx-int8"
     rates = {c.backend: c.short_per_s for c in selection.candidates}
     assert rates["onnx-int8"] > rates["onnx"] > rates["torch"] > 0
-    assert all(c.eligible and c.mean_cosine >= 0.99 for c in selection.candidates if c.backend != "openvino-bf16")
+    unavailable = {"openvino-bf16", "openvino-int8"}
+    assert all(c.eligible and c.mean_cosine >= 0.99 for c in selection.candidates if c.backend not in unavailable)
     no_bf16 = next(c for c in selection.candidates if c.backend == "openvino-bf16")
     assert no_bf16.rejected_because == "failed to load: this CPU has no bfloat16 units (AVX512_BF16 or AMX)"
     assert "AMD" in selection.cpu or "flags" in selection.cpu
@@ -110,6 +112,7 @@ def test_a_candidate_that_cannot_load_is_reported_and_skipped() -> None:
         "onnx-int8": "onnxruntime is not installed",
         "openvino": "openvino is not installed",
         "openvino-bf16": "failed to load: this CPU has no bfloat16 units (AVX512_BF16 or AMX)",
+        "openvino-int8": "nncf is not installed",
     }
 
 

@@ -39,14 +39,14 @@ def load_encoder(settings: EmbedderSettings, backend: str) -> EncoderBackend:
             settings.model_path, model_id=settings.model_id, device=settings.device, threads=settings.inference_threads
         )
     if backend.startswith("openvino"):
-        from meshsearch_embedder.openvino_backend import OpenVinoEncoder
+        from meshsearch_embedder.openvino_backend import OPENVINO_PRECISIONS, OpenVinoEncoder
 
         return OpenVinoEncoder(
             settings.model_path,
             cache_dir=settings.onnx_cache_dir,
             model_id=settings.model_id,
             threads=settings.inference_threads,
-            bfloat16=backend == "openvino-bf16",
+            precision=OPENVINO_PRECISIONS[backend],
         )
     from meshsearch_embedder.onnx_backend import OnnxEncoder
 

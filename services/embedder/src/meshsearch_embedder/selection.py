@@ -3,7 +3,7 @@
 A backend named explicitly is loaded as named. `auto`, the default:
 - on a CUDA device, torch in float16 (the only GPU backend; it is fastest there);
 - on a CPU, every candidate (torch float32, ONNX Runtime fused float32 and int8, OpenVINO
-  float32 and bfloat16; those whose library or CPU support is missing are skipped, with the
+  float32, bfloat16 and static int8; those whose library or CPU support is missing are skipped, with the
   reason) is loaded and must
   first agree with the torch reference on the calibration texts (mean cosine >= 0.99): that
   catches a build or kernel that misbehaves on this CPU. The recipes themselves passed the full
@@ -40,7 +40,7 @@ from meshsearch_embedder.cpu import cpu_description, cpu_model, simd_flags, usab
 
 log = logging.getLogger(__name__)
 
-CPU_CANDIDATES = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")
+CPU_CANDIDATES = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
 REFERENCE = "torch"
 MIN_MEAN_COSINE = 0.99
 SHORT_PER_LONG = 4  # the workload the choice is for: four short texts per long one

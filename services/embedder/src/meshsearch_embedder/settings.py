@@ -34,13 +34,13 @@ class EmbedderSettings(ServiceSettings):
     )
     model_id: str = Field("", description="Name reported for the model; empty derives it from the path.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
-    backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"] = Field(
+    backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8"] = Field(
         "auto",
-        description="auto: torch float16 on a GPU; on a CPU the fastest of torch, onnx, onnx-int8, openvino and "
-        "openvino-bf16 that agrees with torch (measured at the first start per model revision and CPU, then "
-        "cached). Or name one: torch (any device), onnx, onnx-int8, openvino or openvino-bf16 (CPU backends "
-        "built locally). Replicas on unlike CPUs may choose differently; name the backend where every replica "
-        "must produce the same numerics.",
+        description="auto: torch float16 on a GPU; on a CPU the fastest of torch, onnx, onnx-int8, openvino, "
+        "openvino-bf16 and openvino-int8 that agrees with torch (measured at the first start per model revision "
+        "and CPU, then cached). Or name one: torch (any device), onnx, onnx-int8, openvino, openvino-bf16 or "
+        "openvino-int8 (CPU backends built locally). Replicas on unlike CPUs may choose differently; name the "
+        "backend where every replica must produce the same numerics.",
     )
     onnx_cache_dir: str = Field(
         str(Path.home() / ".cache" / "meshsearch" / "onnx"),
