@@ -95,6 +95,40 @@ async def test_requests_arriving_while_the_model_is_busy_share_one_batch() -> No
     assert [len(batch) for batch in encoder.batches] == [1, 20]
 
 
+class SlowStreamsEncoder(RecordingEncoder):
+    """An engine with `streams` slots whose every batch takes 50 ms; records how many overlap."""
+
+    def __init__(self, streams: int) -> None:
+        super().__init__()
+        self.concurrent_batches = streams
+        self.inside = self.most_inside = 0
+        self.lock = threading.Lock()
+
+    def encode(self, batch: list[list[int]]) -> np.ndarray:
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(0.05)
+        with self.lock:
+            self.inside -= 1
+        return super().encode(batch)
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+async def test_the_batcher_keeps_as_many_batches_in_flight_as_the_engine_has_streams(streams: int) -> None:
+    encoder = SlowStreamsEncoder(streams)
+    batcher = make_batcher(encoder, max_batch_size=2)
+    await batcher.start()
+    try:
+        results = await asyncio.gather(*(embed(batcher, [f"text {i}"]) for i in range(12)))
+    finally:
+        await batcher.stop()
+    assert encoder.most_inside == streams
+    assert sorted(int(r[0][0]) for r in results) == [len(f"text {i}") for i in range(12)]
+    # Overlapping batches share the cores: each is credited the time it had to itself.
+    assert batcher.throughput.tokens_per_s > 0.8 * streams * 2 * 6 / 0.05
+
+
 async def test_batches_respect_the_size_and_padded_token_budget() -> None:
     encoder = RecordingEncoder()
     batcher = make_batcher(encoder, max_batch_size=4, max_batch_tokens=40)

@@ -47,6 +47,7 @@ def load_encoder(settings: EmbedderSettings, backend: str) -> EncoderBackend:
             model_id=settings.model_id,
             threads=settings.inference_threads,
             precision=OPENVINO_PRECISIONS[backend],
+            streams=settings.inference_streams,
         )
     from meshsearch_embedder.onnx_backend import OnnxEncoder
 
@@ -73,7 +74,8 @@ def choose_encoder(settings: EmbedderSettings) -> tuple[EncoderBackend, Selectio
         return select_backend(settings.backend, load, on_gpu=True)
     revision = content_revision(require_model_dir(settings.model_path))
     cache = SelectionCache(
-        Path(settings.onnx_cache_dir) / "selection", cache_key(revision, settings.inference_threads, CPU_CANDIDATES)
+        Path(settings.onnx_cache_dir) / "selection",
+        cache_key(revision, settings.inference_threads, CPU_CANDIDATES, settings.inference_streams),
     )
     return select_backend(settings.backend, load, on_gpu=False, cache=cache)
 

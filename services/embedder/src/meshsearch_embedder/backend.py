@@ -92,6 +92,9 @@ class EncoderBackend(abc.ABC):
     model, fill `info` and implement `encode`."""
 
     info: ModelInfo
+    # Batches the engine runs at once to advantage (OpenVINO's throughput streams); the batcher
+    # keeps that many in flight. Engines that spread one batch over every core keep 1.
+    concurrent_batches: int = 1
 
     def __init__(self, tokenizer, max_tokens: int) -> None:  # type: ignore[no-untyped-def]
         self._tokenizer = tokenizer

@@ -5,8 +5,9 @@ Guarantees:
   (rows x longest row), so a burst of long texts cannot exhaust memory;
 - the oldest waiting text always goes into the next batch (nothing starves); the rest of the
   batch is filled with the texts closest to it in length, so padding stays low;
-- a batch is dispatched as soon as the model is free: texts arriving while a batch runs wait
-  for it (that wait is what forms the next batch); there is no fixed timer;
+- a batch is dispatched as soon as the model has a free slot (one, or the engine's
+  `concurrent_batches`): texts arriving while every slot runs wait for one (that wait is what
+  forms the next batch); there is no fixed timer;
 - texts whose request was cancelled or whose deadline passed are dropped before inference;
 - admission knows time: each request is promised an answer within `admission_budget_share`
   of its remaining deadline (the rest is its caller's, to store what it gets). A request that
@@ -18,7 +19,8 @@ Guarantees:
   a waiting text that could no longer be done by its request's promise, were its batch to start
   now, is shed and the request refused with `Overloaded`, so callers see a refusal to retry,
   never a timeout.
-Tokenization runs on a thread pool and inference on one dedicated thread, never on the loop.
+Tokenization runs on a thread pool and inference on dedicated threads (one per slot), never on
+the loop.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from meshsearch_embedder.backend import EncoderBackend, Windows
 _INITIAL_TOKENS_PER_S = 5_000.0
 # How recently an interactive call must have arrived for background passes to be cut small.
 INTERACTIVE_TRAFFIC_WINDOW_S = 5.0
+# Requests with at most this many characters are tokenized on the event loop (see tokenize).
+INLINE_TOKENIZE_CHARS = 1024
 # Weight kept by past batches at each new measurement of throughput.
 _THROUGHPUT_DECAY = 0.9
 
@@ -144,8 +148,10 @@ class Batcher:
         self._tokens_in_flight = 0
         self._wakeup = asyncio.Event()
         self._tokenizer_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tokenize")
-        self._inference_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._slots = max(1, encoder.concurrent_batches)
+        self._inference_pool = ThreadPoolExecutor(max_workers=self._slots, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._batch_seq = 0
         self.throughput = Throughput()
         self._batch_seconds = 0.0  # recent forward-pass time, to tell if a waiting text can still make it
@@ -157,6 +163,9 @@ class Batcher:
         if self._worker:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
         for item in self._pending:
             if not item.future.done():
                 item.future.cancel()
@@ -165,6 +174,10 @@ class Batcher:
         self._inference_pool.shutdown(wait=True)
 
     async def tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
+        """Token ids, on the loop for a few short texts (tens of microseconds: less than a
+        thread hop costs an interactive query), on the tokenizer threads for anything larger."""
+        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+            return self._encoder.tokenize(texts, truncate)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_pool, self._encoder.tokenize, texts, truncate)
 
@@ -250,33 +263,45 @@ class Batcher:
         )
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self._slots)
         while True:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            await slots.acquire()  # the batch is formed when a slot frees, from what waits then
             batch = self._take_batch()
             if not batch:
+                slots.release()
                 continue
-            started = time.perf_counter()
-            for item in batch:
-                metrics.QUEUE_SECONDS.observe(started - item.enqueued_at)
-            try:
-                vectors = await loop.run_in_executor(
-                    self._inference_pool, self._encoder.encode, [item.token_ids for item in batch]
-                )
-            except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller
-                self._finish(batch)
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            elapsed = time.perf_counter() - started
-            self._observe(batch, elapsed)
+            task = asyncio.create_task(self._infer(batch, len(self._running) + 1))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _infer(self, batch: list[_Item], concurrent: int) -> None:
+        """Run one batch on an inference thread and hand each caller its row."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        for item in batch:
+            metrics.QUEUE_SECONDS.observe(started - item.enqueued_at)
+        try:
+            vectors = await loop.run_in_executor(
+                self._inference_pool, self._encoder.encode, [item.token_ids for item in batch]
+            )
+        except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller
             self._finish(batch)
-            for row, item in enumerate(batch):
+            for item in batch:
                 if not item.future.done():
-                    item.future.set_result(vectors[row])
+                    item.future.set_exception(exc)
+            return
+        elapsed = time.perf_counter() - started
+        # Batches that overlapped shared the cores: the model's rate is the tokens over the time
+        # each had to itself (by the most batches running at its start or its end).
+        self._observe(batch, elapsed, elapsed / max(concurrent, len(self._running)))
+        self._finish(batch)
+        for row, item in enumerate(batch):
+            if not item.future.done():
+                item.future.set_result(vectors[row])
 
     def _take_batch(self) -> list[_Item]:
         """Remove and return the next batch: the oldest item plus its nearest neighbours in length."""
@@ -351,7 +376,7 @@ class Batcher:
         self._tokens_in_flight -= sum(len(item.token_ids) for item in batch)
         metrics.BACKLOG_SECONDS.set(self.backlog_seconds())
 
-    def _observe(self, batch: list[_Item], elapsed: float) -> None:
+    def _observe(self, batch: list[_Item], elapsed: float, exclusive: float) -> None:
         self._batch_seq += 1
         real = sum(len(item.token_ids) for item in batch)
         padded = len(batch) * max(len(item.token_ids) for item in batch)
@@ -359,7 +384,7 @@ class Batcher:
             if self._batch_seq not in item.request.batches:
                 item.request.batches.add(self._batch_seq)
                 item.request.inference_s += elapsed
-        self.throughput.observe(real, elapsed)
+        self.throughput.observe(real, exclusive)
         self._batch_seconds = elapsed if self._batch_seq == 1 else 0.8 * self._batch_seconds + 0.2 * elapsed
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.BATCH_TOKENS.observe(padded)

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +53,7 @@ class OpenVinoEncoder(ExportedModelEncoder):
         model_id: str = "",
         threads: int = 0,
         precision: Precision = "f32",
+        streams: int = 1,
     ) -> None:
         import openvino
 
@@ -65,17 +67,21 @@ class OpenVinoEncoder(ExportedModelEncoder):
         if precision == "int8":
             model = str(self._quantized(exported, Path(cache_dir) / self._revision / INT8_BUILD))
         float_precision = "bf16" if precision == "bf16" or (precision == "int8" and has_bf16) else "f32"
+        # One stream runs one batch on every thread (latency mode); several streams split the
+        # threads between them and run that many batches at once (throughput mode), which the
+        # batcher feeds through `concurrent_batches`.
+        self.concurrent_batches = max(1, streams)
         self._model = core.compile_model(
             model,
             "CPU",
             {
-                # One inference at a time on the batcher's thread: latency mode, one stream.
-                "PERFORMANCE_HINT": "LATENCY",
-                "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY" if self.concurrent_batches == 1 else "THROUGHPUT",
+                "NUM_STREAMS": self.concurrent_batches,
                 "INFERENCE_NUM_THREADS": inference_threads(threads),
                 "INFERENCE_PRECISION_HINT": float_precision,
             },
         )
+        self._requests = threading.local()  # an infer request per inference thread
         self._input_names = {port.get_any_name() for port in self._model.inputs}
         names = {"f32": ("float32", "openvino"), "bf16": ("bfloat16", "openvino-bf16")}
         dtype, backend = names.get(precision, (f"int8+{'bfloat16' if has_bf16 else 'float32'}", "openvino-int8"))
@@ -127,5 +133,11 @@ class OpenVinoEncoder(ExportedModelEncoder):
         openvino.save_model(quantized, str(target))  # and its weights beside it, model.bin
 
     def _hidden_states(self, feeds: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
-        hidden: npt.NDArray[np.float32] = self._model(feeds)[0]
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._model.create_infer_request()
+        request.infer(feeds)
+        # A view of the request's own output buffer, no copy: this thread pools it (encode)
+        # before it runs this request again.
+        hidden: npt.NDArray[np.float32] = request.get_output_tensor(0).data
         return hidden

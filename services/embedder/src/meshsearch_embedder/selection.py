@@ -102,7 +102,7 @@ class SelectionCache:
         os.replace(partial, self._path)
 
 
-def cache_key(revision: str, threads: int, candidates: Sequence[str]) -> str:
+def cache_key(revision: str, threads: int, candidates: Sequence[str], streams: int = 1) -> str:
     """What makes a measured choice valid: change any of it and the choice is measured again."""
 
     def version(package: str) -> str:
@@ -117,6 +117,7 @@ def cache_key(revision: str, threads: int, candidates: Sequence[str]) -> str:
         "flags": simd_flags(),
         "cores": usable_cpus(),
         "threads": threads,
+        "streams": streams,
         "candidates": list(candidates),
         "torch": version("torch"),
         "onnxruntime": version("onnxruntime"),

@@ -71,6 +71,13 @@ class EmbedderSettings(ServiceSettings):
     max_texts_per_request: int = Field(512, ge=1)
     max_text_bytes: int = Field(65_536, ge=1, description="Largest single text, in UTF-8 bytes.")
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1, description="Largest serialized request.")
+    inference_streams: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="OpenVINO backends: batches run at once, the inference threads split between them "
+        "(throughput mode) when above 1; 1 runs each batch on every thread (latency mode).",
+    )
     inference_threads: int = Field(
         0,
         ge=0,
