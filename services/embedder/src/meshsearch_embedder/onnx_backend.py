@@ -104,14 +104,19 @@ def export_onnx(model_path: Path, target: Path) -> None:
         )
 
 
-def _atomic_build(target: Path, build) -> None:  # type: ignore[no-untyped-def]
-    """Build into a temporary file beside `target`, then rename: replicas sharing a cache
-    directory never see a half-written model."""
+def atomic_build(target: Path, build) -> None:  # type: ignore[no-untyped-def]
+    """Build into a temporary path beside `target`, then rename: replicas sharing a cache
+    directory never see a half-written model. `target` may be a file or a directory (an
+    OpenVINO IR is two files); a directory another replica renamed into place first is kept."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         partial = Path(scratch) / target.name
         build(partial)
-        os.replace(partial, target)
+        try:
+            os.replace(partial, target)
+        except OSError:
+            if not (partial.is_dir() and target.is_dir()):
+                raise
 
 
 def fuse_onnx(exported: Path, target: Path, config: dict) -> None:  # type: ignore[type-arg]
@@ -153,7 +158,7 @@ def exported_onnx_model(model_path: Path, cache_dir: Path, revision: str) -> Pat
     exported = cache_dir / revision / BUILD / "exported.onnx"
     if not exported.exists():
         log.info("exporting model to ONNX", extra={"target": str(exported)})
-        _atomic_build(exported, lambda partial: export_onnx(model_path, partial))
+        atomic_build(exported, lambda partial: export_onnx(model_path, partial))
     return exported
 
 
@@ -164,12 +169,12 @@ def build_onnx_model(model_path: Path, cache_dir: Path, revision: str, quantize:
     if not fp32.exists():
         exported = exported_onnx_model(model_path, cache_dir, revision)
         config = read_json(model_path / "config.json")
-        _atomic_build(fp32, lambda partial: fuse_onnx(exported, partial, config))
+        atomic_build(fp32, lambda partial: fuse_onnx(exported, partial, config))
     if not quantize:
         return fp32
     if not int8.exists():
         log.info("quantizing ONNX model to int8", extra={"target": str(int8)})
-        _atomic_build(int8, lambda partial: quantize_onnx(fp32, partial))
+        atomic_build(int8, lambda partial: quantize_onnx(fp32, partial))
     return int8
 
 

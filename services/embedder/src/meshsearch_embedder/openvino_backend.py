@@ -21,9 +21,6 @@ and docs/benchmarks.md records them per CPU with the commands.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Literal
@@ -33,7 +30,7 @@ import numpy.typing as npt
 
 from meshsearch_embedder.calibration import quantization_texts
 from meshsearch_embedder.cpu import inference_threads
-from meshsearch_embedder.onnx_backend import ExportedModelEncoder, exported_onnx_model
+from meshsearch_embedder.onnx_backend import ExportedModelEncoder, atomic_build, exported_onnx_model
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +90,15 @@ class OpenVinoEncoder(ExportedModelEncoder):
         )
 
     def _quantized(self, exported: Path, directory: Path) -> Path:
-        """The int8 model of this revision, quantized from `exported` once, then cached. Built in
-        a scratch directory renamed into place (an IR is two files): replicas sharing the cache
-        never see half of one, and of two that build at once, the first rename wins."""
+        """The int8 model of this revision, quantized from `exported` once, then cached (built
+        whole and renamed into place, as every cached model is: `atomic_build`)."""
         model = directory / "model.xml"
         if not model.exists():
             log.info("quantizing model to int8 with NNCF", extra={"target": str(directory)})
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(dir=directory.parent))
-            try:
-                self._quantize(exported, scratch / "model.xml")
-                os.rename(scratch, directory)
-            except OSError:
-                if not model.exists():
-                    raise
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+            atomic_build(directory, lambda partial: self._quantize(exported, partial))
         return model
 
-    def _quantize(self, exported: Path, target: Path) -> None:
+    def _quantize(self, exported: Path, directory: Path) -> None:
         import nncf
         import openvino
 
@@ -130,7 +117,8 @@ class OpenVinoEncoder(ExportedModelEncoder):
             preset=nncf.QuantizationPreset.MIXED,
             subset_size=len(samples),
         )
-        openvino.save_model(quantized, str(target))  # and its weights beside it, model.bin
+        directory.mkdir()
+        openvino.save_model(quantized, str(directory / "model.xml"))  # and its weights, model.bin
 
     def _hidden_states(self, feeds: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
         request = getattr(self._requests, "request", None)
