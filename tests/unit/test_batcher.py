@@ -36,7 +36,14 @@ class RecordingEncoder(EncoderBackend):
 
 
 def make_batcher(encoder: RecordingEncoder, **limits: Any) -> Batcher:
-    options = {"max_batch_size": 64, "max_batch_tokens": 10_000, "max_tokens_in_flight": 100_000} | limits
+    """A batcher that sends every batch to the inference threads (these tests hold the model
+    mid-batch, which on the event loop would hold the test too), unless `limits` say otherwise."""
+    options = {
+        "max_batch_size": 64,
+        "max_batch_tokens": 10_000,
+        "max_tokens_in_flight": 100_000,
+        "inline_infer_tokens": 0,
+    } | limits
     return Batcher(encoder, **options)
 
 
@@ -93,6 +100,50 @@ async def test_requests_arriving_while_the_model_is_busy_share_one_batch() -> No
     finally:
         await batcher.stop()
     assert [len(batch) for batch in encoder.batches] == [1, 20]
+
+
+class ThreadRecordingEncoder(RecordingEncoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def encode(self, batch: list[list[int]]) -> np.ndarray:
+        self.threads.append(threading.current_thread().name)
+        return super().encode(batch)
+
+
+async def test_a_short_request_to_an_idle_model_is_inferred_on_the_loop_without_thread_hops() -> None:
+    encoder = ThreadRecordingEncoder()
+    batcher = make_batcher(encoder, inline_infer_tokens=8)
+    await batcher.start()
+    try:
+        short = await embed(batcher, ["query"])
+        longer = await embed(batcher, ["a longer text"])
+    finally:
+        await batcher.stop()
+    assert short.tolist() == [[5, ord("q")]] and longer.tolist() == [[13, ord("a")]]
+    assert encoder.threads[0] == threading.current_thread().name
+    assert encoder.threads[1].startswith("inference")
+    assert batcher._tokens_in_flight == 0 and batcher.throughput.measured
+
+
+async def test_a_short_request_arriving_while_a_batch_runs_waits_to_be_batched_not_inlined() -> None:
+    encoder = ThreadRecordingEncoder()
+    batcher = make_batcher(encoder, inline_infer_tokens=8)
+    await batcher.start()
+    try:
+        encoder.gate.clear()
+        encoder.entered.clear()
+        running = asyncio.create_task(embed(batcher, ["a longer text"]))
+        assert await asyncio.to_thread(encoder.entered.wait, 5)
+        waiting = [asyncio.create_task(embed(batcher, [f"q{i}"])) for i in range(3)]
+        await queue_settled(batcher)
+        encoder.gate.set()
+        await asyncio.gather(running, *waiting)
+    finally:
+        await batcher.stop()
+    assert all(name.startswith("inference") for name in encoder.threads)
+    assert [len(batch) for batch in encoder.batches] == [1, 3]
 
 
 class SlowStreamsEncoder(RecordingEncoder):
@@ -271,9 +322,7 @@ def test_tiny_batches_do_not_drag_down_the_throughput_estimate() -> None:
 
 async def test_a_request_whose_promise_can_no_longer_be_kept_is_refused_not_left_to_time_out() -> None:
     encoder = RecordingEncoder()
-    batcher = Batcher(
-        encoder, max_batch_size=64, max_batch_tokens=10_000, max_tokens_in_flight=100_000, admission_budget_share=0.8
-    )
+    batcher = make_batcher(encoder, admission_budget_share=0.8)
     batcher.throughput.observe(tokens=1_000_000, seconds=1.0)  # an estimate far too optimistic
     await batcher.start()
     try:

@@ -19,8 +19,10 @@ Guarantees:
   a waiting text that could no longer be done by its request's promise, were its batch to start
   now, is shed and the request refused with `Overloaded`, so callers see a refusal to retry,
   never a timeout.
-Tokenization runs on a thread pool and inference on dedicated threads (one per slot), never on
-the loop.
+Tokenization and inference run on threads (one inference thread per slot), except for the
+smallest requests when the model is idle: a short query is tokenized and inferred on the event
+loop itself, since the hand-offs to threads and back would cost more than the work (an idle
+single-text call is the latency a search user sees).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ _INITIAL_TOKENS_PER_S = 5_000.0
 INTERACTIVE_TRAFFIC_WINDOW_S = 5.0
 # Requests with at most this many characters are tokenized on the event loop (see tokenize).
 INLINE_TOKENIZE_CHARS = 1024
+# A request of at most this many tokens that finds the model idle is inferred on the event loop
+# (see embed): about a millisecond of compute, less than the thread hand-offs it saves.
+INLINE_INFER_TOKENS = 64
 # Weight kept by past batches at each new measurement of throughput.
 _THROUGHPUT_DECAY = 0.9
 
@@ -132,8 +137,10 @@ class Batcher:
         min_padding_efficiency: float = 0.0,
         admission_budget_share: float = 1.0,
         background_batch_tokens: int | None = None,
+        inline_infer_tokens: int = INLINE_INFER_TOKENS,
     ) -> None:
         self._encoder = encoder
+        self._inline_infer_tokens = inline_infer_tokens
         self._admission_budget_share = admission_budget_share
         self._min_padding_efficiency = min_padding_efficiency
         self._max_batch_size = max_batch_size
@@ -236,12 +243,18 @@ class Batcher:
         now = time.perf_counter()
         items = [_Item(ids, request, loop.create_future(), now) for ids in token_ids]
         self._tokens_in_flight += sum(len(item.token_ids) for item in items)
-        self._pending.extend(items)
-        metrics.QUEUE_SIZE.set(len(self._pending))
-        metrics.BACKLOG_SECONDS.set(self.backlog_seconds())
-        self._wakeup.set()
+        if self._idle() and sum(map(len, token_ids)) <= self._inline_infer_tokens:
+            self._infer_inline(items)
+        else:
+            self._pending.extend(items)
+            metrics.QUEUE_SIZE.set(len(self._pending))
+            metrics.BACKLOG_SECONDS.set(self.backlog_seconds())
+            self._wakeup.set()
         try:
-            rows = await asyncio.gather(*(item.future for item in items))
+            if all(item.future.done() for item in items):  # inferred inline: no loop turn to wait
+                rows = [item.future.result() for item in items]
+            else:
+                rows = await asyncio.gather(*(item.future for item in items))
         except BaseException:
             # Cancelled by the caller, or one text was shed: the rest are not worth computing.
             # The batcher drops items whose future is done.
@@ -278,6 +291,22 @@ class Batcher:
             task.add_done_callback(self._running.discard)
             task.add_done_callback(lambda _: slots.release())
 
+    def _idle(self) -> bool:
+        """Nothing waits and no batch runs: the model is free for this request alone."""
+        return not self._pending and not self._running
+
+    def _infer_inline(self, batch: list[_Item]) -> None:
+        """Run a small batch on the event loop thread (see INLINE_INFER_TOKENS): the loop is
+        blocked for one short forward pass, which no other batch could have used anyway."""
+        started = time.perf_counter()
+        metrics.QUEUE_SECONDS.observe(0.0)
+        try:
+            vectors = self._encoder.encode([item.token_ids for item in batch])
+        except Exception as exc:  # noqa: BLE001 - delivered to the waiting caller
+            self._fail(batch, exc)
+            return
+        self._deliver(batch, vectors, time.perf_counter() - started, concurrent=1)
+
     async def _infer(self, batch: list[_Item], concurrent: int) -> None:
         """Run one batch on an inference thread and hand each caller its row."""
         loop = asyncio.get_running_loop()
@@ -289,15 +318,21 @@ class Batcher:
                 self._inference_pool, self._encoder.encode, [item.token_ids for item in batch]
             )
         except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller
-            self._finish(batch)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            self._fail(batch, exc)
             return
-        elapsed = time.perf_counter() - started
-        # Batches that overlapped shared the cores: the model's rate is the tokens over the time
-        # each had to itself (by the most batches running at its start or its end).
-        self._observe(batch, elapsed, elapsed / max(concurrent, len(self._running)))
+        self._deliver(batch, vectors, time.perf_counter() - started, max(concurrent, len(self._running)))
+
+    def _fail(self, batch: list[_Item], exc: Exception) -> None:
+        self._finish(batch)
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    def _deliver(self, batch: list[_Item], vectors: npt.NDArray[np.float32], elapsed: float, concurrent: int) -> None:
+        """Account for a finished batch and hand each caller its row. Batches that overlapped
+        shared the cores: the model's rate is the tokens over the time each had to itself (by
+        the most batches running at its start or its end)."""
+        self._observe(batch, elapsed, elapsed / concurrent)
         self._finish(batch)
         for row, item in enumerate(batch):
             if not item.future.done():
