@@ -103,6 +103,7 @@ bench: setup
 	$(PY) bench/ingest/jobs.py
 	$(PY) bench/quality/run.py
 	$(PY) bench/e2e/run.py
+	$(PY) bench/sharding/probe.py
 	$(PY) bench/server/run.py
 	$(PY) bench/auth/run.py
 
