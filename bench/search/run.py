@@ -37,6 +37,7 @@ import numpy as np
 import psycopg
 from google.protobuf import struct_pb2
 from pgvector.psycopg import register_vector
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from meshsearch.search.v1 import search_pb2 as pb  # noqa: E402
@@ -44,6 +45,7 @@ from meshsearch.search.v1 import search_pb2_grpc  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports, free_port  # noqa: E402
 from meshsearch_harness.datasets import embedding_like_vectors  # noqa: E402
 from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
+from meshsearch_harness.neighbours import exact_top10, queries_near, recall  # noqa: E402
 
 BATCH = 1000
 INDEX_BUILD_MEMORY = os.environ.get("MESHSEARCH_SEARCH_INDEX_BUILD_MEMORY", "1GB")  # the service reads it too
@@ -51,17 +53,6 @@ INDEX_BUILD_MEMORY = os.environ.get("MESHSEARCH_SEARCH_INDEX_BUILD_MEMORY", "1GB
 
 def metadata(i: int) -> dict[str, int]:
     return {"b10": i % 10, "b100": i % 100}
-
-
-def exact_top10(data: np.ndarray, queries: np.ndarray, mask: np.ndarray | None = None) -> list[set[int]]:
-    scores = queries @ data.T
-    if mask is not None:
-        scores[:, ~mask] = -np.inf
-    return [set(np.argpartition(-row, 10)[:10].tolist()) for row in scores]
-
-
-def recall(found: list[list[int]], truth: list[set[int]]) -> float:
-    return float(np.mean([len(set(f) & t) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
 def quiesce(url: str) -> None:
@@ -275,18 +266,17 @@ def main() -> None:
     parser.add_argument("--load-rounds", type=int, default=3, help="load measurements (each builds HNSW indexes)")
     args = parser.parse_args()
     data = embedding_like_vectors(args.count, args.dimension, args.clusters, seed=1)
-    rng = np.random.default_rng(2)
-    # Queries near stored points (as real queries land near real documents), not stored points themselves.
-    noise = rng.standard_normal((args.queries, args.dimension)).astype(np.float32)
-    queries = data[rng.integers(args.count, size=args.queries)] + 0.05 * noise
-    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    queries = queries_near(data, args.queries)
     print(f"CPU: {cpu_description()}")
     print(f"{args.count} x {args.dimension} embedding-like unit vectors, {args.queries} queries, one client")
 
     with tempfile.TemporaryDirectory() as workdir:
         stack = EmbeddedStack(Path(workdir), Ports.ephemeral())
         with stack.running(services=("search",)):
-            url = stack.database_url
+            # The raw table lives beside the service's, in its database (pgvector installed there),
+            # written by the server's administrator.
+            search_database = conninfo_to_dict(stack.databases.search_url)["dbname"] if stack.databases else None
+            url = make_conninfo(stack.database_url, dbname=search_database) if search_database else stack.database_url
             options = [("grpc.max_send_message_length", 64 << 20)]
             with stack.sync_channel("search", options=options) as channel:
                 stub = search_pb2_grpc.VectorStoreServiceStub(channel)

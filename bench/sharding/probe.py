@@ -39,6 +39,7 @@ from pgvector.psycopg import register_vector
 
 from meshsearch_harness.datasets import embedding_like_vectors
 from meshsearch_harness.figures import cpu_description, percentile
+from meshsearch_harness.neighbours import exact_top10, queries_near, recall
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
@@ -186,11 +187,6 @@ def per_shard_top_k(shards: int, k: int, concurrent: bool) -> str:
     return f"SELECT id FROM ({parts}) AS candidates ORDER BY {order} LIMIT {k}"
 
 
-def exact_top10(data: np.ndarray, queries: np.ndarray) -> list[set[int]]:
-    scores = queries @ data.T
-    return [set(np.argpartition(-row, 10)[:10].tolist()) for row in scores]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
@@ -201,10 +197,7 @@ def main() -> None:
     parser.add_argument("--shard-build-workers", type=int, default=0, help="parallel build workers per shard")
     args = parser.parse_args()
     data = embedding_like_vectors(args.count, args.dimension, 200, seed=1)
-    rng = np.random.default_rng(2)
-    noise = rng.standard_normal((args.queries, args.dimension)).astype(np.float32)
-    queries = data[rng.integers(args.count, size=args.queries)] + 0.05 * noise
-    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    queries = queries_near(data, args.queries)
     truth = exact_top10(data, queries)
     print(f"CPU: {cpu_description()}")
     print(f"{args.count} x {args.dimension} vectors, {args.shards} shards, {args.queries} queries, one client")
@@ -281,7 +274,7 @@ def main() -> None:
                         latency[key].append((time.perf_counter() - started) * 1000)
                         found[key].append([int(row[0][1:]) for row in rows])
                 for key in found:
-                    hits = np.mean([len(set(f) & t) / 10 for f, t in zip(found[key], truth, strict=True)])
+                    hits = recall(found[key], truth)
                     p50, p99 = percentile(latency[key], 50), percentile(latency[key], 99)
                     ratio = p99 / percentile(latency["single"], 99)
                     print(
