@@ -36,14 +36,7 @@ class RecordingEncoder(EncoderBackend):
 
 
 def make_batcher(encoder: RecordingEncoder, **limits: Any) -> Batcher:
-    """A batcher that sends every batch to the inference threads (these tests hold the model
-    mid-batch, which on the event loop would hold the test too), unless `limits` say otherwise."""
-    options = {
-        "max_batch_size": 64,
-        "max_batch_tokens": 10_000,
-        "max_tokens_in_flight": 100_000,
-        "inline_infer_tokens": 0,
-    } | limits
+    options = {"max_batch_size": 64, "max_batch_tokens": 10_000, "max_tokens_in_flight": 100_000} | limits
     return Batcher(encoder, **options)
 
 
@@ -144,6 +137,20 @@ async def test_a_short_request_arriving_while_a_batch_runs_waits_to_be_batched_n
         await batcher.stop()
     assert all(name.startswith("inference") for name in encoder.threads)
     assert [len(batch) for batch in encoder.batches] == [1, 3]
+
+
+async def test_calls_arriving_in_the_turn_of_an_inline_pass_are_batched_not_run_one_by_one() -> None:
+    encoder = ThreadRecordingEncoder()
+    batcher = make_batcher(encoder, inline_infer_tokens=8)
+    await batcher.start()
+    try:
+        results = await asyncio.gather(*(embed(batcher, [f"q{i}"]) for i in range(4)))
+    finally:
+        await batcher.stop()
+    assert [r.tolist() for r in results] == [[[2, ord("q")]]] * 4
+    assert encoder.threads[0] == threading.current_thread().name
+    assert [len(batch) for batch in encoder.batches] == [1, 3]
+    assert all(name.startswith("inference") for name in encoder.threads[1:])
 
 
 class SlowStreamsEncoder(RecordingEncoder):

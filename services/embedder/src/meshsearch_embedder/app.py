@@ -117,6 +117,7 @@ class EmbedderApp:
             max_tokens_in_flight=settings.max_tokens_in_flight,
             min_padding_efficiency=settings.min_padding_efficiency,
             admission_budget_share=settings.admission_budget_share,
+            inline_infer_tokens=settings.inline_infer_tokens,
         )
         await self._batcher.start()
         service = EmbeddingService(

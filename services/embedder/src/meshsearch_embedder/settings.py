@@ -58,6 +58,13 @@ class EmbedderSettings(ServiceSettings):
     min_padding_efficiency: float = Field(
         0.8, ge=0, le=1, description="A text joins a batch only if real/padded tokens stays at least this."
     )
+    inline_infer_tokens: int = Field(
+        0,
+        ge=0,
+        description="A request of at most this many tokens that finds the model idle is inferred on the "
+        "event loop, without the hand-offs to an inference thread (0: never). 64 cut the idle single-text "
+        "p50 from 1.92 to 1.48 ms but cost about 15% of the throughput of many callers of short queries.",
+    )
     max_tokens_in_flight: int = Field(
         262_144, ge=1, description="Admission bound; past it calls get RESOURCE_EXHAUSTED."
     )
