@@ -39,6 +39,7 @@ class CollectionSpec:
     hnsw_ef_construction: int = 0
     chunking: Chunking | None = None
     mixed_numerics: bool = False
+    shards: int = 0  # PostgreSQL servers the documents are spread over (0: the search service's own)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class CollectionInfo:
     hnsw_ef_construction: int = 0
     chunking: Chunking = field(default_factory=Chunking)
     mixed_numerics: bool = False
+    shards: int = 0
 
 
 @dataclass(frozen=True)

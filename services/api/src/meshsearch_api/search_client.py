@@ -77,6 +77,7 @@ class SearchClient:
             chunk_overlap_tokens=chunking.overlap_tokens,
             chunk_truncate=chunking.truncate,
             mixed_numerics=spec.mixed_numerics,
+            shards=spec.shards,
         )
         response = await self._call(
             self._stub.CreateCollection, spb.CreateCollectionRequest(collection=collection), spec.name

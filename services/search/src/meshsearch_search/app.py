@@ -25,6 +25,7 @@ from meshsearch_search.points import PointLimits, PointStore
 from meshsearch_search.retrieval import Retriever
 from meshsearch_search.schema import migrate
 from meshsearch_search.settings import SearchSettings
+from meshsearch_search.shards import Shard, Shards, shard_role, where_of
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class SearchApp:
         write_pool = await self._open_pool(settings.database_url, "write", autocommit=False)
         read_pool = await self._open_pool(settings.read_database_url or settings.database_url, "read", autocommit=True)
         db = Database(write_pool, read_pool, connect_timeout_s=settings.pool_timeout_s)
-        collections = CollectionStore(db, settings.max_dimension)
+        shards = await self._open_shards(write_pool)
+        collections = CollectionStore(db, settings.max_dimension, shards)
         points = PointStore(db, collections, PointLimits.from_settings(settings))
         keeper = IndexKeeper(db, collections, settings.index_build_memory, settings.index_build_workers)
         bulk = BulkLoader(db, collections, points, keeper, BulkSettings.from_settings(settings))
@@ -97,6 +99,30 @@ class SearchApp:
         sweeper = asyncio.create_task(keeper.keep(settings.index_sweep_interval_s), name="index-sweep")
         self._background.add(sweeper)
         sweeper.add_done_callback(self._background.discard)
+
+    async def _open_shards(self, coordinator: psycopg_pool.AsyncConnectionPool) -> Shards:
+        """The shard servers of MESHSEARCH_SEARCH_SHARD_URLS: each brought to this schema, with a
+        pool for the writes routed to it, and declared to the coordinator as a foreign server."""
+        settings = self.settings
+        urls = [url.strip() for url in settings.shard_urls.split(",") if url.strip()]
+        opened = []
+        for index, url in enumerate(urls):
+            version = await _migrate_when_reachable(url, settings.startup_timeout_s)
+            log.info("shard ready", extra={"shard": index, "at": where_of(url), "schema_version": version})
+            pool = await self._open_pool(url, f"shard-{index}", autocommit=False)
+            role = shard_role(index, url)
+            opened.append(Shard(index, url, Database(pool, pool, connect_timeout_s=settings.pool_timeout_s, role=role)))
+        shards = Shards(opened)
+        if opened:
+            async with coordinator.connection() as conn:
+                await conn.set_autocommit(True)
+                try:
+                    await shards.declare(
+                        conn, settings.shard_connect_timeout_s, settings.default_ef_search, settings.max_scan_tuples
+                    )
+                finally:
+                    await conn.set_autocommit(False)
+        return shards
 
     async def stop(self) -> None:
         for task in self._background:

@@ -22,7 +22,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from meshsearch_common.errors import InvalidArgument
+from meshsearch_common.errors import FailedPrecondition, InvalidArgument
 from meshsearch_search.collections import CollectionStore
 from meshsearch_search.copy_format import pack_vectors, use_json_text, use_packed_vectors
 from meshsearch_search.db import Database
@@ -122,6 +122,13 @@ class BulkLoader:
     async def load(self, name: str, batches: AsyncIterator[PointBatch], model: ModelIdentity | None) -> BulkResult:
         collection = await self._collections.get(name, count=True)
         check_model(collection, model, writing=True)
+        if collection.sharded:
+            # One transaction on one server is what makes a bulk load all or nothing.
+            raise FailedPrecondition(
+                f"collection '{name}' is sharded: load it with Upsert batches (each routed to its shards, "
+                "exactly once with receipts), not BulkUpsert",
+                reason="SHARDED_COLLECTION",
+            )
         lease_s = min(max(self._settings.max_statement_s, MIN_LEASE_S), MAX_LEASE_S)
         initial = collection.point_count == 0 and await self._keeper.defer(name, lease_s) is not None
         try:

@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 
 from meshsearch_common import names
 from meshsearch_common.errors import AlreadyExists, InvalidArgument, NotFound
-from meshsearch_search import keyword
+from meshsearch_search import keyword, shards
 from meshsearch_search.db import Database
 from meshsearch_search.domain import (
     HNSW_INDEX_SUFFIX,
@@ -32,6 +32,7 @@ from meshsearch_search.domain import (
     ModelIdentity,
     Storage,
 )
+from meshsearch_search.shards import Shards
 
 # pgvector distance operator and operator-class suffix per metric.
 METRIC_OPERATORS: dict[Metric, tuple[str, str]] = {
@@ -89,6 +90,7 @@ def collection_from_row(row: dict) -> Collection:  # type: ignore[type-arg]
             chunk_tokens=row.get("chunk_tokens", 0),
             chunk_overlap_tokens=row.get("chunk_overlap_tokens", 0),
             chunk_truncate=row.get("chunk_truncate", False),
+            shards=row.get("shards", 0),
         ),
         create_time=row["create_time"],
         point_count=row.get("point_count", 0) or 0,
@@ -97,10 +99,11 @@ def collection_from_row(row: dict) -> Collection:  # type: ignore[type-arg]
     )
 
 
-# The HNSW index is ready when it exists and is valid (not mid-build or left invalid by a crash).
+# The HNSW index is ready when it exists and is valid (not mid-build or left invalid by a crash);
+# a sharded collection's are on its shards, built with their tables.
 _SELECT = f"""
     SELECT c.*,
-           EXISTS (SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+           c.shards > 1 OR EXISTS (SELECT 1 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
                     WHERE x.relname = '{POINTS_TABLE_PREFIX}' || c.id || '{HNSW_INDEX_SUFFIX}'
                       AND i.indisvalid) AS index_ready,
            coalesce(c.index_deferred_until > now(), false) AS index_deferred
@@ -152,9 +155,10 @@ async def _count_documents(conn: psycopg.AsyncConnection, collection: Collection
 
 
 class CollectionStore:
-    def __init__(self, db: Database, max_dimension: int) -> None:
+    def __init__(self, db: Database, max_dimension: int, shards: Shards | None = None) -> None:
         self._db = db
         self._max_dimension = max_dimension
+        self.shards = shards or Shards([])
         self._cache: dict[str, tuple[float, Collection]] = {}
 
     def _validate(self, spec: CollectionSpec) -> None:
@@ -177,6 +181,7 @@ class CollectionStore:
             raise InvalidArgument(
                 f"model dimension {spec.model.dimension} differs from collection dimension {spec.dimension}"
             )
+        self.shards.check(spec.shards)
 
     async def create(self, spec: CollectionSpec) -> Collection:
         self._validate(spec)
@@ -185,8 +190,9 @@ class CollectionStore:
                 cursor = await conn.execute(
                     """INSERT INTO meshsearch_collections (name, dimension, metric, storage, hnsw_m,
                            hnsw_ef_construction, model_id, model_revision, model_dimension, model_normalized,
-                           chunk_tokens, chunk_overlap_tokens, chunk_truncate, model_numerics, mixed_numerics)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                           chunk_tokens, chunk_overlap_tokens, chunk_truncate, model_numerics, mixed_numerics,
+                           shards)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                        RETURNING id, create_time""",
                     (
                         spec.name,
@@ -204,6 +210,7 @@ class CollectionStore:
                         spec.chunk_truncate,
                         spec.model.numerics,
                         spec.mixed_numerics,
+                        spec.shards if spec.shards > 1 else 0,
                     ),
                 )
             except psycopg.errors.UniqueViolation:
@@ -211,7 +218,14 @@ class CollectionStore:
             row = await cursor.fetchone()
             assert row is not None
             collection = Collection(id=row[0], spec=spec, create_time=row[1])
-            for statement in points_table_sql(collection):
+            if collection.sharded:
+                # The shards' tables first, within this transaction: should any shard fail, the
+                # collection does not exist anywhere.
+                await self.shards.create(collection, points_table_sql(collection))
+                statements = shards.coordinator_tables_sql(collection)
+            else:
+                statements = points_table_sql(collection)
+            for statement in statements:
                 await conn.execute(statement)
         self._cache.pop(spec.name, None)
         return await self.get(spec.name)
@@ -278,6 +292,10 @@ class CollectionStore:
     async def delete(self, name: str) -> None:
         validate_name(name)
         self._cache.pop(name, None)
+        collection = await self.get(name, count=False)
+        if collection.sharded:
+            # Shards first: should one be down, the collection stays whole and a retry finishes.
+            await self.shards.drop(collection)
         async with self._db.transaction() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
@@ -287,6 +305,10 @@ class CollectionStore:
             if row is None:
                 raise NotFound(f"collection '{name}' does not exist")
             collection = collection_from_row(row)
-            await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(collection.table)))
+            if collection.sharded:
+                for statement in shards.coordinator_drop_sql(collection):
+                    await conn.execute(statement)
+            else:
+                await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(collection.table)))
             for statement in keyword.uninstall(collection):
                 await conn.execute(statement)

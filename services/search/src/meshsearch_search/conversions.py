@@ -60,6 +60,7 @@ def collection_out(collection: Collection) -> pb.Collection:
         chunk_tokens=spec.chunk_tokens,
         chunk_overlap_tokens=spec.chunk_overlap_tokens,
         chunk_truncate=spec.chunk_truncate,
+        shards=spec.shards,
         index_state=index_state_out(collection),
     )
     message.create_time.FromDatetime(collection.create_time)

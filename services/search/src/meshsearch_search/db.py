@@ -55,8 +55,10 @@ class Database:
         read_pool: psycopg_pool.AsyncConnectionPool,
         max_statement_s: float = 60.0,
         connect_timeout_s: float = 5.0,
+        role: DatabaseRole = SEARCH_DATABASE,
     ) -> None:
         self.write_pool = write_pool
+        self.role = role  # how its failures are named: this service's database, or one shard
         self.read_pool = read_pool
         self.max_statement_s = max_statement_s
         # How long to wait for a connection: short, so an outage answers UNAVAILABLE promptly.
@@ -82,7 +84,7 @@ class Database:
         """A write-pool connection in a transaction; `settings` are transaction-local."""
         budget, wait = self._budget(max_statement_s)
         gucs = {"statement_timeout": str(_statement_timeout_ms(budget, exact=True)), **(settings or {})}
-        with database_errors(self.write_pool, SEARCH_DATABASE):
+        with database_errors(self.write_pool, self.role):
             async with self.write_pool.connection(timeout=wait) as conn:
                 async with conn.transaction():
                     await conn.execute(
@@ -98,7 +100,7 @@ class Database:
         so that nothing one query set leaks into the next."""
         budget, wait = self._budget(None)
         desired = {"statement_timeout": str(_statement_timeout_ms(budget, exact=False)), **settings}
-        with database_errors(self.read_pool, SEARCH_DATABASE):
+        with database_errors(self.read_pool, self.role):
             async with self.read_pool.connection(timeout=wait) as conn:
                 applied = self._session_settings.setdefault(conn, {})
                 changes = {name: value for name, value in desired.items() if applied.get(name) != value}

@@ -55,6 +55,7 @@ class CollectionSpec:
     chunk_overlap_tokens: int = 0
     chunk_truncate: bool = False
     mixed_numerics: bool = False  # accept writes from other numerics of the model (see search.proto)
+    shards: int = 0  # shard servers the points are spread over (0: this service's own database)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class Collection:
     @property
     def hnsw_index(self) -> str:
         return hnsw_index_name(self.id)
+
+    @property
+    def sharded(self) -> bool:
+        """Its points live on shard servers, not in this service's own database (see `shards`)."""
+        return self.spec.shards > 1
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
             chunk_overlap_tokens=message.chunk_overlap_tokens,
             chunk_truncate=message.chunk_truncate,
             mixed_numerics=message.mixed_numerics,
+            shards=message.shards,
         )
         collection = await self._stores.get().collections.create(spec)
         return pb.CreateCollectionResponse(collection=conversions.collection_out(collection))

@@ -94,6 +94,8 @@ class IndexKeeper:
         if not MIN_LEASE_S <= lease_s <= MAX_LEASE_S:
             raise InvalidArgument(f"lease {lease_s:g} s is out of range: {MIN_LEASE_S:g} s to {MAX_LEASE_S:g} s")
         collection = await self._collections.get(name, count=True)
+        if collection.sharded:
+            return None  # each shard keeps its own index, built with its table; writers load into it
         async with self._session() as conn, self._build_lock(conn, collection, _DEFER_LOCK_WAIT_S) as locked:
             if not locked:
                 return None
@@ -137,6 +139,8 @@ class IndexKeeper:
         without blocking queries; the seconds it took (0 when there was nothing to do, or
         another session was building and `wait` is False). Statistics come first: filtered
         queries plan with them while the build runs."""
+        if collection.sharded:
+            return 0.0  # built on every shard with its table, never deferred (see `defer`)
         started = time.perf_counter()
         async with self._session() as conn, self._build_lock(conn, collection, None if wait else 0) as locked:
             state = await _index_state(conn, collection) if locked else "valid"

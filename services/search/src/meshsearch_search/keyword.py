@@ -148,15 +148,18 @@ def document_count(collection: Collection) -> sql.Composed:
 def ranked(collection: Collection) -> sql.Composed:
     """(id, score) of every document holding a word of the query (parameter 1), by BM25.
 
-    IDF is Lucene's non-negative form, ln(1 + (N - df + 0.5) / (df + 0.5)); arithmetic is in
+    The postings are read by the query's lexemes as one array, which a sharded collection's
+    coordinator sends to every shard (a join could pull each shard's postings across); document
+    frequencies and counts are then summed over all shards, so scores are the same as on one
+    server. IDF is Lucene's non-negative form, ln(1 + (N - df + 0.5) / (df + 0.5)); arithmetic is in
     float8 (numeric made the sum ten times slower)."""
     return sql.SQL(
         """SELECT p.id, sum(ln(1 + greatest(n.documents - p.df + 0.5, 0) / (p.df + 0.5))
                          * p.tf * ({k1} + 1) / (p.tf + {k1} * (1 - {b} + {b} * p.doc_len / n.avgdl))) AS score
              FROM (SELECT t.id, t.tf::float8 AS tf, t.doc_len::float8 AS doc_len,
                           (count(*) OVER (PARTITION BY t.lexeme))::float8 AS df
-                     FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector({config}, %s))) q
-                     JOIN {terms} t ON t.lexeme = q.lexeme) p,
+                     FROM {terms} t
+                    WHERE t.lexeme = ANY(ARRAY(SELECT DISTINCT lexeme FROM unnest(to_tsvector({config}, %s))))) p,
                   (SELECT coalesce(sum(documents), 0)::float8 AS documents,
                           greatest(coalesce(sum(length), 0)::float8 / greatest(sum(documents), 1), 1) AS avgdl
                      FROM {stats}) n

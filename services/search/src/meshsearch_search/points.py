@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from meshsearch_common import pages
-from meshsearch_common.errors import FailedPrecondition, InvalidArgument
+from meshsearch_common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from meshsearch_common.identifiers import document_id_problem
 from meshsearch_search import keyword, receipts
 from meshsearch_search.collections import CollectionStore
@@ -22,6 +22,7 @@ from meshsearch_search.domain import Collection, ItemError, ModelIdentity, Point
 from meshsearch_search.filters import Filter, FilterLimits, compile_filter
 from meshsearch_search.receipts import check_receipt
 from meshsearch_search.settings import SearchSettings
+from meshsearch_search.shards import Shard
 
 T = TypeVar("T")
 
@@ -146,17 +147,22 @@ class PointStore:
     def __init__(self, db: Database, collections: CollectionStore, limits: PointLimits) -> None:
         self._db = db
         self._collections = collections
+        self._shards = collections.shards
         self.limits = limits
 
     async def on_collection(self, name: str, operation: Callable[[Collection], Awaitable[T]]) -> T:
         """Run `operation` on the (possibly cached) collection; if its table vanished (dropped
-        or recreated by another replica), refresh once, which raises NOT_FOUND if it is gone."""
+        or recreated by another replica), refresh once, which raises NOT_FOUND if it is gone.
+        A shard the coordinator could not reach is named by its address."""
         collection = await self._collections.get(name, count=False)
         try:
-            return await operation(collection)
-        except pg_errors.UndefinedTable:
-            self._collections.invalidate(name)
-            return await operation(await self._collections.get(name, count=False))
+            try:
+                return await operation(collection)
+            except pg_errors.UndefinedTable:
+                self._collections.invalidate(name)
+                return await operation(await self._collections.get(name, count=False))
+        except Unavailable as exc:
+            raise self._shards.named(exc) from None
 
     def _check_batch(self, size: int, what: str) -> None:
         if size == 0:
@@ -234,37 +240,64 @@ class PointStore:
                     errors.append(ItemError(index, point.id, problem))
                 else:
                     latest[point.id] = point
-            if latest or receipt:
-                table, column = sql.Identifier(collection.table), sql.SQL(collection.spec.storage.column_type)
-                # Sorted by key so concurrent writers lock rows in one order (no deadlocks).
-                documents = sorted(latest.values(), key=lambda point: point.id)
-                async with self._db.transaction() as conn:
-                    if receipt and not await receipts.record(conn, collection, receipt, len(documents)):
-                        return Upserted(0, [], already_applied=True)
-                    if not documents:
-                        return Upserted(0, errors)
-                    await conn.execute(keyword.claim_counter(collection))
-                    await conn.execute(
-                        sql.SQL(
-                            "DELETE FROM {table} t USING unnest(%s::text[], %s::int[]) AS d(id, chunks) "
-                            "WHERE t.id = d.id AND t.chunk >= d.chunks"
-                        ).format(table=table),
-                        ([p.id for p in documents], [max(1, len(p.chunks)) for p in documents]),
-                    )
-                    async with conn.cursor() as cursor:
-                        await cursor.executemany(
-                            sql.SQL(
-                                """INSERT INTO {table} (id, chunk, span_start, span_end, embedding, text, metadata)
-                                   VALUES (%s, %s, %s, %s, %s::{column}, %s, %s)
-                                   ON CONFLICT (id, chunk) DO UPDATE SET span_start = EXCLUDED.span_start,
-                                       span_end = EXCLUDED.span_end, embedding = EXCLUDED.embedding,
-                                       text = EXCLUDED.text, metadata = EXCLUDED.metadata, updated_at = now()"""
-                            ).format(table=table, column=column),
-                            [row for point in documents for row in _rows(point)],
-                        )
+            # Sorted by key so concurrent writers lock rows in one order (no deadlocks).
+            documents = sorted(latest.values(), key=lambda point: point.id)
+            if collection.sharded:
+                applied = await self._store_sharded(collection, documents, receipt)
+            else:
+                applied = await self._store(self._db, collection, documents, receipt)
+            if not applied:
+                return Upserted(0, [], already_applied=True)
             return Upserted(len(points) - len(errors), errors)
 
         return await self.on_collection(name, write)
+
+    async def _store(self, db: Database, collection: Collection, documents: list[Point], receipt: str) -> bool:
+        """Write `documents` (sorted by id) and record `receipt` in one transaction of `db`;
+        False, writing nothing, when the receipt was recorded before."""
+        if not documents and not receipt:
+            return True
+        table, column = sql.Identifier(collection.table), sql.SQL(collection.spec.storage.column_type)
+        async with db.transaction() as conn:
+            if receipt and not await receipts.record(conn, collection, receipt, len(documents)):
+                return False
+            if not documents:
+                return True
+            await conn.execute(keyword.claim_counter(collection))
+            await conn.execute(
+                sql.SQL(
+                    "DELETE FROM {table} t USING unnest(%s::text[], %s::int[]) AS d(id, chunks) "
+                    "WHERE t.id = d.id AND t.chunk >= d.chunks"
+                ).format(table=table),
+                ([p.id for p in documents], [max(1, len(p.chunks)) for p in documents]),
+            )
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    sql.SQL(
+                        """INSERT INTO {table} (id, chunk, span_start, span_end, embedding, text, metadata)
+                           VALUES (%s, %s, %s, %s, %s::{column}, %s, %s)
+                           ON CONFLICT (id, chunk) DO UPDATE SET span_start = EXCLUDED.span_start,
+                               span_end = EXCLUDED.span_end, embedding = EXCLUDED.embedding,
+                               text = EXCLUDED.text, metadata = EXCLUDED.metadata, updated_at = now()"""
+                    ).format(table=table, column=column),
+                    [row for point in documents for row in _rows(point)],
+                )
+        return True
+
+    async def _store_sharded(self, collection: Collection, documents: list[Point], receipt: str) -> bool:
+        """Each shard's documents in that shard's own transaction, at once. A receipt is
+        recorded on every shard, whether or not it owns any of them: a write retried after one
+        shard failed is applied on that shard alone, and is applied everywhere exactly when
+        every shard holds its receipt. False when every shard had recorded it before."""
+        owners = await self._shards.place(self._db, collection, [point.id for point in documents]) if documents else {}
+        by_id = {point.id: point for point in documents}
+
+        async def store(shard: Shard) -> bool:
+            owned = [by_id[point_id] for point_id in sorted(owners.get(shard.index, []))]
+            return await self._store(shard.db, collection, owned, receipt)
+
+        outcomes = await self._shards.each(collection, store, only=None if receipt else set(owners))
+        return not receipt or any(outcomes)
 
     async def recorded_receipts(self, name: str, wanted: list[str]) -> list[str]:
         """Which of `wanted` are recorded, in request order."""
@@ -272,9 +305,18 @@ class PointStore:
         for receipt in wanted:
             check_receipt(receipt)
 
+        async def on_shard(collection: Collection, shard: Shard) -> set[str]:
+            async with shard.db.transaction() as conn:
+                return await receipts.recorded(conn, collection, wanted)
+
         async def read(collection: Collection) -> list[str]:
-            async with self._db.read(read_settings(self.limits)) as conn:
-                found = await receipts.recorded(conn, collection, wanted)
+            if collection.sharded:  # recorded when every shard holds it (see _store_sharded)
+                found = set.intersection(
+                    *await self._shards.each(collection, lambda shard: on_shard(collection, shard))
+                )
+            else:
+                async with self._db.read(read_settings(self.limits)) as conn:
+                    found = await receipts.recorded(conn, collection, wanted)
             return [receipt for receipt in wanted if receipt in found]
 
         return await self.on_collection(name, read)
@@ -284,9 +326,14 @@ class PointStore:
             raise InvalidArgument("prefix must not be empty; receipts are forgotten by their writer's prefix")
         check_receipt(prefix, "prefix")
 
-        async def forget(collection: Collection) -> int:
-            async with self._db.transaction() as conn:
+        async def forget_on(db: Database, collection: Collection) -> int:
+            async with db.transaction() as conn:
                 return await receipts.forget(conn, collection, prefix)
+
+        async def forget(collection: Collection) -> int:
+            if collection.sharded:  # each shard holds a copy: count them once
+                return max(await self._shards.each(collection, lambda shard: forget_on(shard.db, collection)))
+            return await forget_on(self._db, collection)
 
         return await self.on_collection(name, forget)
 
@@ -326,10 +373,16 @@ class PointStore:
                 "WITH gone AS (DELETE FROM {table} WHERE {where} RETURNING chunk) "
                 "SELECT count(*) FILTER (WHERE chunk = 0) FROM gone"
             ).format(table=sql.Identifier(collection.table), where=where)
-            async with self._db.transaction() as conn:
-                await conn.execute(keyword.claim_counter(collection))
-                row = await (await conn.execute(statement, params)).fetchone()
-                return int(row[0]) if row else 0
+
+            async def remove_on(db: Database) -> int:
+                async with db.transaction() as conn:
+                    await conn.execute(keyword.claim_counter(collection))
+                    row = await (await conn.execute(statement, params)).fetchone()
+                    return int(row[0]) if row else 0
+
+            if collection.sharded:  # every shard, each in its own transaction (a retry deletes the rest)
+                return sum(await self._shards.each(collection, lambda shard: remove_on(shard.db)))
+            return await remove_on(self._db)
 
         return await self.on_collection(name, remove)
 

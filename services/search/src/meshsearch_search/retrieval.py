@@ -22,7 +22,7 @@ import numpy.typing as npt
 from psycopg import sql
 
 from meshsearch_common.errors import InvalidArgument
-from meshsearch_search import keyword
+from meshsearch_search import keyword, shards
 from meshsearch_search.collections import METRIC_OPERATORS
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, Metric, ModelIdentity, ScoredPoint, Span
@@ -178,7 +178,7 @@ class Retriever:
         where_key = where.as_string(None) if filtered else ""
         filter_key = (collection.table, where_key, json.dumps([str(p) for p in params]))
 
-        def grouped(hits: str, matched: str = "NULL::bigint") -> sql.Composable:
+        def grouped(hits: str, matched: str = "NULL::bigint", **parts: sql.Composable) -> sql.Composable:
             """Best chunk per document, joined to the document's first row, best first; the
             last two columns are the chunks fetched and (exact path) the chunks matched."""
             return sql.SQL(
@@ -190,10 +190,12 @@ class Retriever:
                         coalesce(best.span_end, char_length(d.text)), (SELECT count(*) FROM hits), """
                 + matched
                 + """
-                   FROM best JOIN {table} d ON d.id = best.id AND d.chunk = 0
+                   FROM best JOIN {documents} d ON d.id = best.id AND d.chunk = 0
                   ORDER BY best.distance LIMIT %s"""
-            ).format(where=where, **columns)
+            ).format(where=where, documents=self._documents(collection, "best"), **columns, **parts)
 
+        if collection.sharded:
+            return await self._nearest_sharded(collection, spec, fetch, grouped, params, (*shape, where_key))
         if filtered and not spec.exact and self._broad_filters.get(filter_key, 0.0) < time.monotonic():
             cap = self.limits.exact_filter_max_rows
             exact_sql = self._rendered(
@@ -230,6 +232,59 @@ class Retriever:
             rows = await (await conn.execute(statement, [spec.vector, *params, spec.vector, fetch, spec.k])).fetchall()
         return [self._vector_hit(collection, row) for row in rows], int(rows[0][8]) if rows else 0
 
+    async def _nearest_sharded(
+        self,
+        collection: Collection,
+        spec: QuerySpec,
+        fetch: int,
+        grouped: Callable[..., sql.Composable],
+        params: list[Any],
+        shape: tuple[Any, ...],
+    ) -> tuple[list[ScoredPoint], int]:
+        """The nearest chunks of a sharded collection, through the coordinator: each shard's own
+        top `fetch` (its ORDER BY … LIMIT runs on the shard, on its HNSW index), merged here.
+        Ordered by `distance + 0`, the planner takes an Append, which scans the shards at once,
+        instead of a Merge Append, which scans them one after another (docs/scaling.md). The
+        shards search with their session's ef_search and iterative scans (see `shards`):
+        a query's own ef_search and `exact` do not reach them."""
+        count = collection.spec.shards
+
+        def sharded_sql() -> sql.Composable:
+            where = self._store.where(spec.filter)[0] if not spec.filter.is_empty() else sql.SQL("TRUE")
+            per_shard = sql.SQL(" UNION ALL ").join(
+                sql.SQL(
+                    "(SELECT id, chunk, span_start, span_end, embedding, embedding {op} %s::{column} AS distance "
+                    "FROM {partition} WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT %s)"
+                ).format(
+                    partition=sql.Identifier(shards.partition(collection, index)),
+                    where=where,
+                    **self._columns(collection, spec),
+                )
+                for index in range(count)
+            )
+            return grouped(
+                """hits AS (SELECT id, chunk, span_start, span_end, {vector} AS vec, distance
+                              FROM ({per_shard}) shards ORDER BY distance + 0 LIMIT %s)""",
+                per_shard=per_shard,
+            )
+
+        statement = self._rendered(("sharded", *shape), sharded_sql)
+        arguments = [value for _ in range(count) for value in (spec.vector, *params, spec.vector, fetch)]
+        async with self._db.read(self._settings()) as conn:
+            rows = await (await conn.execute(statement, [*arguments, fetch, spec.k])).fetchall()
+        return [self._vector_hit(collection, row) for row in rows], int(rows[0][8]) if rows else 0
+
+    def _documents(self, collection: Collection, hits: str) -> sql.Composable:
+        """Where the documents of `hits` (a relation with an id column) are read. A sharded
+        collection's by their ids, which the coordinator sends to the shards; joined to the
+        partitioned table, the planner could pull every shard's rows across instead."""
+        table = sql.Identifier(collection.table)
+        if not collection.sharded:
+            return table
+        return sql.SQL("(SELECT * FROM {table} WHERE chunk = 0 AND id = ANY(ARRAY(SELECT id FROM {hits})))").format(
+            table=table, hits=sql.Identifier(hits)
+        )
+
     def _vector_hit(self, collection: Collection, row: tuple[Any, ...]) -> ScoredPoint:
         return ScoredPoint(
             point_from_row(row),
@@ -244,10 +299,11 @@ class Retriever:
         statement = sql.SQL(
             """WITH scored AS ({ranked})
                SELECT d.id, {text}, {metadata}, {d_vector}, scored.score
-                 FROM scored JOIN {table} d ON d.id = scored.id AND d.chunk = 0
+                 FROM scored JOIN {documents} d ON d.id = scored.id AND d.chunk = 0
                 WHERE {where} ORDER BY scored.score DESC, d.id LIMIT %s"""
         ).format(
             ranked=keyword.ranked(collection),
+            documents=self._documents(collection, "scored"),
             where=where,
             d_vector=sql.SQL("d.embedding::vector" if spec.include_vectors else "NULL::vector"),
             **columns,

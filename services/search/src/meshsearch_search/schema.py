@@ -76,6 +76,8 @@ MIGRATIONS: list[tuple[int, migrations.Migration]] = [
     (3, receipts.SCHEMA),
     # Version 4: a loading writer's lease on holding off the HNSW index (see index_keeper).
     (4, "ALTER TABLE meshsearch_collections ADD COLUMN index_deferred_until timestamptz"),
+    # Version 5: the shard servers a collection's points are spread over (0: this database).
+    (5, "ALTER TABLE meshsearch_collections ADD COLUMN shards integer NOT NULL DEFAULT 0"),
 ]
 
 

@@ -17,6 +17,18 @@ class SearchSettings(ServiceSettings):
         "postgresql://postgres@127.0.0.1:5432/postgres", description="PostgreSQL (with pgvector) connection URL."
     )
     read_database_url: str = Field("", description="Optional read replica for Query, Get and Scroll.")
+    shard_urls: str = Field(
+        "",
+        description="Comma-separated PostgreSQL (with pgvector) URLs of the shard servers a collection created "
+        "with shards > 1 spreads over (shard i is the i-th URL; append only: reordering or removing one "
+        "strands its points). database_url is then the coordinator: it holds each sharded collection's "
+        "partitioned table and reaches the shards with postgres_fdw. See docs/scaling.md.",
+    )
+    shard_connect_timeout_s: int = Field(
+        5,
+        ge=1,
+        description="How long the coordinator (postgres_fdw) waits to connect to a shard before the call fails.",
+    )
     pool_min_size: int = Field(2, ge=1)
     pool_max_size: int = Field(10, ge=1)
     pool_timeout_s: float = Field(

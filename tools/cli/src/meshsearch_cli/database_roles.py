@@ -24,7 +24,9 @@ SUPERUSER = "postgres"
 # (role, database) per user of the server: the search service, and the api with its workers.
 SEARCH = "meshsearch_search"
 JOBS = "meshsearch_jobs"
-EXTENSIONS = {SEARCH: ("vector",)}  # made by the superuser: pgvector is not a trusted extension
+# Made by the superuser: neither is a trusted extension. postgres_fdw: the search service reaches
+# the shard servers of sharded collections through it (its role is given the wrapper's use).
+EXTENSIONS = {SEARCH: ("vector", "postgres_fdw")}
 HBA = (
     "# meshsearch: every connection proves its role's password (scram-sha-256); nothing is trusted.\n"
     "local all all scram-sha-256\n"
@@ -76,6 +78,9 @@ def secure(server_url: str, pgdata: Path, keys: dict[str, str]) -> tuple[str, Se
             with psycopg.connect(make_conninfo(admin_url, dbname=database), autocommit=True) as own:
                 for extension in extensions:
                     own.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
+                own.execute(
+                    sql.SQL("GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {}").format(sql.Identifier(database))
+                )
         hba = pgdata / "pg_hba.conf"
         if hba.read_text() != HBA:
             hba.write_text(HBA)  # truncates in place: the file keeps its owner

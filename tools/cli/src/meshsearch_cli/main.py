@@ -63,13 +63,22 @@ def _data_dir() -> Path:
 
 
 @app.command()
-def up() -> None:
+def up(
+    shards: int = typer.Option(
+        0,
+        "--shards",
+        min=0,
+        max=64,
+        help="Also run this many embedded PostgreSQL shard servers, for collections created with "
+        "shards > 1 (docs/scaling.md).",
+    ),
+) -> None:
     """Run the embedded default stack (PostgreSQL, Redis, the services, a worker) until Ctrl-C."""
     from meshsearch_cli.stack import EmbeddedStack, Ports, cpus_from_env
     from meshsearch_cli.supervisor import GaveUp, Supervisor
 
     try:
-        stack = EmbeddedStack(_data_dir(), Ports.from_env(), cpus=cpus_from_env())
+        stack = EmbeddedStack(_data_dir(), Ports.from_env(), cpus=cpus_from_env(), shards=shards)
     except ValueError as exc:
         print(f"meshsearch up: MESHSEARCH_STACK_EMBEDDER_CPUS: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -101,7 +110,10 @@ def up() -> None:
         f"(their passwords: {stack.data_dir / 'postgres-passwords.json'})\n"
         f"  redis     127.0.0.1:{ports.redis} (cache), :{ports.state_redis} (limits and quotas)   "
         f"(their password: {stack.data_dir / 'redis' / 'redis.conf'})\n"
-        "The embedder and the search service serve only this stack's api and worker (a caller token).\n"
+        + "".join(
+            f"  shard {index}   a socket in {stack.data_dir / f'pgdata-shard-{index}'}\n" for index in range(shards)
+        )
+        + "The embedder and the search service serve only this stack's api and worker (a caller token).\n"
         "Ctrl-C stops everything.",
         flush=True,
     )

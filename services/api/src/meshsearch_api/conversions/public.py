@@ -44,6 +44,7 @@ def collection_spec_in(message: pb.Collection) -> CollectionSpec:
         if has_chunking
         else None,
         mixed_numerics=message.mixed_numerics,
+        shards=message.shards,
     )
 
 
@@ -55,6 +56,7 @@ def collection_out(info: CollectionInfo) -> pb.Collection:
             id=info.model.id, revision=info.model.revision, dimension=info.model.dimension, numerics=info.model.numerics
         ),
         mixed_numerics=info.mixed_numerics,
+        shards=info.shards,
         document_count=info.document_count,
         storage=pb.STORAGE_FLOAT16 if info.half_precision else pb.STORAGE_FLOAT32,
         hnsw=pb.HnswParams(m=info.hnsw_m, ef_construction=info.hnsw_ef_construction),

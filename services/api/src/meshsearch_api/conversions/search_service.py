@@ -46,6 +46,7 @@ def collection_from_search(message: spb.Collection) -> CollectionInfo:
         hnsw_ef_construction=message.hnsw.ef_construction,
         chunking=Chunking(message.chunk_tokens, message.chunk_overlap_tokens, message.chunk_truncate),
         mixed_numerics=message.mixed_numerics,
+        shards=message.shards,
     )
 
 

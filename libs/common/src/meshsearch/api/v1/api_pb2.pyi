@@ -109,7 +109,7 @@ class EmbeddingModel(_message.Message):
     def __init__(self, id: _Optional[str] = ..., revision: _Optional[str] = ..., dimension: _Optional[int] = ..., numerics: _Optional[str] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "metric", "model", "document_count", "create_time", "storage", "hnsw", "chunking", "mixed_numerics")
+    __slots__ = ("name", "metric", "model", "document_count", "create_time", "storage", "hnsw", "chunking", "mixed_numerics", "shards")
     NAME_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class Collection(_message.Message):
     HNSW_FIELD_NUMBER: _ClassVar[int]
     CHUNKING_FIELD_NUMBER: _ClassVar[int]
     MIXED_NUMERICS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     metric: Metric
     model: EmbeddingModel
@@ -128,7 +129,8 @@ class Collection(_message.Message):
     hnsw: HnswParams
     chunking: Chunking
     mixed_numerics: bool
-    def __init__(self, name: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., document_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., storage: _Optional[_Union[Storage, str]] = ..., hnsw: _Optional[_Union[HnswParams, _Mapping]] = ..., chunking: _Optional[_Union[Chunking, _Mapping]] = ..., mixed_numerics: _Optional[bool] = ...) -> None: ...
+    shards: int
+    def __init__(self, name: _Optional[str] = ..., metric: _Optional[_Union[Metric, str]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., document_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., storage: _Optional[_Union[Storage, str]] = ..., hnsw: _Optional[_Union[HnswParams, _Mapping]] = ..., chunking: _Optional[_Union[Chunking, _Mapping]] = ..., mixed_numerics: _Optional[bool] = ..., shards: _Optional[int] = ...) -> None: ...
 
 class Document(_message.Message):
     __slots__ = ("id", "text", "metadata")

@@ -66,7 +66,7 @@ class HnswParams(_message.Message):
     def __init__(self, m: _Optional[int] = ..., ef_construction: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "storage", "hnsw", "model", "point_count", "index_state", "create_time", "chunk_tokens", "chunk_overlap_tokens", "mixed_numerics", "chunk_truncate")
+    __slots__ = ("name", "dimension", "metric", "storage", "hnsw", "model", "point_count", "index_state", "create_time", "chunk_tokens", "chunk_overlap_tokens", "mixed_numerics", "chunk_truncate", "shards")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class Collection(_message.Message):
     CHUNK_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MIXED_NUMERICS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     metric: Metric
@@ -93,7 +94,8 @@ class Collection(_message.Message):
     chunk_overlap_tokens: int
     mixed_numerics: bool
     chunk_truncate: bool
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., storage: _Optional[_Union[Storage, str]] = ..., hnsw: _Optional[_Union[HnswParams, _Mapping]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., point_count: _Optional[int] = ..., index_state: _Optional[_Union[IndexState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunk_tokens: _Optional[int] = ..., chunk_overlap_tokens: _Optional[int] = ..., mixed_numerics: _Optional[bool] = ..., chunk_truncate: _Optional[bool] = ...) -> None: ...
+    shards: int
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., storage: _Optional[_Union[Storage, str]] = ..., hnsw: _Optional[_Union[HnswParams, _Mapping]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., point_count: _Optional[int] = ..., index_state: _Optional[_Union[IndexState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunk_tokens: _Optional[int] = ..., chunk_overlap_tokens: _Optional[int] = ..., mixed_numerics: _Optional[bool] = ..., chunk_truncate: _Optional[bool] = ..., shards: _Optional[int] = ...) -> None: ...
 
 class Vector(_message.Message):
     __slots__ = ("data", "dimension")

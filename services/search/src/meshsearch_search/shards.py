@@ -1,0 +1,348 @@
+"""Shards: the PostgreSQL servers a sharded collection's points are spread over.
+
+PostgreSQL does the sharding (measured in docs/scaling.md). On the coordinator, this service's
+own database, a sharded collection's table is partitioned by a hash of the document id, and
+partition i is a postgres_fdw foreign table on shard server i, where the points really live:
+in a table of the same name, with its own HNSW index and BM25 statistics, made by the same
+statements as an unsharded collection's. Reads go through the coordinator, whose planner sends
+each shard its part of a query (`retrieval` asks for a top k per shard, run at once).
+
+Writes do not: postgres_fdw has no `ON CONFLICT DO UPDATE`, and rows routed one by one through
+the coordinator loaded at a quarter of a direct COPY's rate. This service sends each shard its
+own rows, in that shard's own transaction, the shard chosen by PostgreSQL's own hash
+partitioning (`place`), so a row is written where the coordinator will look for it.
+
+The shard servers' sessions are the coordinator's postgres_fdw connections, which do not carry
+this service's session settings: they are set once per server, in its connection options
+(`hnsw.ef_search`, iterative scans for filters, the scan cap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from meshsearch_common.database import DatabaseRole
+from meshsearch_common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from meshsearch_search import keyword
+from meshsearch_search.db import Database
+from meshsearch_search.domain import Collection
+
+T = TypeVar("T")
+
+MAX_SHARDS = 64
+FOREIGN_SERVER_PREFIX = "meshsearch_shard_"
+# libpq options that belong in a user mapping, not in a foreign server's options.
+_USER_MAPPING_OPTIONS = {"user", "password", "sslpassword", "sslcert", "sslkey"}
+_NAMED_SERVER = re.compile(rf'"{FOREIGN_SERVER_PREFIX}(\d+)"')
+# Arbitrary but fixed: serialises replicas (re)declaring the shard servers at start-up.
+_DECLARE_LOCK_KEY = 0x73686172
+
+
+def foreign_server(index: int) -> str:
+    return f"{FOREIGN_SERVER_PREFIX}{index}"
+
+
+def partition(collection: Collection, index: int) -> str:
+    """The coordinator's foreign table for shard `index` of the collection's points."""
+    return f"{collection.table}_s{index}"
+
+
+def where_of(url: str) -> str:
+    """host:port/dbname of a URL, for messages (never its password)."""
+    info = conninfo_to_dict(url)
+    return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    url: str
+    db: Database
+
+    @property
+    def name(self) -> str:
+        return f"shard {self.index} ({where_of(self.url)})"
+
+
+def shard_role(index: int, url: str) -> DatabaseRole:
+    return DatabaseRole(f"shard {index} ({where_of(url)})", "SHARD_UNAVAILABLE", "MESHSEARCH_SEARCH_POOL_MAX_SIZE")
+
+
+def session_options(ef_search: int, max_scan_tuples: int) -> str:
+    """What every postgres_fdw session on a shard starts with: the default ef_search, and
+    iterative scans, so filtered searches still find k rows and a per-shard k larger than
+    ef_search is answered (pgvector stops an ordinary scan at ef_search rows)."""
+    return (
+        f"-c hnsw.ef_search={ef_search} -c hnsw.iterative_scan=relaxed_order -c hnsw.max_scan_tuples={max_scan_tuples}"
+    )
+
+
+def _server_options(url: str, connect_timeout_s: int, session: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(foreign server options, user mapping options) for a shard's URL."""
+    info = {key: str(value) for key, value in conninfo_to_dict(url).items() if value is not None}
+    user = {key: value for key, value in info.items() if key in _USER_MAPPING_OPTIONS}
+    server = {key: value for key, value in info.items() if key not in _USER_MAPPING_OPTIONS}
+    server["options"] = f"{server.get('options', '')} {session}".strip()
+    server |= {
+        "extensions": "vector",  # lets pgvector's operators (ORDER BY embedding <=> q) run on the shard
+        "async_capable": "true",  # shards of one query are scanned at once
+        "fetch_size": "1000",
+        "connect_timeout": str(connect_timeout_s),
+    }
+    return server, user
+
+
+def _options(verb: str, options: dict[str, str]) -> sql.Composed:
+    return sql.SQL(", ").join(
+        sql.SQL(f"{verb} {{}} {{}}".strip()).format(sql.Identifier(key), sql.Literal(value))
+        for key, value in options.items()
+    )
+
+
+def coordinator_tables_sql(collection: Collection) -> list[sql.Composed]:
+    """The coordinator's side of a sharded collection: its points and postings as tables
+    partitioned by a hash of the id over the shards' tables of the same names, and its BM25
+    counters as a view over every shard's. Nothing here contacts a shard."""
+    spec = collection.spec
+    count = spec.shards
+    points, terms, stats = collection.table, f"{collection.table}_terms", f"{collection.table}_stats"
+    statements = [
+        sql.SQL(
+            """CREATE TABLE {points} (id text NOT NULL, chunk integer NOT NULL, span_start integer,
+                   span_end integer, embedding {column}({dimension}) NOT NULL, text text NOT NULL,
+                   metadata jsonb NOT NULL, tsv tsvector, updated_at timestamptz NOT NULL) PARTITION BY HASH (id)"""
+        ).format(
+            points=sql.Identifier(points),
+            column=sql.SQL(spec.storage.column_type),
+            dimension=sql.Literal(spec.dimension),
+        ),
+        sql.SQL(
+            "CREATE TABLE {} (lexeme text NOT NULL, id text NOT NULL, tf integer NOT NULL, doc_len integer NOT NULL) "
+            "PARTITION BY HASH (id)"
+        ).format(sql.Identifier(terms)),
+    ]
+    for index in range(count):
+        for parent in (points, terms):
+            statements.append(
+                sql.SQL(
+                    "CREATE FOREIGN TABLE {part} PARTITION OF {parent} FOR VALUES WITH (MODULUS {count}, "
+                    "REMAINDER {index}) SERVER {server} OPTIONS (table_name {remote})"
+                ).format(
+                    part=sql.Identifier(f"{parent}_s{index}"),
+                    parent=sql.Identifier(parent),
+                    count=sql.Literal(count),
+                    index=sql.Literal(index),
+                    server=sql.Identifier(foreign_server(index)),
+                    remote=sql.Literal(parent),
+                )
+            )
+        statements.append(
+            sql.SQL(
+                "CREATE FOREIGN TABLE {} (slot integer NOT NULL, documents bigint NOT NULL, length bigint NOT NULL) "
+                "SERVER {} OPTIONS (table_name {})"
+            ).format(sql.Identifier(f"{stats}_s{index}"), sql.Identifier(foreign_server(index)), sql.Literal(stats))
+        )
+    statements.append(
+        sql.SQL("CREATE VIEW {} AS {}").format(
+            sql.Identifier(stats),
+            sql.SQL(" UNION ALL ").join(
+                sql.SQL("SELECT * FROM {}").format(sql.Identifier(f"{stats}_s{index}")) for index in range(count)
+            ),
+        )
+    )
+    return statements
+
+
+def coordinator_drop_sql(collection: Collection) -> list[sql.Composed]:
+    """Statements that drop what `coordinator_tables_sql` made (the shards' data stays: `Shards.drop`)."""
+    stats = f"{collection.table}_stats"
+    return [
+        sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(stats)),
+        *(
+            sql.SQL("DROP FOREIGN TABLE IF EXISTS {}").format(sql.Identifier(f"{stats}_s{index}"))
+            for index in range(collection.spec.shards)
+        ),
+        sql.SQL("DROP TABLE IF EXISTS {}, {}").format(
+            sql.Identifier(collection.table), sql.Identifier(f"{collection.table}_terms")
+        ),
+    ]
+
+
+def _shard_drop_sql(collection: Collection) -> list[sql.Composed]:
+    return [
+        sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(collection.table)),
+        *keyword.uninstall(collection),
+        sql.SQL("DELETE FROM meshsearch_collections WHERE id = {}").format(sql.Literal(collection.id)),
+    ]
+
+
+class Shards:
+    """The configured shard servers: their connections for writes, and on the coordinator the
+    foreign servers through which its planner reads them."""
+
+    def __init__(self, shards: Sequence[Shard]) -> None:
+        self.all = list(shards)
+
+    async def declare(
+        self, coordinator: psycopg.AsyncConnection, connect_timeout_s: int, ef_search: int, max_scan_tuples: int
+    ) -> None:
+        """Create or update the coordinator's foreign server and user mapping of every shard,
+        so a changed URL or password takes effect on the next start (autocommit connection)."""
+        session = session_options(ef_search, max_scan_tuples)
+        async with coordinator.transaction():
+            await coordinator.execute("SELECT pg_advisory_xact_lock(%s)", (_DECLARE_LOCK_KEY,))
+            await coordinator.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw")
+            for shard in self.all:
+                server_options, user_options = _server_options(shard.url, connect_timeout_s, session)
+                name = sql.Identifier(foreign_server(shard.index))
+                exists = await (
+                    await coordinator.execute(
+                        "SELECT srvoptions FROM pg_foreign_server WHERE srvname = %s", (foreign_server(shard.index),)
+                    )
+                ).fetchone()
+                if exists is None:
+                    await coordinator.execute(
+                        sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({})").format(
+                            name, _options("", server_options)
+                        )
+                    )
+                else:
+                    held = {item.split("=", 1)[0] for item in exists[0] or []}
+                    await coordinator.execute(
+                        sql.SQL("ALTER SERVER {} OPTIONS ({})").format(
+                            name,
+                            sql.SQL(", ").join(
+                                [
+                                    *(
+                                        _options("SET" if key in held else "ADD", {key: value})
+                                        for key, value in server_options.items()
+                                    ),
+                                    *(
+                                        sql.SQL("DROP {}").format(sql.Identifier(key))
+                                        for key in held - server_options.keys()
+                                    ),
+                                ]
+                            ),
+                        )
+                    )
+                await coordinator.execute(
+                    sql.SQL("DROP USER MAPPING IF EXISTS FOR CURRENT_USER SERVER {}").format(name)
+                )
+                await coordinator.execute(
+                    sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {} OPTIONS ({})").format(
+                        name, _options("", user_options)
+                    )
+                    if user_options
+                    else sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {}").format(name)
+                )
+
+    def check(self, count: int) -> None:
+        """A collection may be created with `count` shards."""
+        if not 0 <= count <= MAX_SHARDS:
+            raise InvalidArgument(f"shards {count} is out of range: 0 to {MAX_SHARDS}", field="shards")
+        if count > 1 and count > len(self.all):
+            raise FailedPrecondition(
+                f"a collection of {count} shards needs {count} shard servers, and this search service has "
+                f"{len(self.all)} (MESHSEARCH_SEARCH_SHARD_URLS)",
+                reason="TOO_FEW_SHARDS",
+            )
+
+    def of(self, collection: Collection) -> list[Shard]:
+        """The shards holding `collection`'s points."""
+        if collection.spec.shards > len(self.all):
+            raise Unavailable(
+                f"collection '{collection.spec.name}' is spread over {collection.spec.shards} shards, but only "
+                f"{len(self.all)} are configured (MESHSEARCH_SEARCH_SHARD_URLS)",
+                reason="SHARD_UNAVAILABLE",
+            )
+        return self.all[: collection.spec.shards]
+
+    async def each(
+        self, collection: Collection, operation: Callable[[Shard], Awaitable[T]], only: set[int] | None = None
+    ) -> list[T]:
+        """Run `operation` on every shard of the collection (or those in `only`) at once; the
+        first failure, by shard, once all have finished: none is left running unobserved."""
+        shards = [shard for shard in self.of(collection) if only is None or shard.index in only]
+        outcomes = await asyncio.gather(*(operation(shard) for shard in shards), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes  # type: ignore[return-value]
+
+    async def place(self, coordinator: Database, collection: Collection, ids: list[str]) -> dict[int, list[str]]:
+        """Which shard owns each id, by the coordinator's own hash partitioning (the rule its
+        planner prunes by), in one round trip: {shard index: ids}."""
+        statement = sql.SQL(
+            "SELECT r.index, array_agg(d.id) FROM unnest(%s::text[]) AS d(id), "
+            "generate_series(0, %s - 1) AS r(index) "
+            "WHERE satisfies_hash_partition({parent}::regclass::oid, %s, r.index, d.id) GROUP BY r.index"
+        ).format(parent=sql.Literal(collection.table))
+        count = collection.spec.shards
+        async with coordinator.transaction() as conn:
+            rows = await (await conn.execute(statement, (ids, count, count))).fetchall()
+        return {int(index): list(owned) for index, owned in rows}
+
+    async def create(self, collection: Collection, statements: list[sql.Composed]) -> None:
+        """Make the collection's row, table, indexes and BM25 statistics on each of its shards
+        (anything left there by an earlier failed attempt is dropped first); on a failure, undo
+        what was made and raise."""
+
+        async def make(shard: Shard) -> None:
+            async with shard.db.transaction() as conn:
+                for statement in _shard_drop_sql(collection):
+                    await conn.execute(statement)
+                await conn.execute(
+                    """INSERT INTO meshsearch_collections (id, name, dimension, metric, storage, hnsw_m,
+                           hnsw_ef_construction, model_id, model_revision, model_dimension, model_normalized)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                    (
+                        collection.id,
+                        f"{collection.spec.name}#shard{shard.index}",
+                        collection.spec.dimension,
+                        collection.spec.metric.value,
+                        collection.spec.storage.value,
+                        collection.spec.hnsw_m,
+                        collection.spec.hnsw_ef_construction,
+                        collection.spec.model.id,
+                        collection.spec.model.revision,
+                        collection.spec.dimension,
+                        collection.spec.model.normalized,
+                    ),
+                )
+                for statement in statements:
+                    await conn.execute(statement)
+
+        try:
+            await self.each(collection, make)
+        except BaseException:
+            await asyncio.gather(
+                *(self._drop_on(shard, collection) for shard in self.of(collection)), return_exceptions=True
+            )
+            raise
+
+    async def _drop_on(self, shard: Shard, collection: Collection) -> None:
+        async with shard.db.transaction() as conn:
+            for statement in _shard_drop_sql(collection):
+                await conn.execute(statement)
+
+    async def drop(self, collection: Collection) -> None:
+        """Drop the collection's data on every shard (idempotent: a retry after a shard was
+        down finishes the job)."""
+        await self.each(collection, lambda shard: self._drop_on(shard, collection))
+
+    def named(self, error: Unavailable) -> Unavailable:
+        """The coordinator's error about a foreign server, restated with the shard's address
+        (postgres_fdw names the server: `could not connect to server "meshsearch_shard_1"`)."""
+        found = _NAMED_SERVER.search(error.message)
+        if found is None or int(found.group(1)) >= len(self.all):
+            return error
+        shard = self.all[int(found.group(1))]
+        return Unavailable(f"{shard.name} is unavailable: {error.message}", reason="SHARD_UNAVAILABLE")

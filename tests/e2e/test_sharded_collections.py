@@ -1,0 +1,226 @@
+"""Sharded collections on three embedded PostgreSQL servers (a coordinator and two shards),
+through the real search service: placement by PostgreSQL's hash partitioning, searches merged
+by the coordinator equal to one server's, exactly-once writes across a killed shard, and a shard
+down named in UNAVAILABLE."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import numpy as np
+import psycopg
+import pytest
+from google.protobuf import struct_pb2
+
+from meshsearch.search.v1 import search_pb2 as pb
+from meshsearch.search.v1 import search_pb2_grpc
+from meshsearch_cli.stack import EmbeddedStack, Ports
+
+DIMENSION = 16
+SHARDS = 2
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+
+Stub = search_pb2_grpc.VectorStoreServiceStub
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def sharded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """The search service on a coordinator with two shard servers, for this module alone."""
+    stack = EmbeddedStack(Path(tmp_path_factory.mktemp("sharded")), Ports.ephemeral(), shards=SHARDS)
+    with stack.running(services=("search",)):
+        yield stack
+
+
+@pytest.fixture
+async def stub(sharded_stack: EmbeddedStack) -> AsyncIterator[Stub]:
+    async with sharded_stack.channel("search") as channel:
+        yield Stub(channel)
+
+
+def vector(values: np.ndarray) -> pb.Vector:
+    return pb.Vector(data=values.astype("<f4").tobytes(), dimension=values.shape[0])
+
+
+def points(count: int, seed: int = 7) -> list[pb.Point]:
+    rng = np.random.default_rng(seed)
+    made = []
+    for i in range(count):
+        metadata = struct_pb2.Struct()
+        metadata.update({"bucket": i % 4})
+        text = " ".join(WORDS[(i * j) % len(WORDS)] for j in range(1, 2 + i % 5))
+        made.append(pb.Point(id=f"doc{i}", vector=vector(rng.standard_normal(DIMENSION)), text=text, metadata=metadata))
+    return made
+
+
+async def create(stub: Stub, shards: int) -> str:
+    name = f"shd_{uuid.uuid4().hex[:8]}"
+    await stub.CreateCollection(
+        pb.CreateCollectionRequest(collection=pb.Collection(name=name, dimension=DIMENSION, shards=shards))
+    )
+    return name
+
+
+async def load(stub: Stub, name: str, items: list[pb.Point], batch: int = 200) -> None:
+    for start in range(0, len(items), batch):
+        await stub.Upsert(pb.UpsertRequest(collection=name, points=items[start : start + batch]), timeout=60)
+
+
+async def retried_while_unavailable(call: Callable[[], Awaitable[T]], attempts: int = 20) -> T:
+    for _ in range(attempts - 1):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            await asyncio.sleep(0.5)
+    return await call()
+
+
+def table_of(stack: EmbeddedStack, name: str) -> str:
+    with psycopg.connect(stack.databases.search_url if stack.databases else stack.database_url) as conn:
+        row = conn.execute("SELECT id FROM meshsearch_collections WHERE name = %s", (name,)).fetchone()
+    assert row is not None
+    return f"meshsearch_points_{row[0]}"
+
+
+def ids_on_shard(stack: EmbeddedStack, index: int, table: str) -> set[str]:
+    with psycopg.connect(stack.shard_urls[index]) as conn:
+        return {row[0] for row in conn.execute(f"SELECT id FROM {table} WHERE chunk = 0")}  # noqa: S608
+
+
+async def test_points_are_placed_by_the_coordinators_hash_of_the_id(sharded_stack: EmbeddedStack, stub: Stub) -> None:
+    name = await create(stub, SHARDS)
+    await load(stub, name, points(400))
+    described = (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection
+    assert described.shards == SHARDS and described.point_count == 400
+    assert described.index_state == pb.INDEX_STATE_READY
+    table = table_of(sharded_stack, name)
+    placed = [ids_on_shard(sharded_stack, index, table) for index in range(SHARDS)]
+    assert placed[0].isdisjoint(placed[1]) and len(placed[0] | placed[1]) == 400
+    assert min(len(ids) for ids in placed) > 120  # a hash spreads them, roughly evenly
+    # Each id lies where the coordinator's own partitioning looks for it.
+    with psycopg.connect(sharded_stack.databases.search_url if sharded_stack.databases else "") as conn:
+        for index, ids in enumerate(placed):
+            wrong = conn.execute(
+                "SELECT count(*) FROM unnest(%s::text[]) d(id) "
+                "WHERE NOT satisfies_hash_partition(%s::regclass::oid, %s, %s, d.id)",
+                (sorted(ids), table, SHARDS, index),
+            ).fetchone()
+            assert wrong == (0,)
+
+
+async def test_searches_match_one_server_holding_the_same_points(stub: Stub) -> None:
+    """Vector recall, filters and BM25 keyword scores (global statistics) as on one server."""
+    items = points(600, seed=11)
+    sharded, single = await create(stub, SHARDS), await create(stub, 0)
+    for name in (sharded, single):
+        await load(stub, name, items)
+    stored = np.stack([np.frombuffer(p.vector.data, "<f4") for p in items])
+    rng = np.random.default_rng(5)
+    recalls: dict[str, list[float]] = {sharded: [], single: []}
+    for _ in range(20):
+        query = rng.standard_normal(DIMENSION).astype(np.float32)
+        norms = stored @ query / (np.linalg.norm(stored, axis=1) * np.linalg.norm(query))
+        truth = {f"doc{i}" for i in np.argsort(-norms)[:10]}
+        for name in (sharded, single):
+            hits = (await stub.Query(pb.QueryRequest(collection=name, vector=vector(query), k=10))).points
+            recalls[name].append(len(truth & {hit.point.id for hit in hits}) / 10)
+    assert np.mean(recalls[sharded]) >= np.mean(recalls[single]) - 0.01
+    assert np.mean(recalls[sharded]) >= 0.9
+
+    bucket = pb.Filter(must=[pb.Condition(field=pb.FieldCondition(key="bucket", eq=struct_pb2.Value(number_value=3)))])
+    query = rng.standard_normal(DIMENSION).astype(np.float32)
+    filtered = {
+        name: (await stub.Query(pb.QueryRequest(collection=name, vector=vector(query), k=10, filter=bucket))).points
+        for name in (sharded, single)
+    }
+    assert len(filtered[sharded]) == 10
+    assert all(hit.point.metadata["bucket"] == 3 for hit in filtered[sharded])
+
+    for text in ("alpha bravo", "golf hotel echo"):
+        ranked = {
+            name: (await stub.Query(pb.QueryRequest(collection=name, text=text, k=20))).points
+            for name in (sharded, single)
+        }
+        assert [round(hit.score, 9) for hit in ranked[sharded]] == [round(hit.score, 9) for hit in ranked[single]]
+        assert {hit.point.id for hit in ranked[sharded]} == {hit.point.id for hit in ranked[single]} or len(
+            ranked[single]
+        ) == 20
+
+    hybrid = (await stub.Query(pb.QueryRequest(collection=sharded, vector=vector(query), text="delta", k=5))).points
+    assert len(hybrid) == 5
+
+
+async def test_get_scroll_delete_and_drop_reach_every_shard(sharded_stack: EmbeddedStack, stub: Stub) -> None:
+    name = await create(stub, SHARDS)
+    await load(stub, name, points(100))
+    got = await stub.Get(pb.GetRequest(collection=name, ids=["doc1", "doc2", "nope"]))
+    assert sorted(p.id for p in got.points) == ["doc1", "doc2"] and list(got.missing_ids) == ["nope"]
+    scrolled: list[str] = []
+    cursor = ""
+    while True:
+        page = await stub.Scroll(pb.ScrollRequest(collection=name, limit=30, cursor=cursor))
+        scrolled += [p.id for p in page.points]
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    assert sorted(scrolled) == sorted(f"doc{i}" for i in range(100))
+    deleted = await stub.Delete(pb.DeleteRequest(collection=name, ids=[f"doc{i}" for i in range(10)]))
+    assert deleted.deleted_count == 10
+    assert (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection.point_count == 90
+    table = table_of(sharded_stack, name)
+    await stub.DeleteCollection(pb.DeleteCollectionRequest(name=name))
+    for index in range(SHARDS):
+        with psycopg.connect(sharded_stack.shard_urls[index]) as conn:
+            assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,)
+
+
+async def test_refusals_are_precise(stub: Stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as too_many:
+        await create(stub, SHARDS + 1)
+    assert too_many.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "MESHSEARCH_SEARCH_SHARD_URLS" in (too_many.value.details() or "")
+    name = await create(stub, SHARDS)
+    with pytest.raises(grpc.aio.AioRpcError) as bulk:
+        await stub.BulkUpsert(iter([pb.BulkUpsertRequest(collection=name, points=points(3))]))
+    assert bulk.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_killed_shard_fails_fast_by_name_and_writes_land_exactly_once(
+    sharded_stack: EmbeddedStack, stub: Stub
+) -> None:
+    name = await create(stub, SHARDS)
+    items = points(300, seed=3)
+    await load(stub, name, items[:100])
+    sharded_stack.kill("shard-1")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as down:
+            await stub.Query(pb.QueryRequest(collection=name, vector=items[0].vector, k=5), timeout=20)
+        assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shard 1" in (down.value.details() or "")
+        # A receipted batch while shard 1 is down: shard 0 applies its part, the call fails.
+        with pytest.raises(grpc.aio.AioRpcError) as write:
+            await stub.Upsert(pb.UpsertRequest(collection=name, points=items[100:300], receipt="job1/b1"), timeout=20)
+        assert write.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shard 1" in (write.value.details() or "")
+    finally:
+        sharded_stack.restart("shard-1")
+    # Connections that shard's restart broke fail one call each (UNAVAILABLE), which callers retry.
+    receipts = await retried_while_unavailable(
+        lambda: stub.GetReceipts(pb.GetReceiptsRequest(collection=name, receipts=["job1/b1"]), timeout=30)
+    )
+    assert list(receipts.recorded) == []  # not on every shard: not applied
+    retried = await stub.Upsert(pb.UpsertRequest(collection=name, points=items[100:300], receipt="job1/b1"), timeout=30)
+    assert not retried.already_applied
+    again = await stub.Upsert(pb.UpsertRequest(collection=name, points=items[100:300], receipt="job1/b1"), timeout=30)
+    assert again.already_applied
+    described = (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection
+    assert described.point_count == 300
+    receipts = await stub.GetReceipts(pb.GetReceiptsRequest(collection=name, receipts=["job1/b1"]))
+    assert list(receipts.recorded) == ["job1/b1"]
