@@ -6,8 +6,10 @@ down named in UNAVAILABLE."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,10 +18,18 @@ import numpy as np
 import psycopg
 import pytest
 from google.protobuf import struct_pb2
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_cli.stack import EmbeddedStack, Ports
+from meshsearch_search.collections import CollectionStore
+from meshsearch_search.db import Database
+from meshsearch_search.points import PointLimits, PointStore
+from meshsearch_search.retrieval import QuerySpec, Retriever
+from meshsearch_search.settings import SearchSettings
+from tests.integration.search_core import search_core
 
 DIMENSION = 16
 SHARDS = 2
@@ -224,3 +234,62 @@ async def test_a_killed_shard_fails_fast_by_name_and_writes_land_exactly_once(
     assert described.point_count == 300
     receipts = await stub.GetReceipts(pb.GetReceiptsRequest(collection=name, receipts=["job1/b1"]))
     assert list(receipts.recorded) == ["job1/b1"]
+
+
+class _ExplainingDatabase(Database):
+    """Reads whose plans the coordinator sends back as notices (auto_explain), as executed."""
+
+    plans: list[str]
+
+    @asynccontextmanager
+    async def read(self, settings: Mapping[str, str]) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with super().read(settings) as conn:
+
+            def keep(notice: psycopg.errors.Diagnostic) -> None:
+                self.plans.append(notice.message_primary or "")
+
+            conn.add_notice_handler(keep)
+            await conn.execute(
+                "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_verbose = on; "
+                "SET auto_explain.log_level = notice"
+            )
+            yield conn
+            conn.remove_notice_handler(keep)
+            await conn.execute("SET auto_explain.log_min_duration = -1")
+
+
+async def test_the_coordinator_asks_each_shard_for_its_own_top_k_at_once(
+    sharded_stack: EmbeddedStack, stub: Stub
+) -> None:
+    """The plans of the service's own statements: every shard gets ORDER BY … LIMIT (its HNSW
+    index answers it) and the shards are scanned asynchronously, not one after another."""
+    name = await create(stub, SHARDS)
+    await load(stub, name, points(300))
+    # As the superuser, who may load auto_explain, in the search service's database.
+    url = make_conninfo(sharded_stack.database_url, dbname="meshsearch_search")
+    with psycopg.connect(url, autocommit=True) as conn:  # the superuser reaches the shards as the service does
+        for index, shard_url in enumerate(sharded_stack.shard_urls):
+            login = conninfo_to_dict(shard_url)
+            conn.execute(
+                sql.SQL(
+                    "CREATE USER MAPPING IF NOT EXISTS FOR CURRENT_USER SERVER {} OPTIONS (user {}, password {})"
+                ).format(
+                    sql.Identifier(f"meshsearch_shard_{index}"),
+                    sql.Literal(login["user"]),
+                    sql.Literal(login["password"]),
+                )
+            )
+    limits = PointLimits.from_settings(SearchSettings())
+    async with search_core(url, limits) as core:
+        db = _ExplainingDatabase(core.db.write_pool, core.db.read_pool)
+        db.plans = []
+        retriever = Retriever(db, PointStore(db, CollectionStore(db, 4000), limits))
+        query = np.frombuffer(points(1)[0].vector.data, "<f4")
+        assert len(await retriever.query(name, QuerySpec(vector=query, k=10))) == 10
+        assert len(await retriever.query(name, QuerySpec(vector=None, text="alpha golf", k=10))) == 10
+    plans = [plan for plan in db.plans if "Foreign Scan" in plan]
+    nearest, keyword = plans
+    assert nearest.count("Async Foreign Scan") >= 2 * SHARDS and "Merge Append" not in nearest
+    remote = [line for line in nearest.splitlines() if "Remote SQL" in line and "ORDER BY" in line]
+    assert len(remote) == SHARDS and all(re.search(r"LIMIT \d+::bigint$", line) for line in remote)
+    assert "lexeme = ANY" in keyword and keyword.count("Async Foreign Scan") >= SHARDS

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psycopg
 from psycopg import sql
 
 from meshsearch_common.errors import InvalidArgument
@@ -244,7 +245,9 @@ class Retriever:
         """The nearest chunks of a sharded collection, through the coordinator: each shard's own
         top `fetch` (its ORDER BY … LIMIT runs on the shard, on its HNSW index), merged here.
         Ordered by `distance + 0`, the planner takes an Append, which scans the shards at once,
-        instead of a Merge Append, which scans them one after another (docs/scaling.md). The
+        instead of a Merge Append, which scans them one after another (docs/scaling.md); each
+        shard's branch yields exactly the columns used above it, since a branch that must drop
+        one is projected, and a projected branch is not scanned asynchronously. The
         shards search with their session's ef_search and iterative scans (see `shards`):
         a query's own ef_search and `exact` do not reach them."""
         count = collection.spec.shards
@@ -253,25 +256,29 @@ class Retriever:
             where = self._store.where(spec.filter)[0] if not spec.filter.is_empty() else sql.SQL("TRUE")
             per_shard = sql.SQL(" UNION ALL ").join(
                 sql.SQL(
-                    "(SELECT id, chunk, span_start, span_end, embedding, embedding {op} %s::{column} AS distance "
-                    "FROM {partition} WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT %s)"
+                    "(SELECT id, chunk, span_start, span_end, {vector} AS vec, embedding {op} %s::{column} AS distance "
+                    "FROM {partition} WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT {fetch})"
                 ).format(
                     partition=sql.Identifier(shards.partition(collection, index)),
                     where=where,
+                    fetch=sql.Literal(fetch),
                     **self._columns(collection, spec),
                 )
                 for index in range(count)
             )
             return grouped(
-                """hits AS (SELECT id, chunk, span_start, span_end, {vector} AS vec, distance
+                """hits AS (SELECT id, chunk, span_start, span_end, vec, distance
                               FROM ({per_shard}) shards ORDER BY distance + 0 LIMIT %s)""",
                 per_shard=per_shard,
             )
 
-        statement = self._rendered(("sharded", *shape), sharded_sql)
-        arguments = [value for _ in range(count) for value in (spec.vector, *params, spec.vector, fetch)]
-        async with self._db.read(self._settings()) as conn:
-            rows = await (await conn.execute(statement, [*arguments, fetch, spec.k])).fetchall()
+        statement = self._rendered(("sharded", fetch, *shape), sharded_sql)
+        arguments = [value for _ in range(count) for value in (spec.vector, *params, spec.vector)]
+        async with self._db.read(self._settings()) as conn, psycopg.AsyncClientCursor(conn) as cursor:
+            # Bound here, as literals: with the query vector a server-side parameter, the planner
+            # kept each branch behind a projection, and the shards were scanned one by one.
+            await cursor.execute(statement, [*arguments, fetch, spec.k])
+            rows = await cursor.fetchall()
         return [self._vector_hit(collection, row) for row in rows], int(rows[0][8]) if rows else 0
 
     def _documents(self, collection: Collection, hits: str) -> sql.Composable:
