@@ -16,8 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    """PostgreSQL, Redis and the three services as separate processes on free loopback ports."""
-    running = EmbeddedStack(tmp_path_factory.mktemp("stack"), Ports.ephemeral())
+    """PostgreSQL, Redis and the three services as separate processes on free loopback ports,
+    with two PostgreSQL shard servers for sharded collections."""
+    running = EmbeddedStack(tmp_path_factory.mktemp("stack"), Ports.ephemeral(), shards=2)
     running.start()
     yield running
     running.stop()

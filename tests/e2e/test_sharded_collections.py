@@ -1,7 +1,8 @@
 """Sharded collections on three embedded PostgreSQL servers (a coordinator and two shards),
-through the real search service: placement by PostgreSQL's hash partitioning, searches merged
-by the coordinator equal to one server's, exactly-once writes across a killed shard, and a shard
-down named in UNAVAILABLE."""
+through the real search service and the api: placement by PostgreSQL's hash partitioning,
+searches merged by the coordinator equal to one server's (and planned to scan the shards at
+once), exactly-once writes across a killed shard, an ingest job that resumes after kill -9 of a
+shard, and a shard down named in UNAVAILABLE."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from google.protobuf import struct_pb2
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from meshsearch.api.v1 import api_pb2 as api_pb
+from meshsearch.api.v1 import api_pb2_grpc as api_grpc
+from meshsearch.client.uploads import upload
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_cli.stack import EmbeddedStack, Ports
@@ -29,6 +33,7 @@ from meshsearch_search.db import Database
 from meshsearch_search.points import PointLimits, PointStore
 from meshsearch_search.retrieval import QuerySpec, Retriever
 from meshsearch_search.settings import SearchSettings
+from tests.e2e.ingest_helpers import assert_stored_exactly_once, sentences, wait_job
 from tests.integration.search_core import search_core
 
 DIMENSION = 16
@@ -39,12 +44,11 @@ Stub = search_pb2_grpc.VectorStoreServiceStub
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="module")
-def sharded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    """The search service on a coordinator with two shard servers, for this module alone."""
-    stack = EmbeddedStack(Path(tmp_path_factory.mktemp("sharded")), Ports.ephemeral(), shards=SHARDS)
-    with stack.running(services=("search",)):
-        yield stack
+@pytest.fixture
+def sharded_stack(stack: EmbeddedStack) -> EmbeddedStack:
+    """The session's stack: its search service has two shard servers."""
+    assert len(stack.shard_urls) == SHARDS
+    return stack
 
 
 @pytest.fixture
@@ -293,3 +297,29 @@ async def test_the_coordinator_asks_each_shard_for_its_own_top_k_at_once(
     remote = [line for line in nearest.splitlines() if "Remote SQL" in line and "ORDER BY" in line]
     assert len(remote) == SHARDS and all(re.search(r"LIMIT \d+::bigint$", line) for line in remote)
     assert "lexeme = ANY" in keyword and keyword.count("Async Foreign Scan") >= SHARDS
+
+
+async def test_an_ingest_job_into_a_sharded_collection_survives_kill_9_of_a_shard(sharded_stack: EmbeddedStack) -> None:
+    """Through the api: the job's batches fail while shard 1 is gone, are retried by the worker,
+    and once it is back every document is stored exactly once, spread over both shards."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sharded_stack.ports.api}") as channel:
+        name = f"shd_job_{uuid.uuid4().hex[:6]}"
+        await api_grpc.CollectionServiceStub(channel).CreateCollection(
+            api_pb.CreateCollectionRequest(collection=api_pb.Collection(name=name, shards=SHARDS)), timeout=30
+        )
+        documents = sentences(1500, salt="shd-")
+        result = await upload(channel, documents, collection=name)
+        before = await wait_job(channel, result.job_id, timeout_s=300, until_done=200)
+        sharded_stack.kill("shard-1")
+        assert before.done < 1500  # killed mid-job
+        await asyncio.sleep(2)
+        sharded_stack.restart("shard-1")
+        job = await wait_job(channel, result.job_id, timeout_s=600)
+        assert (job.state, job.done, job.failed) == (api_pb.JOB_STATE_COMPLETED, 1500, 0), job
+        await assert_stored_exactly_once(channel, name, documents)
+        described = (
+            await api_grpc.CollectionServiceStub(channel).GetCollection(api_pb.GetCollectionRequest(name=name))
+        ).collection
+        assert described.shards == SHARDS
+    table = table_of(sharded_stack, name)
+    assert all(len(ids_on_shard(sharded_stack, index, table)) > 500 for index in range(SHARDS))

@@ -53,15 +53,17 @@ async def show(name: str = typer.Argument(..., help="Collection name."), target:
 async def create(
     name: str = typer.Argument(..., help="Collection name: a-z, 0-9 and _, starting with a letter."),
     metric: str = typer.Option("cosine", help="cosine, dot or l2."),
+    shards: int = typer.Option(
+        0, min=0, max=64, help="Spread the documents over this many PostgreSQL shard servers (docs/scaling.md)."
+    ),
     target: str = TargetOption,
 ) -> None:
     """Create an empty collection bound to the server's embedding model."""
     if metric not in METRICS:
         raise fail(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}", 2)
     async with connect(target) as api:
-        answer = await api.collections.CreateCollection(
-            pb.CreateCollectionRequest(collection=pb.Collection(name=name, metric=METRICS[metric])), timeout=30
-        )
+        collection = pb.Collection(name=name, metric=METRICS[metric], shards=shards)
+        answer = await api.collections.CreateCollection(pb.CreateCollectionRequest(collection=collection), timeout=30)
     out.print(_table([answer.collection]))
 
 
