@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -27,7 +26,7 @@ from meshsearch.api.v1 import api_pb2_grpc as api_grpc
 from meshsearch.client.uploads import upload
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc
-from meshsearch_cli.stack import EmbeddedStack, Ports
+from meshsearch_cli.stack import EmbeddedStack
 from meshsearch_search.collections import CollectionStore
 from meshsearch_search.db import Database
 from meshsearch_search.points import PointLimits, PointStore
