@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -199,10 +199,46 @@ async def test_refusals_are_precise(stub: Stub) -> None:
         await create(stub, SHARDS + 1)
     assert too_many.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "MESHSEARCH_SEARCH_SHARD_URLS" in (too_many.value.details() or "")
+
+
+async def test_bulk_loads_copy_into_every_shard_at_once_all_or_nothing(
+    sharded_stack: EmbeddedStack, stub: Stub
+) -> None:
+    """An initial load (indexes rebuilt in the shards' transactions), a second load merged into
+    the live indexes (the last duplicate wins), and a load with a bad point that writes nothing
+    on any shard."""
     name = await create(stub, SHARDS)
-    with pytest.raises(grpc.aio.AioRpcError) as bulk:
-        await stub.BulkUpsert(iter([pb.BulkUpsertRequest(collection=name, points=points(3))]))
-    assert bulk.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    items = points(1000, seed=9)
+
+    def stream(chunks: list[list[pb.Point]]) -> Iterator[pb.BulkUpsertRequest]:
+        for index, chunk in enumerate(chunks):
+            yield pb.BulkUpsertRequest(collection=name if index == 0 else "", points=chunk)
+
+    first = await stub.BulkUpsert(stream([items[:400], items[400:800]]), timeout=120)
+    assert first.upserted_count == 800 and first.index_build_seconds > 0
+    renamed = pb.Point()
+    renamed.CopyFrom(items[5])
+    renamed.text = "the second doc5 wins"
+    second = await stub.BulkUpsert(stream([items[800:], [renamed]]), timeout=120)
+    assert second.upserted_count == 201
+    described = (await stub.GetCollection(pb.GetCollectionRequest(name=name))).collection
+    assert described.point_count == 1000 and described.index_state == pb.INDEX_STATE_READY
+    got = await stub.Get(pb.GetRequest(collection=name, ids=["doc5"]))
+    assert got.points[0].text == "the second doc5 wins"
+    hits = (await stub.Query(pb.QueryRequest(collection=name, vector=items[700].vector, k=3))).points
+    assert hits[0].point.id == "doc700"
+    table = table_of(sharded_stack, name)
+    before = [ids_on_shard(sharded_stack, index, table) for index in range(SHARDS)]
+    assert all(len(ids) > 300 for ids in before)
+
+    bad = pb.Point()
+    bad.CopyFrom(items[0])
+    bad.id, bad.vector.data, bad.vector.dimension = "bad", b"\0" * 8, 2
+    fresh = points(1100, seed=10)[1000:]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.BulkUpsert(stream([fresh, [bad]]), timeout=120)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "bad" in (refused.value.details() or "")
+    assert [ids_on_shard(sharded_stack, index, table) for index in range(SHARDS)] == before
 
 
 async def test_a_killed_shard_fails_fast_by_name_and_writes_land_exactly_once(

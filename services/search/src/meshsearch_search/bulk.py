@@ -12,24 +12,32 @@ Writers are excluded for the duration of the transaction (SHARE ROW EXCLUSIVE); 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from meshsearch_common.errors import FailedPrecondition, InvalidArgument
-from meshsearch_search.collections import CollectionStore
+from meshsearch_common.errors import InvalidArgument
+from meshsearch_search.collections import CollectionStore, hnsw_index_sql
 from meshsearch_search.copy_format import pack_vectors, use_json_text, use_packed_vectors
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, ModelIdentity, PointBatch
 from meshsearch_search.index_keeper import MAX_LEASE_S, MIN_LEASE_S, IndexKeeper
 from meshsearch_search.points import PointStore, check_model
 from meshsearch_search.settings import SearchSettings
+from meshsearch_search.shards import Shard
+
+# Batches queued per shard in a sharded bulk load: enough to keep every shard busy, few enough
+# that a slow shard holds the stream back instead of the service's memory filling.
+_SHARD_QUEUE_BATCHES = 4
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +112,16 @@ class _Rows:
         return False
 
 
+def _part(batch: PointBatch, rows: npt.NDArray[np.intp]) -> PointBatch:
+    """The points of `batch` at positions `rows`, in order."""
+    return PointBatch(
+        ids=[batch.ids[row] for row in rows],
+        vectors=batch.vectors[rows],
+        texts=[batch.texts[row] for row in rows],
+        metadata_json=[batch.metadata_json[row] for row in rows],
+    )
+
+
 class BulkLoader:
     def __init__(
         self,
@@ -123,29 +141,98 @@ class BulkLoader:
         collection = await self._collections.get(name, count=True)
         check_model(collection, model, writing=True)
         if collection.sharded:
-            # One transaction on one server is what makes a bulk load all or nothing.
-            raise FailedPrecondition(
-                f"collection '{name}' is sharded: load it with Upsert batches (each routed to its shards, "
-                "exactly once with receipts), not BulkUpsert",
-                reason="SHARDED_COLLECTION",
-            )
+            return await self._load_sharded(collection, batches)
         lease_s = min(max(self._settings.max_statement_s, MIN_LEASE_S), MAX_LEASE_S)
         initial = collection.point_count == 0 and await self._keeper.defer(name, lease_s) is not None
         try:
-            written = await self._write(collection, batches, initial)
+            written, _ = await self._write(self._db, collection, batches, initial)
         finally:
             # Never leave a collection without its index, whether the load succeeded or not.
             build_s = await self._keeper.build(await self._keeper.end_deferral(name)) if initial else 0.0
         return BulkResult(written, build_s)
 
-    async def _write(self, collection: Collection, batches: AsyncIterator[PointBatch], initial: bool) -> int:
+    async def _load_sharded(self, collection: Collection, batches: AsyncIterator[PointBatch]) -> BulkResult:
+        """Each shard's rows COPYed into it in its own transaction, all shards at once, as the
+        batches arrive (each batch split by the coordinator's hash of its ids; a slow shard holds
+        the stream back, with a few batches queued per shard). The shards commit together, once
+        all have written; a load that failed between their commits is retried whole (a bulk
+        load is an upsert: repeating it is harmless).
+
+        Loading an empty collection, each shard drops its HNSW index in the load's transaction
+        and builds it at the end of it, as `IndexKeeper` does for one server: the shard's table
+        is held exclusively meanwhile, and a failed load leaves the index as it was."""
+        shards = self._collections.shards
+        queues: dict[int, asyncio.Queue[PointBatch | None]] = {
+            shard.index: asyncio.Queue(maxsize=_SHARD_QUEUE_BATCHES) for shard in shards.of(collection)
+        }
+        initial = collection.point_count == 0
+
+        async def feed() -> None:
+            async for batch in batches:
+                owners = np.asarray(await shards.place_rows(self._db, collection, batch.ids))
+                for index, queue in queues.items():
+                    rows = np.flatnonzero(owners == index)
+                    if len(rows):
+                        await queue.put(_part(batch, rows))
+            for queue in queues.values():
+                await queue.put(None)
+
+        async def drain(queue: asyncio.Queue[PointBatch | None]) -> AsyncIterator[PointBatch]:
+            while (batch := await queue.get()) is not None:
+                yield batch
+
+        # Every shard holds its transaction open until all have written (and built): a bad row
+        # or a failed shard then rolls every shard back. Only a failure between the shards'
+        # commits can leave some of the load written, which the load's retry completes.
+        written_everywhere = asyncio.Barrier(len(queues))
+
+        async def load(shard: Shard) -> tuple[int, float]:
+            return await self._write(
+                shard.db,
+                collection,
+                drain(queues[shard.index]),
+                initial,
+                rebuild_index=True,
+                require_rows=False,
+                before_commit=written_everywhere.wait,
+            )
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(feed())
+                loads = [group.create_task(load(shard)) for shard in shards.of(collection)]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the first failure; the rest were cancelled by it
+        outcomes = [task.result() for task in loads]
+        written = sum(count for count, _ in outcomes)
+        if written == 0:
+            raise InvalidArgument("the bulk load carried no points")
+        return BulkResult(written, max(build_s for _, build_s in outcomes))
+
+    async def _write(
+        self,
+        db: Database,
+        collection: Collection,
+        batches: AsyncIterator[PointBatch],
+        initial: bool,
+        *,
+        rebuild_index: bool = False,
+        require_rows: bool = True,
+        before_commit: Callable[[], Awaitable[object]] | None = None,
+    ) -> tuple[int, float]:
+        """Load `batches` into `collection`'s table on `db` in one transaction; (points
+        written, seconds spent building the index). `initial`: COPY straight into the table,
+        whose index is deferred, or with `rebuild_index`, dropped and built in this transaction."""
         table = sql.Identifier(collection.table)
         rows = _Rows(self._points, collection)
-        async with self._db.transaction(max_statement_s=self._settings.max_statement_s) as conn:
+        build_s = 0.0
+        async with db.transaction(max_statement_s=self._settings.max_statement_s) as conn:
             await conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
             if initial:
                 still_empty = await conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table))
                 initial = bool((await still_empty.fetchone())[0])  # type: ignore[index]
+            if initial and rebuild_index:
+                await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(collection.hnsw_index)))
             if initial:
                 late: dict[str, tuple[Any, ...]] = {}
                 # Register the pass-through dumpers before the cursor exists (it snapshots them).
@@ -173,11 +260,23 @@ class BulkLoader:
                     async with conn.cursor() as cursor:
                         await cursor.executemany(update, list(late.values()))
                 written = len(rows.seen)
+                if rebuild_index:
+                    build_s = await self._build_in(conn, collection)
             else:
                 written = await self._merge(conn, collection, batches, rows)
-        if rows.count == 0:
+            if before_commit is not None:
+                await before_commit()
+        if rows.count == 0 and require_rows:
             raise InvalidArgument("the bulk load carried no points")
-        return written
+        return written, build_s
+
+    async def _build_in(self, conn: psycopg.AsyncConnection, collection: Collection) -> float:
+        """ANALYZE and build the HNSW index inside the caller's transaction; the seconds it took."""
+        started = time.perf_counter()
+        await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(collection.table)))
+        await self._keeper.use_build_settings(conn, local=True)
+        await conn.execute(hnsw_index_sql(collection))
+        return time.perf_counter() - started
 
     async def _merge(self, conn, collection: Collection, batches: AsyncIterator[PointBatch], rows: _Rows) -> int:  # type: ignore[no-untyped-def]
         column = collection.spec.storage.column_type

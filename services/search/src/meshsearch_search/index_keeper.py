@@ -45,8 +45,8 @@ class IndexKeeper:
     def __init__(self, db: Database, collections: CollectionStore, build_memory: str, build_workers: int) -> None:
         self._db = db
         self._collections = collections
-        self._build_memory = build_memory
-        self._build_workers = build_workers
+        self.build_memory = build_memory
+        self.build_workers = build_workers
         self._builds: set[asyncio.Task[float]] = set()
 
     @asynccontextmanager
@@ -148,11 +148,7 @@ class IndexKeeper:
                 return 0.0
             try:
                 await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(collection.table)))
-                await conn.execute(
-                    "SELECT set_config('maintenance_work_mem', %s, false), "
-                    "set_config('max_parallel_maintenance_workers', %s, false)",
-                    (self._build_memory, str(self._build_workers)),
-                )
+                await self.use_build_settings(conn, local=False)
                 if state == "invalid":  # left behind by a crashed build
                     await conn.execute(
                         sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(collection.hnsw_index))
@@ -164,6 +160,14 @@ class IndexKeeper:
         elapsed = time.perf_counter() - started
         log.info("hnsw index built", extra={"collection": collection.spec.name, "seconds": round(elapsed, 2)})
         return elapsed
+
+    async def use_build_settings(self, conn: psycopg.AsyncConnection, *, local: bool) -> None:
+        """The memory and parallel workers of an HNSW build, for the session or (`local`) the
+        transaction: builds are the one statement that should use far more than work_mem."""
+        await conn.execute(
+            "SELECT set_config('maintenance_work_mem', %s, %s), set_config('max_parallel_maintenance_workers', %s, %s)",
+            (self.build_memory, local, str(self.build_workers), local),
+        )
 
     async def _build_or_log(self, collection: Collection) -> float:
         try:

@@ -277,18 +277,25 @@ class Shards:
                 raise outcome
         return outcomes  # type: ignore[return-value]
 
-    async def place(self, coordinator: Database, collection: Collection, ids: list[str]) -> dict[int, list[str]]:
-        """Which shard owns each id, by the coordinator's own hash partitioning (the rule its
-        planner prunes by), in one round trip: {shard index: ids}."""
+    async def place_rows(self, coordinator: Database, collection: Collection, ids: list[str]) -> list[int]:
+        """The shard owning each id, in order, by the coordinator's own hash partitioning (the
+        rule its planner prunes by), in one round trip."""
         statement = sql.SQL(
-            "SELECT r.index, array_agg(d.id) FROM unnest(%s::text[]) AS d(id), "
+            "SELECT r.index FROM unnest(%s::text[]) WITH ORDINALITY AS d(id, position), "
             "generate_series(0, %s - 1) AS r(index) "
-            "WHERE satisfies_hash_partition({parent}::regclass::oid, %s, r.index, d.id) GROUP BY r.index"
+            "WHERE satisfies_hash_partition({parent}::regclass::oid, %s, r.index, d.id) ORDER BY d.position"
         ).format(parent=sql.Literal(collection.table))
         count = collection.spec.shards
         async with coordinator.transaction() as conn:
             rows = await (await conn.execute(statement, (ids, count, count))).fetchall()
-        return {int(index): list(owned) for index, owned in rows}
+        return [int(row[0]) for row in rows]
+
+    async def place(self, coordinator: Database, collection: Collection, ids: list[str]) -> dict[int, list[str]]:
+        """`place_rows` as {shard index: its ids}."""
+        owned: dict[int, list[str]] = {}
+        for point_id, index in zip(ids, await self.place_rows(coordinator, collection, ids), strict=True):
+            owned.setdefault(index, []).append(point_id)
+        return owned
 
     async def create(self, collection: Collection, statements: list[sql.Composed]) -> None:
         """Make the collection's row, table, indexes and BM25 statistics on each of its shards
