@@ -257,7 +257,7 @@ class Retriever:
             per_shard = sql.SQL(" UNION ALL ").join(
                 sql.SQL(
                     "(SELECT id, chunk, span_start, span_end, {vector} AS vec, embedding {op} %s::{column} AS distance "
-                    "FROM {partition} WHERE {where} ORDER BY embedding {op} %s::{column} LIMIT {fetch})"
+                    "FROM {partition} WHERE {where} ORDER BY distance LIMIT {fetch})"
                 ).format(
                     partition=sql.Identifier(shards.partition(collection, index)),
                     where=where,
@@ -273,7 +273,10 @@ class Retriever:
             )
 
         statement = self._rendered(("sharded", fetch, *shape), sharded_sql)
-        arguments = [value for _ in range(count) for value in (spec.vector, *params, spec.vector)]
+        # The query vector as text once, not once per shard: composing the literals cost more
+        # than the coordinator's planning.
+        literal = "[" + ",".join(map(str, spec.vector.tolist())) + "]" if spec.vector is not None else None
+        arguments = [value for _ in range(count) for value in (literal, *params)]
         async with self._db.read(self._settings()) as conn, psycopg.AsyncClientCursor(conn) as cursor:
             # Bound here, as literals: with the query vector a server-side parameter, the planner
             # kept each branch behind a projection, and the shards were scanned one by one.

@@ -95,6 +95,8 @@ def _server_options(url: str, connect_timeout_s: int, session: str) -> tuple[dic
         "extensions": "vector",  # lets pgvector's operators (ORDER BY embedding <=> q) run on the shard
         "async_capable": "true",  # shards of one query are scanned at once
         "fetch_size": "1000",
+        "parallel_commit": "true",  # a query's remote transactions end on every shard at once
+        "parallel_abort": "true",
         "connect_timeout": str(connect_timeout_s),
     }
     return server, user

@@ -1,0 +1,128 @@
+"""Sharded collections through the search service, against one server holding the same points.
+
+In one run, the search service on an embedded coordinator with N embedded shard servers (all on
+this machine, sharing its cores), and two collections of the same vectors: one on the
+coordinator's own database, one spread over the N shards. For each:
+  - BulkUpsert wall time: the load and the HNSW build (the service builds after an initial load;
+    a sharded one builds every shard's index at once, in the load's transactions);
+  - one client's queries at the service's default ef_search: recall@10 against exact search
+    (numpy), p50 and p99;
+  - the same with several clients at once (the sharded plan runs each query's shards together).
+Data: embedding-like unit vectors (clusters in a 64-dim latent space, 384 dims). Usage:
+  .venv/bin/python bench/sharding/service.py [--count 100000] [--shards 4] [--queries 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from meshsearch.search.v1 import search_pb2 as pb
+from meshsearch.search.v1 import search_pb2_grpc
+from meshsearch_cli.stack import EmbeddedStack, Ports
+from meshsearch_harness.datasets import embedding_like_vectors
+from meshsearch_harness.figures import cpu_description, percentile
+from meshsearch_harness.neighbours import exact_top10, queries_near, recall
+
+BATCH = 1000
+CLIENTS = 8
+
+
+def requests(data: np.ndarray, collection: str) -> Iterator[pb.BulkUpsertRequest]:
+    for start in range(0, len(data), BATCH):
+        rows = range(start, min(start + BATCH, len(data)))
+        columns = pb.PointColumns(
+            ids=[f"p{i}" for i in rows],
+            vectors=data[start : rows.stop].tobytes(),
+            dimension=data.shape[1],
+            metadata_json=[json.dumps({"b10": i % 10}) for i in rows],
+        )
+        yield pb.BulkUpsertRequest(collection=collection if start == 0 else "", columns=columns)
+
+
+def load(stub: search_pb2_grpc.VectorStoreServiceStub, data: np.ndarray, name: str, shards: int) -> tuple[float, float]:
+    """(wall seconds of the whole BulkUpsert, of which the index build)."""
+    stub.CreateCollection(
+        pb.CreateCollectionRequest(collection=pb.Collection(name=name, dimension=data.shape[1], shards=shards))
+    )
+    started = time.perf_counter()
+    response = stub.BulkUpsert(requests(data, name), timeout=7200)
+    assert response.upserted_count == len(data), response
+    return time.perf_counter() - started, response.index_build_seconds
+
+
+def query(stub: search_pb2_grpc.VectorStoreServiceStub, name: str, vector: np.ndarray) -> tuple[list[int], float]:
+    started = time.perf_counter()
+    hits = stub.Query(
+        pb.QueryRequest(
+            collection=name, k=10, vector=pb.Vector(data=vector.tobytes(), dimension=len(vector)), omit_text=True
+        ),
+        timeout=30,
+    ).points
+    return [int(hit.point.id[1:]) for hit in hits], (time.perf_counter() - started) * 1000
+
+
+def measure(stub, name: str, queries: np.ndarray, truth: list[set[int]], clients: int):  # type: ignore[no-untyped-def]
+    """(recall@10, p50 ms, p99 ms, queries/s) with `clients` callers at once."""
+    for vector in queries[:20]:
+        query(stub, name, vector)  # warm the pools and the shards' caches
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        outcomes = list(pool.map(lambda vector: query(stub, name, vector), queries))
+    elapsed = time.perf_counter() - started
+    latencies = [ms for _, ms in outcomes]
+    return (
+        recall([found for found, _ in outcomes], truth),
+        percentile(latencies, 50),
+        percentile(latencies, 99),
+        len(queries) / elapsed,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--queries", type=int, default=300)
+    args = parser.parse_args()
+    print(f"CPU: {cpu_description()}")
+    print(f"{args.count:,} vectors of 384 dims; {args.shards} shard servers and the coordinator on this machine")
+    data = embedding_like_vectors(args.count, 384, clusters=200, seed=1)
+    queries = queries_near(data, args.queries)
+    truth = exact_top10(data, queries)
+    with tempfile.TemporaryDirectory(prefix="meshsearch-sharding-") as workdir:
+        stack = EmbeddedStack(Path(workdir), Ports.ephemeral(), shards=args.shards)
+        with stack.running(services=("search",)), stack.sync_channel("search") as channel:
+            stub = search_pb2_grpc.VectorStoreServiceStub(channel)
+            results = {}
+            for label, shards in (("one server", 0), (f"{args.shards} shards", args.shards)):
+                name = f"bench_{shards}"
+                wall, build = load(stub, data, name, shards)
+                single = measure(stub, name, queries, truth, 1)
+                many = measure(stub, name, queries, truth, CLIENTS)
+                results[label] = (wall, build, single, many)
+                print(
+                    f"{label}: BulkUpsert {wall:.1f} s (index build {build:.1f} s); one client: recall@10 "
+                    f"{single[0]:.3f}, p50 {single[1]:.2f} ms, p99 {single[2]:.2f} ms; {CLIENTS} clients: "
+                    f"{many[3]:.0f} queries/s, p99 {many[2]:.2f} ms",
+                    flush=True,
+                )
+    (one_wall, one_build, one_single, one_many), (wall, build, single, many) = results.values()
+    print(
+        f"\nratios, {args.shards} shards / one server: BulkUpsert wall {wall / one_wall:.2f}x, index build "
+        f"{build / one_build:.2f}x, recall {single[0]:.3f} vs {one_single[0]:.3f}, "
+        f"p50 {single[1] / one_single[1]:.2f}x, "
+        f"p99 {single[2] / one_single[2]:.2f}x; {CLIENTS} clients: throughput {many[3] / one_many[3]:.2f}x, "
+        f"p99 {many[2] / one_many[2]:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
