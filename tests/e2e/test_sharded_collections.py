@@ -253,6 +253,9 @@ async def test_a_killed_shard_fails_fast_by_name_and_writes_land_exactly_once(
             await stub.Query(pb.QueryRequest(collection=name, vector=items[0].vector, k=5), timeout=20)
         assert down.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "shard 1" in (down.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as counted:  # its counters are on the shards too
+            await stub.GetCollection(pb.GetCollectionRequest(name=name), timeout=20)
+        assert counted.value.code() == grpc.StatusCode.UNAVAILABLE and "shard 1" in (counted.value.details() or "")
         # A receipted batch while shard 1 is down: shard 0 applies its part, the call fails.
         with pytest.raises(grpc.aio.AioRpcError) as write:
             await stub.Upsert(pb.UpsertRequest(collection=name, points=items[100:300], receipt="job1/b1"), timeout=20)

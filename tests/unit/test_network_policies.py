@@ -34,6 +34,9 @@ def call_graph(in_cluster: set[str]) -> set[tuple[str, str]]:
         for field, upstream in UPSTREAM_SETTINGS.items()
         if field in settings.model_fields and upstream in in_cluster
     }
+    if "shard_urls" in SETTINGS["search"].model_fields and "postgres-shard" in in_cluster:
+        # The shard servers: written by the search service, read by its database through postgres_fdw.
+        edges |= {("search", "postgres-shard"), ("postgres", "postgres-shard")}
     return edges | {(ANYONE, "api")}
 
 

@@ -12,6 +12,11 @@ jobs_password="$(random)"
 # Each service connects as its own role to its own database (k8s/overlays/dev/postgres-roles.sh).
 jobs_url="postgresql://meshsearch_jobs:${jobs_password}@meshsearch-postgres:5432/meshsearch_jobs"
 search_url="postgresql://meshsearch_search:${search_password}@meshsearch-postgres:5432/meshsearch_search"
+# The shard servers (k8s/overlays/dev/postgres-shards.yaml): the same roles, one pod each.
+shard_urls=""
+for index in 0 1; do
+  shard_urls="${shard_urls:+$shard_urls,}postgresql://meshsearch_search:${search_password}@meshsearch-postgres-shard-${index}.meshsearch-postgres-shard:5432/meshsearch_search"
+done
 redis_password="$(random)"
 umask 077
 cat > "$target" <<SECRETS
@@ -19,6 +24,7 @@ MESHSEARCH_API_BOOTSTRAP_KEY=$(random)
 MESHSEARCH_API_JOBS_DATABASE_URL=${jobs_url}
 MESHSEARCH_WORKER_JOBS_DATABASE_URL=${jobs_url}
 MESHSEARCH_SEARCH_DATABASE_URL=${search_url}
+MESHSEARCH_SEARCH_SHARD_URLS=${shard_urls}
 MESHSEARCH_CALLER_TOKEN=$(random)
 POSTGRES_PASSWORD=${password}
 POSTGRES_SEARCH_PASSWORD=${search_password}

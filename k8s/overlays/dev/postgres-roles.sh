@@ -17,4 +17,7 @@ CREATE DATABASE meshsearch_jobs OWNER meshsearch_jobs;
 REVOKE ALL ON DATABASE meshsearch_search, meshsearch_jobs, :"owner_db" FROM PUBLIC;
 \connect meshsearch_search
 CREATE EXTENSION IF NOT EXISTS vector;
+-- Sharded collections: the search service's database reaches the shard servers through it.
+CREATE EXTENSION IF NOT EXISTS postgres_fdw;
+GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO meshsearch_search;
 SQL

@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from meshsearch_common import names
-from meshsearch_common.errors import AlreadyExists, InvalidArgument, NotFound
+from meshsearch_common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from meshsearch_search import keyword, shards
 from meshsearch_search.db import Database
 from meshsearch_search.domain import (
@@ -240,16 +240,19 @@ class CollectionStore:
             cached = self._cache.get(name)
             if cached and time.monotonic() - cached[0] < CACHE_TTL_S:
                 return cached[1]
-        async with self._db.transaction() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(_SELECT + " WHERE c.name = %s", (name,))
-            row = await cursor.fetchone()
-            if row is None:
-                self._cache.pop(name, None)
-                raise NotFound(f"collection '{name}' does not exist")
-            collection = collection_from_row(row)
-            if count:
-                collection = replace(collection, point_count=await _count_documents(conn, collection))
+        try:
+            async with self._db.transaction() as conn:
+                cursor = conn.cursor(row_factory=dict_row)
+                await cursor.execute(_SELECT + " WHERE c.name = %s", (name,))
+                row = await cursor.fetchone()
+                if row is None:
+                    self._cache.pop(name, None)
+                    raise NotFound(f"collection '{name}' does not exist")
+                collection = collection_from_row(row)
+                if count:
+                    collection = replace(collection, point_count=await _count_documents(conn, collection))
+        except Unavailable as exc:  # a sharded collection's counters live on its shards: name the one
+            raise self.shards.named(exc) from None
         self._cache[name] = (time.monotonic(), collection)
         return collection
 
