@@ -170,6 +170,45 @@ async def test_searches_match_one_server_holding_the_same_points(stub: Stub) -> 
     assert len(hybrid) == 5
 
 
+async def test_a_shard_holding_every_best_row_is_asked_for_all_of_them(
+    sharded_stack: EmbeddedStack, stub: Stub
+) -> None:
+    """Each shard first sends fewer rows than k (shards.per_shard_limit); when one shard holds
+    all k best, the search notices and asks again, so none of them is missed. A hit on a later
+    chunk of a document comes back with the document's text and metadata."""
+    name = await create(stub, SHARDS)
+    await load(stub, name, points(200, seed=13))
+    on_first = sorted(ids_on_shard(sharded_stack, 0, table_of(sharded_stack, name)))[:10]
+    rng = np.random.default_rng(17)
+    query = rng.standard_normal(DIMENSION).astype(np.float32)
+    near = [
+        pb.Point(id=point_id, vector=vector(query + 0.01 * rng.standard_normal(DIMENSION)), text=f"near {point_id}")
+        for point_id in on_first
+    ]
+    await load(stub, name, near)
+    hits = (await stub.Query(pb.QueryRequest(collection=name, vector=vector(query), k=10))).points
+    assert sorted(hit.point.id for hit in hits) == on_first
+    assert all(hit.point.text == f"near {hit.point.id}" for hit in hits)
+
+    text = "first part. second part. third part."
+    metadata = struct_pb2.Struct()
+    metadata.update({"kind": "chunked"})
+    far = -query
+    chunked = pb.Point(
+        id="chunked",
+        text=text,
+        metadata=metadata,
+        chunks=[
+            pb.Chunk(vector=vector(rng.standard_normal(DIMENSION)), start=0, end=12),
+            pb.Chunk(vector=vector(far), start=12, end=len(text)),
+        ],
+    )
+    await load(stub, name, [chunked])
+    best = (await stub.Query(pb.QueryRequest(collection=name, vector=vector(far), k=3))).points[0]
+    assert (best.point.id, best.point.text, best.point.metadata["kind"]) == ("chunked", text, "chunked")
+    assert (best.span.chunk, best.span.start, best.span.end) == (1, 12, len(text))
+
+
 async def test_get_scroll_delete_and_drop_reach_every_shard(sharded_stack: EmbeddedStack, stub: Stub) -> None:
     name = await create(stub, SHARDS)
     await load(stub, name, points(100))

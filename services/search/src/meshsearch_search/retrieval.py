@@ -151,16 +151,24 @@ class Retriever:
 
     async def _nearest(self, collection: Collection, spec: QuerySpec) -> list[ScoredPoint]:
         """The k nearest documents, each by its nearest chunk. Chunks are fetched with some to
-        spare (several may belong to one document), and again with more when that was not
-        enough. Unfiltered: HNSW, or a full scan when exact. Filtered: when at most
+        spare when documents may have several (`_first_fetch`), and again with more when that
+        was not enough. Unfiltered: HNSW, or a full scan when exact. Filtered: when at most
         `exact_filter_max_rows` chunks match, exact search over exactly those (one round trip);
         otherwise an iterative HNSW scan, which keeps scanning until enough match."""
-        fetch = min(max(2 * spec.k, spec.k + 10), self.limits.max_k * 4)
+        fetch = self._first_fetch(collection, spec.k)
         while True:
             hits, fetched = await self._nearest_chunks(collection, spec, fetch)
             if len(hits) >= spec.k or fetched < fetch or fetch >= self.limits.max_k * 4:
                 return hits[: spec.k]
             fetch = min(fetch * 4, self.limits.max_k * 4)
+
+    def _first_fetch(self, collection: Collection, k: int) -> int:
+        """Chunks to fetch first for k documents: k when the writer said it does not chunk
+        (each document one chunk), else some to spare; `_nearest` fetches more when chunks of
+        one document took several places."""
+        if collection.spec.chunk_tokens == 0:
+            return k
+        return min(max(2 * k, k + 10), self.limits.max_k * 4)
 
     async def _nearest_chunks(
         self, collection: Collection, spec: QuerySpec, fetch: int
@@ -193,7 +201,7 @@ class Retriever:
                 + """
                    FROM best JOIN {documents} d ON d.id = best.id AND d.chunk = 0
                   ORDER BY best.distance LIMIT %s"""
-            ).format(where=where, documents=self._documents(collection, "best"), **columns, **parts)
+            ).format(where=where, documents=self._first_chunks(collection), **columns, **parts)
 
         if collection.sharded:
             return await self._nearest_sharded(collection, spec, fetch, grouped, params, (*shape, where_key))
@@ -243,46 +251,95 @@ class Retriever:
         shape: tuple[Any, ...],
     ) -> tuple[list[ScoredPoint], int]:
         """The nearest chunks of a sharded collection, through the coordinator: each shard's own
-        top `fetch` (its ORDER BY … LIMIT runs on the shard, on its HNSW index), merged here.
-        Ordered by `distance + 0`, the planner takes an Append, which scans the shards at once,
-        instead of a Merge Append, which scans them one after another (docs/scaling.md); each
-        shard's branch yields exactly the columns used above it, since a branch that must drop
-        one is projected, and a projected branch is not scanned asynchronously. The
-        shards search with their session's ef_search and iterative scans (see `shards`):
-        a query's own ef_search and `exact` do not reach them."""
+        best rows (its ORDER BY … LIMIT runs on the shard, on its HNSW index), merged here.
+
+        Each shard sends `shards.per_shard_limit` rows, not `fetch`: the coordinator parses
+        every row's vector to compute its distance (postgres_fdw does not send expressions to
+        compute), which cost more than the shards' searches. When a shard sent its full limit
+        and all of it made the merged top, it may hold more; the statement says so and is
+        asked again with `fetch` per shard. Each branch carries its document's text and
+        metadata, so a hit on a document's first chunk needs no second trip to the shards.
+
+        The branches are scanned at once: an Append of foreign scans whose rows need no
+        projection (docs/scaling.md). The shards search with their sessions' ef_search and
+        iterative scans (see `shards`): a query's own ef_search and `exact` do not reach them."""
         count = collection.spec.shards
+        literal = shards.vector_literal(spec.vector.tolist()) if spec.vector is not None else None
+        # The query vector and the filter's values, once per branch (see the statement below).
+        arguments = [value for _ in range(count) for value in (literal, *params)]
+        limit = shards.per_shard_limit(fetch, count)
+        rows = await self._merged(collection, spec, fetch, limit, grouped, arguments, shape)
+        if limit < fetch and rows and rows[0][9]:
+            rows = await self._merged(collection, spec, fetch, fetch, grouped, arguments, shape)
+        return [self._vector_hit(collection, row) for row in rows], int(rows[0][8]) if rows else 0
+
+    async def _merged(
+        self,
+        collection: Collection,
+        spec: QuerySpec,
+        fetch: int,
+        limit: int,
+        grouped: Callable[..., sql.Composable],
+        arguments: list[Any],
+        shape: tuple[Any, ...],
+    ) -> list[tuple[Any, ...]]:
+        """The grouped rows of the best `fetch` among every shard's best `limit`; their last
+        column counts the shards that sent `limit` rows all inside the best `fetch` (which may
+        hold more of them)."""
 
         def sharded_sql() -> sql.Composable:
             where = self._store.where(spec.filter)[0] if not spec.filter.is_empty() else sql.SQL("TRUE")
             per_shard = sql.SQL(" UNION ALL ").join(
                 sql.SQL(
-                    "(SELECT id, chunk, span_start, span_end, {vector} AS vec, embedding {op} %s::{column} AS distance "
-                    "FROM {partition} WHERE {where} ORDER BY distance LIMIT {fetch})"
+                    "(SELECT id, chunk, span_start, span_end, text, metadata, {vector} AS vec, "
+                    "embedding {op} %s::{column} AS distance, {index} AS shard "
+                    "FROM {partition} WHERE {where} ORDER BY distance LIMIT {limit})"
                 ).format(
                     partition=sql.Identifier(shards.partition(collection, index)),
+                    index=sql.Literal(index),
                     where=where,
-                    fetch=sql.Literal(fetch),
+                    limit=sql.Literal(limit),
                     **self._columns(collection, spec),
                 )
-                for index in range(count)
+                for index in range(collection.spec.shards)
             )
+            fuller = sql.SQL(
+                """(SELECT count(*) FROM (SELECT FROM candidates GROUP BY shard
+                      HAVING count(*) >= {limit}
+                         AND ((SELECT count(*) FROM hits) < {fetch}
+                              OR max(distance) <= (SELECT max(distance) FROM hits))
+                   ) fuller)"""
+            ).format(limit=sql.Literal(limit), fetch=sql.Literal(fetch))
             return grouped(
-                """hits AS (SELECT id, chunk, span_start, span_end, vec, distance
-                              FROM ({per_shard}) shards ORDER BY distance + 0 LIMIT %s)""",
+                """candidates AS MATERIALIZED (SELECT * FROM ({per_shard}) shards),
+                   hits AS (SELECT * FROM candidates ORDER BY distance LIMIT {fetch})""",
+                fuller.as_string(None),
                 per_shard=per_shard,
+                fetch=sql.Literal(fetch),
             )
 
-        statement = self._rendered(("sharded", fetch, *shape), sharded_sql)
-        # The query vector as text once, not once per shard: composing the literals cost more
-        # than the coordinator's planning.
-        literal = "[" + ",".join(map(str, spec.vector.tolist())) + "]" if spec.vector is not None else None
-        arguments = [value for _ in range(count) for value in (literal, *params)]
+        statement = self._rendered(("sharded", fetch, limit, *shape), sharded_sql)
         async with self._db.read(self._settings()) as conn, psycopg.AsyncClientCursor(conn) as cursor:
             # Bound here, as literals: with the query vector a server-side parameter, the planner
             # kept each branch behind a projection, and the shards were scanned one by one.
-            await cursor.execute(statement, [*arguments, fetch, spec.k])
-            rows = await cursor.fetchall()
-        return [self._vector_hit(collection, row) for row in rows], int(rows[0][8]) if rows else 0
+            await cursor.execute(statement, [*arguments, spec.k])
+            return await cursor.fetchall()
+
+    def _first_chunks(self, collection: Collection) -> sql.Composable:
+        """Where `grouped` reads the documents of its best hits (their first chunks, with the
+        text and metadata). A sharded collection's hits carry their own when they are a first
+        chunk; the others are fetched by id, and only when there are any."""
+        table = sql.Identifier(collection.table)
+        if not collection.sharded:
+            return table
+        return sql.SQL(
+            """(SELECT id, chunk, text, metadata FROM best WHERE chunk = 0
+                UNION ALL
+                SELECT * FROM (SELECT id, chunk, text, metadata FROM {table}
+                                WHERE chunk = 0 AND id = ANY(ARRAY(SELECT id FROM best WHERE chunk > 0))
+                               OFFSET 0) later
+                 WHERE EXISTS (SELECT FROM best WHERE chunk > 0))"""
+        ).format(table=table)
 
     def _documents(self, collection: Collection, hits: str) -> sql.Composable:
         """Where the documents of `hits` (a relation with an id column) are read. A sharded

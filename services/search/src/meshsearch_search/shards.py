@@ -20,6 +20,8 @@ this service's session settings: they are set once per server, in its connection
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +55,48 @@ def foreign_server(index: int) -> str:
 def partition(collection: Collection, index: int) -> str:
     """The coordinator's foreign table for shard `index` of the collection's points."""
     return f"{collection.table}_s{index}"
+
+
+# How often a sharded search may need asking again because one shard held more of the best rows
+# than it was asked for (see `per_shard_limit`).
+RERUN_PROBABILITY = 0.01
+
+
+@functools.lru_cache(maxsize=4096)
+def per_shard_limit(wanted: int, count: int, rerun_probability: float = RERUN_PROBABILITY) -> int:
+    """How many of its best rows each of `count` shards sends toward a merged top `wanted`.
+
+    Every row a shard sends costs the coordinator more than the shard's index search did:
+    postgres_fdw computes the distance on the coordinator, from the row's vector sent as text
+    (parsing 384 floats takes about 30 µs), so `wanted` rows from every shard cost `count`
+    times what the merge needs. Hash placement spreads the best `wanted` rows like a binomial
+    draw (each row on a given shard with probability 1/count), so a shard rarely holds many
+    more than wanted/count of them. This is the smallest limit with at most
+    `rerun_probability` that some shard holds more; the search notices when one may have
+    (it sent its full limit, all of it inside the merged top) and asks again with `wanted`
+    from every shard, so the merge is exactly what every shard's top `wanted` would give."""
+    if count <= 1:
+        return wanted
+    share = 1.0 / count
+    above = 1.0  # P(a shard holds more than `limit` of the best rows)
+    for limit in range(wanted):
+        log_mass = (
+            math.lgamma(wanted + 1)
+            - math.lgamma(limit + 1)
+            - math.lgamma(wanted - limit + 1)
+            + limit * math.log(share)
+            + (wanted - limit) * math.log1p(-share)
+        )
+        above -= math.exp(log_mass)
+        if count * above <= rerun_probability:
+            return limit
+    return wanted
+
+
+def vector_literal(vector: Sequence[float]) -> str:
+    """A vector as pgvector's text form with float32's nine significant digits: exact for
+    float32, and shorter to send and parse than Python's float64 repr (which needs 17)."""
+    return "[" + ",".join(["%.9g"] * len(vector)) % tuple(vector) + "]"
 
 
 def where_of(url: str) -> str:
