@@ -146,6 +146,9 @@ async def test_searches_match_one_server_holding_the_same_points(stub: Stub) -> 
             recalls[name].append(len(truth & {hit.point.id for hit in hits}) / 10)
     assert np.mean(recalls[sharded]) >= np.mean(recalls[single]) - 0.01
     assert np.mean(recalls[sharded]) >= 0.9
+    # Exact search is exact on every shard: ordered by an expression their indexes cannot answer.
+    exact = (await stub.Query(pb.QueryRequest(collection=sharded, vector=vector(query), k=10, exact=True))).points
+    assert [hit.point.id for hit in exact] == [f"doc{i}" for i in np.argsort(-norms)[:10]]
 
     bucket = pb.Filter(must=[pb.Condition(field=pb.FieldCondition(key="bucket", eq=struct_pb2.Value(number_value=3)))])
     query = rng.standard_normal(DIMENSION).astype(np.float32)
@@ -368,8 +371,14 @@ async def test_the_coordinator_asks_each_shard_for_its_own_top_k_at_once(
         query = np.frombuffer(points(1)[0].vector.data, "<f4")
         assert len(await retriever.query(name, QuerySpec(vector=query, k=10))) == 10
         assert len(await retriever.query(name, QuerySpec(vector=None, text="alpha golf", k=10))) == 10
+        assert len(await retriever.query(name, QuerySpec(vector=query, k=10, exact=True))) == 10
     plans = [plan for plan in db.plans if "Foreign Scan" in plan]
-    nearest, keyword = plans
+    nearest, keyword, exact = plans
+    # Exact: each shard orders by an expression its HNSW index cannot answer, so it scans its rows.
+    ordered = [line for line in exact.splitlines() if "Remote SQL" in line and "ORDER BY" in line]
+    assert len(ordered) == SHARDS and all(
+        re.search(r"\) \+ '?0'?(::\w+( \w+)?)?\) ASC.* LIMIT \d+", line) for line in ordered
+    )
     assert nearest.count("Async Foreign Scan") >= 2 * SHARDS and "Merge Append" not in nearest
     remote = [line for line in nearest.splitlines() if "Remote SQL" in line and "ORDER BY" in line]
     assert len(remote) == SHARDS and all(re.search(r"LIMIT \d+::bigint$", line) for line in remote)

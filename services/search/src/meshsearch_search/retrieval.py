@@ -262,11 +262,14 @@ class Retriever:
 
         The branches are scanned at once: an Append of foreign scans whose rows need no
         projection (docs/scaling.md). The shards search with their sessions' ef_search and
-        iterative scans (see `shards`): a query's own ef_search and `exact` do not reach them."""
+        iterative scans (see `shards`): a query's own ef_search does not reach them. An exact
+        search is exact on every shard (see `_merged`)."""
         count = collection.spec.shards
         literal = shards.vector_literal(spec.vector.tolist()) if spec.vector is not None else None
-        # The query vector and the filter's values, once per branch (see the statement below).
-        arguments = [value for _ in range(count) for value in (literal, *params)]
+        # The query vector and the filter's values, once per branch (see the statement below);
+        # an exact search orders each branch by the distance again (`_merged`).
+        ordering = [literal] if spec.exact else []
+        arguments = [value for _ in range(count) for value in (literal, *params, *ordering)]
         limit = shards.per_shard_limit(fetch, count)
         rows = await self._merged(collection, spec, fetch, limit, grouped, arguments, shape)
         if limit < fetch and rows and rows[0][9]:
@@ -289,13 +292,18 @@ class Retriever:
 
         def sharded_sql() -> sql.Composable:
             where = self._store.where(spec.filter)[0] if not spec.filter.is_empty() else sql.SQL("TRUE")
+            # Exact: ordered by an expression no index answers, each shard scans all its rows.
+            order = sql.SQL("(embedding {op} %s::{column}) + 0" if spec.exact else "distance").format(
+                **self._columns(collection, spec)
+            )
             per_shard = sql.SQL(" UNION ALL ").join(
                 sql.SQL(
                     "(SELECT id, chunk, span_start, span_end, text, metadata, {vector} AS vec, "
                     "embedding {op} %s::{column} AS distance, {index} AS shard "
-                    "FROM {partition} WHERE {where} ORDER BY distance LIMIT {limit})"
+                    "FROM {partition} WHERE {where} ORDER BY {order} LIMIT {limit})"
                 ).format(
                     partition=sql.Identifier(shards.partition(collection, index)),
+                    order=order,
                     index=sql.Literal(index),
                     where=where,
                     limit=sql.Literal(limit),
@@ -318,7 +326,7 @@ class Retriever:
                 fetch=sql.Literal(fetch),
             )
 
-        statement = self._rendered(("sharded", fetch, limit, *shape), sharded_sql)
+        statement = self._rendered(("sharded", fetch, limit, spec.exact, *shape), sharded_sql)
         async with self._db.read(self._settings()) as conn, psycopg.AsyncClientCursor(conn) as cursor:
             # Bound here, as literals: with the query vector a server-side parameter, the planner
             # kept each branch behind a projection, and the shards were scanned one by one.
