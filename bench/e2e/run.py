@@ -20,11 +20,10 @@ import argparse
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import numpy as np
 
 from meshsearch.api.v1 import api_pb2 as pb  # noqa: E402
 from meshsearch.api.v1 import api_pb2_grpc  # noqa: E402
@@ -33,22 +32,9 @@ from meshsearch.embedder.v1 import embedder_pb2_grpc  # noqa: E402
 from meshsearch.search.v1 import search_pb2 as spb  # noqa: E402
 from meshsearch.search.v1 import search_pb2_grpc  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports  # noqa: E402
+from meshsearch_harness.bulk import column_batches  # noqa: E402
 from meshsearch_harness.datasets import embedding_like_vectors, scifact_queries  # noqa: E402
 from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
-
-BATCH = 1000  # the search service's largest batch (MAX_BATCH_POINTS)
-
-
-def bulk(data: np.ndarray, collection: str, model: spb.EmbeddingModel) -> Iterator[spb.BulkUpsertRequest]:
-    for start in range(0, len(data), BATCH):
-        rows = range(start, min(start + BATCH, len(data)))
-        columns = spb.PointColumns(
-            ids=[f"d{i}" for i in rows],
-            vectors=data[start : rows.stop].tobytes(),
-            dimension=data.shape[1],
-            texts=[f"synthetic document {i}" for i in rows],
-        )
-        yield spb.BulkUpsertRequest(collection=collection if start == 0 else "", model=model, columns=columns)
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -69,7 +55,8 @@ def run(stack: EmbeddedStack, count: int, queries: int) -> None:
     described = search.GetCollection(spb.GetCollectionRequest(name=name), timeout=30).collection
     data = embedding_like_vectors(count, described.dimension, clusters=200, seed=11)
     started = time.perf_counter()
-    loaded = search.BulkUpsert(bulk(data, name, described.model), timeout=7200)
+    batches = column_batches(data, name, id_prefix="d", text=lambda i: f"synthetic document {i}", model=described.model)
+    loaded = search.BulkUpsert(batches, timeout=7200)
     print(
         f"bulk-loaded {loaded.upserted_count} documents in {time.perf_counter() - started:.0f} s "
         f"(HNSW build {loaded.index_build_seconds:.0f} s)"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -43,11 +42,11 @@ from psycopg.types.json import Jsonb
 from meshsearch.search.v1 import search_pb2 as pb  # noqa: E402
 from meshsearch.search.v1 import search_pb2_grpc  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports, free_port  # noqa: E402
+from meshsearch_harness.bulk import column_batches  # noqa: E402
 from meshsearch_harness.datasets import embedding_like_vectors  # noqa: E402
 from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
 from meshsearch_harness.neighbours import exact_top10, queries_near, recall  # noqa: E402
 
-BATCH = 1000
 INDEX_BUILD_MEMORY = os.environ.get("MESHSEARCH_SEARCH_INDEX_BUILD_MEMORY", "1GB")  # the service reads it too
 
 
@@ -103,21 +102,6 @@ def raw_index_build(url: str) -> float:
         return time.perf_counter() - started
 
 
-def bulk_requests(data: np.ndarray, collection: str) -> Iterator[pb.BulkUpsertRequest]:
-    """Column-wise batches: one packed matrix per message, metadata as JSON text. A generator,
-    as a real client streams: each message is built while the previous ones are in flight, just
-    as the raw COPY builds each row while earlier rows are sent."""
-    for start in range(0, len(data), BATCH):
-        rows = range(start, min(start + BATCH, len(data)))
-        columns = pb.PointColumns(
-            ids=[f"p{i}" for i in rows],
-            vectors=data[start : rows.stop].tobytes(),
-            dimension=data.shape[1],
-            metadata_json=[json.dumps(metadata(i)) for i in rows],
-        )
-        yield pb.BulkUpsertRequest(collection=collection if start == 0 else "", columns=columns)
-
-
 def service_load(
     stub: search_pb2_grpc.VectorStoreServiceStub, data: np.ndarray, collection: str, prebuilt: bool, url: str
 ):  # type: ignore[no-untyped-def]
@@ -127,7 +111,7 @@ def service_load(
     stub.CreateCollection(
         pb.CreateCollectionRequest(collection=pb.Collection(name=collection, dimension=data.shape[1]))
     )
-    requests = bulk_requests(data, collection)
+    requests = column_batches(data, collection, metadata=metadata)
     if prebuilt:
         requests = iter(list(requests))
     quiesce(url)

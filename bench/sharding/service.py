@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,24 +25,12 @@ import numpy as np
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_cli.stack import EmbeddedStack, Ports
+from meshsearch_harness.bulk import column_batches
 from meshsearch_harness.datasets import embedding_like_vectors
 from meshsearch_harness.figures import cpu_description, percentile
 from meshsearch_harness.neighbours import exact_top10, queries_near, recall
 
-BATCH = 1000
 CLIENTS = 8
-
-
-def requests(data: np.ndarray, collection: str) -> Iterator[pb.BulkUpsertRequest]:
-    for start in range(0, len(data), BATCH):
-        rows = range(start, min(start + BATCH, len(data)))
-        columns = pb.PointColumns(
-            ids=[f"p{i}" for i in rows],
-            vectors=data[start : rows.stop].tobytes(),
-            dimension=data.shape[1],
-            metadata_json=[json.dumps({"b10": i % 10}) for i in rows],
-        )
-        yield pb.BulkUpsertRequest(collection=collection if start == 0 else "", columns=columns)
 
 
 def load(stub: search_pb2_grpc.VectorStoreServiceStub, data: np.ndarray, name: str, shards: int) -> tuple[float, float]:
@@ -53,7 +39,7 @@ def load(stub: search_pb2_grpc.VectorStoreServiceStub, data: np.ndarray, name: s
         pb.CreateCollectionRequest(collection=pb.Collection(name=name, dimension=data.shape[1], shards=shards))
     )
     started = time.perf_counter()
-    response = stub.BulkUpsert(requests(data, name), timeout=7200)
+    response = stub.BulkUpsert(column_batches(data, name, metadata=lambda i: {"b10": i % 10}), timeout=7200)
     assert response.upserted_count == len(data), response
     return time.perf_counter() - started, response.index_build_seconds
 

@@ -118,7 +118,10 @@ class SearchApp:
                 await conn.set_autocommit(True)
                 try:
                     await shards.declare(
-                        conn, settings.shard_connect_timeout_s, settings.default_ef_search, settings.max_scan_tuples
+                        conn,
+                        settings.shard_connect_timeout_s,
+                        settings.shard_ef_search or settings.default_ef_search,
+                        settings.max_scan_tuples,
                     )
                 finally:
                     await conn.set_autocommit(False)

@@ -29,6 +29,12 @@ class SearchSettings(ServiceSettings):
         ge=1,
         description="How long the coordinator (postgres_fdw) waits to connect to a shard before the call fails.",
     )
+    shard_ef_search: int = Field(
+        0,
+        ge=0,
+        description="hnsw.ef_search of every shard's sessions, which sharded searches use whatever a query "
+        "asks (postgres_fdw carries no settings); 0: default_ef_search. See docs/scaling.md.",
+    )
     pool_min_size: int = Field(2, ge=1)
     pool_max_size: int = Field(10, ge=1)
     pool_timeout_s: float = Field(
