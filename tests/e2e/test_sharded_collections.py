@@ -289,12 +289,23 @@ async def test_a_killed_shard_fails_fast_by_name_and_writes_land_exactly_once(
     name = await create(stub, SHARDS)
     items = points(300, seed=3)
     await load(stub, name, items[:100])
+    on_first = ids_on_shard(sharded_stack, 0, table_of(sharded_stack, name))
     sharded_stack.kill("shard-1")
     try:
         with pytest.raises(grpc.aio.AioRpcError) as down:
             await stub.Query(pb.QueryRequest(collection=name, vector=items[0].vector, k=5), timeout=20)
         assert down.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "shard 1" in (down.value.details() or "")
+        # A caller that allows partial results gets shard 0's best, with shard 1 named as missing.
+        for asked in (
+            pb.QueryRequest(collection=name, vector=items[0].vector, k=5),
+            pb.QueryRequest(collection=name, text="alpha bravo", k=5),
+            pb.QueryRequest(collection=name, vector=items[0].vector, text="alpha", k=5),
+        ):
+            asked.allow_partial_results = True
+            partial = await stub.Query(asked, timeout=20)
+            assert len(partial.points) == 5 and {hit.point.id for hit in partial.points} <= on_first
+            assert len(partial.unavailable_shards) == 1 and "shard 1" in partial.unavailable_shards[0]
         with pytest.raises(grpc.aio.AioRpcError) as counted:  # its counters are on the shards too
             await stub.GetCollection(pb.GetCollectionRequest(name=name), timeout=20)
         assert counted.value.code() == grpc.StatusCode.UNAVAILABLE and "shard 1" in (counted.value.details() or "")
@@ -318,6 +329,38 @@ async def test_a_killed_shard_fails_fast_by_name_and_writes_land_exactly_once(
     assert described.point_count == 300
     receipts = await stub.GetReceipts(pb.GetReceiptsRequest(collection=name, receipts=["job1/b1"]))
     assert list(receipts.recorded) == ["job1/b1"]
+
+
+async def test_the_api_answers_partial_results_marked_degraded_when_asked(sharded_stack: EmbeddedStack) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sharded_stack.ports.api}") as channel:
+        name = f"shd_partial_{uuid.uuid4().hex[:6]}"
+        await api_grpc.CollectionServiceStub(channel).CreateCollection(
+            api_pb.CreateCollectionRequest(collection=api_pb.Collection(name=name, shards=SHARDS)), timeout=30
+        )
+        documents = sentences(40, salt="partial-")
+        await api_grpc.DocumentServiceStub(channel).IndexDocuments(
+            api_pb.IndexDocumentsRequest(collection=name, documents=documents), timeout=120
+        )
+        on_first = ids_on_shard(sharded_stack, 0, table_of(sharded_stack, name))
+        search = api_grpc.SearchServiceStub(channel)
+        sharded_stack.kill("shard-1")
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as down:
+                await search.Search(api_pb.SearchRequest(collection=name, query=documents[0].text), timeout=30)
+            assert down.value.code() == grpc.StatusCode.UNAVAILABLE and "shard 1" in (down.value.details() or "")
+            answer = await search.Search(
+                api_pb.SearchRequest(collection=name, query=documents[0].text, top_k=5, allow_partial_results=True),
+                timeout=30,
+            )
+            assert answer.degraded and "shard 1" in answer.degraded_reason
+            assert answer.mode == api_pb.SEARCH_MODE_VECTOR
+            assert len(answer.hits) == 5 and {hit.document.id for hit in answer.hits} <= on_first
+        finally:
+            sharded_stack.restart("shard-1")
+        # The search service's connections to shard 1 broke: the first write through one fails,
+        # and the pool then replaces every broken one at once.
+        again = api_pb.IndexDocumentsRequest(collection=name, documents=documents)  # on both shards
+        await retried_while_unavailable(lambda: api_grpc.DocumentServiceStub(channel).IndexDocuments(again, timeout=60))
 
 
 class _ExplainingDatabase(Database):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
@@ -26,3 +28,35 @@ def test_a_read_only_standby_is_unavailable_not_internal() -> None:
         raise pg_errors.ReadOnlySqlTransaction("cannot execute INSERT in a read-only transaction")
     assert "read-only" in str(raised.value)
     assert raised.value.reason == ROLE.reason
+
+
+class _CountingPool:
+    """Stands in for a pool: counts the checks of its idle connections."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    async def check(self) -> None:
+        self.checks += 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "checked"),
+    [
+        (psycopg.OperationalError("server closed the connection unexpectedly"), 1),  # lost: no SQLSTATE
+        (pg_errors.AdminShutdown("terminating connection due to administrator command"), 1),
+        (pg_errors.SqlclientUnableToEstablishSqlconnection('could not connect to server "shard_1"'), 0),
+    ],
+)
+async def test_a_lost_connection_has_the_pool_check_the_others(failure: Exception, checked: int) -> None:
+    """A restarted PostgreSQL broke every pooled connection: one failure has the pool test them
+    all at once, instead of each failing a call of its own. An error the server reported (here a
+    foreign server it could not reach) leaves the pool alone."""
+    pool: Any = _CountingPool()
+    with pytest.raises(Unavailable), database_errors(pool, ROLE):
+        raise failure
+    await asyncio.sleep(0)  # the check runs in the background
+    await asyncio.sleep(0)
+    assert pool.checks == checked

@@ -13,6 +13,7 @@ Only services with a database import this module (it needs psycopg: `meshsearch-
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from types import TracebackType
@@ -46,6 +47,33 @@ def pool_saturated(pool: psycopg_pool.AsyncConnectionPool) -> bool:
     (While PostgreSQL is down, broken connections are discarded, so the pool is not full.)"""
     stats = pool.get_stats()
     return stats.get("pool_size", 0) >= pool.max_size and stats.get("pool_available", 0) == 0
+
+
+# Background checks of pools whose connection just failed, one at a time per pool (see `check_soon`).
+_CHECKS: dict[int, asyncio.Task[None]] = {}
+
+
+def check_soon(pool: psycopg_pool.AsyncConnectionPool) -> None:
+    """Test the pool's idle connections in the background, replacing the broken ones: a lost
+    connection usually means PostgreSQL restarted, which broke every connection the pool holds,
+    and each would otherwise fail one more call before the pool noticed it."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    running = _CHECKS.get(id(pool))
+    if running is not None and not running.done():
+        return
+
+    async def check() -> None:
+        try:
+            await pool.check()
+        except Exception as exc:  # the next failing call tries again
+            log.warning("pool check failed", extra={"pool": pool.name, "error": str(exc)})
+        finally:
+            _CHECKS.pop(id(pool), None)
+
+    _CHECKS[id(pool)] = loop.create_task(check())
 
 
 class database_errors:  # noqa: N801 (used as a context manager, named like one)
@@ -106,6 +134,8 @@ class database_errors:  # noqa: N801 (used as a context manager, named like one)
             ) from None
         if isinstance(exc, psycopg.OperationalError | pg_errors.AdminShutdown | pg_errors.CannotConnectNow):
             log.warning("database unavailable", extra={"database": role.what, "error": str(exc)})
+            if getattr(exc, "sqlstate", None) is None or str(exc.sqlstate).startswith("57P"):
+                check_soon(pool)  # the connection itself was lost (not an error the server reported)
             raise Unavailable(
                 f"{role.what} is unavailable: {str(exc).strip() or type(exc).__name__}", reason=role.reason
             ) from None

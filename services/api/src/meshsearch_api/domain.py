@@ -95,6 +95,21 @@ class SearchQuery:
     exact: bool = False
     include_text: bool = True
     include_metadata: bool = True
+    allow_partial_results: bool = False  # a sharded collection may answer without a shard that is down
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The search service's answer: hits, and the shards a partial answer left out (named)."""
+
+    hits: list[Hit]
+    unavailable_shards: tuple[str, ...] = ()
+
+    @property
+    def partial_reason(self) -> str:
+        if not self.unavailable_shards:
+            return ""
+        return f"partial results: {'; '.join(self.unavailable_shards)} could not be reached"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,15 @@ from meshsearch.search.v1 import search_pb2_grpc
 from meshsearch_api.auth import principal
 from meshsearch_api.chunking import EmbeddedBatch
 from meshsearch_api.conversions import search_service
-from meshsearch_api.domain import Chunking, CollectionInfo, CollectionSpec, Document, Hit, ModelIdentity, SearchQuery
+from meshsearch_api.domain import (
+    Chunking,
+    CollectionInfo,
+    CollectionSpec,
+    Document,
+    ModelIdentity,
+    Ranked,
+    SearchQuery,
+)
 from meshsearch_common import names, vectors
 from meshsearch_common.client import Upstream
 from meshsearch_common.errors import MeshError
@@ -164,10 +172,12 @@ class SearchClient:
         k: int,
         vector: npt.NDArray[np.float32] | None = None,
         model: ModelIdentity | None = None,
-    ) -> list[Hit]:
+    ) -> Ranked:
         """Vector search (`vector` given, mode vector), hybrid (`vector` given, mode hybrid) or
         keyword search (no vector)."""
         stored = replace(query, collection=principal.stored_collection(query.collection))
         request = search_service.query_to_search(stored, k, vector, model)
         response = await self._call(self._stub.Query, request, query.collection)
-        return [search_service.hit_from_search(hit) for hit in response.points]
+        return Ranked(
+            [search_service.hit_from_search(hit) for hit in response.points], tuple(response.unavailable_shards)
+        )

@@ -68,7 +68,8 @@ class Searches:
         the fallback always has time to run."""
         k = self._check_search(query, field_prefix)
         if query.mode is SearchMode.KEYWORD:
-            return SearchResult(await self._search.query(query, k), SearchMode.KEYWORD)
+            ranked = await self._search.query(query, k)
+            return SearchResult(ranked.hits, SearchMode.KEYWORD, ranked.partial_reason)
         self._search.fail_fast_if_open()  # no model time for a query that could not be run
         remaining = context.remaining_seconds()
         try:
@@ -78,9 +79,12 @@ class Searches:
         except (Unavailable, DeadlineExceeded, ResourceExhausted) as exc:
             DEGRADED_SEARCHES.labels(type(exc).__name__).inc()
             reason = f"answered by keyword search: the query could not be embedded ({exc.message})"
-            return SearchResult(await self._search.query(query, k), SearchMode.KEYWORD, reason)
-        hits = await self._search.query(query, k, embedded.vectors[0], embedded.model)
-        return SearchResult(hits, query.mode)
+            ranked = await self._search.query(query, k)
+            return SearchResult(
+                ranked.hits, SearchMode.KEYWORD, "; ".join(filter(None, (reason, ranked.partial_reason)))
+            )
+        ranked = await self._search.query(query, k, embedded.vectors[0], embedded.model)
+        return SearchResult(ranked.hits, query.mode, ranked.partial_reason)
 
     async def search_batch(self, queries: list[SearchQuery]) -> list[SearchResult]:
         """Several searches at once, in request order; the first invalid one (by position)

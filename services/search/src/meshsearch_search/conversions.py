@@ -25,7 +25,7 @@ from meshsearch_search.domain import (
     Storage,
 )
 from meshsearch_search.filters import FieldCondition, Filter
-from meshsearch_search.retrieval import QuerySpec
+from meshsearch_search.retrieval import Answer, QuerySpec
 
 STORAGE: dict[int, Storage] = {
     pb.STORAGE_UNSPECIFIED: Storage.FLOAT32,
@@ -179,6 +179,11 @@ def points_out(points: list[Point], response: pb.GetResponse | pb.ScrollResponse
         fill_point(response.points.add(), point)
 
 
+def answer_out(answer: Answer, response: pb.QueryResponse) -> None:
+    response.unavailable_shards.extend(answer.unavailable_shards)
+    hits_out(answer.hits, response)
+
+
 def hits_out(hits: list[ScoredPoint], response: pb.QueryResponse) -> None:
     for hit in hits:
         scored = response.points.add()
@@ -231,4 +236,5 @@ def query_in(request: pb.QueryRequest) -> QuerySpec:
         include_metadata=not request.omit_metadata,
         filter=filter_in(request.filter),
         model=model_in(request.model) if request.HasField("model") else None,
+        allow_partial=request.allow_partial_results,
     )

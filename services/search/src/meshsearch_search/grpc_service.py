@@ -187,9 +187,9 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
         return response
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryResponse:
-        hits = await self._stores.get().retriever.query(request.collection, conversions.query_in(request))
+        answer = await self._stores.get().retriever.answer(request.collection, conversions.query_in(request))
         response = pb.QueryResponse()
-        conversions.hits_out(hits, response)
+        conversions.answer_out(answer, response)
         return response
 
     async def QueryBatch(
@@ -208,8 +208,8 @@ class VectorStoreServicer(pb_grpc.VectorStoreServiceServicer):
                 specs.append((query.collection, conversions.query_in(query)))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"queries[{index}]: {exc.message}") from None
-        hit_lists = await stores.retriever.query_batch(specs, stores.batch_concurrency)
+        answers = await stores.retriever.query_batch(specs, stores.batch_concurrency)
         response = pb.QueryBatchResponse()
-        for hits in hit_lists:
-            conversions.hits_out(hits, response.results.add())
+        for answer in answers:
+            conversions.answer_out(answer, response.results.add())
         return response

@@ -145,14 +145,15 @@ def document_count(collection: Collection) -> sql.Composed:
     return sql.SQL("SELECT coalesce(sum(documents), 0) FROM {stats}").format(**_names(collection))
 
 
-def ranked(collection: Collection) -> sql.Composed:
+def ranked(collection: Collection, relations: dict[str, sql.Composable] | None = None) -> sql.Composed:
     """(id, score) of every document holding a word of the query (parameter 1), by BM25.
 
     The postings are read by the query's lexemes as one array, which a sharded collection's
     coordinator sends to every shard (a join could pull each shard's postings across); document
     frequencies and counts are then summed over all shards, so scores are the same as on one
     server. IDF is Lucene's non-negative form, ln(1 + (N - df + 0.5) / (df + 0.5)); arithmetic is in
-    float8 (numeric made the sum ten times slower)."""
+    float8 (numeric made the sum ten times slower). `relations` may stand in for the postings
+    (`terms`) and counters (`stats`), as for a partial answer of a sharded collection."""
     return sql.SQL(
         """SELECT p.id, sum(ln(1 + greatest(n.documents - p.df + 0.5, 0) / (p.df + 0.5))
                          * p.tf * ({k1} + 1) / (p.tf + {k1} * (1 - {b} + {b} * p.doc_len / n.avgdl))) AS score
@@ -168,5 +169,5 @@ def ranked(collection: Collection) -> sql.Composed:
         k1=sql.Literal(BM25_K1),
         b=sql.Literal(BM25_B),
         config=sql.Literal(TEXT_SEARCH_CONFIG),
-        **_names(collection),
+        **{**_names(collection), **(relations or {})},
     )

@@ -22,7 +22,7 @@ from meshsearch_search.domain import Collection, ItemError, ModelIdentity, Point
 from meshsearch_search.filters import Filter, FilterLimits, compile_filter
 from meshsearch_search.receipts import check_receipt
 from meshsearch_search.settings import SearchSettings
-from meshsearch_search.shards import Shard
+from meshsearch_search.shards import Shard, Shards
 
 T = TypeVar("T")
 
@@ -149,6 +149,10 @@ class PointStore:
         self._collections = collections
         self._shards = collections.shards
         self.limits = limits
+
+    @property
+    def shards(self) -> Shards:
+        return self._shards
 
     async def on_collection(self, name: str, operation: Callable[[Collection], Awaitable[T]]) -> T:
         """Run `operation` on the (possibly cached) collection; if its table vanished (dropped

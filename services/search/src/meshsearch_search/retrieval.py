@@ -22,13 +22,14 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from meshsearch_common.errors import InvalidArgument
+from meshsearch_common.errors import InvalidArgument, Unavailable
 from meshsearch_search import keyword, shards
 from meshsearch_search.collections import METRIC_OPERATORS
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection, Metric, ModelIdentity, ScoredPoint, Span
 from meshsearch_search.filters import Filter
 from meshsearch_search.points import PointLimits, PointStore, check_model, point_from_row, read_settings
+from meshsearch_search.shards import Shard
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
 HYBRID_MIN_CANDIDATES = 50  # documents taken from each ranking before fusion
@@ -48,6 +49,14 @@ class QuerySpec:
     include_metadata: bool = True
     filter: Filter = field(default_factory=Filter)
     model: ModelIdentity | None = None  # the producer of `vector`, checked against the collection
+    allow_partial: bool = False  # a sharded collection may answer without shards it cannot reach
+    shards: tuple[int, ...] | None = None  # the shards to read (a partial answer); None: all
+
+
+@dataclass(frozen=True)
+class Answer:
+    hits: list[ScoredPoint]
+    unavailable_shards: tuple[str, ...] = ()  # named, when a partial answer left them out
 
 
 def _score(metric: Metric, distance: float) -> float:
@@ -79,15 +88,15 @@ class Retriever:
         if spec.vector is None and not spec.text.strip():
             raise InvalidArgument("a query needs a vector, a text, or both")
 
-    async def query_batch(self, queries: list[tuple[str, QuerySpec]], concurrency: int) -> list[list[ScoredPoint]]:
+    async def query_batch(self, queries: list[tuple[str, QuerySpec]], concurrency: int) -> list[Answer]:
         """Several queries at once, at most `concurrency` in flight on the read pool; results in
         request order. The first failing query (by position) fails the batch, naming its index."""
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(index: int, name: str, spec: QuerySpec) -> list[ScoredPoint]:
+        async def one(index: int, name: str, spec: QuerySpec) -> Answer:
             async with gate:
                 try:
-                    return await self.query(name, spec)
+                    return await self.answer(name, spec)
                 except InvalidArgument as exc:
                     raise InvalidArgument(f"queries[{index}]: {exc.message}", field=exc.field) from None
 
@@ -101,27 +110,54 @@ class Retriever:
 
     async def query(self, name: str, spec: QuerySpec) -> list[ScoredPoint]:
         """The k best points, best first: vector, keyword or hybrid, optionally filtered."""
+        return (await self.answer(name, spec)).hits
+
+    async def answer(self, name: str, spec: QuerySpec) -> Answer:
+        """`query`'s hits, and the shards a partial answer left out: when the query allows
+        one, a shard the coordinator cannot reach is left out and the query asked again, until
+        it is answered or no shard is left."""
         self._check_query(spec)
 
-        async def run(collection: Collection) -> list[ScoredPoint]:
-            if spec.vector is not None:
-                check_model(collection, spec.model)
-            if spec.vector is not None and spec.vector.shape[-1] != collection.spec.dimension:
-                raise InvalidArgument(
-                    f"query vector has dimension {spec.vector.shape[-1]} but collection "
-                    f"'{collection.spec.name}' has dimension {collection.spec.dimension}"
-                )
-            if spec.vector is None:
-                hits = await self._keyword(collection, spec, spec.k)
-            elif spec.text.strip():
-                hits = await self._hybrid(collection, spec)
-            else:
-                hits = await self._nearest(collection, spec)
-            if spec.score_threshold is not None:
-                hits = [hit for hit in hits if hit.score >= spec.score_threshold]
-            return hits
+        async def run(collection: Collection) -> Answer:
+            left_out: list[Shard] = []
+            while True:
+                gone = {shard.index for shard in left_out}
+                live = tuple(i for i in range(collection.spec.shards) if i not in gone) if gone else None
+                try:
+                    hits = await self._hits(collection, replace(spec, shards=live))
+                    return Answer(hits, tuple(shard.name for shard in left_out))
+                except Unavailable as exc:
+                    shard = self._store.shards.unreached(exc) if spec.allow_partial and collection.sharded else None
+                    if shard is None or shard.index in gone or len(gone) + 1 >= collection.spec.shards:
+                        raise
+                    left_out.append(shard)
 
         return await self._store.on_collection(name, run)
+
+    async def _hits(self, collection: Collection, spec: QuerySpec) -> list[ScoredPoint]:
+        if spec.vector is not None:
+            check_model(collection, spec.model)
+        if spec.vector is not None and spec.vector.shape[-1] != collection.spec.dimension:
+            raise InvalidArgument(
+                f"query vector has dimension {spec.vector.shape[-1]} but collection "
+                f"'{collection.spec.name}' has dimension {collection.spec.dimension}"
+            )
+        if spec.vector is None:
+            hits = await self._keyword(collection, spec, spec.k)
+        elif spec.text.strip():
+            hits = await self._hybrid(collection, spec)
+        else:
+            hits = await self._nearest(collection, spec)
+        if spec.score_threshold is not None:
+            hits = [hit for hit in hits if hit.score >= spec.score_threshold]
+        return hits
+
+    def _relation(self, collection: Collection, spec: QuerySpec, suffix: str = "") -> sql.Composable:
+        """The collection's points (or, by `suffix`, postings or counters) as the query reads
+        them: the table, or only the reachable shards' part of it for a partial answer."""
+        if spec.shards is None:
+            return sql.Identifier(collection.table + suffix)
+        return shards.reachable(collection.table + suffix, spec.shards)
 
     def _columns(self, collection: Collection, spec: QuerySpec) -> dict[str, sql.Composable]:
         """Names for the statements below: `d` is a document's first row (text and metadata),
@@ -201,7 +237,7 @@ class Retriever:
                 + """
                    FROM best JOIN {documents} d ON d.id = best.id AND d.chunk = 0
                   ORDER BY best.distance LIMIT %s"""
-            ).format(where=where, documents=self._first_chunks(collection), **columns, **parts)
+            ).format(where=where, documents=self._first_chunks(collection, spec), **columns, **parts)
 
         if collection.sharded:
             return await self._nearest_sharded(collection, spec, fetch, grouped, params, (*shape, where_key))
@@ -264,7 +300,7 @@ class Retriever:
         projection (docs/scaling.md). The shards search with their sessions' ef_search and
         iterative scans (see `shards`): a query's own ef_search does not reach them. An exact
         search is exact on every shard (see `_merged`)."""
-        count = collection.spec.shards
+        count = len(spec.shards or range(collection.spec.shards))
         literal = shards.vector_literal(spec.vector.tolist()) if spec.vector is not None else None
         # The query vector and the filter's values, once per branch (see the statement below);
         # an exact search orders each branch by the distance again (`_merged`).
@@ -309,7 +345,7 @@ class Retriever:
                     limit=sql.Literal(limit),
                     **self._columns(collection, spec),
                 )
-                for index in range(collection.spec.shards)
+                for index in (spec.shards or range(collection.spec.shards))
             )
             fuller = sql.SQL(
                 """(SELECT count(*) FROM (SELECT FROM candidates GROUP BY shard
@@ -326,18 +362,18 @@ class Retriever:
                 fetch=sql.Literal(fetch),
             )
 
-        statement = self._rendered(("sharded", fetch, limit, spec.exact, *shape), sharded_sql)
+        statement = self._rendered(("sharded", fetch, limit, spec.exact, spec.shards, *shape), sharded_sql)
         async with self._db.read(self._settings()) as conn, psycopg.AsyncClientCursor(conn) as cursor:
             # Bound here, as literals: with the query vector a server-side parameter, the planner
             # kept each branch behind a projection, and the shards were scanned one by one.
             await cursor.execute(statement, [*arguments, spec.k])
             return await cursor.fetchall()
 
-    def _first_chunks(self, collection: Collection) -> sql.Composable:
+    def _first_chunks(self, collection: Collection, spec: QuerySpec) -> sql.Composable:
         """Where `grouped` reads the documents of its best hits (their first chunks, with the
         text and metadata). A sharded collection's hits carry their own when they are a first
         chunk; the others are fetched by id, and only when there are any."""
-        table = sql.Identifier(collection.table)
+        table = self._relation(collection, spec)
         if not collection.sharded:
             return table
         return sql.SQL(
@@ -349,11 +385,11 @@ class Retriever:
                  WHERE EXISTS (SELECT FROM best WHERE chunk > 0))"""
         ).format(table=table)
 
-    def _documents(self, collection: Collection, hits: str) -> sql.Composable:
+    def _documents(self, collection: Collection, spec: QuerySpec, hits: str) -> sql.Composable:
         """Where the documents of `hits` (a relation with an id column) are read. A sharded
         collection's by their ids, which the coordinator sends to the shards; joined to the
         partitioned table, the planner could pull every shard's rows across instead."""
-        table = sql.Identifier(collection.table)
+        table = self._relation(collection, spec)
         if not collection.sharded:
             return table
         return sql.SQL("(SELECT * FROM {table} WHERE chunk = 0 AND id = ANY(ARRAY(SELECT id FROM {hits})))").format(
@@ -377,8 +413,13 @@ class Retriever:
                  FROM scored JOIN {documents} d ON d.id = scored.id AND d.chunk = 0
                 WHERE {where} ORDER BY scored.score DESC, d.id LIMIT %s"""
         ).format(
-            ranked=keyword.ranked(collection),
-            documents=self._documents(collection, "scored"),
+            ranked=keyword.ranked(
+                collection,
+                None
+                if spec.shards is None
+                else {name: self._relation(collection, spec, f"_{name}") for name in ("terms", "stats")},
+            ),
+            documents=self._documents(collection, spec, "scored"),
             where=where,
             d_vector=sql.SQL("d.embedding::vector" if spec.include_vectors else "NULL::vector"),
             **columns,

@@ -99,6 +99,14 @@ def vector_literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(["%.9g"] * len(vector)) % tuple(vector) + "]"
 
 
+def reachable(relation: str, indexes: Sequence[int]) -> sql.Composable:
+    """One of a sharded collection's relations on the coordinator (its points, postings or
+    counters: `relation`) read from the given shards only, for a partial answer: the union of
+    their foreign tables. The parent would open a connection to every shard, even to scan none."""
+    parts = [sql.SQL("SELECT * FROM {}").format(sql.Identifier(f"{relation}_s{index}")) for index in indexes]
+    return sql.SQL("({})").format(sql.SQL(" UNION ALL ").join(parts))
+
+
 def where_of(url: str) -> str:
     """host:port/dbname of a URL, for messages (never its password)."""
     info = conninfo_to_dict(url)
@@ -391,11 +399,17 @@ class Shards:
         down finishes the job)."""
         await self.each(collection, lambda shard: self._drop_on(shard, collection))
 
-    def named(self, error: Unavailable) -> Unavailable:
-        """The coordinator's error about a foreign server, restated with the shard's address
-        (postgres_fdw names the server: `could not connect to server "meshsearch_shard_1"`)."""
+    def unreached(self, error: Unavailable) -> Shard | None:
+        """The shard the coordinator's error is about (postgres_fdw names the server:
+        `could not connect to server "meshsearch_shard_1"`), if any."""
         found = _NAMED_SERVER.search(error.message)
         if found is None or int(found.group(1)) >= len(self.all):
+            return None
+        return self.all[int(found.group(1))]
+
+    def named(self, error: Unavailable) -> Unavailable:
+        """The coordinator's error about a foreign server, restated with the shard's address."""
+        shard = self.unreached(error)
+        if shard is None:
             return error
-        shard = self.all[int(found.group(1))]
         return Unavailable(f"{shard.name} is unavailable: {error.message}", reason="SHARD_UNAVAILABLE")

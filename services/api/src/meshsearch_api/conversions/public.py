@@ -106,6 +106,7 @@ def search_query_in(message: pb.SearchRequest) -> SearchQuery:
         exact=message.exact,
         include_text=message.include_text if message.HasField("include_text") else True,
         include_metadata=message.include_metadata if message.HasField("include_metadata") else True,
+        allow_partial_results=message.allow_partial_results,
     )
 
 

@@ -77,6 +77,7 @@ def query_to_search(
         filter=filter_to_search(query.filter),
         omit_text=not query.include_text,
         omit_metadata=not query.include_metadata,
+        allow_partial_results=query.allow_partial_results,
     )
     if vector is not None and model is not None:
         request.vector.data, request.vector.dimension = vectors.pack(vector), model.dimension

@@ -265,7 +265,7 @@ class DeleteDocumentsResponse(_message.Message):
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "top_k", "score_threshold", "mode", "filter", "ef_search", "exact", "include_text", "include_metadata")
+    __slots__ = ("collection", "query", "top_k", "score_threshold", "mode", "filter", "ef_search", "exact", "include_text", "include_metadata", "allow_partial_results")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +276,7 @@ class SearchRequest(_message.Message):
     EXACT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TEXT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_RESULTS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: str
     top_k: int
@@ -286,7 +287,8 @@ class SearchRequest(_message.Message):
     exact: bool
     include_text: bool
     include_metadata: bool
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., ef_search: _Optional[int] = ..., exact: _Optional[bool] = ..., include_text: _Optional[bool] = ..., include_metadata: _Optional[bool] = ...) -> None: ...
+    allow_partial_results: bool
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., ef_search: _Optional[int] = ..., exact: _Optional[bool] = ..., include_text: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., allow_partial_results: _Optional[bool] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("document", "score", "chunk")

@@ -288,7 +288,7 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("collection", "vector", "k", "ef_search", "exact", "score_threshold", "include_vectors", "filter", "text", "model", "omit_text", "omit_metadata")
+    __slots__ = ("collection", "vector", "k", "ef_search", "exact", "score_threshold", "include_vectors", "filter", "text", "model", "omit_text", "omit_metadata", "allow_partial_results")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -301,6 +301,7 @@ class QueryRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     OMIT_TEXT_FIELD_NUMBER: _ClassVar[int]
     OMIT_METADATA_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_RESULTS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     vector: Vector
     k: int
@@ -313,7 +314,8 @@ class QueryRequest(_message.Message):
     model: EmbeddingModel
     omit_text: bool
     omit_metadata: bool
-    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., ef_search: _Optional[int] = ..., exact: _Optional[bool] = ..., score_threshold: _Optional[float] = ..., include_vectors: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., text: _Optional[str] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., omit_text: _Optional[bool] = ..., omit_metadata: _Optional[bool] = ...) -> None: ...
+    allow_partial_results: bool
+    def __init__(self, collection: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., ef_search: _Optional[int] = ..., exact: _Optional[bool] = ..., score_threshold: _Optional[float] = ..., include_vectors: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., text: _Optional[str] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., omit_text: _Optional[bool] = ..., omit_metadata: _Optional[bool] = ..., allow_partial_results: _Optional[bool] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("must", "should", "must_not")
@@ -375,10 +377,12 @@ class ScoredPoint(_message.Message):
     def __init__(self, point: _Optional[_Union[Point, _Mapping]] = ..., score: _Optional[float] = ..., span: _Optional[_Union[Span, _Mapping]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("points",)
+    __slots__ = ("points", "unavailable_shards")
     POINTS_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_SHARDS_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[ScoredPoint]
-    def __init__(self, points: _Optional[_Iterable[_Union[ScoredPoint, _Mapping]]] = ...) -> None: ...
+    unavailable_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, points: _Optional[_Iterable[_Union[ScoredPoint, _Mapping]]] = ..., unavailable_shards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class QueryBatchRequest(_message.Message):
     __slots__ = ("queries",)
