@@ -7,9 +7,12 @@ coordinator's own database, one spread over the N shards. For each:
     a sharded one builds every shard's index at once, in the load's transactions);
   - one client's queries at the service's default ef_search: recall@10 against exact search
     (numpy), p50 and p99;
-  - the same with several clients at once (the sharded plan runs each query's shards together).
+  - the same with several clients at once (the sharded plan runs each query's shards together);
+  - again for each value of the shards' own ef_search asked for (the search service restarted
+    with MESHSEARCH_SEARCH_SHARD_EF_SEARCH), one server measured beside each.
 Data: embedding-like unit vectors (clusters in a 64-dim latent space, 384 dims). Usage:
   .venv/bin/python bench/sharding/service.py [--count 100000] [--shards 4] [--queries 300]
+      [--shard-ef-search 0,20,10]
 """
 
 from __future__ import annotations
@@ -72,42 +75,61 @@ def measure(stub, name: str, queries: np.ndarray, truth: list[set[int]], clients
     )
 
 
+def restart_with_shard_ef_search(stack: EmbeddedStack, ef_search: int) -> None:
+    """The search service again, its shards' sessions at `ef_search` (0: the default's)."""
+    stack.extra_env["MESHSEARCH_SEARCH_SHARD_EF_SEARCH"] = str(ef_search)
+    stack.stop_service("search")
+    stack.start_service("search")
+    stack.wait_service("search")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument(
+        "--shard-ef-search",
+        default="0",
+        help="comma-separated MESHSEARCH_SEARCH_SHARD_EF_SEARCH values to measure the sharded collection at "
+        "(0: the service's default ef_search); one server is measured beside each",
+    )
     args = parser.parse_args()
     print(f"CPU: {cpu_description()}")
     print(f"{args.count:,} vectors of 384 dims; {args.shards} shard servers and the coordinator on this machine")
     data = embedding_like_vectors(args.count, 384, clusters=200, seed=1)
     queries = queries_near(data, args.queries)
     truth = exact_top10(data, queries)
+    sharded = f"{args.shards} shards"
     with tempfile.TemporaryDirectory(prefix="meshsearch-sharding-") as workdir:
         stack = EmbeddedStack(Path(workdir), Ports.ephemeral(), shards=args.shards)
-        with stack.running(services=("search",)), stack.sync_channel("search") as channel:
-            stub = search_pb2_grpc.VectorStoreServiceStub(channel)
-            results = {}
-            for label, shards in (("one server", 0), (f"{args.shards} shards", args.shards)):
-                name = f"bench_{shards}"
-                wall, build = load(stub, data, name, shards)
-                single = measure(stub, name, queries, truth, 1)
-                many = measure(stub, name, queries, truth, CLIENTS)
-                results[label] = (wall, build, single, many)
+        with stack.running(services=("search",)):
+            loads = {}
+            with stack.sync_channel("search") as channel:
+                stub = search_pb2_grpc.VectorStoreServiceStub(channel)
+                for label, shards in (("one server", 0), (sharded, args.shards)):
+                    loads[label] = load(stub, data, f"bench_{shards}", shards)
+                    print(
+                        f"{label}: BulkUpsert {loads[label][0]:.1f} s (index build {loads[label][1]:.1f} s)", flush=True
+                    )
+            (one_wall, one_build), (wall, build) = loads.values()
+            print(f"ratios: BulkUpsert wall {wall / one_wall:.2f}x, index build {build / one_build:.2f}x", flush=True)
+            for round_index, ef_search in enumerate(int(value) for value in args.shard_ef_search.split(",")):
+                if round_index or ef_search:
+                    restart_with_shard_ef_search(stack, ef_search)
+                with stack.sync_channel("search") as channel:
+                    stub = search_pb2_grpc.VectorStoreServiceStub(channel)
+                    one, one_many = (measure(stub, "bench_0", queries, truth, c) for c in (1, CLIENTS))
+                    many_shards = f"bench_{args.shards}"
+                    single, many = (measure(stub, many_shards, queries, truth, c) for c in (1, CLIENTS))
                 print(
-                    f"{label}: BulkUpsert {wall:.1f} s (index build {build:.1f} s); one client: recall@10 "
-                    f"{single[0]:.3f}, p50 {single[1]:.2f} ms, p99 {single[2]:.2f} ms; {CLIENTS} clients: "
-                    f"{many[3]:.0f} queries/s, p99 {many[2]:.2f} ms",
+                    f"\nshards' ef_search {ef_search or 'default'}: one client: recall@10 {single[0]:.3f} vs "
+                    f"{one[0]:.3f}, p50 {single[1]:.2f} vs {one[1]:.2f} ms ({single[1] / one[1]:.2f}x), p99 "
+                    f"{single[2]:.2f} vs {one[2]:.2f} ms ({single[2] / one[2]:.2f}x); {CLIENTS} clients: "
+                    f"{many[3]:.0f} vs {one_many[3]:.0f} queries/s ({many[3] / one_many[3]:.2f}x), p99 "
+                    f"{many[2]:.2f} vs {one_many[2]:.2f} ms ({many[2] / one_many[2]:.2f}x)",
                     flush=True,
                 )
-    (one_wall, one_build, one_single, one_many), (wall, build, single, many) = results.values()
-    print(
-        f"\nratios, {args.shards} shards / one server: BulkUpsert wall {wall / one_wall:.2f}x, index build "
-        f"{build / one_build:.2f}x, recall {single[0]:.3f} vs {one_single[0]:.3f}, "
-        f"p50 {single[1] / one_single[1]:.2f}x, "
-        f"p99 {single[2] / one_single[2]:.2f}x; {CLIENTS} clients: throughput {many[3] / one_many[3]:.2f}x, "
-        f"p99 {many[2] / one_many[2]:.2f}x"
-    )
 
 
 if __name__ == "__main__":
