@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -94,6 +95,12 @@ def main() -> None:
         help="comma-separated MESHSEARCH_SEARCH_SHARD_EF_SEARCH values to measure the sharded collection at "
         "(0: the service's default ef_search); one server is measured beside each",
     )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the stack's servers and data here, and reuse collections an earlier run loaded there "
+        "(their load is then not measured again); default: a temporary directory",
+    )
     args = parser.parse_args()
     print(f"CPU: {cpu_description()}")
     print(f"{args.count:,} vectors of 384 dims; {args.shards} shard servers and the coordinator on this machine")
@@ -101,19 +108,30 @@ def main() -> None:
     queries = queries_near(data, args.queries)
     truth = exact_top10(data, queries)
     sharded = f"{args.shards} shards"
-    with tempfile.TemporaryDirectory(prefix="meshsearch-sharding-") as workdir:
-        stack = EmbeddedStack(Path(workdir), Ports.ephemeral(), shards=args.shards)
+    with contextlib.ExitStack() as cleanup:
+        workdir = args.data_dir or Path(
+            cleanup.enter_context(tempfile.TemporaryDirectory(prefix="meshsearch-sharding-"))
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        stack = EmbeddedStack(workdir, Ports.ephemeral(), shards=args.shards)
         with stack.running(services=("search",)):
             loads = {}
             with stack.sync_channel("search") as channel:
                 stub = search_pb2_grpc.VectorStoreServiceStub(channel)
+                present = {c.name for c in stub.ListCollections(pb.ListCollectionsRequest()).collections}
                 for label, shards in (("one server", 0), (sharded, args.shards)):
+                    if f"bench_{shards}" in present:
+                        print(f"{label}: loaded by an earlier run in {workdir}", flush=True)
+                        continue
                     loads[label] = load(stub, data, f"bench_{shards}", shards)
                     print(
                         f"{label}: BulkUpsert {loads[label][0]:.1f} s (index build {loads[label][1]:.1f} s)", flush=True
                     )
-            (one_wall, one_build), (wall, build) = loads.values()
-            print(f"ratios: BulkUpsert wall {wall / one_wall:.2f}x, index build {build / one_build:.2f}x", flush=True)
+            if len(loads) == 2:
+                (one_wall, one_build), (wall, build) = loads.values()
+                print(
+                    f"ratios: BulkUpsert wall {wall / one_wall:.2f}x, index build {build / one_build:.2f}x", flush=True
+                )
             for round_index, ef_search in enumerate(int(value) for value in args.shard_ef_search.split(",")):
                 if round_index or ef_search:
                     restart_with_shard_ef_search(stack, ef_search)
