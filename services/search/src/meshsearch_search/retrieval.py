@@ -125,7 +125,8 @@ class Retriever:
                 live = tuple(i for i in range(collection.spec.shards) if i not in gone) if gone else None
                 try:
                     hits = await self._hits(collection, replace(spec, shards=live))
-                    return Answer(hits, tuple(shard.name for shard in left_out))
+                    # By number only: an answer may reach tenants, the shard's address may not.
+                    return Answer(hits, tuple(f"shard {shard.index}" for shard in left_out))
                 except Unavailable as exc:
                     shard = self._store.shards.unreached(exc) if spec.allow_partial and collection.sharded else None
                     if shard is None or shard.index in gone or len(gone) + 1 >= collection.spec.shards:
