@@ -100,6 +100,13 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+# Every port free_port has returned in this process. A port is free when it is chosen but
+# bound only later, by a child process; without this record two choices made before either
+# binds could be the same port (nine per stack, many stacks per test run: seen in CI as
+# "Address already in use" on a worker's port).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A loopback port free now, for a service about to bind it. Chosen below the kernel's
     ephemeral range: outgoing connections take their local ports from that range, and one of
@@ -108,12 +115,15 @@ def free_port() -> int:
     low = _ephemeral_low()
     for _ in range(200):
         port = random.randint(max(1024, low - 12_000), low - 1)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
