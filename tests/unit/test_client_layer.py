@@ -118,9 +118,9 @@ def test_only_upstream_faults_count_against_the_breaker(code: grpc.StatusCode, c
 def test_upstream_caller_errors_pass_through_and_faults_become_unavailable() -> None:
     assert isinstance(from_upstream("search", rpc_error(grpc.StatusCode.NOT_FOUND, "no such collection")), NotFound)
     assert isinstance(from_upstream("search", rpc_error(grpc.StatusCode.INVALID_ARGUMENT)), InvalidArgument)
-    fault = from_upstream("search", rpc_error(grpc.StatusCode.INTERNAL, "disk on fire"))
+    fault = from_upstream("search", rpc_error(grpc.StatusCode.INTERNAL, "internal error in /x; see server logs"))
     assert isinstance(fault, Unavailable)
-    assert "search" in fault.message and "disk on fire" in fault.message
+    assert "search" in fault.message and "INTERNAL" in fault.message
     # An upstream that drops the call (shutting down) is a retryable fault, not our caller's cancel.
     dropped = from_upstream("embedder", rpc_error(grpc.StatusCode.CANCELLED))
     assert isinstance(dropped, Unavailable) and "embedder" in dropped.message
@@ -174,3 +174,29 @@ def test_the_caller_error_table_is_exactly_the_eight_codes() -> None:
     from meshsearch_common.errors import CALLER_ERROR_CODES
 
     assert CALLER_ERROR_CODES == frozenset(CALLER_CODES)
+
+
+def test_an_unreachable_upstream_is_named_without_its_address_and_a_meshsearch_reason_passes_on() -> None:
+    """gRPC's own words for a refused connection hold the upstream's address, which no caller
+    should learn; a meshsearch server's own UNAVAILABLE (with its ErrorInfo) passes on as written."""
+    from meshsearch_common.errors import STATUS_DETAILS_KEY, status_details
+
+    transport = from_upstream(
+        "search",
+        rpc_error(
+            grpc.StatusCode.UNAVAILABLE,
+            "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:10.0.3.7:50052: Connection refused",
+        ),
+    )
+    assert isinstance(transport, Unavailable) and transport.message.startswith("search is unavailable")
+    assert "10.0.3.7" not in transport.message and "50052" not in transport.message
+    assert transport.reason == "SEARCH_UNAVAILABLE"
+    ours = Unavailable("shard 1 is unavailable: retry shortly", reason="SHARD_UNAVAILABLE")
+    written = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata((STATUS_DETAILS_KEY, status_details(ours).SerializeToString())),
+        ours.message,
+    )
+    relayed = from_upstream("search", written)
+    assert "shard 1 is unavailable" in relayed.message and relayed.reason == "SHARD_UNAVAILABLE"

@@ -60,3 +60,24 @@ async def test_a_lost_connection_has_the_pool_check_the_others(failure: Exceptio
     await asyncio.sleep(0)  # the check runs in the background
     await asyncio.sleep(0)
     assert pool.checks == checked
+
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        (
+            psycopg.OperationalError('connection to server at "10.1.2.3", port 5433 failed: Connection refused'),
+            "the connection failed or was lost",
+        ),
+        (pg_errors.AdminShutdown("terminating connection due to administrator command"), "restarting"),
+    ],
+)
+async def test_an_unreachable_database_is_named_without_the_drivers_words(failure: Exception, said: str) -> None:
+    """Every caller reads a status message, so it says what is down and why in general terms;
+    the driver's text, with the server's address, stays on __cause__ for the log."""
+    pool: Any = _CountingPool()
+    with pytest.raises(Unavailable) as raised, database_errors(pool, ROLE):
+        raise failure
+    assert said in raised.value.message and "retry" in raised.value.message
+    assert "10.1.2.3" not in raised.value.message and "5433" not in raised.value.message
+    assert raised.value.__cause__ is failure

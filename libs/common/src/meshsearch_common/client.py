@@ -253,6 +253,11 @@ class Upstream:
         try:
             return await rpc(request)
         except grpc.aio.AioRpcError as exc:
+            if is_upstream_failure(exc):  # its words may not reach our caller (from_upstream): keep them here
+                log.warning(
+                    "upstream call failed",
+                    extra={"upstream": self.name, "code": exc.code().name, "error": exc.details()},
+                )
             raise from_upstream(self.name, exc) from None
 
     async def close(self) -> None:

@@ -42,6 +42,17 @@ class DatabaseRole:
     pool_size_setting: str
 
 
+def _unreachable_because(sqlstate: str | None) -> str:
+    """Why a database cannot serve, in words for any caller. The driver's own text (host, port,
+    the server's message) stays in the service's log and on the error's __cause__: every caller
+    may read a status message, and a tenant has no business with the mesh's addresses."""
+    if sqlstate is None:
+        return "the connection failed or was lost"
+    if sqlstate.startswith("57P"):
+        return "it is shutting down, restarting or starting up"
+    return f"SQLSTATE {sqlstate}"
+
+
 def pool_saturated(pool: psycopg_pool.AsyncConnectionPool) -> bool:
     """Every connection the pool may hold exists and is checked out: the database is up and busy.
     (While PostgreSQL is down, broken connections are discarded, so the pool is not full.)"""
@@ -117,8 +128,8 @@ class database_errors:  # noqa: N801 (used as a context manager, named like one)
                     retry_after_s=POOL_BUSY_RETRY_S,
                 ) from None
             raise Unavailable(
-                f"{role.what} is unavailable: no connection within the deadline ({exc})", reason=role.reason
-            ) from None
+                f"{role.what} is unavailable: no connection within the deadline; retry shortly", reason=role.reason
+            ) from exc
         if isinstance(exc, pg_errors.DiskFull):
             # gRPC's own words for RESOURCE_EXHAUSTED include "the entire file system is out of space".
             log.error("database out of disk space", extra={"database": role.what, "error": str(exc)})
@@ -134,8 +145,9 @@ class database_errors:  # noqa: N801 (used as a context manager, named like one)
             ) from None
         if isinstance(exc, psycopg.OperationalError | pg_errors.AdminShutdown | pg_errors.CannotConnectNow):
             log.warning("database unavailable", extra={"database": role.what, "error": str(exc)})
-            if getattr(exc, "sqlstate", None) is None or str(exc.sqlstate).startswith("57P"):
+            state = getattr(exc, "sqlstate", None)
+            if state is None or str(state).startswith("57P"):
                 check_soon(pool)  # the connection itself was lost (not an error the server reported)
             raise Unavailable(
-                f"{role.what} is unavailable: {str(exc).strip() or type(exc).__name__}", reason=role.reason
-            ) from None
+                f"{role.what} is unavailable ({_unreachable_because(state)}); retry shortly", reason=role.reason
+            ) from exc

@@ -170,7 +170,10 @@ def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
     UNAVAILABLE: our caller did not cancel); RESOURCE_EXHAUSTED keeps its
     RetryInfo; a timeout names the upstream; everything else (UNAVAILABLE, INTERNAL, UNKNOWN,
     ...) becomes UNAVAILABLE naming the upstream, since from our caller's point of view a sick
-    dependency is a temporary condition, not a bug in their request.
+    dependency is a temporary condition, not a bug in their request. Its words are passed on
+    only when a meshsearch server wrote them (they carry an ErrorInfo reason); gRPC's own
+    ("failed to connect to all addresses; ... ipv4:10.0.3.7:50052: Connection refused") name
+    the mesh's addresses, which are no caller's business, and stay in our log.
     """
     code = error.code()
     field, reason = _field_and_reason(error)
@@ -189,8 +192,9 @@ def from_upstream(upstream: str, error: grpc.aio.AioRpcError) -> MeshError:
         return DeadlineExceeded(
             f"{upstream} did not answer within the deadline: {error.details()}", reason="UPSTREAM_DEADLINE_EXCEEDED"
         )
+    said = error.details() if reason else ""
     return Unavailable(
-        f"{upstream} is unavailable: {error.details() or code.name}",
+        f"{upstream} is unavailable: {said or f'{code.name} (it could not be reached, or failed); retry shortly'}",
         retry_after_s=retry_after_of(error),
         reason=reason or f"{upstream.upper()}_UNAVAILABLE",
     )

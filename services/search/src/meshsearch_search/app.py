@@ -110,7 +110,7 @@ class SearchApp:
             version = await _migrate_when_reachable(url, settings.startup_timeout_s)
             log.info("shard ready", extra={"shard": index, "at": where_of(url), "schema_version": version})
             pool = await self._open_pool(url, f"shard-{index}", autocommit=False)
-            role = shard_role(index, url)
+            role = shard_role(index)
             opened.append(Shard(index, url, Database(pool, pool, connect_timeout_s=settings.pool_timeout_s, role=role)))
         shards = Shards(opened)
         if opened:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +37,8 @@ from meshsearch_common.errors import FailedPrecondition, InvalidArgument, Unavai
 from meshsearch_search import keyword
 from meshsearch_search.db import Database
 from meshsearch_search.domain import Collection
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -121,11 +124,17 @@ class Shard:
 
     @property
     def name(self) -> str:
-        return f"shard {self.index} ({where_of(self.url)})"
+        return shard_name(self.index)
 
 
-def shard_role(index: int, url: str) -> DatabaseRole:
-    return DatabaseRole(f"shard {index} ({where_of(url)})", "SHARD_UNAVAILABLE", "MESHSEARCH_SEARCH_POOL_MAX_SIZE")
+def shard_name(index: int) -> str:
+    """How callers see a shard: by number only. Its address (`where_of`) is for the log and the
+    operator; a status message reaches every tenant."""
+    return f"shard {index}"
+
+
+def shard_role(index: int) -> DatabaseRole:
+    return DatabaseRole(shard_name(index), "SHARD_UNAVAILABLE", "MESHSEARCH_SEARCH_POOL_MAX_SIZE")
 
 
 def session_options(ef_search: int, max_scan_tuples: int) -> str:
@@ -400,16 +409,26 @@ class Shards:
         await self.each(collection, lambda shard: self._drop_on(shard, collection))
 
     def unreached(self, error: Unavailable) -> Shard | None:
-        """The shard the coordinator's error is about (postgres_fdw names the server:
-        `could not connect to server "meshsearch_shard_1"`), if any."""
-        found = _NAMED_SERVER.search(error.message)
+        """The shard the coordinator's error is about, if any: postgres_fdw names the foreign
+        server (`could not connect to server "meshsearch_shard_1"`) in the driver's error, which
+        the database layer keeps on `__cause__`."""
+        found = _NAMED_SERVER.search(f"{error.message} {error.__cause__ or ''}")
         if found is None or int(found.group(1)) >= len(self.all):
             return None
         return self.all[int(found.group(1))]
 
     def named(self, error: Unavailable) -> Unavailable:
-        """The coordinator's error about a foreign server, restated with the shard's address."""
+        """The coordinator's error about a foreign server, restated as that shard's, by number;
+        the driver's words (the shard's address among them) go to the log."""
         shard = self.unreached(error)
         if shard is None:
             return error
-        return Unavailable(f"{shard.name} is unavailable: {error.message}", reason="SHARD_UNAVAILABLE")
+        log.warning(
+            "shard unreachable",
+            extra={"shard": shard.index, "at": where_of(shard.url), "error": str(error.__cause__ or error)},
+        )
+        return Unavailable(
+            f"{shard.name} is unavailable: the search service cannot reach it; retry shortly, or set "
+            "allow_partial_results for an answer from the other shards",
+            reason="SHARD_UNAVAILABLE",
+        )
