@@ -37,6 +37,7 @@ from probe import STORAGES, Storage, copy_rows, create_points_table, execute, se
 from meshsearch_harness.datasets import embedding_like_vectors
 from meshsearch_harness.figures import cpu_description, percentile
 from meshsearch_harness.neighbours import exact_top10, queries_near, recall
+from meshsearch_harness.processes import postgres_pids, pss_bytes
 
 DEFAULT_SWEEP = ";".join(
     [
@@ -79,40 +80,19 @@ class Build:
         return f"m {self.m}, ef_c {self.ef_construction}, {self.memory}, {self.workers} workers, {self.storage.type}"
 
 
-def postgres_pids(data_dir: Path) -> list[int]:
-    """The postmaster and every process it started (backends, parallel workers, background)."""
-    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
-    return [postmaster, *map(int, children)]
-
-
-def pss_bytes(data_dir: Path) -> int:
-    """The server's memory now: the sum of its processes' proportional set sizes."""
-    total = 0
-    for pid in postgres_pids(data_dir):
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue  # a process that ended between the listing and the read
-    return total
-
-
 class PeakMemory:
     """Samples the server's PSS every 50 ms in a thread while a block runs; keeps the peak."""
 
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = data_dir
         self._stop = threading.Event()
-        self.baseline = pss_bytes(data_dir)
+        self.baseline = pss_bytes(postgres_pids(data_dir))
         self.peak = self.baseline
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, pss_bytes(self._data_dir))
+            self.peak = max(self.peak, pss_bytes(postgres_pids(self._data_dir)))
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()

@@ -7,7 +7,11 @@ coordinator's own database, one spread over the N shards. For each:
     a sharded one builds every shard's index at once, in the load's transactions);
   - one client's queries at the service's default ef_search: recall@10 against exact search
     (numpy), p50 and p99;
-  - the same with several clients at once (the sharded plan runs each query's shards together);
+  - the same with several clients at once (the sharded plan runs each query's shards together),
+    with the CPU each part of the mesh spent per query (coordinator, each shard, search service,
+    clients; from /proc), the throughput that CPU predicts on this machine's cores beside the
+    measured one (the model's check), and what each shard and the front (coordinator + search
+    service) would serve per core of their own: the N-machine model;
   - again for each value of the shards' own ef_search asked for (the search service restarted
     with MESHSEARCH_SEARCH_SHARD_EF_SEARCH), one server measured beside each.
 Data: embedding-like unit vectors (clusters in a 64-dim latent space, 384 dims). Usage:
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +38,7 @@ from meshsearch_harness.bulk import column_batches
 from meshsearch_harness.datasets import embedding_like_vectors
 from meshsearch_harness.figures import cpu_description, percentile
 from meshsearch_harness.neighbours import exact_top10, queries_near, recall
+from meshsearch_harness.processes import cpu_between, cpu_seconds, server_cpu
 
 CLIENTS = 8
 
@@ -59,21 +65,59 @@ def query(stub: search_pb2_grpc.VectorStoreServiceStub, name: str, vector: np.nd
     return [int(hit.point.id[1:]) for hit in hits], (time.perf_counter() - started) * 1000
 
 
-def measure(stub, name: str, queries: np.ndarray, truth: list[set[int]], clients: int):  # type: ignore[no-untyped-def]
-    """(recall@10, p50 ms, p99 ms, queries/s) with `clients` callers at once."""
+def cpu_readings(stack: EmbeddedStack) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each part of the mesh, by process: the coordinator PostgreSQL, each
+    shard server, the search service and this benchmark's clients."""
+    readings = {"coordinator": server_cpu(stack.data_dir / "pgdata")}
+    for index in range(stack.shards):
+        readings[f"shard {index}"] = server_cpu(stack.data_dir / f"pgdata-shard-{index}")
+    search = stack.processes["search"].pid
+    readings["search service"] = {search: cpu_seconds(search)}
+    readings["clients"] = {os.getpid(): cpu_seconds(os.getpid())}
+    return readings
+
+
+def measure(stub, name: str, queries: np.ndarray, truth: list[set[int]], clients: int, stack: EmbeddedStack):  # type: ignore[no-untyped-def]
+    """(recall@10, p50 ms, p99 ms, queries/s, CPU ms per query by part of the mesh) with
+    `clients` callers at once."""
     for vector in queries[:20]:
         query(stub, name, vector)  # warm the pools and the shards' caches
+    before = cpu_readings(stack)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         outcomes = list(pool.map(lambda vector: query(stub, name, vector), queries))
     elapsed = time.perf_counter() - started
+    after = cpu_readings(stack)
     latencies = [ms for _, ms in outcomes]
+    cpu_ms = {part: cpu_between(before[part], after[part]) * 1000 / len(queries) for part in after}
     return (
         recall([found for found, _ in outcomes], truth),
         percentile(latencies, 50),
         percentile(latencies, 99),
         len(queries) / elapsed,
+        cpu_ms,
     )
+
+
+def cpu_model(label: str, cpu_ms: dict[str, float], measured_qps: float) -> None:
+    """Where one query's CPU goes, the throughput that predicts for this machine's cores (checked
+    against the measured), and what it predicts when each shard and the coordinator get cores
+    of their own (the N-machine model: every query visits every shard)."""
+    shards = {part: ms for part, ms in cpu_ms.items() if part.startswith("shard")}
+    front = cpu_ms["coordinator"] + cpu_ms["search service"]
+    total = sum(cpu_ms.values())
+    predicted = (os.cpu_count() or 1) * 1000 / total
+    parts = ", ".join(f"{part} {ms:.2f}" for part, ms in cpu_ms.items())
+    print(
+        f"  {label}: CPU ms per query: {parts}; total {total:.2f} -> predicted {predicted:.0f} queries/s on "
+        f"{os.cpu_count()} cores, measured {measured_qps:.0f} ({measured_qps / predicted:.2f} of it)"
+    )
+    if shards:
+        busiest = max(shards.values())
+        print(
+            f"    with a core per shard and per front (coordinator + search service): shards bound it at "
+            f"{1000 / busiest:.0f} queries/s per core each, the front at {1000 / front:.0f} per core"
+        )
 
 
 def restart_with_shard_ef_search(stack: EmbeddedStack, ef_search: int) -> None:
@@ -137,9 +181,9 @@ def main() -> None:
                     restart_with_shard_ef_search(stack, ef_search)
                 with stack.sync_channel("search") as channel:
                     stub = search_pb2_grpc.VectorStoreServiceStub(channel)
-                    one, one_many = (measure(stub, "bench_0", queries, truth, c) for c in (1, CLIENTS))
+                    one, one_many = (measure(stub, "bench_0", queries, truth, c, stack) for c in (1, CLIENTS))
                     many_shards = f"bench_{args.shards}"
-                    single, many = (measure(stub, many_shards, queries, truth, c) for c in (1, CLIENTS))
+                    single, many = (measure(stub, many_shards, queries, truth, c, stack) for c in (1, CLIENTS))
                 print(
                     f"\nshards' ef_search {ef_search or 'default'}: one client: recall@10 {single[0]:.3f} vs "
                     f"{one[0]:.3f}, p50 {single[1]:.2f} vs {one[1]:.2f} ms ({single[1] / one[1]:.2f}x), p99 "
@@ -148,6 +192,8 @@ def main() -> None:
                     f"{many[2]:.2f} vs {one_many[2]:.2f} ms ({many[2] / one_many[2]:.2f}x)",
                     flush=True,
                 )
+                cpu_model(f"one server, {CLIENTS} clients", one_many[4], one_many[3])
+                cpu_model(f"{sharded}, {CLIENTS} clients", many[4], many[3])
 
 
 if __name__ == "__main__":

@@ -317,6 +317,12 @@ async def test_a_killed_shard_fails_fast_by_name_and_writes_land_exactly_once(
             await stub.GetCollection(pb.GetCollectionRequest(name=name), timeout=20)
         assert counted.value.code() == grpc.StatusCode.UNAVAILABLE
         assert_names_shard_1_only(counted.value.details())
+        with pytest.raises(grpc.aio.AioRpcError) as listed:  # so is a listing with counts...
+            await stub.ListCollections(pb.ListCollectionsRequest(), timeout=20)
+        assert listed.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert_names_shard_1_only(listed.value.details())
+        uncounted = await stub.ListCollections(pb.ListCollectionsRequest(skip_counts=True), timeout=20)
+        assert name in {collection.name for collection in uncounted.collections}  # ...but not one without
         # A receipted batch while shard 1 is down: shard 0 applies its part, the call fails.
         with pytest.raises(grpc.aio.AioRpcError) as write:
             await stub.Upsert(pb.UpsertRequest(collection=name, points=items[100:300], receipt="job1/b1"), timeout=20)

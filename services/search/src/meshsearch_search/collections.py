@@ -284,13 +284,16 @@ class CollectionStore:
             "after": after,
             "limit": limit,
         }
-        async with self._db.transaction() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(query, arguments)
-            collections = [collection_from_row(row) for row in await cursor.fetchall()]
-            if not counts:
-                return collections
-            return [replace(c, point_count=await _count_documents(conn, c)) for c in collections]
+        try:
+            async with self._db.transaction() as conn:
+                cursor = conn.cursor(row_factory=dict_row)
+                await cursor.execute(query, arguments)
+                collections = [collection_from_row(row) for row in await cursor.fetchall()]
+                if not counts:
+                    return collections
+                return [replace(c, point_count=await _count_documents(conn, c)) for c in collections]
+        except Unavailable as exc:  # a sharded collection's count needs its shards: name the one down
+            raise self.shards.named(exc) from None
 
     async def delete(self, name: str) -> None:
         validate_name(name)
