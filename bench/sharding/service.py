@@ -103,7 +103,7 @@ def cpu_model(label: str, cpu_ms: dict[str, float], measured_qps: float) -> None
     """Where one query's CPU goes, the throughput that predicts for this machine's cores (checked
     against the measured), and what it predicts when each shard and the coordinator get cores
     of their own (the N-machine model: every query visits every shard)."""
-    shards = {part: ms for part, ms in cpu_ms.items() if part.startswith("shard")}
+    shards = {part: ms for part, ms in cpu_ms.items() if part.startswith("shard") and ms > 0}  # this collection's
     front = cpu_ms["coordinator"] + cpu_ms["search service"]
     total = sum(cpu_ms.values())
     predicted = (os.cpu_count() or 1) * 1000 / total
