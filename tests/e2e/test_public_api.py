@@ -76,6 +76,8 @@ async def test_long_documents_are_chunked_on_tokens_and_found_by_their_best_chun
 
 async def test_modes_filters_field_choice_and_batches(api: ApiClient) -> None:
     name = await create(api, storage=pb.STORAGE_FLOAT16, hnsw=pb.HnswParams(m=8, ef_construction=32))
+    described = (await api.collections.GetCollection(pb.GetCollectionRequest(name=name), timeout=10)).collection
+    assert described.storage == pb.STORAGE_FLOAT16
     texts = {
         "d1": ("Insulin resistance develops in obese mice fed a high fat diet.", "red"),
         "d2": ("Tumour suppressor genes restrain cell division.", "blue"),
