@@ -42,7 +42,7 @@ from meshsearch_embedder.cpu import inference_threads
 
 log = logging.getLogger(__name__)
 
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _SUPPORTED_MODULES = {
     "sentence_transformers.models.Transformer",
     "sentence_transformers.models.Pooling",
@@ -64,13 +64,16 @@ def check_pipeline(path: Path) -> dict:  # type: ignore[type-arg]
 BUILD = "fused-v1"  # the recipe below; part of the cache path, so a new recipe rebuilds
 
 
-def export_onnx(model_path: Path, target: Path) -> None:
-    """Export the transformer to ONNX with dynamic batch and sequence axes."""
+def traceable_transformer(model_path: Path, attention: str):  # type: ignore[no-untyped-def]
+    """(the model's transformer as a module from the three inputs to its last hidden state,
+    a tokenized sample batch to trace it with). `attention` is transformers' attn_implementation:
+    "eager" (plain MatMul/Softmax, what ONNX Runtime's fusions match) or "sdpa" (one fused
+    attention op, which OpenVINO keeps as ScaledDotProductAttention)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(
-        str(model_path), device="cpu", local_files_only=True, model_kwargs={"attn_implementation": "eager"}
+        str(model_path), device="cpu", local_files_only=True, model_kwargs={"attn_implementation": attention}
     )
     transformer = model[0].auto_model.eval()  # type: ignore[union-attr]  # module 0 is the Transformer
 
@@ -85,7 +88,15 @@ def export_onnx(model_path: Path, target: Path) -> None:
             ).last_hidden_state
 
     sample = model.tokenizer(["a sample", "a longer sample text"], padding=True, return_tensors="pt")
-    axes = {name: {0: "batch", 1: "sequence"} for name in (*_INPUTS, "last_hidden_state")}
+    return LastHiddenState(), {name: sample[name] for name in INPUTS}
+
+
+def export_onnx(model_path: Path, target: Path) -> None:
+    """Export the transformer to ONNX with dynamic batch and sequence axes."""
+    import torch
+
+    module, sample = traceable_transformer(model_path, "eager")
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*INPUTS, "last_hidden_state")}
     with warnings.catch_warnings():
         # The TorchScript exporter warns that it is deprecated, and tracing warns about tensors
         # turned into Python booleans (attention-mask shortcuts, constant for this model). The
@@ -93,10 +104,10 @@ def export_onnx(model_path: Path, target: Path) -> None:
         # (tests/integration/test_embedder_backends.py), so these one-time warnings are expected.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            LastHiddenState(),
-            tuple(sample[name] for name in _INPUTS),
+            module,
+            tuple(sample[name] for name in INPUTS),
             str(target),
-            input_names=list(_INPUTS),
+            input_names=list(INPUTS),
             output_names=["last_hidden_state"],
             dynamic_axes=axes,
             opset_version=17,
@@ -154,7 +165,7 @@ def quantize_onnx(fp32: Path, target: Path, reduce_range: bool = True) -> None:
 
 def exported_onnx_model(model_path: Path, cache_dir: Path, revision: str) -> Path:
     """Path of the (cached) plain ONNX export of this revision, exporting it when missing: the
-    input of the ONNX Runtime recipes and of the OpenVINO backend."""
+    input of the ONNX Runtime recipes."""
     exported = cache_dir / revision / BUILD / "exported.onnx"
     if not exported.exists():
         log.info("exporting model to ONNX", extra={"target": str(exported)})
@@ -212,7 +223,7 @@ class ExportedModelEncoder(EncoderBackend):
 
     def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
         padded = self.pad(batch)
-        feeds = {name: getattr(padded, name) for name in _INPUTS if name in self._input_names}
+        feeds = {name: getattr(padded, name) for name in INPUTS if name in self._input_names}
         return pool_hidden_states(self._hidden_states(feeds), padded.attention_mask, self._pooling)
 
 
