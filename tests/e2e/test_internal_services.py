@@ -102,9 +102,7 @@ async def test_embedder_rejects_empty_and_overlong_input_precisely(stack: Embedd
         assert measured[info.backend].eligible
         numerics = {"torch": "torch-float32", "onnx": "onnx-float32", "onnx-int8": "onnx-int8"}
         numerics |= {"openvino": "openvino-float32", "openvino-bf16": "openvino-bfloat16"}
-        assert info.numerics == numerics.get(
-            info.backend, "openvino-int8+bfloat16" if "bf16" in selection.cpu else "openvino-int8+float32"
-        )
+        assert info.numerics == (numerics | {"openvino-int8": "openvino-int8+float32"})[info.backend]
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,11 @@ from scipy.stats import spearmanr
 
 from meshsearch_embedder.app import choose_encoder
 from meshsearch_embedder.backend import EncoderBackend
+from meshsearch_embedder.calibration import mean_cosine, vectors_by_length
 from meshsearch_embedder.cpu import simd_flags
 from meshsearch_embedder.onnx_backend import OnnxEncoder
 from meshsearch_embedder.openvino_backend import OpenVinoEncoder
+from meshsearch_embedder.selection import MIN_LENGTH_COSINE
 from meshsearch_embedder.settings import EmbedderSettings, default_model_path
 from meshsearch_embedder.torch_backend import TorchEncoder
 from meshsearch_harness.datasets import sts_pairs
@@ -70,6 +72,21 @@ def test_openvino_matches_torch_in_float32(torch_encoder: TorchEncoder, openvino
     texts = [a for a, _, _ in sts_pairs()[:200]]
     assert openvino_encoder.info.numerics == "openvino-float32"
     assert np.abs(embed_all(openvino_encoder, texts) - embed_all(torch_encoder, texts)).max() < 1e-4
+
+
+def test_openvino_pads_batches_to_a_few_shapes_without_changing_any_vector(
+    torch_encoder: TorchEncoder, openvino_encoder: OpenVinoEncoder
+) -> None:
+    """Bucketed shapes (ShapeBuckets) add hidden columns and filler rows; each caller's row
+    must come out as if its batch had not been padded."""
+    texts = [a for a, _, _ in sts_pairs()[:7]] + ["vaccines " * 40]
+    ids = openvino_encoder.tokenize(texts, truncate=True)[1:]  # 7 rows of uneven lengths
+    padded = openvino_encoder.pad(ids)
+    assert padded.input_ids.shape[0] == 8 and padded.input_ids.shape[1] % 16 == 0
+    rows = openvino_encoder.encode(ids)
+    assert rows.shape == (7, 384)
+    reference = torch_encoder.encode(ids)
+    assert np.abs(rows - reference).max() < 1e-4
 
 
 def test_onnx_int8_agrees_with_torch_on_real_sentences(
@@ -128,9 +145,12 @@ def test_openvino_static_int8_keeps_sts_quality_and_vectors_independent_of_batch
     torch_score = sts_spearman(lambda texts: embed_all(torch_encoder, texts), pairs)
     score = sts_spearman(lambda texts: embed_all(encoder, texts), pairs)
     print(f"STS-b dev Spearman: torch {torch_score:.4f}, openvino-int8 {score:.4f}; mean cosine {cosine:.4f}")
-    # Quality (Spearman) is the gate; the cosine to torch's vectors depends on the CPU's int8
-    # kernels: at least 0.99 on AMD EPYC with AVX-512 VNNI, 0.9895 on an Intel Xeon with AMX.
-    assert abs(score - torch_score) <= 0.005 and cosine >= 0.985
+    # 0.9926 on an AMD EPYC with AVX-512 VNNI, 0.9927 on an Intel Xeon with AMX (float parts in
+    # float32; with them in bf16 there it was 0.9895, and wrong at exactly 32 tokens).
+    assert abs(score - torch_score) <= 0.005 and cosine >= 0.99
+    reference = vectors_by_length(torch_encoder)
+    by_length = {n: mean_cosine(rows, reference[n]) for n, rows in vectors_by_length(encoder).items()}
+    assert min(by_length.values()) >= MIN_LENGTH_COSINE, by_length  # right at every length, 32 included
     short = encoder.tokenize(["a short query about vaccines"], truncate=True)
     long = encoder.tokenize(["a long passage about many other things " * 30], truncate=True)
     alone, in_a_batch = encoder.encode(short)[0], encoder.encode(short + long)[0]

@@ -100,6 +100,35 @@ def test_a_fast_candidate_whose_vectors_drift_from_torch_is_not_eligible() -> No
     assert selection.backend == "openvino"
 
 
+class WrongAtOneLength(FakeEncoder):
+    """Right everywhere except on batches exactly `length` tokens long, as a kernel chosen for
+    one shape can be."""
+
+    def __init__(self, name: str, length: int) -> None:
+        super().__init__(name, 0.0001, 0.000001)
+        self._length = length
+
+    def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
+        rows = super().encode(batch)
+        if max(len(ids) for ids in batch) == self._length:
+            return rows + 2 * self._rng.standard_normal(rows.shape).astype(np.float32)
+        return rows
+
+
+def test_a_candidate_wrong_at_one_text_length_is_not_eligible_and_the_length_is_named() -> None:
+    loads = fakes(onnx_int8=WrongAtOneLength("onnx-int8", 32))
+    _, selection = select_backend("auto", loads, on_gpu=False)
+    wrong = next(c for c in selection.candidates if c.backend == "onnx-int8")
+    assert wrong.mean_cosine >= 0.99  # whole texts agree: only the probe by length catches it
+    assert not wrong.eligible and "at 32 tokens" in wrong.rejected_because
+    assert selection.backend == "openvino"
+
+
+def test_every_length_bucketed_engines_pad_to_is_probed() -> None:
+    assert calibration.probe_lengths(256) == [8, *range(16, 257, 16)]
+    assert calibration.probe_lengths(6) == [6]
+
+
 def test_a_candidate_that_cannot_load_is_reported_and_skipped() -> None:
     missing = ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime")
     no_openvino = ModuleNotFoundError("No module named 'openvino'", name="openvino")

@@ -89,6 +89,31 @@ class Calibration:
     short_per_s: float
     long_per_s: float
     vectors: npt.NDArray[np.float32]  # unit rows, SHORT_TEXTS then long_texts()
+    by_length: dict[int, npt.NDArray[np.float32]]  # unit rows of the long texts cut to each length
+
+
+PROBE_STEP = 16  # lengths probed: every multiple of this up to the model's window, and 8
+
+
+def probe_lengths(max_tokens: int) -> list[int]:
+    """The text lengths (in tokens) at which every candidate's vectors are compared with the
+    reference's. Why not only whole texts: kernels are chosen per input shape, and one shape can
+    be wrong while its neighbours are right (OpenVINO's int8-with-bf16 kernels on an Intel Xeon
+    with AMX at exactly 32 tokens, docs/benchmarks.md). The multiples of 16 are also the lengths
+    bucketed engines pad every batch to (backend.ShapeBuckets), so for them each shape served
+    is a shape checked."""
+    return sorted({min(8, max_tokens), *range(PROBE_STEP, max_tokens + 1, PROBE_STEP)})
+
+
+def vectors_by_length(encoder: EncoderBackend) -> dict[int, npt.NDArray[np.float32]]:
+    """The long texts cut to each probe length, ending with their last special token, as one
+    batch per length."""
+    token_ids = encoder.tokenize(long_texts(), truncate=True)
+    result = {}
+    for length in probe_lengths(encoder.info.max_tokens):
+        rows = encoder.encode([ids[: length - 1] + ids[-1:] for ids in token_ids])
+        result[length] = (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return result
 
 
 def _embed(encoder: EncoderBackend, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -134,7 +159,10 @@ def calibrate(encoders: dict[str, EncoderBackend], repeats: int = 3) -> dict[str
                 best_short[name] = min(best_short[name], _seconds(encoders[name], short))
                 best_long[name] = min(best_long[name], _seconds(encoders[name], long))
     return {
-        name: Calibration(len(short) / best_short[name], len(long) / best_long[name], vectors[name]) for name in names
+        name: Calibration(
+            len(short) / best_short[name], len(long) / best_long[name], vectors[name], vectors_by_length(encoders[name])
+        )
+        for name in names
     }
 
 

@@ -224,7 +224,8 @@ class ExportedModelEncoder(EncoderBackend):
     def encode(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
         padded = self.pad(batch)
         feeds = {name: getattr(padded, name) for name in INPUTS if name in self._input_names}
-        return pool_hidden_states(self._hidden_states(feeds), padded.attention_mask, self._pooling)
+        pooled = pool_hidden_states(self._hidden_states(feeds), padded.attention_mask, self._pooling)
+        return pooled[: len(batch)]
 
 
 class OnnxEncoder(ExportedModelEncoder):

@@ -12,7 +12,10 @@ with the node the replica lands on. Pooling runs in numpy, as for ONNX Runtime.
 
 `openvino-int8` is static post-training quantization (NNCF, transformer mode, mixed preset:
 symmetric weights, asymmetric activations) with scales fixed once from the calibration module's
-own texts; what stays in floating point runs in bfloat16 where the CPU has it. Static scales
+own texts; what stays in floating point runs in float32. (In bfloat16 it was as fast on an
+Intel Xeon with AMX, but OpenVINO 2026.4's int8-with-bf16 kernels there returned vectors at
+cosine 0.67-0.92 to the right ones for texts of exactly 32 tokens, and correct ones at 31 and
+33: docs/benchmarks.md.) Static scales
 mean a text's vector does not depend on its batch-mates, unlike ONNX Runtime's dynamic int8.
 On an AMD EPYC with AVX-512 VNNI/BF16 it embedded 1.6x as many texts per second as
 `openvino-bf16` (docs/benchmarks.md) at a mean cosine of 0.993 to float32 torch on STS-b dev.
@@ -32,6 +35,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from meshsearch_embedder.backend import ShapeBuckets
 from meshsearch_embedder.calibration import quantization_texts
 from meshsearch_embedder.cpu import inference_threads
 from meshsearch_embedder.onnx_backend import ExportedModelEncoder, atomic_build, traceable_transformer
@@ -95,7 +99,7 @@ class OpenVinoEncoder(ExportedModelEncoder):
         model = str(converted)
         if precision == "int8":
             model = str(self._quantized(converted, Path(cache_dir) / self._revision / INT8_BUILD))
-        float_precision = "bf16" if precision == "bf16" or (precision == "int8" and has_bf16) else "f32"
+        float_precision = "bf16" if precision == "bf16" else "f32"
         # One stream runs one batch on every thread (latency mode); several streams split the
         # threads between them and run that many batches at once (throughput mode), which the
         # batcher feeds through `concurrent_batches`.
@@ -110,10 +114,13 @@ class OpenVinoEncoder(ExportedModelEncoder):
                 "INFERENCE_PRECISION_HINT": float_precision,
             },
         )
+        # OpenVINO's CPU plugin compiles kernels per input shape and caches a bounded number:
+        # fed the shapes arrivals make, it recompiles all the time (ShapeBuckets).
+        self.shape_buckets = ShapeBuckets(self._max_tokens)
         self._requests = threading.local()  # an infer request per inference thread
         self._input_names = {port.get_any_name() for port in self._model.inputs}
         names = {"f32": ("float32", "openvino"), "bf16": ("bfloat16", "openvino-bf16")}
-        dtype, backend = names.get(precision, (f"int8+{'bfloat16' if has_bf16 else 'float32'}", "openvino-int8"))
+        dtype, backend = names.get(precision, ("int8+float32", "openvino-int8"))
         self.info = self._describe(
             model_id=model_id,
             output_dimension=self._model.outputs[0].partial_shape[-1].get_length(),

@@ -35,7 +35,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from meshsearch_embedder.backend import EncoderBackend
-from meshsearch_embedder.calibration import calibrate, mean_cosine
+from meshsearch_embedder.calibration import Calibration, calibrate, mean_cosine
 from meshsearch_embedder.cpu import cpu_description, cpu_model, simd_flags, usable_cpus
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,12 @@ log = logging.getLogger(__name__)
 CPU_CANDIDATES = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
 REFERENCE = "torch"
 MIN_MEAN_COSINE = 0.99
+# Per probed length (calibration.probe_lengths), the mean over a few texts: looser than the
+# overall bar, since int8 on short cuts of passages sits near it, yet far above what a broken
+# kernel gives (0.67-0.92 in the case that prompted it).
+MIN_LENGTH_COSINE = 0.98
 SHORT_PER_LONG = 4  # the workload the choice is for: four short texts per long one
-SELECTION_VERSION = 1  # part of the cache key: a new way of choosing measures again
+SELECTION_VERSION = 2  # part of the cache key: a new way of choosing measures again
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,13 @@ def select_backend(
         return encoder, selection
 
 
+def worst_length(candidate: Calibration, reference: Calibration) -> tuple[int, float]:
+    """The probed length where the candidate agrees least with the reference, and how well."""
+    by_length = {n: mean_cosine(rows, reference.by_length[n]) for n, rows in candidate.by_length.items()}
+    length = min(by_length, key=by_length.__getitem__)
+    return length, by_length[length]
+
+
 def _calibrated(requested: str, load: Loader, names: Sequence[str]) -> tuple[EncoderBackend, Selection]:
     """Load every candidate, gate it against the reference, time it; keep the fastest."""
     encoders: dict[str, EncoderBackend] = {}
@@ -181,6 +192,9 @@ def _calibrated(requested: str, load: Loader, names: Sequence[str]) -> tuple[Enc
         result = measured[name]
         cosine = mean_cosine(result.vectors, reference_vectors)
         reason = "" if cosine >= MIN_MEAN_COSINE else f"mean cosine to torch {cosine:.4f} < {MIN_MEAN_COSINE}"
+        length, worst = worst_length(result, measured[REFERENCE])
+        if not reason and worst < MIN_LENGTH_COSINE:
+            reason = f"mean cosine to torch at {length} tokens {worst:.4f} < {MIN_LENGTH_COSINE}"
         candidates.append(Candidate(name, result.short_per_s, result.long_per_s, cosine, reason))
     eligible = [c for c in candidates if c.eligible]
     if not eligible:
