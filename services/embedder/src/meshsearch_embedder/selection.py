@@ -5,8 +5,9 @@ A backend named explicitly is loaded as named. `auto`, the default:
 - on a CPU, every candidate (torch float32, ONNX Runtime fused float32 and int8, OpenVINO
   float32, bfloat16 and static int8; those whose library or CPU support is missing are skipped, with the
   reason) is loaded and must
-  first agree with the torch reference on the calibration texts (mean cosine >= 0.99): that
-  catches a build or kernel that misbehaves on this CPU. The recipes themselves passed the full
+  first agree with the torch reference on the calibration texts (mean cosine >= 0.99), and at
+  each probed text length (calibration.probe_lengths, >= 0.98): that catches a build or kernel
+  that misbehaves on this CPU, at every shape or at one. The recipes themselves passed the full
   quality gate, STS-b dev Spearman within 0.005 of torch, offline
   (tests/integration/test_embedder_backends.py checks it on every CI run). The eligible
   candidates are then timed on short and long texts, and the fastest on the expected workload
