@@ -18,6 +18,9 @@ Issue 31's targets, printed as PASS/MISS: auto >= 1.3x the best in-process backe
 and on abstracts; idle single-text p50 <= the best in-process single-text encode; gate: Spearman
 within 0.005 of torch and mean cosine >= 0.99. Usage:
   .venv/bin/python bench/embedder/run.py [--queries 800] [--passages 200] [--clients 64]
+      [--backends auto,openvino-bf16:inference_streams=2] [--inprocess openvino-bf16,onnx-int8]
+A service run may name embedder settings after its backend (`backend:setting=value`), so that two
+configurations of one backend are measured side by side in one run.
 """
 
 from __future__ import annotations
@@ -236,13 +239,22 @@ async def measure_service(stack: EmbeddedStack, work: Workload) -> ServiceResult
     )
 
 
-def run_service(backend: str, workdir: Path, work: Workload) -> ServiceResult:
+def service_env(run: str) -> dict[str, str]:
+    """A service run named `backend[:setting=value...]`, e.g. `openvino-bf16:inference_streams=2`:
+    the backend, then any embedder settings (docs/configuration.md) that run differs by."""
+    backend, *settings = run.split(":")
+    env = {"MESHSEARCH_EMBEDDER_BACKEND": backend}
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        env[f"MESHSEARCH_EMBEDDER_{name.upper()}"] = value
+    return env
+
+
+def run_service(run: str, workdir: Path, work: Workload) -> ServiceResult:
     # A cache of its own: ONNX files are built and auto measures its candidates in this run.
-    env = {
-        "MESHSEARCH_EMBEDDER_BACKEND": backend,
-        "MESHSEARCH_EMBEDDER_ONNX_CACHE_DIR": str(workdir / "onnx" / backend),
-    }
-    stack = EmbeddedStack(workdir / backend, Ports.ephemeral(), extra_env=env)
+    directory = workdir / run.replace(":", "_").replace("=", "-")
+    env = service_env(run) | {"MESHSEARCH_EMBEDDER_ONNX_CACHE_DIR": str(directory / "onnx")}
+    stack = EmbeddedStack(directory, Ports.ephemeral(), extra_env=env)
     with stack.running(services=("embedder",), timeout_s=900):
         return asyncio.run(measure_service(stack, work))
 
@@ -273,7 +285,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=800)
     parser.add_argument("--passages", type=int, default=200)
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--backends", default="auto,torch,openvino-bf16", help="the service's, one run each")
+    parser.add_argument(
+        "--backends",
+        default="auto,torch,openvino-bf16",
+        help="the service's runs, one each: backend[:setting=value...], e.g. openvino-bf16:inference_streams=2",
+    )
     parser.add_argument("--inprocess", default=INPROCESS_BACKENDS, help="in-process sentence-transformers backends")
     args = parser.parse_args()
     work = Workload(
