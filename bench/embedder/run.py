@@ -16,11 +16,14 @@ abstracts alone):
       in-process torch, and mean cosine to in-process torch on the same sentences.
 Issue 31's targets, printed as PASS/MISS: auto >= 1.3x the best in-process backend on the mix
 and on abstracts; idle single-text p50 <= the best in-process single-text encode; gate: Spearman
-within 0.005 of torch and mean cosine >= 0.99. Usage:
+within 0.005 of torch and mean cosine >= 0.99. Then where each service run's time went: the
+engine's busy share of the wall time and its rate while busy, from the embedder's own metrics;
+the service's and the clients' CPU, from /proc; an idle single text split into its parts. Usage:
   .venv/bin/python bench/embedder/run.py [--queries 800] [--passages 200] [--clients 64]
       [--backends auto,openvino-bf16:inference_streams=2] [--inprocess openvino-bf16,onnx-int8]
 A service run may name embedder settings after its backend (`backend:setting=value`), so that two
-configurations of one backend are measured side by side in one run.
+configurations of one backend are measured side by side in one run; a name in capitals is an
+environment variable, passed as it is (`openvino-bf16:TOKENIZERS_PARALLELISM=false`).
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ from meshsearch_harness.datasets import (  # noqa: E402
     scifact_corpus,
     sts_pairs,  # noqa: E402
 )
+from meshsearch_harness.embedder_account import EmbedderAccount, read_embedder_account  # noqa: E402
 from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
+from meshsearch_harness.processes import cpu_seconds  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 INPROCESS_VENV = HERE.parents[1] / ".venv-bench-inprocess"
@@ -182,6 +187,54 @@ async def embed_all(stub: embedder_pb2_grpc.EmbedderServiceStub, texts: list[str
     return np.concatenate(rows)
 
 
+CORES = len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Running totals at one moment: the clock, the embedder's own account, and the CPU time of
+    the service's process and of this one (the benchmark's clients)."""
+
+    at: float
+    embedder: EmbedderAccount
+    service_cpu_s: float
+    client_cpu_s: float
+
+    @classmethod
+    def take(cls, stack: EmbeddedStack) -> Reading:
+        pid = stack.pid("embedder")
+        return cls(
+            time.perf_counter(),
+            read_embedder_account(stack.ports.embedder_metrics),
+            cpu_seconds(pid, with_exited_children=True) if pid else 0.0,
+            cpu_seconds(os.getpid()),
+        )
+
+
+@dataclass(frozen=True)
+class PhaseSplit:
+    """Where one phase's wall time went (issue 31, deliverable 4): how much of it the engine was
+    in a forward pass, how fast it ran while it was, and who else used the machine's CPUs."""
+
+    wall_s: float
+    embedder: EmbedderAccount
+    service_cpu_s: float
+    client_cpu_s: float
+
+    @classmethod
+    def between(cls, before: Reading, after: Reading) -> PhaseSplit:
+        return cls(
+            after.at - before.at,
+            after.embedder - before.embedder,
+            after.service_cpu_s - before.service_cpu_s,
+            after.client_cpu_s - before.client_cpu_s,
+        )
+
+    def share(self, seconds: float, cores: int = 1) -> float:
+        """`seconds` as a percentage of this phase's wall time on `cores` CPUs."""
+        return 100 * seconds / (self.wall_s * cores) if self.wall_s else 0.0
+
+
 @dataclass
 class ServiceResult:
     info: pb.InfoResponse
@@ -193,6 +246,8 @@ class ServiceResult:
     load_p99: float
     vectors: np.ndarray  # unit rows of the STS-b dev sentences (first sentences, then second ones)
     round_trip_p50: float  # an Info call: what gRPC costs before any embedding
+    idle_mean: float
+    splits: dict[str, PhaseSplit]  # idle single texts, the mix and the abstracts under load
 
 
 @dataclass(frozen=True)
@@ -212,14 +267,21 @@ async def measure_service(stack: EmbeddedStack, work: Workload) -> ServiceResult
         stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         info = await stub.Info(pb.InfoRequest(), timeout=30)
         await load(stub, work.mix[:200], work.clients)  # warm up
+        splits = {}
+        before = Reading.take(stack)
         idle = await single_text_latencies(stub, 100)
+        splits["idle"] = PhaseSplit.between(before, Reading.take(stack))
         round_trips = []
         for _ in range(100):  # the floor of any call: the gRPC round trip to this process
             started = time.perf_counter()
             await stub.Info(pb.InfoRequest(), timeout=30)
             round_trips.append((time.perf_counter() - started) * 1000)
+        before = Reading.take(stack)
         rate = await load(stub, work.mix, work.clients)
+        after_mix = Reading.take(stack)
+        splits["mix"] = PhaseSplit.between(before, after_mix)
         abstracts_rate = await load(stub, work.abstracts, work.clients)
+        splits["abstracts"] = PhaseSplit.between(after_mix, Reading.take(stack))
         stop = asyncio.Event()
         probe = asyncio.create_task(single_text_latencies(stub, 10_000, stop))
         await load(stub, work.mix, work.clients)
@@ -236,17 +298,20 @@ async def measure_service(stack: EmbeddedStack, work: Workload) -> ServiceResult
         percentile(loaded, 99),
         vectors,
         percentile(round_trips, 50),
+        sum(idle) / len(idle),
+        splits,
     )
 
 
 def service_env(run: str) -> dict[str, str]:
     """A service run named `backend[:setting=value...]`, e.g. `openvino-bf16:inference_streams=2`:
-    the backend, then any embedder settings (docs/configuration.md) that run differs by."""
+    the backend, then any embedder settings (docs/configuration.md) that run differs by. A name
+    in capitals is an environment variable passed as it is (`TOKENIZERS_PARALLELISM=false`)."""
     backend, *settings = run.split(":")
     env = {"MESHSEARCH_EMBEDDER_BACKEND": backend}
     for setting in settings:
         name, _, value = setting.partition("=")
-        env[f"MESHSEARCH_EMBEDDER_{name.upper()}"] = value
+        env[name if name.isupper() else f"MESHSEARCH_EMBEDDER_{name.upper()}"] = value
     return env
 
 
@@ -363,8 +428,50 @@ def main() -> None:
         )
     for backend, result in results.items():
         print(f"service, {backend}: idle Info round trip p50 {result.round_trip_p50:.2f} ms (gRPC alone)")
+    report_time_split(results, best_mix, best_abstracts, best_single)
     if "auto" in results:
         report_auto(results["auto"], best_mix, best_abstracts, best_single, reference, torch_spearman, work)
+
+
+def report_time_split(
+    results: dict[str, ServiceResult], best_mix: InProcess, best_abstracts: InProcess, best_single: InProcess
+) -> None:
+    """Where each service run's time went under load, from the embedder's own metrics and /proc:
+    the engine's busy share of the wall time and its rate while busy (the ceiling batching alone
+    could reach: busy 100% of the time), and the CPU the rest of the service and the clients took."""
+    print()
+    print(
+        f"where the time goes on {CORES} CPUs (engine: forward passes, from the embedder's /metrics; tokenizing "
+        "per call includes its wait for a tokenizer thread; CPU % of all CPUs over the phase, from /proc):"
+    )
+    print(
+        "| service run | phase | wall s | engine busy % of wall | engine texts/s while busy | × best in-process "
+        "| rows / pass | padding efficiency | tokenizing ms / call | service CPU % | clients CPU % |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for backend, result in results.items():
+        for phase, best in (("mix", best_mix.mix_per_s), ("abstracts", best_abstracts.abstracts_per_s)):
+            split = result.splits[phase]
+            engine = split.embedder
+            print(
+                f"| {backend} | {phase} | {split.wall_s:.2f} | {split.share(engine.inference_s):.0f} "
+                f"| {engine.engine_texts_per_s:.1f} | {engine.engine_texts_per_s / best:.2f} "
+                f"| {engine.rows_per_pass:.1f} | {engine.padding_efficiency:.2f} "
+                f"| {1000 * engine.tokenize_s / max(engine.tokenize_calls, 1):.2f} "
+                f"| {split.share(split.service_cpu_s, CORES):.0f} "
+                f"| {split.share(split.client_cpu_s, CORES):.0f} |"
+            )
+    for backend, result in results.items():
+        idle = result.splits["idle"].embedder
+        forward = 1000 * idle.inference_s / max(idle.passes, 1)
+        tokenizing = 1000 * idle.tokenize_s / max(idle.tokenize_calls, 1)
+        rest = result.idle_mean - forward - tokenizing - result.round_trip_p50
+        print(
+            f"service, {backend}: idle single text, mean {result.idle_mean:.2f} ms = forward pass {forward:.2f} "
+            f"+ tokenizing {tokenizing:.2f} + gRPC round trip (Info p50) {result.round_trip_p50:.2f} "
+            f"+ the rest (queue hand-offs, encoding the reply) {rest:.2f}; in-process {best_single.backend} "
+            f"single encode p50 {best_single.single_p50_ms:.2f} ms"
+        )
 
 
 def report_auto(

@@ -7,8 +7,14 @@ per shape and caches a bounded number of them. This feeds each OpenVINO precisio
 batches of real SciFact texts (claims and abstracts 4:1, 1-32 rows of near length, within the
 embedder's default 4,096-token budget), three passes of fresh random shapes, once padded to its exact shape and
 once to its bucket, each in a process of its own (so memory is its own), alternated twice. It
-prints texts/s and peak memory per run, the bucketed:exact ratio, and the CPU. Usage:
-  .venv/bin/python bench/embedder/shapes.py [--precisions bf16,int8] [--batches 300]
+prints texts/s and peak memory per run, the bucketed:exact ratio, and the CPU.
+
+With --cold, it asks instead whether a replica should warm every bucket before it serves: in a
+fresh process per precision, each shape the buckets allow within the budget
+(`ShapeBuckets.shapes`) is run twice; the first pass's extra time over the second is what that
+shape costs a replica meeting it cold, and the sweep's wall time what warming all would add to
+its start. Usage:
+  .venv/bin/python bench/embedder/shapes.py [--precisions bf16,int8] [--batches 300] [--cold]
 """
 
 from __future__ import annotations
@@ -63,17 +69,68 @@ def child(precision: str, bucketed: bool, count: int, cache: str) -> dict[str, o
     return {"texts_per_s": texts / seconds, "peak_mb": peak_mb}
 
 
+def cold_child(precision: str, cache: str) -> dict[str, object]:
+    encoder = OpenVinoEncoder(default_model_path(), cache_dir=cache, precision=precision)  # type: ignore[arg-type]
+    assert encoder.shape_buckets is not None
+    shapes = encoder.shape_buckets.shapes(max_rows=32, token_budget=TOKEN_BUDGET)
+    extra: list[tuple[float, tuple[int, int]]] = []
+    started = time.perf_counter()
+    for rows, tokens in shapes:
+        batch = [[101] + [2000] * (tokens - 2) + [102]] * rows  # [CLS] ... [SEP], a full bucket
+        first = time.perf_counter()
+        encoder.encode(batch)
+        second = time.perf_counter()
+        encoder.encode(batch)
+        extra.append((2 * second - first - time.perf_counter(), (rows, tokens)))
+    worst = max(extra)
+    return {
+        "shapes": len(shapes),
+        "sweep_s": time.perf_counter() - started,
+        "cold_extra_s": sum(seconds for seconds, _ in extra),
+        "worst_extra_ms": 1000 * worst[0],
+        "worst_shape": list(worst[1]),
+    }
+
+
+def cold(precisions: list[str]) -> None:
+    """Each precision's bucket sweep in a fresh process (after its model is built)."""
+    print(
+        "| precision | bucket shapes | first pass's extra over the second, total s | mean ms | worst ms (shape) "
+        "| warming them all, s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as cache:
+        for precision in precisions:
+            OpenVinoEncoder(default_model_path(), cache_dir=cache, precision=precision)  # type: ignore[arg-type]
+            command = [sys.executable, __file__, "--cold-child", precision, cache]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            r = json.loads(output.strip().splitlines()[-1])
+            mean_ms = 1000 * r["cold_extra_s"] / r["shapes"]
+            print(
+                f"| {precision} | {r['shapes']} | {r['cold_extra_s']:.2f} | {mean_ms:.1f} "
+                f"| {r['worst_extra_ms']:.1f} ({r['worst_shape'][0]} x {r['worst_shape'][1]}) | {r['sweep_s']:.1f} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precisions", default="bf16,int8")
     parser.add_argument("--batches", type=int, default=300, help="batches per pass")
+    parser.add_argument("--cold", action="store_true", help="what each bucket costs met cold, and warming them all")
     parser.add_argument("--child", nargs=3, metavar=("PRECISION", "BUCKETED", "CACHE"), help=argparse.SUPPRESS)
+    parser.add_argument("--cold-child", nargs=2, metavar=("PRECISION", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         precision, bucketed, cache = args.child
         print(json.dumps(child(precision, bucketed == "1", args.batches, cache)))
         return
+    if args.cold_child:
+        print(json.dumps(cold_child(*args.cold_child)))
+        return
     print(cpu_description())
+    if args.cold:
+        cold(args.precisions.split(","))
+        return
     results: dict[tuple[str, bool], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as cache:
         for precision in args.precisions.split(","):

@@ -55,6 +55,7 @@ from meshsearch_api.settings import ApiSettings, WorkerSettings  # noqa: E402
 from meshsearch_cli.indexing import refusal_delay  # noqa: E402
 from meshsearch_cli.stack import EmbeddedStack, Ports, cpu_list, embedder_apart  # noqa: E402
 from meshsearch_harness.datasets import SHARED_DATA, document_text, scifact_corpus, scifact_queries  # noqa: E402
+from meshsearch_harness.embedder_account import EmbedderAccount, read_embedder_account  # noqa: E402
 from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
 
 EMBED_BATCH = 128
@@ -142,41 +143,8 @@ def cpu_seconds(stack: EmbeddedStack) -> dict[str, float]:
     return totals
 
 
-EMBEDDER_TIMES = {
-    "meshsearch_embedder_inference_seconds": "inference",
-    "meshsearch_embedder_tokenize_seconds": "tokenizing",
-}
-
-
-def embedder_times(stack: EmbeddedStack) -> dict[str, float]:
-    """The embedder's own account so far, from its /metrics: seconds in forward passes and in
-    tokenizing, forward passes, and real and padded tokens (from the padding histogram's sum)."""
-    from urllib.request import urlopen
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urlopen(f"http://127.0.0.1:{stack.ports.embedder_metrics}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            label = EMBEDDER_TIMES.get(family.name)
-            if label and sample.name.endswith("_sum"):
-                totals[label] = totals.get(label, 0.0) + sample.value
-            elif family.name == "meshsearch_embedder_inference_seconds" and sample.name.endswith("_count"):
-                totals["passes"] = totals.get("passes", 0.0) + sample.value
-            elif family.name == "meshsearch_embedder_batch_tokens" and sample.name.endswith("_sum"):
-                totals["padded tokens"] = totals.get("padded tokens", 0.0) + sample.value
-    return totals
-
-
-def embedder_split(before: dict[str, float], after: dict[str, float]) -> str:
-    used = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
-    return (
-        f"inference {used.get('inference', 0):.1f} s in {used.get('passes', 0):,.0f} passes "
-        f"({used.get('padded tokens', 0) / max(used.get('passes', 0), 1):.0f} padded tokens each), "
-        f"tokenizing {used.get('tokenizing', 0):.1f} s"
-    )
+def embedder_account(stack: EmbeddedStack) -> EmbedderAccount:
+    return read_embedder_account(stack.ports.embedder_metrics)
 
 
 def cpu_split(before: dict[str, float], after: dict[str, float]) -> str:
@@ -294,9 +262,9 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
     print("|---|---:|---:|---:|---:|---:|---:|")
     latency_rows = []
 
-    def measured(cpu_before: dict[str, float], embedder_before: dict[str, float]) -> str:
+    def measured(cpu_before: dict[str, float], embedder_before: EmbedderAccount) -> str:
         cpu = cpu_split(cpu_before, cpu_seconds(stack))
-        return f"{cpu}; embedder: {embedder_split(embedder_before, embedder_times(stack))}"
+        return f"{cpu}; embedder: {(embedder_account(stack) - embedder_before).summary()}"
 
     splits: list[tuple[str, str]] = []
     tenths: list[tuple[str, list[float]]] = []
@@ -323,18 +291,18 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
             # Texts the job path embeds: counted when the embedder alone sees every document,
             # estimated from the sample's texts per document otherwise.
             path_texts = len(texts) * len(documents) / len(timed)
-            before, inside = cpu_seconds(stack), embedder_times(stack)
+            before, inside = cpu_seconds(stack), embedder_account(stack)
             a1 = await embedder_alone(embedder, texts, clients)
             splits.append((f"{label}, embedder alone", measured(before, inside)))
             stop = asyncio.Event()
             searcher = asyncio.create_task(search_latencies(api_channel, probe, stop))
-            before, inside = cpu_seconds(stack), embedder_times(stack)
+            before, inside = cpu_seconds(stack), embedder_account(stack)
             runs = [await job_path(api_channel, documents, search)]
             splits.append((f"{label}, job path with the search probe", measured(before, inside)))
             stop.set()
             busy = await searcher
             for _ in range(job_passes - 1):
-                before, inside = cpu_seconds(stack), embedder_times(stack)
+                before, inside = cpu_seconds(stack), embedder_account(stack)
                 runs.append(await job_path(api_channel, documents, search))
                 splits.append((f"{label}, job path alone", measured(before, inside)))
             a2 = await embedder_alone(embedder, texts, clients)

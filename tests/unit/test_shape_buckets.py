@@ -23,6 +23,16 @@ def test_tokens_round_up_to_the_step_but_not_past_the_model_window() -> None:
     assert buckets.shape(1, 300) == (1, 304)  # an untruncated text is the caller's choice
 
 
+def test_the_shapes_a_batch_budget_allows_are_each_bucket_a_batch_within_it_reaches() -> None:
+    buckets = ShapeBuckets(max_tokens=256)
+    shapes = buckets.shapes(max_rows=32, token_budget=4096)
+    assert (1, 16) in shapes and (1, 256) in shapes and (32, 128) in shapes
+    assert (32, 176) in shapes and (32, 192) not in shapes  # 25 rows of 177 tokens are past it
+    assert (24, 176) in shapes  # 17 rows of 161 tokens fit, and pad up to it
+    assert all(rows in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) and tokens % 16 == 0 for rows, tokens in shapes)
+    assert buckets.shapes(max_rows=1, token_budget=4096) == [(1, t) for t in range(16, 257, 16)]
+
+
 def test_a_padded_batch_hides_extra_columns_and_gives_filler_rows_one_visible_token() -> None:
     padded = PaddedBatch([[5, 6, 7], [8]], pad_id=0, shape=(3, 16))
     assert padded.input_ids.shape == padded.attention_mask.shape == padded.token_type_ids.shape == (3, 16)

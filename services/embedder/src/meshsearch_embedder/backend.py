@@ -127,6 +127,17 @@ class ShapeBuckets:
             bucket_tokens = min(bucket_tokens, self.max_tokens)
         return bucket_rows, bucket_tokens
 
+    def shapes(self, max_rows: int, token_budget: int) -> list[tuple[int, int]]:
+        """Every shape that batches of at most `max_rows` texts of the model's window, and at
+        most `token_budget` padded tokens (rows x longest, as the batcher counts), are fed in:
+        what a replica would have to warm to meet no cold shape (bench/embedder/shapes.py)."""
+        found = {
+            self.shape(rows, tokens)
+            for rows in range(1, max_rows + 1)
+            for tokens in range(1, min(self.max_tokens, token_budget // rows) + 1)
+        }
+        return sorted(found)
+
 
 class EncoderBackend(abc.ABC):
     """An inference backend: a Hugging Face tokenizer plus a forward pass. Subclasses load their
