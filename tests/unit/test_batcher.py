@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from meshsearch_embedder.backend import EncoderBackend
+from meshsearch_embedder.backend import EncoderBackend, ShapeBuckets
 from meshsearch_embedder.batcher import Batcher, Overloaded
 
 
@@ -89,6 +89,35 @@ async def test_requests_arriving_while_the_model_is_busy_share_one_batch() -> No
     try:
         async with model_busy(batcher, encoder):
             waiting = [asyncio.create_task(embed(batcher, [f"text {i}"])) for i in range(20)]
+        await asyncio.gather(*waiting)
+    finally:
+        await batcher.stop()
+    assert [len(batch) for batch in encoder.batches] == [1, 20]
+
+
+async def test_an_engine_with_row_buckets_gets_batches_that_fill_them_and_every_text_is_served() -> None:
+    encoder = RecordingEncoder()
+    encoder.shape_buckets = ShapeBuckets(max_tokens=256)
+    batcher = make_batcher(encoder, fill_row_buckets=True)
+    await batcher.start()
+    try:
+        async with model_busy(batcher, encoder):
+            waiting = [asyncio.create_task(embed(batcher, [f"text {i:02}"])) for i in range(20)]
+        results = await asyncio.gather(*waiting)
+    finally:
+        await batcher.stop()
+    # 20 texts would run as 24 rows, 4 of them filler: 16 now, and the 4 left over next.
+    assert [len(batch) for batch in encoder.batches] == [1, 16, 4]
+    assert [int(r[0][0]) for r in results] == [7] * 20 and batcher._tokens_in_flight == 0
+
+
+async def test_without_row_buckets_a_batch_takes_every_text_that_fits() -> None:
+    encoder = RecordingEncoder()  # no shape buckets: torch, ONNX Runtime
+    batcher = make_batcher(encoder, fill_row_buckets=True)
+    await batcher.start()
+    try:
+        async with model_busy(batcher, encoder):
+            waiting = [asyncio.create_task(embed(batcher, [f"text {i:02}"])) for i in range(20)]
         await asyncio.gather(*waiting)
     finally:
         await batcher.stop()

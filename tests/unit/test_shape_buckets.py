@@ -23,6 +23,12 @@ def test_tokens_round_up_to_the_step_but_not_past_the_model_window() -> None:
     assert buckets.shape(1, 300) == (1, 304)  # an untruncated text is the caller's choice
 
 
+def test_the_row_bucket_a_batch_fills_is_the_largest_at_most_its_rows() -> None:
+    buckets = ShapeBuckets(max_tokens=256)
+    assert [buckets.rows_at_most(n) for n in (1, 2, 3, 5, 7, 17, 23, 24, 31, 33)] == [1, 2, 3, 4, 6, 16, 16, 24, 24, 32]
+    assert all(buckets.shape(buckets.rows_at_most(n), 16)[0] == buckets.rows_at_most(n) for n in range(1, 100))
+
+
 def test_the_shapes_a_batch_budget_allows_are_each_bucket_a_batch_within_it_reaches() -> None:
     buckets = ShapeBuckets(max_tokens=256)
     shapes = buckets.shapes(max_rows=32, token_budget=4096)

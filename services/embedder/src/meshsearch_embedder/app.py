@@ -118,6 +118,7 @@ class EmbedderApp:
             min_padding_efficiency=settings.min_padding_efficiency,
             admission_budget_share=settings.admission_budget_share,
             inline_infer_tokens=settings.inline_infer_tokens,
+            fill_row_buckets=settings.fill_row_buckets,
         )
         await self._batcher.start()
         service = EmbeddingService(

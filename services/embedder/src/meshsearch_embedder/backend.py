@@ -127,6 +127,15 @@ class ShapeBuckets:
             bucket_tokens = min(bucket_tokens, self.max_tokens)
         return bucket_rows, bucket_tokens
 
+    def rows_at_most(self, rows: int) -> int:
+        """The largest row bucket of at most `rows` rows: a batch cut to it carries no filler row."""
+        fitting = 1
+        for bucket in _row_buckets():
+            if bucket > rows:
+                return fitting
+            fitting = bucket
+        raise AssertionError("unreachable: the row buckets grow without end")
+
     def shapes(self, max_rows: int, token_budget: int) -> list[tuple[int, int]]:
         """Every shape that batches of at most `max_rows` texts of the model's window, and at
         most `token_budget` padded tokens (rows x longest, as the batcher counts), are fed in:

@@ -136,8 +136,12 @@ class Batcher:
         admission_budget_share: float = 1.0,
         background_batch_tokens: int | None = None,
         inline_infer_tokens: int = 0,
+        fill_row_buckets: bool = False,
     ) -> None:
         self._encoder = encoder
+        # Engines fed bucketed shapes run a batch of 17 texts as 24 rows; cut to 16, it runs no
+        # filler rows and the text left over leads the next batch (_take_batch).
+        self._row_buckets = encoder.shape_buckets if fill_row_buckets else None
         self._inline_infer_tokens = inline_infer_tokens
         self._inline_turn = False  # a request ran on the loop in this turn of it (see _may_infer_inline)
         self._admission_budget_share = admission_budget_share
@@ -394,6 +398,10 @@ class Batcher:
                     break  # candidates only get further from the seed's length from here on
                 batch.append(item)
                 longest, real = new_longest, real + len(item.token_ids)
+        if self._row_buckets is not None:
+            # The tail is the furthest in length from the seed (and background before that):
+            # what is cut waits for the next batch, which it may well lead.
+            batch = batch[: self._row_buckets.rows_at_most(len(batch))]
         chosen = {id(item) for item in batch}
         self._pending = [item for item in live if id(item) not in chosen]
         metrics.QUEUE_SIZE.set(len(self._pending))
