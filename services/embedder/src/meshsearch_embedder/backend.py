@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,12 +130,7 @@ class ShapeBuckets:
 
     def rows_at_most(self, rows: int) -> int:
         """The largest row bucket of at most `rows` rows: a batch cut to it carries no filler row."""
-        fitting = 1
-        for bucket in _row_buckets():
-            if bucket > rows:
-                return fitting
-            fitting = bucket
-        raise AssertionError("unreachable: the row buckets grow without end")
+        return max(itertools.takewhile(lambda bucket: bucket <= max(rows, 1), _row_buckets()))
 
     def shapes(self, max_rows: int, token_budget: int) -> list[tuple[int, int]]:
         """Every shape that batches of at most `max_rows` texts of the model's window, and at
