@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
 import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,14 @@ import pytest
 from google.protobuf import descriptor_pool, duration_pb2, message_factory, timestamp_pb2
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from meshsearch.api.v1 import api_pb2 as pb
 from meshsearch.api.v1 import api_pb2_grpc as pb_grpc
 from meshsearch.client import error_details
 from meshsearch_api.auth.interceptor import RECHECK_S
 from meshsearch_api.auth.permissions import METHOD_ROLES, OPEN_SERVICES
+from meshsearch_cli.stack import EmbeddedStack, Ports
 from meshsearch_harness.secured import (
     CACHE_TTL_S,
     FEW_JOBS_TENANT,
@@ -879,3 +883,49 @@ def test_the_cli_manages_keys_and_a_revoked_key_exits_77(secured: SecuredApis) -
     assert bad_role.returncode == 2 and "unknown role" in bad_role.stderr
     bad_lifetime = _meshsearch(secured, admin, "keys", "create", "--expires-in", "soon")
     assert bad_lifetime.returncode == 2 and "not a duration" in bad_lifetime.stderr
+
+
+def test_with_auth_on_the_api_reports_serving_only_once_its_key_store_is_open(
+    stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    """Before its jobs database (where keys live) answers, an api with auth on can authenticate
+    no call: a load balancer must not send it any."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    assert stack.databases is not None
+    jobs = conninfo_to_dict(stack.databases.jobs_url)  # PostgreSQL on a Unix socket in `host`
+    socket = Path(str(jobs["host"])) / f".s.PGSQL.{jobs.get('port') or 5432}"
+    assert socket.is_socket()
+    late = tmp_path / "late"  # where the api looks for the database: empty until it "comes up"
+    late.mkdir()
+    bootstrap_key = secrets.token_hex(24)
+    api = EmbeddedStack(
+        tmp_path,
+        Ports.ephemeral(),
+        database_url=stack.database_url,
+        databases=replace(stack.databases, jobs_url=make_conninfo(stack.databases.jobs_url, host=str(late))),
+        extra_env={"MESHSEARCH_API_AUTH_ENABLED": "true", "MESHSEARCH_API_BOOTSTRAP_KEY": bootstrap_key},
+        caller_token=stack.caller_token,
+    )
+    api.ports = replace(api.ports, embedder=stack.ports.embedder, search=stack.ports.search)
+    try:
+        api.start_stores(services=("api",))
+        api.start_service("api")
+        waiting.until_sync(
+            lambda: "jobs database not reachable yet" in api.log_path("api").read_text(),
+            what="the api tried its jobs database and failed",
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{api.ports.api}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            answer = health.Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S)  # type: ignore[attr-defined]
+            assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            (late / socket.name).symlink_to(socket)  # the database is there now
+            api.wait_service("api", timeout_s=60)
+            made = pb_grpc.KeyServiceStub(channel).CreateApiKey(
+                pb.CreateApiKeyRequest(tenant="late", roles=[pb.ROLE_READ]),
+                metadata=bearer(bootstrap_key),
+                timeout=TIMEOUT_S,
+            )
+            assert made.secret
+    finally:
+        api.stop()

@@ -105,7 +105,9 @@ class ApiApp:
 
     async def start(self) -> None:
         """Open channels and the cache. Upstreams are not required to be up: the api is ready
-        to answer (UNAVAILABLE for what needs a missing upstream) as soon as this returns."""
+        to answer (UNAVAILABLE for what needs a missing upstream) as soon as this returns. With
+        auth on it returns only once the jobs database, where keys live, is open: until then
+        no call could be authenticated, and a replica reporting SERVING would only refuse."""
         settings = self.settings
         embedder, search = upstreams.connect(settings)
         self._upstreams = [embedder, search]
@@ -153,6 +155,8 @@ class ApiApp:
             # The jobs database is not required to start: ingestion answers UNAVAILABLE until
             # it is reached, and everything else works meanwhile.
             self._opening = asyncio.create_task(self._open_ingest(search_client, embedder_client))
+            if settings.auth_enabled:
+                await self._opening
 
     def _connect_redis(self, url: str) -> redis.Redis:
         timeout_s = self.settings.cache_timeout_s
