@@ -17,9 +17,10 @@ Intel Xeon with AMX, but OpenVINO 2026.4's int8-with-bf16 kernels there returned
 cosine 0.67-0.92 to the right ones for texts of exactly 32 tokens, and correct ones at 31 and
 33: docs/benchmarks.md.) Static scales
 mean a text's vector does not depend on its batch-mates, unlike ONNX Runtime's dynamic int8.
-On an AMD EPYC with AVX-512 VNNI/BF16 it embedded 1.6x as many texts per second as
-`openvino-bf16` (float parts then in bf16; docs/benchmarks.md) at a mean cosine of 0.993 to
-float32 torch on STS-b dev; on an Intel Xeon with AMX it was slower than `openvino-bf16`.
+On an AMD EPYC with AVX-512 VNNI/BF16 it embedded 1.6x as many short texts per second as
+`openvino-bf16` (1.4x on long ones; float parts in float32, and in bf16 no faster there:
+docs/benchmarks.md) at a mean cosine of 0.993 to float32 torch on STS-b dev; on an Intel Xeon
+with AMX it was slower than `openvino-bf16`.
 The quantized model is built once per revision into the ONNX cache directory.
 
 How fast each precision is depends on the CPU: the auto backend measures them where it runs,
