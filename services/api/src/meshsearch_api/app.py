@@ -152,8 +152,9 @@ class ApiApp:
         )
         self._open_gate()
         if settings.jobs_database_url:
-            # The jobs database is not required to start: ingestion answers UNAVAILABLE until
-            # it is reached, and everything else works meanwhile.
+            # With auth off the jobs database is not required to start: ingestion answers
+            # UNAVAILABLE until it is reached, and everything else works meanwhile. With auth on
+            # nothing works without it (keys live there), so readiness waits for it.
             self._opening = asyncio.create_task(self._open_ingest(search_client, embedder_client))
             if settings.auth_enabled:
                 await self._opening
