@@ -57,6 +57,7 @@ from meshsearch_cli.stack import EmbeddedStack, Ports, cpu_list, embedder_apart 
 from meshsearch_harness.datasets import SHARED_DATA, document_text, scifact_corpus, scifact_queries  # noqa: E402
 from meshsearch_harness.embedder_account import EmbedderAccount, read_embedder_account  # noqa: E402
 from meshsearch_harness.figures import cpu_description, percentile  # noqa: E402
+from meshsearch_harness.processes import cpu_between, cpu_seconds, server_cpu  # noqa: E402
 
 EMBED_BATCH = 128
 TOKENIZE_BATCH = 256
@@ -118,37 +119,25 @@ async def embedder_alone(embedder: epb_grpc.EmbedderServiceStub, texts: list[str
     return time.perf_counter() - started
 
 
-def cpu_seconds(stack: EmbeddedStack) -> dict[str, float]:
-    """CPU time (user + system) so far of each process group of the stack: the services, and
-    PostgreSQL (the postmaster and its backends)."""
-    import psutil
-
-    groups: dict[str, list[psutil.Process]] = {}
-    for name, process in stack.processes.items():
-        groups[name] = [psutil.Process(process.pid)]
-    postmaster = stack._postgres.get_pid() if stack._postgres is not None else None  # type: ignore[attr-defined]
-    if postmaster:
-        root = psutil.Process(postmaster)
-        groups["postgres"] = [root, *root.children(recursive=True)]
-    totals: dict[str, float] = {}
-    for name, processes in groups.items():
-        total = 0.0
-        for process in processes:
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system + times.children_user + times.children_system
-            except psutil.NoSuchProcess:
-                pass
-        totals[name] = total
-    return totals
+def cpu_readings(stack: EmbeddedStack) -> dict[str, dict[int, float]]:
+    """CPU seconds (user + system) so far of each process group of the stack, by process: each
+    service (with its ended children), and PostgreSQL (the postmaster with its ended backends,
+    and every live one). Two readings subtract with `cpu_split`."""
+    readings = {
+        name: {process.pid: cpu_seconds(process.pid, with_exited_children=True)}
+        for name, process in stack.processes.items()
+    }
+    if (stack.pgdata("postgres") / "postmaster.pid").exists():
+        readings["postgres"] = server_cpu(stack.pgdata("postgres"))
+    return readings
 
 
 def embedder_account(stack: EmbeddedStack) -> EmbedderAccount:
     return read_embedder_account(stack.ports.embedder_metrics)
 
 
-def cpu_split(before: dict[str, float], after: dict[str, float]) -> str:
-    used = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+def cpu_split(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> str:
+    used = {name: cpu_between(before.get(name, {}), reading) for name, reading in after.items()}
     total = sum(used.values()) or 1.0
     shares = ", ".join(f"{name} {100 * s / total:.0f}%" for name, s in sorted(used.items(), key=lambda i: -i[1]))
     return f"{total:.1f} CPU-s: {shares}"
@@ -262,8 +251,8 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
     print("|---|---:|---:|---:|---:|---:|---:|")
     latency_rows = []
 
-    def measured(cpu_before: dict[str, float], embedder_before: EmbedderAccount) -> str:
-        cpu = cpu_split(cpu_before, cpu_seconds(stack))
+    def measured(cpu_before: dict[str, dict[int, float]], embedder_before: EmbedderAccount) -> str:
+        cpu = cpu_split(cpu_before, cpu_readings(stack))
         return f"{cpu}; embedder: {(embedder_account(stack) - embedder_before).summary()}"
 
     splits: list[tuple[str, str]] = []
@@ -291,18 +280,18 @@ async def measure(stack: EmbeddedStack, corpora: dict[str, list[pb.Document]], j
             # Texts the job path embeds: counted when the embedder alone sees every document,
             # estimated from the sample's texts per document otherwise.
             path_texts = len(texts) * len(documents) / len(timed)
-            before, inside = cpu_seconds(stack), embedder_account(stack)
+            before, inside = cpu_readings(stack), embedder_account(stack)
             a1 = await embedder_alone(embedder, texts, clients)
             splits.append((f"{label}, embedder alone", measured(before, inside)))
             stop = asyncio.Event()
             searcher = asyncio.create_task(search_latencies(api_channel, probe, stop))
-            before, inside = cpu_seconds(stack), embedder_account(stack)
+            before, inside = cpu_readings(stack), embedder_account(stack)
             runs = [await job_path(api_channel, documents, search)]
             splits.append((f"{label}, job path with the search probe", measured(before, inside)))
             stop.set()
             busy = await searcher
             for _ in range(job_passes - 1):
-                before, inside = cpu_seconds(stack), embedder_account(stack)
+                before, inside = cpu_readings(stack), embedder_account(stack)
                 runs.append(await job_path(api_channel, documents, search))
                 splits.append((f"{label}, job path alone", measured(before, inside)))
             a2 = await embedder_alone(embedder, texts, clients)
