@@ -13,10 +13,14 @@ coordinator's own database, one spread over the N shards. For each:
     measured one (the model's check), and what each shard and the front (coordinator + search
     service) would serve per core of their own: the N-machine model;
   - again for each value of the shards' own ef_search asked for (the search service restarted
-    with MESHSEARCH_SEARCH_SHARD_EF_SEARCH), one server measured beside each.
+    with MESHSEARCH_SEARCH_SHARD_EF_SEARCH), one server measured beside each;
+  - one client's queries asking for each ef_search of --query-ef-search (the shards' default
+    sessions first): a sharded search reads its shards through an ef_search tier's foreign
+    servers (MESHSEARCH_SEARCH_SHARD_EF_SEARCH_TIERS), so its recall should rise with the value
+    asked as one server's does.
 Data: embedding-like unit vectors (clusters in a 64-dim latent space, 384 dims). Usage:
   .venv/bin/python bench/sharding/service.py [--count 100000] [--shards 4] [--queries 300]
-      [--shard-ef-search 0,20,10]
+      [--shard-ef-search 0,20,10] [--query-ef-search 0,100,400]
 """
 
 from __future__ import annotations
@@ -54,11 +58,17 @@ def load(stub: search_pb2_grpc.VectorStoreServiceStub, data: np.ndarray, name: s
     return time.perf_counter() - started, response.index_build_seconds
 
 
-def query(stub: search_pb2_grpc.VectorStoreServiceStub, name: str, vector: np.ndarray) -> tuple[list[int], float]:
+def query(
+    stub: search_pb2_grpc.VectorStoreServiceStub, name: str, vector: np.ndarray, ef_search: int = 0
+) -> tuple[list[int], float]:
     started = time.perf_counter()
     hits = stub.Query(
         pb.QueryRequest(
-            collection=name, k=10, vector=pb.Vector(data=vector.tobytes(), dimension=len(vector)), omit_text=True
+            collection=name,
+            k=10,
+            vector=pb.Vector(data=vector.tobytes(), dimension=len(vector)),
+            omit_text=True,
+            ef_search=ef_search,
         ),
         timeout=30,
     ).points
@@ -77,15 +87,17 @@ def cpu_readings(stack: EmbeddedStack) -> dict[str, dict[int, float]]:
     return readings
 
 
-def measure(stub, name: str, queries: np.ndarray, truth: list[set[int]], clients: int, stack: EmbeddedStack):  # type: ignore[no-untyped-def]
+def measure(
+    stub, name: str, queries: np.ndarray, truth: list[set[int]], clients: int, stack: EmbeddedStack, ef_search: int = 0
+):  # type: ignore[no-untyped-def]
     """(recall@10, p50 ms, p99 ms, queries/s, CPU ms per query by part of the mesh) with
-    `clients` callers at once."""
+    `clients` callers at once, each query asking for `ef_search` (0: the default)."""
     for vector in queries[:20]:
-        query(stub, name, vector)  # warm the pools and the shards' caches
+        query(stub, name, vector, ef_search)  # warm the pools and the shards' caches
     before = cpu_readings(stack)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        outcomes = list(pool.map(lambda vector: query(stub, name, vector), queries))
+        outcomes = list(pool.map(lambda vector: query(stub, name, vector, ef_search), queries))
     elapsed = time.perf_counter() - started
     after = cpu_readings(stack)
     latencies = [ms for _, ms in outcomes]
@@ -120,6 +132,27 @@ def cpu_model(label: str, cpu_ms: dict[str, float], measured_qps: float) -> None
         )
 
 
+def asked_ef_search(
+    stack: EmbeddedStack, queries: np.ndarray, truth: list[set[int]], sharded: str, values: list[int]
+) -> None:
+    """One client's queries asking for each ef_search in `values`, on one server and sharded."""
+    shards = sharded.split()[0]
+    print(
+        f"\nqueries asking for an ef_search, one client\n| ef_search asked | one server: recall@10, p50 / p99 ms "
+        f"| {sharded}: recall@10, p50 / p99 ms | p50 × one server | p99 × one server |\n|---|---:|---:|---:|---:|"
+    )
+    with stack.sync_channel("search") as channel:
+        stub = search_pb2_grpc.VectorStoreServiceStub(channel)
+        for ef_search in values:
+            one = measure(stub, "bench_0", queries, truth, 1, stack, ef_search)
+            many = measure(stub, f"bench_{shards}", queries, truth, 1, stack, ef_search)
+            print(
+                f"| {ef_search or 'none (default)'} | {one[0]:.3f}, {one[1]:.2f} / {one[2]:.2f} "
+                f"| {many[0]:.3f}, {many[1]:.2f} / {many[2]:.2f} | {many[1] / one[1]:.2f} | {many[2] / one[2]:.2f} |",
+                flush=True,
+            )
+
+
 def restart_with_shard_ef_search(stack: EmbeddedStack, ef_search: int) -> None:
     """The search service again, its shards' sessions at `ef_search` (0: the default's)."""
     stack.extra_env["MESHSEARCH_SEARCH_SHARD_EF_SEARCH"] = str(ef_search)
@@ -138,6 +171,12 @@ def main() -> None:
         default="0",
         help="comma-separated MESHSEARCH_SEARCH_SHARD_EF_SEARCH values to measure the sharded collection at "
         "(0: the service's default ef_search); one server is measured beside each",
+    )
+    parser.add_argument(
+        "--query-ef-search",
+        default="",
+        help="comma-separated ef_search values for queries to ask (0: none), one client, both collections, "
+        "with the shards' default sessions (the first --shard-ef-search round)",
     )
     parser.add_argument(
         "--data-dir",
@@ -194,6 +233,8 @@ def main() -> None:
                 )
                 cpu_model(f"one server, {CLIENTS} clients", one_many[4], one_many[3])
                 cpu_model(f"{sharded}, {CLIENTS} clients", many[4], many[3])
+                if round_index == 0 and args.query_ef_search:
+                    asked_ef_search(stack, queries, truth, sharded, [int(v) for v in args.query_ef_search.split(",")])
 
 
 if __name__ == "__main__":

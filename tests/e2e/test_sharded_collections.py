@@ -180,6 +180,49 @@ async def test_searches_match_one_server_holding_the_same_points(stub: Stub) -> 
     assert len(hybrid) == 5
 
 
+async def test_a_querys_ef_search_reaches_the_shards_through_its_tier(sharded_stack: EmbeddedStack, stub: Stub) -> None:
+    """postgres_fdw carries no session setting to a shard: a query asking for more than the
+    shards' default ef_search (40) reads them through the foreign servers of the smallest tier at
+    least as large (default tiers 100, 400, 1000), whose shard sessions start with it. A tier's
+    tables are made with the collection, again on first use if missing (a collection older than
+    the tier), and dropped with it."""
+    items = points(600, seed=13)
+    name = await create(stub, SHARDS)
+    await load(stub, name, items)
+    table = table_of(sharded_stack, name)
+    coordinator = sharded_stack.databases.search_url if sharded_stack.databases else sharded_stack.database_url
+
+    def tier_tables() -> set[str]:
+        with psycopg.connect(coordinator) as conn:
+            rows = conn.execute(
+                "SELECT c.relname FROM pg_foreign_table f JOIN pg_class c ON c.oid = f.ftrelid WHERE c.relname ~ %s",
+                (f"^{table}_s[0-9]+_ef[0-9]+$",),
+            )
+            return {row[0] for row in rows}
+
+    assert tier_tables() == {f"{table}_s{index}_ef{tier}" for index in range(SHARDS) for tier in (100, 400, 1000)}
+    with psycopg.connect(coordinator, autocommit=True) as conn:  # as if made before tier 400 was configured
+        for index in range(SHARDS):
+            conn.execute(sql.SQL("DROP FOREIGN TABLE {}").format(sql.Identifier(f"{table}_s{index}_ef400")))
+    query = items[5].vector
+    exact = (await stub.Query(pb.QueryRequest(collection=name, vector=query, k=10, exact=True))).points
+    tiered = (await stub.Query(pb.QueryRequest(collection=name, vector=query, k=10, ef_search=300))).points
+    # 300 points a shard, searched with ef_search 400: every candidate, so the exact answer.
+    assert [hit.point.id for hit in tiered] == [hit.point.id for hit in exact]
+    assert {f"{table}_s{index}_ef400" for index in range(SHARDS)} <= tier_tables()
+    with psycopg.connect(coordinator) as conn:
+        options = conn.execute(
+            "SELECT srvoptions FROM pg_foreign_server WHERE srvname = 'meshsearch_shard_0_ef400'"
+        ).fetchone()
+    assert options is not None and any("hnsw.ef_search=400" in option for option in options[0])
+    for admin_url in sharded_stack.shard_admin_urls:  # the query's sessions on each shard are the tier's
+        with psycopg.connect(admin_url) as conn:
+            sessions = {row[0] for row in conn.execute("SELECT application_name FROM pg_stat_activity")}
+        assert "meshsearch-coordinator-ef400" in sessions
+    await stub.DeleteCollection(pb.DeleteCollectionRequest(name=name))
+    assert tier_tables() == set()
+
+
 async def test_a_shard_holding_every_best_row_is_asked_for_all_of_them(
     sharded_stack: EmbeddedStack, stub: Stub
 ) -> None:

@@ -1,11 +1,19 @@
-"""How a sharded search asks its shards: the rows each sends, and the query vector as text."""
+"""How a sharded search asks its shards: the rows each sends, the query vector as text, and the
+ef_search tier whose foreign servers it reads them through."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from meshsearch_search.shards import RERUN_PROBABILITY, per_shard_limit, vector_literal
+from meshsearch_search.settings import SearchSettings
+from meshsearch_search.shards import (
+    RERUN_PROBABILITY,
+    EfTiers,
+    foreign_server,
+    per_shard_limit,
+    vector_literal,
+)
 
 
 def overflow_rate(wanted: int, count: int, limit: int, draws: int = 200_000) -> float:
@@ -36,3 +44,35 @@ def test_the_query_vector_as_text_is_exact_for_float32() -> None:
     parsed = np.array(text.strip("[]").split(","), dtype=np.float32)
     assert np.array_equal(parsed, values)
     assert len(text) < len("[" + ",".join(map(str, values.tolist())) + "]")
+
+
+def test_a_query_is_served_by_the_smallest_ef_search_tier_at_least_its_own() -> None:
+    tiers = EfTiers(default=40, tiers=(100, 400, 1000))
+    assert [tiers.serving(ef) for ef in (1, 40, 41, 100, 101, 400, 999, 1000)] == [
+        None,
+        None,
+        100,
+        100,
+        400,
+        400,
+        1000,
+        1000,
+    ]
+    assert tiers.serving(5000) == 1000  # past the largest: the largest
+    # Tiers at or below the default would only serve less than the default servers do.
+    assert EfTiers(default=200, tiers=(100, 200, 400)).serving(150) is None
+    assert EfTiers(default=200, tiers=(100, 200, 400)).serving(250) == 400
+    assert EfTiers(default=40).serving(400) is None  # no tiers: the default servers
+
+
+def test_tier_servers_and_tables_are_named_apart_from_the_defaults() -> None:
+    assert foreign_server(3) == "meshsearch_shard_3" and foreign_server(3, 400) == "meshsearch_shard_3_ef400"
+    assert foreign_server(3, None) == foreign_server(3)
+
+
+def test_ef_search_tiers_are_read_sorted_and_refused_when_not_pgvectors_range() -> None:
+    assert SearchSettings(shard_ef_search_tiers=" 400,100,400 ").ef_search_tiers == (100, 400)
+    assert SearchSettings(shard_ef_search_tiers="").ef_search_tiers == ()
+    for wrong in ("100,abc", "0", "1001", "-5"):
+        with pytest.raises(ValueError, match="hnsw.ef_search"):
+            SearchSettings(shard_ef_search_tiers=wrong)

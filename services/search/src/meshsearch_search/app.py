@@ -25,7 +25,7 @@ from meshsearch_search.points import PointLimits, PointStore
 from meshsearch_search.retrieval import Retriever
 from meshsearch_search.schema import migrate
 from meshsearch_search.settings import SearchSettings
-from meshsearch_search.shards import Shard, Shards, shard_role, where_of
+from meshsearch_search.shards import EfTiers, Shard, Shards, shard_role, where_of
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +112,14 @@ class SearchApp:
             pool = await self._open_pool(url, f"shard-{index}", autocommit=False)
             role = shard_role(index)
             opened.append(Shard(index, url, Database(pool, pool, connect_timeout_s=settings.pool_timeout_s, role=role)))
-        shards = Shards(opened)
+        shards = Shards(
+            opened, EfTiers(settings.shard_ef_search or settings.default_ef_search, settings.ef_search_tiers)
+        )
         if opened:
             async with coordinator.connection() as conn:
                 await conn.set_autocommit(True)
                 try:
-                    await shards.declare(
-                        conn,
-                        settings.shard_connect_timeout_s,
-                        settings.shard_ef_search or settings.default_ef_search,
-                        settings.max_scan_tuples,
-                    )
+                    await shards.declare(conn, settings.shard_connect_timeout_s, settings.max_scan_tuples)
                 finally:
                     await conn.set_autocommit(False)
         return shards

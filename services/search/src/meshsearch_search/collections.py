@@ -222,7 +222,7 @@ class CollectionStore:
                 # The shards' tables first, within this transaction: should any shard fail, the
                 # collection does not exist anywhere.
                 await self.shards.create(collection, points_table_sql(collection))
-                statements = shards.coordinator_tables_sql(collection)
+                statements = shards.coordinator_tables_sql(collection, self.shards.ef_tiers.tiers)
             else:
                 statements = points_table_sql(collection)
             for statement in statements:

@@ -298,19 +298,25 @@ class Retriever:
         metadata, so a hit on a document's first chunk needs no second trip to the shards.
 
         The branches are scanned at once: an Append of foreign scans whose rows need no
-        projection (docs/scaling.md). The shards search with their sessions' ef_search and
-        iterative scans (see `shards`): a query's own ef_search does not reach them. An exact
-        search is exact on every shard (see `_merged`)."""
+        projection (docs/scaling.md). The shards search with iterative scans and the ef_search
+        their sessions started with: a query asking for more than the shards' default (or
+        fetching more rows) reads them through the foreign tables of an ef_search tier
+        (`shards.EfTiers`). An exact search is exact on every shard (see `_merged`)."""
         count = len(spec.shards or range(collection.spec.shards))
+        # The shards' own default stands for a query that sets none; a tier only serves more.
+        tiers = self._store.shards.ef_tiers
+        tier = None if spec.exact else tiers.serving(max(fetch, spec.ef_search or tiers.default))
+        if tier is not None:
+            await self._store.shards.ensure_tier(self._db, collection, tier)
         literal = shards.vector_literal(spec.vector.tolist()) if spec.vector is not None else None
         # The query vector and the filter's values, once per branch (see the statement below);
         # an exact search orders each branch by the distance again (`_merged`).
         ordering = [literal] if spec.exact else []
         arguments = [value for _ in range(count) for value in (literal, *params, *ordering)]
         limit = shards.per_shard_limit(fetch, count)
-        rows = await self._merged(collection, spec, fetch, limit, grouped, arguments, shape)
+        rows = await self._merged(collection, spec, fetch, limit, tier, grouped, arguments, shape)
         if limit < fetch and rows and rows[0][9]:
-            rows = await self._merged(collection, spec, fetch, fetch, grouped, arguments, shape)
+            rows = await self._merged(collection, spec, fetch, fetch, tier, grouped, arguments, shape)
         return [self._vector_hit(collection, row) for row in rows], int(rows[0][8]) if rows else 0
 
     async def _merged(
@@ -319,13 +325,14 @@ class Retriever:
         spec: QuerySpec,
         fetch: int,
         limit: int,
+        tier: int | None,
         grouped: Callable[..., sql.Composable],
         arguments: list[Any],
         shape: tuple[Any, ...],
     ) -> list[tuple[Any, ...]]:
-        """The grouped rows of the best `fetch` among every shard's best `limit`; their last
-        column counts the shards that sent `limit` rows all inside the best `fetch` (which may
-        hold more of them)."""
+        """The grouped rows of the best `fetch` among every shard's best `limit` (read through
+        ef_search tier `tier`'s tables, if any); their last column counts the shards that sent
+        `limit` rows all inside the best `fetch` (which may hold more of them)."""
 
         def sharded_sql() -> sql.Composable:
             where = self._store.where(spec.filter)[0] if not spec.filter.is_empty() else sql.SQL("TRUE")
@@ -339,7 +346,7 @@ class Retriever:
                     "embedding {op} %s::{column} AS distance, {index} AS shard "
                     "FROM {partition} WHERE {where} ORDER BY {order} LIMIT {limit})"
                 ).format(
-                    partition=sql.Identifier(shards.partition(collection, index)),
+                    partition=sql.Identifier(shards.partition(collection, index, tier)),
                     order=order,
                     index=sql.Literal(index),
                     where=where,
@@ -363,7 +370,7 @@ class Retriever:
                 fetch=sql.Literal(fetch),
             )
 
-        statement = self._rendered(("sharded", fetch, limit, spec.exact, spec.shards, *shape), sharded_sql)
+        statement = self._rendered(("sharded", fetch, limit, tier, spec.exact, spec.shards, *shape), sharded_sql)
         async with self._db.read(self._settings()) as conn, psycopg.AsyncClientCursor(conn) as cursor:
             # Bound here, as literals: with the query vector a server-side parameter, the planner
             # kept each branch behind a projection, and the shards were scanned one by one.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from meshsearch_common.settings import ServiceSettings
@@ -32,8 +32,17 @@ class SearchSettings(ServiceSettings):
     shard_ef_search: int = Field(
         0,
         ge=0,
-        description="hnsw.ef_search of every shard's sessions, which sharded searches use whatever a query "
-        "asks (postgres_fdw carries no settings); 0: default_ef_search. See docs/scaling.md.",
+        description="hnsw.ef_search of the shards' default sessions (postgres_fdw carries no settings): a "
+        "sharded search that asks for no more uses it, one asking more an ef_search tier; 0: default_ef_search. "
+        "See docs/scaling.md.",
+    )
+    shard_ef_search_tiers: str = Field(
+        "100,400,1000",
+        description="Comma-separated hnsw.ef_search values, besides shard_ef_search, that a sharded search may "
+        "run its shards with: a query asking for more than shard_ef_search gets the smallest of these at "
+        "least as large (the largest, if none is). Each is a foreign server per shard, so a coordinator "
+        "connection may hold one shard session per value used; empty: every sharded search uses "
+        "shard_ef_search. See docs/scaling.md.",
     )
     pool_min_size: int = Field(2, ge=1)
     pool_max_size: int = Field(10, ge=1)
@@ -73,3 +82,18 @@ class SearchSettings(ServiceSettings):
         description="How often HNSW indexes left unbuilt are looked for and built: deferrals whose lease ran out "
         "(their writer died or stopped renewing), and builds a crash interrupted.",
     )
+
+    @field_validator("shard_ef_search_tiers")
+    @classmethod
+    def _ef_search_tiers_are_counts(cls, value: str) -> str:
+        for part in filter(None, (part.strip() for part in value.split(","))):
+            if not part.isdigit() or not 1 <= int(part) <= 1000:
+                raise ValueError(
+                    f"{part!r} is not an hnsw.ef_search value (a whole number from 1 to 1000, pgvector's range)"
+                )
+        return value
+
+    @property
+    def ef_search_tiers(self) -> tuple[int, ...]:
+        """shard_ef_search_tiers as sorted, distinct numbers."""
+        return tuple(sorted({int(part) for part in self.shard_ef_search_tiers.split(",") if part.strip()}))

@@ -14,7 +14,10 @@ partitioning (`place`), so a row is written where the coordinator will look for 
 
 The shard servers' sessions are the coordinator's postgres_fdw connections, which do not carry
 this service's session settings: they are set once per server, in its connection options
-(`hnsw.ef_search`, iterative scans for filters, the scan cap).
+(`hnsw.ef_search`, iterative scans for filters, the scan cap). So that a query's own ef_search
+reaches the shards, each shard is declared once more per ef_search tier, as a foreign server
+whose sessions start with that value, and a search asking for more than the default reads the
+shards through the tier's foreign tables (`EfTiers`).
 """
 
 from __future__ import annotations
@@ -46,18 +49,39 @@ MAX_SHARDS = 64
 FOREIGN_SERVER_PREFIX = "meshsearch_shard_"
 # libpq options that belong in a user mapping, not in a foreign server's options.
 _USER_MAPPING_OPTIONS = {"user", "password", "sslpassword", "sslcert", "sslkey"}
-_NAMED_SERVER = re.compile(rf'"{FOREIGN_SERVER_PREFIX}(\d+)"')
+_NAMED_SERVER = re.compile(rf'"{FOREIGN_SERVER_PREFIX}(\d+)(?:_ef\d+)?"')
 # Arbitrary but fixed: serialises replicas (re)declaring the shard servers at start-up.
 _DECLARE_LOCK_KEY = 0x73686172
 
 
-def foreign_server(index: int) -> str:
-    return f"{FOREIGN_SERVER_PREFIX}{index}"
+def foreign_server(index: int, ef_search: int | None = None) -> str:
+    """The coordinator's foreign server for shard `index`: the default one, or that of an
+    ef_search tier (its sessions start with that hnsw.ef_search)."""
+    return f"{FOREIGN_SERVER_PREFIX}{index}" + (f"_ef{ef_search}" if ef_search else "")
 
 
-def partition(collection: Collection, index: int) -> str:
-    """The coordinator's foreign table for shard `index` of the collection's points."""
-    return f"{collection.table}_s{index}"
+def partition(collection: Collection, index: int, ef_search: int | None = None) -> str:
+    """The coordinator's foreign table for shard `index` of the collection's points: the
+    partition itself, or the same remote table through an ef_search tier's server."""
+    return f"{collection.table}_s{index}" + (f"_ef{ef_search}" if ef_search else "")
+
+
+@dataclass(frozen=True)
+class EfTiers:
+    """The hnsw.ef_search values the shards' sessions can run with: `default` (every shard's
+    own foreign server) and `tiers` (a foreign server per shard each). postgres_fdw carries no
+    session setting to a shard, so a query's ef_search is served by choosing the server."""
+
+    default: int
+    tiers: tuple[int, ...] = ()
+
+    def serving(self, ef_search: int) -> int | None:
+        """The tier that serves a query asking for `ef_search`: None (the default servers) up to
+        the default, else the smallest tier at least as large, else the largest tier."""
+        above = [tier for tier in self.tiers if tier > self.default]
+        if ef_search <= self.default or not above:
+            return None
+        return next((tier for tier in above if tier >= ef_search), above[-1])
 
 
 # How often a sharded search may need asking again because one shard held more of the best rows
@@ -146,7 +170,9 @@ def session_options(ef_search: int, max_scan_tuples: int) -> str:
     )
 
 
-def _server_options(url: str, connect_timeout_s: int, session: str) -> tuple[dict[str, str], dict[str, str]]:
+def _server_options(
+    url: str, connect_timeout_s: int, session: str, application_name: str
+) -> tuple[dict[str, str], dict[str, str]]:
     """(foreign server options, user mapping options) for a shard's URL."""
     info = {key: str(value) for key, value in conninfo_to_dict(url).items() if value is not None}
     user = {key: value for key, value in info.items() if key in _USER_MAPPING_OPTIONS}
@@ -159,6 +185,7 @@ def _server_options(url: str, connect_timeout_s: int, session: str) -> tuple[dic
         "parallel_commit": "true",  # a query's remote transactions end on every shard at once
         "parallel_abort": "true",
         "connect_timeout": str(connect_timeout_s),
+        "application_name": application_name,  # which sessions are whose, in the shard's pg_stat_activity
     }
     return server, user
 
@@ -170,10 +197,12 @@ def _options(verb: str, options: dict[str, str]) -> sql.Composed:
     )
 
 
-def coordinator_tables_sql(collection: Collection) -> list[sql.Composed]:
+def coordinator_tables_sql(collection: Collection, ef_tiers: Sequence[int] = ()) -> list[sql.Composed]:
     """The coordinator's side of a sharded collection: its points and postings as tables
-    partitioned by a hash of the id over the shards' tables of the same names, and its BM25
-    counters as a view over every shard's. Nothing here contacts a shard."""
+    partitioned by a hash of the id over the shards' tables of the same names, its BM25
+    counters as a view over every shard's, and its points' tables of each ef_search tier (made
+    here, with the collection, so that a read replica has them before any search needs them).
+    Nothing here contacts a shard."""
     spec = collection.spec
     count = spec.shards
     points, terms, stats = collection.table, f"{collection.table}_terms", f"{collection.table}_stats"
@@ -213,6 +242,7 @@ def coordinator_tables_sql(collection: Collection) -> list[sql.Composed]:
                 "SERVER {} OPTIONS (table_name {})"
             ).format(sql.Identifier(f"{stats}_s{index}"), sql.Identifier(foreign_server(index)), sql.Literal(stats))
         )
+    statements += [tier_table_sql(collection, index, tier) for tier in ef_tiers for index in range(count)]
     statements.append(
         sql.SQL("CREATE VIEW {} AS {}").format(
             sql.Identifier(stats),
@@ -224,10 +254,33 @@ def coordinator_tables_sql(collection: Collection) -> list[sql.Composed]:
     return statements
 
 
+def tier_table_sql(collection: Collection, index: int, ef_search: int) -> sql.Composed:
+    """The foreign table through which shard `index`'s points are read with `ef_search`: the
+    partition's columns, the same remote table, the tier's server. Not a partition (a table is
+    a partition of one parent only), so it is read by name and written never."""
+    return sql.SQL(
+        "CREATE FOREIGN TABLE IF NOT EXISTS {tier} (LIKE {points}) SERVER {server} OPTIONS (table_name {remote})"
+    ).format(
+        tier=sql.Identifier(partition(collection, index, ef_search)),
+        points=sql.Identifier(collection.table),
+        server=sql.Identifier(foreign_server(index, ef_search)),
+        remote=sql.Literal(collection.table),
+    )
+
+
 def coordinator_drop_sql(collection: Collection) -> list[sql.Composed]:
-    """Statements that drop what `coordinator_tables_sql` made (the shards' data stays: `Shards.drop`)."""
+    """Statements that drop what `coordinator_tables_sql` and `tier_table_sql` made (the shards'
+    data stays: `Shards.drop`). The tier tables are found in the catalog, so those of tiers no
+    longer configured go too; the lock keeps `Shards.ensure_tier` from adding one meanwhile."""
     stats = f"{collection.table}_stats"
+    tier_tables = sql.Literal(f"^{re.escape(collection.table)}_s[0-9]+_ef[0-9]+$")
     return [
+        sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(_DECLARE_LOCK_KEY)),
+        sql.SQL(
+            "DO $drop$ DECLARE name text; BEGIN FOR name IN SELECT c.relname FROM pg_foreign_table f "
+            "JOIN pg_class c ON c.oid = f.ftrelid WHERE c.relname ~ {pattern} "
+            "LOOP EXECUTE format('DROP FOREIGN TABLE %I', name); END LOOP; END $drop$"
+        ).format(pattern=tier_tables),
         sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(stats)),
         *(
             sql.SQL("DROP FOREIGN TABLE IF EXISTS {}").format(sql.Identifier(f"{stats}_s{index}"))
@@ -251,61 +304,92 @@ class Shards:
     """The configured shard servers: their connections for writes, and on the coordinator the
     foreign servers through which its planner reads them."""
 
-    def __init__(self, shards: Sequence[Shard]) -> None:
+    def __init__(self, shards: Sequence[Shard], ef_tiers: EfTiers | None = None) -> None:
         self.all = list(shards)
+        self.ef_tiers = ef_tiers or EfTiers(default=0)
+        self._tier_tables: set[tuple[int, int]] = set()  # (collection id, tier) known to exist
 
-    async def declare(
-        self, coordinator: psycopg.AsyncConnection, connect_timeout_s: int, ef_search: int, max_scan_tuples: int
-    ) -> None:
-        """Create or update the coordinator's foreign server and user mapping of every shard,
-        so a changed URL or password takes effect on the next start (autocommit connection)."""
-        session = session_options(ef_search, max_scan_tuples)
+    async def declare(self, coordinator: psycopg.AsyncConnection, connect_timeout_s: int, max_scan_tuples: int) -> None:
+        """Create or update the coordinator's foreign servers (one per shard and ef_search tier)
+        and user mappings, so a changed URL or password takes effect on the next start
+        (autocommit connection). Servers of tiers no longer configured stay, unused: a replica
+        still running the old configuration may read through them."""
         async with coordinator.transaction():
             await coordinator.execute("SELECT pg_advisory_xact_lock(%s)", (_DECLARE_LOCK_KEY,))
             await coordinator.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw")
             for shard in self.all:
-                server_options, user_options = _server_options(shard.url, connect_timeout_s, session)
-                name = sql.Identifier(foreign_server(shard.index))
-                exists = await (
-                    await coordinator.execute(
-                        "SELECT srvoptions FROM pg_foreign_server WHERE srvname = %s", (foreign_server(shard.index),)
+                for tier in (None, *self.ef_tiers.tiers):
+                    ef_search = tier or self.ef_tiers.default
+                    server_options, user_options = _server_options(
+                        shard.url,
+                        connect_timeout_s,
+                        session_options(ef_search, max_scan_tuples),
+                        f"meshsearch-coordinator-ef{ef_search}",
                     )
-                ).fetchone()
-                if exists is None:
-                    await coordinator.execute(
-                        sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({})").format(
-                            name, _options("", server_options)
-                        )
+                    await self._declare_server(
+                        coordinator, foreign_server(shard.index, tier), server_options, user_options
                     )
-                else:
-                    held = {item.split("=", 1)[0] for item in exists[0] or []}
-                    await coordinator.execute(
-                        sql.SQL("ALTER SERVER {} OPTIONS ({})").format(
-                            name,
-                            sql.SQL(", ").join(
-                                [
-                                    *(
-                                        _options("SET" if key in held else "ADD", {key: value})
-                                        for key, value in server_options.items()
-                                    ),
-                                    *(
-                                        sql.SQL("DROP {}").format(sql.Identifier(key))
-                                        for key in held - server_options.keys()
-                                    ),
-                                ]
+
+    async def _declare_server(
+        self,
+        coordinator: psycopg.AsyncConnection,
+        server: str,
+        server_options: dict[str, str],
+        user_options: dict[str, str],
+    ) -> None:
+        """Create or update one foreign server and the user mapping through which it is reached."""
+        name = sql.Identifier(server)
+        exists = await (
+            await coordinator.execute("SELECT srvoptions FROM pg_foreign_server WHERE srvname = %s", (server,))
+        ).fetchone()
+        if exists is None:
+            await coordinator.execute(
+                sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER postgres_fdw OPTIONS ({})").format(
+                    name, _options("", server_options)
+                )
+            )
+        else:
+            held = {item.split("=", 1)[0] for item in exists[0] or []}
+            await coordinator.execute(
+                sql.SQL("ALTER SERVER {} OPTIONS ({})").format(
+                    name,
+                    sql.SQL(", ").join(
+                        [
+                            *(
+                                _options("SET" if key in held else "ADD", {key: value})
+                                for key, value in server_options.items()
                             ),
-                        )
-                    )
-                await coordinator.execute(
-                    sql.SQL("DROP USER MAPPING IF EXISTS FOR CURRENT_USER SERVER {}").format(name)
+                            *(sql.SQL("DROP {}").format(sql.Identifier(key)) for key in held - server_options.keys()),
+                        ]
+                    ),
                 )
-                await coordinator.execute(
-                    sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {} OPTIONS ({})").format(
-                        name, _options("", user_options)
-                    )
-                    if user_options
-                    else sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {}").format(name)
-                )
+            )
+        await coordinator.execute(sql.SQL("DROP USER MAPPING IF EXISTS FOR CURRENT_USER SERVER {}").format(name))
+        await coordinator.execute(
+            sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {} OPTIONS ({})").format(
+                name, _options("", user_options)
+            )
+            if user_options
+            else sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {}").format(name)
+        )
+
+    async def ensure_tier(self, coordinator: Database, collection: Collection, ef_search: int) -> None:
+        """Make the collection's foreign tables of tier `ef_search` on the coordinator if they are
+        missing, once per process, when first searched with it: a collection made before the
+        tier was configured (or by a replica without it) gets them too. Under the declaring lock,
+        and only while the collection exists (its drop takes the lock), so none is left behind
+        by a search racing a drop."""
+        key = (collection.id, ef_search)
+        if key in self._tier_tables:
+            return
+        async with coordinator.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DECLARE_LOCK_KEY,))
+            found = await conn.execute("SELECT 1 FROM meshsearch_collections WHERE id = %s", (collection.id,))
+            if await found.fetchone() is None:
+                return
+            for index in range(collection.spec.shards):
+                await conn.execute(tier_table_sql(collection, index, ef_search))
+        self._tier_tables.add(key)
 
     def check(self, count: int) -> None:
         """A collection may be created with `count` shards."""
