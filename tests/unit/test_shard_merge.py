@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from meshsearch_common.errors import Unavailable
 from meshsearch_search.settings import SearchSettings
 from meshsearch_search.shards import (
     RERUN_PROBABILITY,
     EfTiers,
+    Shard,
+    Shards,
     foreign_server,
     per_shard_limit,
     vector_literal,
@@ -76,3 +79,13 @@ def test_ef_search_tiers_are_read_sorted_and_refused_when_not_pgvectors_range() 
     for wrong in ("100,abc", "0", "1001", "-5"):
         with pytest.raises(ValueError, match="hnsw.ef_search"):
             SearchSettings(shard_ef_search_tiers=wrong)
+
+
+@pytest.mark.parametrize("server", ["meshsearch_shard_1", "meshsearch_shard_1_ef400"])
+def test_a_shard_unreached_through_any_of_its_servers_is_named_by_number_only(server: str) -> None:
+    shards = Shards([Shard(index, f"postgresql://u:secret@10.0.0.{index}:5432/db", None) for index in range(3)])  # type: ignore[arg-type]
+    error = Unavailable("the search database is unavailable")
+    error.__cause__ = RuntimeError(f'could not connect to server "{server}": connection refused at 10.0.0.1')
+    named = shards.named(error)
+    assert named.message.startswith("shard 1 is unavailable") and named.reason == "SHARD_UNAVAILABLE"
+    assert "10.0.0" not in named.message and "meshsearch_shard" not in named.message
