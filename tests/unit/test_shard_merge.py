@@ -66,6 +66,7 @@ def test_a_query_is_served_by_the_smallest_ef_search_tier_at_least_its_own() -> 
     assert EfTiers(default=200, tiers=(100, 200, 400)).serving(150) is None
     assert EfTiers(default=200, tiers=(100, 200, 400)).serving(250) == 400
     assert EfTiers(default=40).serving(400) is None  # no tiers: the default servers
+    assert EfTiers(default=200, tiers=(400, 100, 200, 400)).tiers == (400,)  # only those that can serve
 
 
 def test_tier_servers_and_tables_are_named_apart_from_the_defaults() -> None:

@@ -86,14 +86,22 @@ class SearchSettings(ServiceSettings):
     @field_validator("shard_ef_search_tiers")
     @classmethod
     def _ef_search_tiers_are_counts(cls, value: str) -> str:
-        for part in filter(None, (part.strip() for part in value.split(","))):
-            if not part.isdigit() or not 1 <= int(part) <= 1000:
-                raise ValueError(
-                    f"{part!r} is not an hnsw.ef_search value (a whole number from 1 to 1000, pgvector's range)"
-                )
+        _ef_search_values(value)
         return value
 
     @property
     def ef_search_tiers(self) -> tuple[int, ...]:
         """shard_ef_search_tiers as sorted, distinct numbers."""
-        return tuple(sorted({int(part) for part in self.shard_ef_search_tiers.split(",") if part.strip()}))
+        return tuple(sorted(set(_ef_search_values(self.shard_ef_search_tiers))))
+
+
+def _ef_search_values(text: str) -> list[int]:
+    """The numbers of a comma-separated list of hnsw.ef_search values; ValueError names a wrong one."""
+    values = []
+    for part in filter(None, (part.strip() for part in text.split(","))):
+        if not part.isdigit() or not 1 <= int(part) <= 1000:
+            raise ValueError(
+                f"{part!r} is not an hnsw.ef_search value (a whole number from 1 to 1000, pgvector's range)"
+            )
+        values.append(int(part))
+    return values

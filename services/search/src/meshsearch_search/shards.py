@@ -75,13 +75,17 @@ class EfTiers:
     default: int
     tiers: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Only tiers above the default can serve a query (the default servers serve the rest),
+        # so only those get servers and tables: sorted, distinct.
+        object.__setattr__(self, "tiers", tuple(sorted({tier for tier in self.tiers if tier > self.default})))
+
     def serving(self, ef_search: int) -> int | None:
         """The tier that serves a query asking for `ef_search`: None (the default servers) up to
         the default, else the smallest tier at least as large, else the largest tier."""
-        above = [tier for tier in self.tiers if tier > self.default]
-        if ef_search <= self.default or not above:
+        if ef_search <= self.default or not self.tiers:
             return None
-        return next((tier for tier in above if tier >= ef_search), above[-1])
+        return next((tier for tier in self.tiers if tier >= ef_search), self.tiers[-1])
 
 
 # How often a sharded search may need asking again because one shard held more of the best rows
