@@ -20,7 +20,7 @@ coordinator's own database, one spread over the N shards. For each:
     asked as one server's does.
 Data: embedding-like unit vectors (clusters in a 64-dim latent space, 384 dims). Usage:
   .venv/bin/python bench/sharding/service.py [--count 100000] [--shards 4] [--queries 300]
-      [--shard-ef-search 0,20,10] [--query-ef-search 0,100,400]
+      [--shard-ef-search 0,20,10] [--query-ef-search 0,100,400] [--pin-front 0]
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ import numpy as np
 
 from meshsearch.search.v1 import search_pb2 as pb
 from meshsearch.search.v1 import search_pb2_grpc
-from meshsearch_cli.stack import EmbeddedStack, Ports
+from meshsearch_cli.stack import EmbeddedStack, Ports, cpu_list
 from meshsearch_harness.bulk import column_batches
 from meshsearch_harness.datasets import embedding_like_vectors
 from meshsearch_harness.figures import cpu_description, percentile
 from meshsearch_harness.neighbours import exact_top10, queries_near, recall
-from meshsearch_harness.processes import cpu_between, cpu_seconds, server_cpu
+from meshsearch_harness.processes import cpu_between, cpu_seconds, pin, postgres_pids, server_cpu
 
 CLIENTS = 8
 
@@ -111,18 +111,45 @@ def measure(
     )
 
 
-def cpu_model(label: str, cpu_ms: dict[str, float], measured_qps: float) -> None:
+def pin_front(stack: EmbeddedStack, front: frozenset[int]) -> None:
+    """The coordinator PostgreSQL and the search service on the `front` CPUs; the shard servers
+    and this benchmark (its clients' threads) on the others. Backends forked later inherit
+    their postmaster's CPUs, so the split holds for connections opened after it."""
+    back = frozenset(os.sched_getaffinity(0)) - front
+    assert front and back, f"--pin-front {sorted(front)} must leave CPUs for the shards and clients"
+    pin([*postgres_pids(stack.pgdata("postgres")), stack.processes["search"].pid], front)
+    for index in range(stack.shards):
+        pin(postgres_pids(stack.pgdata(f"shard-{index}")), back)
+    pin([os.getpid()], back)
+
+
+def cpu_model(
+    label: str, cpu_ms: dict[str, float], measured_qps: float, front_cpus: frozenset[int] | None = None
+) -> None:
     """Where one query's CPU goes, the throughput that predicts for this machine's cores (checked
     against the measured), and what it predicts when each shard and the coordinator get cores
-    of their own (the N-machine model: every query visits every shard)."""
+    of their own (the N-machine model: every query visits every shard). With the front pinned
+    to `front_cpus`, the prediction is the bound of the busier of the two groups of CPUs."""
     shards = {part: ms for part, ms in cpu_ms.items() if part.startswith("shard") and ms > 0}  # this collection's
     front = cpu_ms["coordinator"] + cpu_ms["search service"]
     total = sum(cpu_ms.values())
-    predicted = (os.cpu_count() or 1) * 1000 / total
     parts = ", ".join(f"{part} {ms:.2f}" for part, ms in cpu_ms.items())
+    if front_cpus is None:
+        predicted = (os.cpu_count() or 1) * 1000 / total
+        where = f"{os.cpu_count()} cores"
+    else:
+        back_cpus = len(os.sched_getaffinity(0))
+        front_bound = len(front_cpus) * 1000 / front
+        back_bound = back_cpus * 1000 / (total - front)
+        predicted = min(front_bound, back_bound)
+        where = (
+            f"the front's {len(front_cpus)} CPU(s) (bound {front_bound:.0f}, busy "
+            f"{measured_qps / front_bound:.0%}) and the shards' and clients' {back_cpus} (bound "
+            f"{back_bound:.0f}, busy {measured_qps / back_bound:.0%})"
+        )
     print(
         f"  {label}: CPU ms per query: {parts}; total {total:.2f} -> predicted {predicted:.0f} queries/s on "
-        f"{os.cpu_count()} cores, measured {measured_qps:.0f} ({measured_qps / predicted:.2f} of it)"
+        f"{where}, measured {measured_qps:.0f} ({measured_qps / predicted:.2f} of it)"
     )
     if shards:
         busiest = max(shards.values())
@@ -179,6 +206,12 @@ def main() -> None:
         "with the shards' default sessions (the first --shard-ef-search round)",
     )
     parser.add_argument(
+        "--pin-front",
+        type=cpu_list,
+        help="after the loads, run the coordinator and the search service on these CPUs (taskset's list "
+        "form: 0 or 0-1) and the shard servers and clients on the others",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         help="keep the stack's servers and data here, and reuse collections an earlier run loaded there "
@@ -218,6 +251,8 @@ def main() -> None:
             for round_index, ef_search in enumerate(int(value) for value in args.shard_ef_search.split(",")):
                 if round_index or ef_search:
                     restart_with_shard_ef_search(stack, ef_search)
+                if args.pin_front:
+                    pin_front(stack, args.pin_front)
                 with stack.sync_channel("search") as channel:
                     stub = search_pb2_grpc.VectorStoreServiceStub(channel)
                     one, one_many = (measure(stub, "bench_0", queries, truth, c, stack) for c in (1, CLIENTS))
@@ -231,8 +266,8 @@ def main() -> None:
                     f"{many[2]:.2f} vs {one_many[2]:.2f} ms ({many[2] / one_many[2]:.2f}x)",
                     flush=True,
                 )
-                cpu_model(f"one server, {CLIENTS} clients", one_many[4], one_many[3])
-                cpu_model(f"{sharded}, {CLIENTS} clients", many[4], many[3])
+                cpu_model(f"one server, {CLIENTS} clients", one_many[4], one_many[3], args.pin_front)
+                cpu_model(f"{sharded}, {CLIENTS} clients", many[4], many[3], args.pin_front)
                 if round_index == 0 and args.query_ef_search:
                     asked_ef_search(stack, queries, truth, sharded, [int(v) for v in args.query_ef_search.split(",")])
 

@@ -3,6 +3,7 @@ memory, for benchmarks that say where the work of a request goes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -45,6 +46,19 @@ def server_cpu(pgdata: Path) -> dict[int, float]:
 def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU seconds spent between two readings of `server_cpu` (processes born between count whole)."""
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def pin(pids: list[int], cpus: frozenset[int]) -> None:
+    """Move every thread of `pids` onto `cpus`, now; processes and threads they start later
+    inherit it. For measuring, on one machine, a deployment whose parts have cores of their own."""
+    for pid in pids:
+        try:
+            threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except FileNotFoundError:
+            continue  # ended since it was listed
+        for tid in threads:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, cpus)
 
 
 def pss_bytes(pids: list[int]) -> int:
