@@ -18,4 +18,5 @@ if [ ! -s "$data/PG_VERSION" ]; then
   done
   "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
 fi
+if [ "${1:-}" = postgres ]; then shift; fi  # `postgres -c name=value ...`, as the official image takes it
 exec "$bin/postgres" -D "$data" -c listen_addresses='*' -c unix_socket_directories=/tmp "$@"

@@ -121,7 +121,7 @@ def run_demo(data_dir: Path, limit: int) -> int:
     try:
         stack = EmbeddedStack(data_dir, Ports.from_env(), cpus=cpus_from_env())
     except ValueError as exc:
-        console.print(f"[red]MESHSEARCH_STACK_EMBEDDER_CPUS: {exc}[/red]")
+        console.print(f"[red]{exc}[/red]")
         return 2
     console.print(
         f"starting embedded PostgreSQL, Redis, the three services and a worker (logs in {data_dir / 'logs'}) ..."

