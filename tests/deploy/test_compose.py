@@ -111,8 +111,13 @@ def mesh() -> Iterator[Mesh]:
         wait_serving(f"127.0.0.1:{running.port}", 600)
         yield running
     finally:
-        logs = running.compose("logs", "--tail", "30", timeout=120)
-        print(logs.stdout[-6000:])  # shown by pytest when a test failed
+        # Shown by pytest when a test failed: each service's own tail, so that a quiet one is
+        # not pushed out of sight by a chatty one.
+        for service in ("embedder", "search", "api", "worker", "postgres", "certs"):
+            logs = running.compose("logs", "--tail", "25", service, timeout=120)
+            print(f"--- {service} ---\n{(logs.stdout + logs.stderr)[-3000:]}")
+        listed = running.compose("ps", "-a", timeout=60)
+        print((listed.stdout + listed.stderr)[-3000:])
         running.compose("down", "-v", "-t", "10", timeout=300)
         running.remove_leftovers()
 
