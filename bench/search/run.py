@@ -304,7 +304,8 @@ def main() -> None:
                     conn.execute("DROP TABLE raw_points")
                     conn.execute(f"VACUUM ANALYZE {table}")
                     # Steady state means a warm cache: read the table and its indexes into the OS
-                    # page cache (a 1M collection is ~20x PostgreSQL's default shared_buffers).
+                    # page cache (a 1M collection is ~28x PostgreSQL's default 128 MB of shared_buffers; the stack
+                    # gives more: bench/search/buffers.py).
                     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
                     conn.execute(
                         "SELECT pg_prewarm(oid, 'read') FROM pg_class WHERE oid = %s::regclass "
