@@ -56,10 +56,16 @@ def passwords(path: Path) -> dict[str, str]:
     return made
 
 
+def superuser_url(server_url: str, keys: dict[str, str]) -> str:
+    """The superuser's URL with its password (which a server not yet secured, trusting every
+    local connection, ignores)."""
+    return make_conninfo(server_url, user=SUPERUSER, password=keys[SUPERUSER])
+
+
 def secure(server_url: str, pgdata: Path, keys: dict[str, str]) -> tuple[str, ServiceDatabases]:
     """Give the server its roles, databases and passwords, then require them; the superuser's
     URL (for operators and tests) and each service's. Safe to run on every start."""
-    admin_url = make_conninfo(server_url, user=SUPERUSER, password=keys[SUPERUSER])
+    admin_url = superuser_url(server_url, keys)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(SUPERUSER), keys[SUPERUSER]))
         for role in (SEARCH, JOBS):

